@@ -1,0 +1,239 @@
+/**
+ * The relay's SQLite store: the public-key directory, the offline queue and the
+ * relay's metadata log. It never holds a private key or a plaintext: only what
+ * the relay itself sees (public keys, envelopes as ciphertext, metadata).
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+}
+
+export interface UserRow {
+  pin: string;
+  pk: string;
+  name: string;
+  created_at: number;
+  last_seen: number;
+}
+
+export interface QueueRow {
+  qid: number;
+  recipient: string;
+  kind: 'envelope' | 'receipt';
+  ref: string;
+  payload: string;
+}
+
+export interface MetadataRow {
+  seq: number;
+  at: number;
+  kind: string;
+  sender: string;
+  recipients: string;
+  conv: string;
+  ref: string;
+  bytes: number;
+  escrow: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS users (
+  pin TEXT PRIMARY KEY,
+  pk TEXT NOT NULL,
+  name TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+-- Envelope ids the relay has accepted: a replayed id is not delivered twice.
+CREATE TABLE IF NOT EXISTS seen (
+  id TEXT PRIMARY KEY,
+  sender TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+-- Envelopes waiting for at least one recipient, stored once however many recipients.
+CREATE TABLE IF NOT EXISTS envelopes (
+  id TEXT PRIMARY KEY,
+  sender TEXT NOT NULL,
+  json TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+-- The offline queue: one row per recipient per item, deleted on the recipient's ack.
+CREATE TABLE IF NOT EXISTS queue (
+  qid INTEGER PRIMARY KEY AUTOINCREMENT,
+  recipient TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('envelope', 'receipt')),
+  ref TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, qid);
+CREATE INDEX IF NOT EXISTS queue_by_ref ON queue (ref);
+-- What every relay learns even without a tap: who, to whom, when, how much.
+CREATE TABLE IF NOT EXISTS metadata (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  conv TEXT NOT NULL,
+  ref TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  escrow INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metadata_by_ref ON metadata (ref);
+`;
+
+/** Open a SQLite file (or ':memory:'), check it is a healthy database, and apply the schema. */
+export function openDatabase(file: string, label: string): Database.Database {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    // NORMAL in WAL mode survives a killed process; only a power cut may lose the last commits.
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 2000');
+    const check = db.pragma('quick_check', { simple: true });
+    if (check !== 'ok') throw new Error(String(check));
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new StoreError(`${label} database ${file} cannot be used: ${why}. Move it aside (or start with --ephemeral) and start again.`);
+  }
+  return db;
+}
+
+export class RelayStore {
+  readonly db: Database.Database;
+  private readonly stmt;
+
+  constructor(file: string) {
+    this.db = openDatabase(file, 'relay');
+    try {
+      this.db.exec(SCHEMA);
+    } catch (err) {
+      throw new StoreError(`relay database ${file} has an unexpected layout: ${(err as Error).message}`);
+    }
+    const db = this.db;
+    this.stmt = {
+      getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE pin = ?'),
+      allUsers: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, pin'),
+      upsertUser: db.prepare(
+        `INSERT INTO users (pin, pk, name, created_at, last_seen) VALUES (@pin, @pk, @name, @now, @now)
+         ON CONFLICT (pin) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen`,
+      ),
+      touchUser: db.prepare('UPDATE users SET last_seen = ? WHERE pin = ?'),
+      getSeen: db.prepare<[string], { sender: string }>('SELECT sender FROM seen WHERE id = ?'),
+      addSeen: db.prepare('INSERT INTO seen (id, sender, at) VALUES (?, ?, ?)'),
+      addEnvelope: db.prepare('INSERT INTO envelopes (id, sender, json, at) VALUES (?, ?, ?, ?)'),
+      getEnvelopeJson: db.prepare<[string], { json: string }>('SELECT json FROM envelopes WHERE id = ?'),
+      dropEnvelopeIfDone: db.prepare('DELETE FROM envelopes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE ref = ? AND kind = \'envelope\')'),
+      enqueue: db.prepare('INSERT INTO queue (recipient, kind, ref, payload, at) VALUES (?, ?, ?, ?, ?)'),
+      pending: db.prepare<[string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE recipient = ? ORDER BY qid'),
+      getQueued: db.prepare<[number, string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE qid = ? AND recipient = ?'),
+      deleteQueued: db.prepare('DELETE FROM queue WHERE qid = ?'),
+      addMetadata: db.prepare(
+        'INSERT INTO metadata (at, kind, sender, recipients, conv, ref, bytes, escrow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      metadataFor: db.prepare<[string], MetadataRow>("SELECT * FROM metadata WHERE ref = ? AND kind = 'envelope' LIMIT 1"),
+      recentMetadata: db.prepare<[number], MetadataRow>('SELECT * FROM metadata ORDER BY seq DESC LIMIT ?'),
+      queueDepth: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM queue'),
+    };
+  }
+
+  getUser(pin: string): UserRow | undefined {
+    return this.stmt.getUser.get(pin);
+  }
+
+  allUsers(): UserRow[] {
+    return this.stmt.allUsers.all();
+  }
+
+  upsertUser(pin: string, pk: string, name: string, now: number): void {
+    this.stmt.upsertUser.run({ pin, pk, name, now });
+  }
+
+  touchUser(pin: string, now: number): void {
+    this.stmt.touchUser.run(now, pin);
+  }
+
+  /** The sender of an already accepted envelope id, if any. */
+  seenSender(id: string): string | undefined {
+    return this.stmt.getSeen.get(id)?.sender;
+  }
+
+  /**
+   * Accept an envelope in one transaction: remember its id, keep one copy of it,
+   * queue it for each recipient and log its metadata. Returns the qid per recipient.
+   */
+  acceptEnvelope(
+    env: { id: string; from: string; to: string[]; conv: string; escrow: unknown },
+    json: string,
+    now: number,
+  ): Map<string, number> {
+    const run = this.db.transaction(() => {
+      this.stmt.addSeen.run(env.id, env.from, now);
+      this.stmt.addEnvelope.run(env.id, env.from, json, now);
+      const qids = new Map<string, number>();
+      for (const pin of env.to) {
+        const info = this.stmt.enqueue.run(pin, 'envelope', env.id, '', now);
+        qids.set(pin, Number(info.lastInsertRowid));
+      }
+      this.stmt.addMetadata.run(now, 'envelope', env.from, env.to.join(','), env.conv, env.id, json.length, env.escrow ? 1 : 0);
+      return qids;
+    });
+    return run();
+  }
+
+  /** Queue a receipt for the original sender; returns its qid. */
+  enqueueReceipt(recipient: string, ref: string, payload: string, state: string, by: string, now: number): number {
+    const run = this.db.transaction(() => {
+      const info = this.stmt.enqueue.run(recipient, 'receipt', ref, payload, now);
+      this.stmt.addMetadata.run(now, `receipt:${state}`, by, recipient, '', ref, payload.length, 0);
+      return Number(info.lastInsertRowid);
+    });
+    return run();
+  }
+
+  envelopeJson(id: string): string | undefined {
+    return this.stmt.getEnvelopeJson.get(id)?.json;
+  }
+
+  pendingFor(pin: string): QueueRow[] {
+    return this.stmt.pending.all(pin);
+  }
+
+  /** Delete acknowledged items that belong to `pin`; returns the rows deleted. */
+  ack(pin: string, qids: readonly number[]): QueueRow[] {
+    const run = this.db.transaction(() => {
+      const done: QueueRow[] = [];
+      for (const qid of qids) {
+        const row = this.stmt.getQueued.get(qid, pin);
+        if (!row) continue;
+        this.stmt.deleteQueued.run(qid);
+        if (row.kind === 'envelope') this.stmt.dropEnvelopeIfDone.run(row.ref, row.ref);
+        done.push(row);
+      }
+      return done;
+    });
+    return run();
+  }
+
+  envelopeMetadata(id: string): MetadataRow | undefined {
+    return this.stmt.metadataFor.get(id);
+  }
+
+  recentMetadata(limit: number): MetadataRow[] {
+    return this.stmt.recentMetadata.all(limit);
+  }
+
+  queueDepth(): number {
+    return this.stmt.queueDepth.get()?.n ?? 0;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * The one wire protocol of Backdoor Lab, imported by the relay, the browser
+ * client, Node bots and the tests. Every frame that crosses a socket is parsed
+ * here, once, at the edge; code past the parser trusts its types.
+ *
+ * Binary values travel as standard base64 (RFC 4648 §4, with padding) so that
+ * an independent decryptor (Python's base64.b64decode, PyNaCl) reads them as is.
+ */
+import { z } from 'zod';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame the relay accepts; a bigger one closes the socket with 1009. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Largest message text a client will encrypt (characters). */
+export const MAX_TEXT_CHARS = 4000;
+/** Most recipients one envelope may name (a group of 64 including the sender). */
+export const MAX_RECIPIENTS = 63;
+export const MAX_NAME_CHARS = 40;
+
+// ---------------------------------------------------------------------------
+// Field shapes
+
+const b64 = (min: number, max: number) =>
+  z
+    .string()
+    .max(Math.ceil(max / 3) * 4)
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64')
+    .refine((s) => s.length % 4 === 0, 'base64 length must be a multiple of 4')
+    .refine((s) => {
+      const n = (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
+      return n >= min && n <= max;
+    }, `must decode to ${min === max ? min : `${min}..${max}`} bytes`);
+
+/** A BlackBerry-style PIN: 8 upper-case hex digits, derived from the public key. */
+export const Pin = z.string().regex(/^[0-9A-F]{8}$/, 'PIN must be 8 upper-case hex digits');
+export type Pin = z.infer<typeof Pin>;
+
+/** Envelope id: 16 random bytes as 32 lower-case hex digits. */
+export const EnvelopeId = z.string().regex(/^[0-9a-f]{32}$/, 'id must be 32 lower-case hex digits');
+
+/** Conversation id: `dm` for one-to-one, `g-` + 16 hex digits for a group. */
+export const ConversationId = z.string().regex(/^(dm|g-[0-9a-f]{16})$/, 'conv must be "dm" or "g-" + 16 hex digits');
+
+export const DisplayName = z
+  .string()
+  .trim()
+  .min(1, 'name must not be empty')
+  .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`)
+  // Control characters would let a name forge extra lines in logs and headers.
+  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'name must not contain control characters');
+
+export const PublicKey = b64(32, 32);
+export const Signature = b64(64, 64);
+export const Nonce24 = b64(24, 24);
+/** crypto_box_seal of a 32-byte key: 32 ephemeral pk + 32 key + 16 tag = 80 bytes. */
+export const SealedKey = b64(80, 80);
+export const SEALED_KEY_BYTES = 80;
+
+export const KeyWrap = z.object({ to: Pin, key: SealedKey }).strict();
+export type KeyWrap = z.infer<typeof KeyWrap>;
+
+/** The escrow field: the message key sealed to the regulator's escrow key. */
+export const EscrowField = z
+  .object({
+    kid: z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits'),
+    key: SealedKey,
+  })
+  .strict();
+export type EscrowField = z.infer<typeof EscrowField>;
+
+/**
+ * The envelope: everything the relay sees of a message. `from` is set by the
+ * sender and checked by the relay against the authenticated session.
+ */
+export const Envelope = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    id: EnvelopeId,
+    from: Pin,
+    to: z.array(Pin).min(1, 'to must name at least one recipient').max(MAX_RECIPIENTS),
+    conv: ConversationId,
+    ts: z.number().int().min(0).max(8.64e15),
+    nonce: Nonce24,
+    body: b64(17, MAX_FRAME_BYTES),
+    wraps: z.array(KeyWrap).min(1).max(MAX_RECIPIENTS + 1),
+    escrow: EscrowField.nullable(),
+    sig: Signature,
+  })
+  .strict()
+  .superRefine((env, ctx) => {
+    if (new Set(env.to).size !== env.to.length) ctx.addIssue({ code: 'custom', message: 'to must not repeat a PIN', path: ['to'] });
+    if (env.to.includes(env.from)) ctx.addIssue({ code: 'custom', message: 'to must not include the sender', path: ['to'] });
+    if (env.conv === 'dm' && env.to.length !== 1) ctx.addIssue({ code: 'custom', message: 'a dm names exactly one recipient', path: ['to'] });
+    const want = [env.from, ...env.to].sort().join(',');
+    const got = env.wraps.map((w) => w.to).sort().join(',');
+    if (want !== got) ctx.addIssue({ code: 'custom', message: 'wraps must hold one key for the sender and each recipient', path: ['wraps'] });
+  });
+export type Envelope = z.infer<typeof Envelope>;
+
+/** What the sender encrypts: the decrypted body of an envelope. */
+export const MessageBody = z
+  .object({
+    text: z.string().min(1).max(MAX_TEXT_CHARS),
+    /** Group name, carried inside the ciphertext so the relay never learns it. */
+    group: z.string().max(MAX_NAME_CHARS).optional(),
+  })
+  .strict();
+export type MessageBody = z.infer<typeof MessageBody>;
+
+// ---------------------------------------------------------------------------
+// Policy: what the relay tells clients about the regulator tap.
+
+export const Policy = z
+  .object({
+    tap: z.boolean(),
+    scope: z.enum(['all', 'warrant']),
+    /** PINs named in a warrant; messages from or to them are covered. */
+    pins: z.array(Pin).max(1000),
+    announced: z.boolean(),
+    /** The regulator's X25519 escrow public key (null while the tap is off). */
+    escrowPk: PublicKey.nullable(),
+    escrowKid: z.string().regex(/^[0-9a-f]{16}$/).nullable(),
+    /** Incremented on every change, so clients can tell a fresh policy from a stale one. */
+    epoch: z.number().int().min(0),
+  })
+  .strict();
+export type Policy = z.infer<typeof Policy>;
+
+/** Whether a message from `from` to `to` falls under the tap. */
+export function policyCovers(policy: Policy, from: string, to: readonly string[]): boolean {
+  if (!policy.tap || policy.escrowPk === null) return false;
+  if (policy.scope === 'all') return true;
+  return policy.pins.includes(from) || to.some((pin) => policy.pins.includes(pin));
+}
+
+export const DirectoryEntry = z
+  .object({ pin: Pin, name: DisplayName, pk: PublicKey, online: z.boolean() })
+  .strict();
+export type DirectoryEntry = z.infer<typeof DirectoryEntry>;
+
+// ---------------------------------------------------------------------------
+// Client → relay
+
+export const ClientMessage = z.discriminatedUnion('type', [
+  /** Answer to the relay's challenge: a signature over the login transcript. */
+  z.object({ type: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), pk: PublicKey, name: DisplayName, sig: Signature }).strict(),
+  z.object({ type: z.literal('send'), env: Envelope }).strict(),
+  /** The device has the queued items: the relay may delete them. */
+  z.object({ type: z.literal('ack'), qids: z.array(z.number().int().min(1)).min(1).max(1000) }).strict(),
+  /** The user saw these messages: tell their senders (the R in BBM). */
+  z.object({ type: z.literal('read'), to: Pin, ids: z.array(EnvelopeId).min(1).max(1000) }).strict(),
+  z.object({ type: z.literal('ping'), t: z.number() }).strict(),
+]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+
+// ---------------------------------------------------------------------------
+// Relay → client
+
+export const ReceiptState = z.enum(['delivered', 'read']);
+export type ReceiptState = z.infer<typeof ReceiptState>;
+
+export const ServerMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('challenge'), v: z.literal(PROTOCOL_VERSION), nonce: b64(32, 32), policy: Policy }).strict(),
+  z.object({ type: z.literal('welcome'), pin: Pin, name: DisplayName, directory: z.array(DirectoryEntry), policy: Policy }).strict(),
+  /** Directory changes since the last frame: new users and who went on- or offline. */
+  z.object({ type: z.literal('presence'), users: z.array(DirectoryEntry) }).strict(),
+  z.object({ type: z.literal('policy'), policy: Policy }).strict(),
+  /** The relay stored the envelope and will deliver it (the "sent" tick). */
+  z.object({ type: z.literal('accepted'), id: EnvelopeId, duplicate: z.boolean() }).strict(),
+  /** A queued envelope for this device; ack its qid once stored. */
+  z.object({ type: z.literal('envelope'), qid: z.number().int().min(1), env: Envelope }).strict(),
+  /** A queued receipt for a message this device sent; ack its qid. */
+  z.object({ type: z.literal('receipt'), qid: z.number().int().min(1), id: EnvelopeId, by: Pin, state: ReceiptState, at: z.number() }).strict(),
+  z.object({ type: z.literal('pong'), t: z.number() }).strict(),
+  z.object({ type: z.literal('error'), code: z.string(), message: z.string(), ref: z.string().optional() }).strict(),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+// ---------------------------------------------------------------------------
+// Observers: what the relay hands to the relay view and to the regulator's tap.
+// These are the relay's own view of traffic: metadata in clear, content as ciphertext.
+
+export const TrafficEvent = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('envelope'), at: z.number(), env: Envelope, bytes: z.number().int(), online: z.array(Pin) }).strict(),
+  z.object({ kind: z.literal('receipt'), at: z.number(), id: EnvelopeId, by: Pin, to: Pin, state: ReceiptState }).strict(),
+  z.object({ kind: z.literal('login'), at: z.number(), pin: Pin, name: DisplayName, address: z.string() }).strict(),
+  z.object({ kind: z.literal('logout'), at: z.number(), pin: Pin }).strict(),
+  z.object({ kind: z.literal('rejected'), at: z.number(), pin: z.string(), code: z.string(), message: z.string() }).strict(),
+  z.object({ kind: z.literal('policy'), at: z.number(), policy: Policy }).strict(),
+]);
+export type TrafficEvent = z.infer<typeof TrafficEvent>;
+
+/** Frames on the relay view socket (`/ws/relay-view`): a backlog, then live events. */
+export const ViewerMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('backlog'), events: z.array(TrafficEvent), directory: z.array(DirectoryEntry) }).strict(),
+  z.object({ type: z.literal('traffic'), event: TrafficEvent }).strict(),
+]);
+export type ViewerMessage = z.infer<typeof ViewerMessage>;
+export const parseViewerMessage = (raw: string): Parsed<ViewerMessage> => parseWith(ViewerMessage, raw);
+
+// ---------------------------------------------------------------------------
+// Errors and close codes, named once.
+
+export const ErrorCode = {
+  BadJson: 'bad_json',
+  BadFrame: 'bad_frame',
+  NotLoggedIn: 'not_logged_in',
+  AlreadyLoggedIn: 'already_logged_in',
+  BadSignature: 'bad_signature',
+  KeyMismatch: 'key_mismatch',
+  Impersonation: 'impersonation',
+  UnknownRecipient: 'unknown_recipient',
+  EscrowRequired: 'escrow_required',
+  RateLimited: 'rate_limited',
+  Internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  PolicyViolation: 1008,
+  TooBig: 1009,
+  /** Application codes (4000–4999). */
+  LoginFailed: 4001,
+  LoginTimeout: 4002,
+  Replaced: 4003,
+  SlowConsumer: 4004,
+  Flooding: 4005,
+  TooManyErrors: 4006,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+// ---------------------------------------------------------------------------
+// Parsing at the edge.
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; message: string };
+
+function describe(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(frame)'}: ${i.message}`)
+    .join('; ');
+}
+
+function parseWith<T>(schema: z.ZodType<T>, raw: string): Parsed<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return { ok: false, code: ErrorCode.BadJson, message: 'frame is not valid JSON' };
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) return { ok: false, code: ErrorCode.BadFrame, message: describe(result.error) };
+  return { ok: true, value: result.data };
+}
+
+export const parseClientMessage = (raw: string): Parsed<ClientMessage> => parseWith(ClientMessage, raw);
+export const parseServerMessage = (raw: string): Parsed<ServerMessage> => parseWith(ServerMessage, raw);
+
+export function assertNever(x: never): never {
+  throw new Error(`unexpected value: ${JSON.stringify(x)}`);
+}
