@@ -64,6 +64,7 @@ interface Session {
   nonce: string;
   pin: string | null;
   name: string;
+  pk: string;
   tokens: number;
   lastRefill: number;
   dropped: number;
@@ -79,6 +80,7 @@ export class Relay {
   private presenceTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
+  private closed = false;
   readonly limits: RelayLimits;
 
   constructor(
@@ -146,6 +148,7 @@ export class Relay {
       nonce: randomBytes(32).toString('base64'),
       pin: null,
       name: '',
+      pk: '',
       tokens: this.limits.rateBurst,
       lastRefill: Date.now(),
       dropped: 0,
@@ -174,6 +177,7 @@ export class Relay {
     this.sessions.delete(session);
     if (session.loginTimer) clearTimeout(session.loginTimer);
     const pin = session.pin;
+    if (this.closed) return; // shutting down: the store may already be closed
     if (pin && this.online.get(pin) === session) {
       this.online.delete(pin);
       this.store.touchUser(pin, Date.now());
@@ -199,6 +203,7 @@ export class Relay {
 
   /** Stop timers and close every socket (used on shutdown). */
   close(): void {
+    this.closed = true;
     clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     for (const session of this.sessions) session.socket.close(CloseCode.GoingAway, 'relay shutting down');
@@ -291,6 +296,7 @@ export class Relay {
     if (session.loginTimer) clearTimeout(session.loginTimer);
     session.pin = pin;
     session.name = msg.name;
+    session.pk = msg.pk;
     this.online.set(pin, session);
     this.log.info('login', { pin, name: msg.name });
     this.send(session, { type: 'welcome', pin, name: msg.name, directory: this.directory(), policy: this.policy });
@@ -311,6 +317,8 @@ export class Relay {
     }
     const unknown = env.to.filter((to) => !this.store.getUser(to));
     if (unknown.length) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${unknown.join(', ')}`, env.id);
+    // Recipients must learn the sender's key before its first envelope: flush a pending presence first.
+    if (this.pendingPresence.has(pin)) this.flushPresence();
     if (policyCovers(this.policy, env.from, env.to) && env.escrow?.kid !== this.policy.escrowKid) {
       // The relay can see the field is present and well formed; it cannot see whether it opens.
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.EscrowRequired, message: 'no escrow field under the tap' });
@@ -328,7 +336,7 @@ export class Relay {
       online.push(to);
       this.sendRaw(target, `{"type":"envelope","qid":${qid},"env":${json}}`);
     }
-    this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online });
+    this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk });
   }
 
   private onAck(pin: string, qids: number[]): void {
@@ -380,6 +388,7 @@ export class Relay {
   }
 
   private flushPresence(): void {
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
     this.presenceTimer = null;
     if (!this.pendingPresence.size) return;
     const users = [...this.pendingPresence.values()].map((u) => ({ ...u, online: this.online.has(u.pin) }));

@@ -33,7 +33,9 @@ export interface Identity {
 }
 
 export function identityFromSigningKey(signSk: Uint8Array): Identity {
-  const signPk = sodium.crypto_sign_ed25519_sk_to_pk(signSk);
+  if (signSk.length !== 64) throw new Error('an Ed25519 secret key is 64 bytes');
+  // libsodium's Ed25519 secret key is seed (32 bytes) || public key (32 bytes).
+  const signPk = signSk.slice(32);
   return {
     signPk,
     signSk,

@@ -182,7 +182,7 @@ export type ServerMessage = z.infer<typeof ServerMessage>;
 // These are the relay's own view of traffic: metadata in clear, content as ciphertext.
 
 export const TrafficEvent = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('envelope'), at: z.number(), env: Envelope, bytes: z.number().int(), online: z.array(Pin) }).strict(),
+  z.object({ kind: z.literal('envelope'), at: z.number(), env: Envelope, bytes: z.number().int(), online: z.array(Pin), senderPk: PublicKey }).strict(),
   z.object({ kind: z.literal('receipt'), at: z.number(), id: EnvelopeId, by: Pin, to: Pin, state: ReceiptState }).strict(),
   z.object({ kind: z.literal('login'), at: z.number(), pin: Pin, name: DisplayName, address: z.string() }).strict(),
   z.object({ kind: z.literal('logout'), at: z.number(), pin: Pin }).strict(),
@@ -198,6 +198,51 @@ export const ViewerMessage = z.discriminatedUnion('type', [
 ]);
 export type ViewerMessage = z.infer<typeof ViewerMessage>;
 export const parseViewerMessage = (raw: string): Parsed<ViewerMessage> => parseWith(ViewerMessage, raw);
+
+/** An archived envelope as the regulator console shows it: opened where the escrow key opens it. */
+export const InterceptItem = z
+  .object({
+    seq: z.number().int(),
+    at: z.number(),
+    senderPk: z.string(),
+    env: Envelope,
+    readable: z.boolean(),
+    text: z.string().nullable(),
+    group: z.string().nullable(),
+    reason: z.string().nullable(),
+  })
+  .strict();
+export type InterceptItem = z.infer<typeof InterceptItem>;
+
+export const AuditEntry = z.object({ seq: z.number().int(), at: z.number(), action: z.string(), detail: z.string() }).strict();
+export type AuditEntry = z.infer<typeof AuditEntry>;
+
+export const TapSettings = z
+  .object({ tap: z.boolean(), scope: z.enum(['all', 'warrant']), pins: z.array(Pin), announced: z.boolean() })
+  .strict();
+export type TapSettings = z.infer<typeof TapSettings>;
+
+/** The regulator console socket (`/ws/regulator`): the console sends `auth` first. */
+export const ConsoleClientMessage = z.object({ type: z.literal('auth'), token: z.string().max(200) }).strict();
+export const ConsoleMessage = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('snapshot'),
+      intercepts: z.array(InterceptItem),
+      total: z.number().int(),
+      audit: z.array(AuditEntry),
+      settings: TapSettings,
+      policy: Policy,
+      kid: z.string(),
+    })
+    .strict(),
+  z.object({ type: z.literal('intercept'), item: InterceptItem, total: z.number().int() }).strict(),
+  z.object({ type: z.literal('state'), audit: z.array(AuditEntry), settings: TapSettings, policy: Policy }).strict(),
+  z.object({ type: z.literal('error'), code: z.string(), message: z.string() }).strict(),
+]);
+export type ConsoleMessage = z.infer<typeof ConsoleMessage>;
+export const parseConsoleMessage = (raw: string): Parsed<ConsoleMessage> => parseWith(ConsoleMessage, raw);
+export const parseConsoleClientMessage = (raw: string): Parsed<z.infer<typeof ConsoleClientMessage>> => parseWith(ConsoleClientMessage, raw);
 
 // ---------------------------------------------------------------------------
 // Errors and close codes, named once.

@@ -1,0 +1,531 @@
+/**
+ * The platform-neutral messenger: identity, login, directory, sending and
+ * receiving envelopes, receipts, the tap policy, reconnects. It knows nothing of
+ * the DOM or of `ws`: the socket and the key-value storage are injected, so the
+ * browser page, Node bots, the benchmark and the tests all run this same code.
+ */
+import {
+  ErrorCode,
+  assertNever,
+  parseServerMessage,
+  policyCovers,
+  type ClientMessage,
+  type DirectoryEntry,
+  type Envelope,
+  type Policy,
+  type ServerMessage,
+} from '../../shared/protocol.ts';
+import {
+  fromB64,
+  identityFromSigningKey,
+  newIdentity,
+  openEnvelope,
+  sealEnvelope,
+  signLogin,
+  toB64,
+  toHex,
+  type Identity,
+} from '../../shared/crypto.ts';
+import { readersOf, type Readers } from './readers.ts';
+
+/** The subset of the WebSocket API the core needs; browser WebSocket and `ws` both fit. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+export interface KeyValueStore {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+export function memoryStore(): KeyValueStore {
+  const map = new Map<string, string>();
+  return { getItem: (k) => map.get(k) ?? null, setItem: (k, v) => void map.set(k, v) };
+}
+
+export type MessageState = 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'received' | 'unreadable';
+
+export interface ChatMessage {
+  id: string;
+  /** 'dm:<other PIN>' or the group's conv id. */
+  chat: string;
+  from: string;
+  to: string[];
+  ts: number;
+  direction: 'out' | 'in';
+  text: string;
+  group?: string;
+  state: MessageState;
+  /** Per recipient: who has the message on their device, and who has seen it. */
+  deliveredTo: string[];
+  readBy: string[];
+  /** Who holds a key that opens this envelope, worked out from the envelope itself. */
+  readers: Readers;
+  error?: string;
+  /** Set on incoming messages once the user has seen them. */
+  seen?: boolean;
+}
+
+export interface WireRecord {
+  direction: 'out' | 'in';
+  at: number;
+  env: Envelope;
+  bytes: number;
+}
+
+export type MessengerEvent =
+  | { type: 'status'; status: 'connecting' | 'online' | 'offline' }
+  | { type: 'ready'; pin: string }
+  | { type: 'directory' }
+  | { type: 'policy'; policy: Policy }
+  | { type: 'message'; message: ChatMessage }
+  | { type: 'wire'; record: WireRecord }
+  | { type: 'error'; code: string; message: string; ref?: string };
+
+export interface MessengerOptions {
+  name: string;
+  connect: () => SocketLike;
+  storage?: KeyValueStore;
+  identity?: Identity;
+  /** Reconnect backoff: first delay and ceiling (ms). */
+  backoff?: { minMs: number; maxMs: number };
+  /** Keep this many wire records for the panel. */
+  wireLimit?: number;
+}
+
+interface SavedState {
+  messages: ChatMessage[];
+  outbox: Envelope[];
+  seen: string[];
+}
+
+const OPEN = 1;
+
+export class Messenger {
+  readonly identity: Identity;
+  readonly name: string;
+  readonly directory = new Map<string, DirectoryEntry>();
+  readonly messages = new Map<string, ChatMessage>();
+  readonly wire: WireRecord[] = [];
+  policy: Policy | null = null;
+  status: 'connecting' | 'online' | 'offline' = 'offline';
+
+  private socket: SocketLike | null = null;
+  private readonly listeners = new Set<(event: MessengerEvent) => void>();
+  /** Envelopes sent but not yet accepted by the relay: resent after a reconnect. */
+  private readonly outbox = new Map<string, Envelope>();
+  /** Envelope ids already received: a replay is acknowledged and dropped. */
+  private readonly seen = new Set<string>();
+  /** Envelopes whose sender is not in the directory yet. */
+  private readonly waiting: { qid: number; env: Envelope }[] = [];
+  private readonly storage: KeyValueStore;
+  private stopped = false;
+  private attempt = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private saveTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly options: MessengerOptions) {
+    this.name = options.name;
+    this.storage = options.storage ?? memoryStore();
+    this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
+    this.restore();
+  }
+
+  get pin(): string {
+    return this.identity.pin;
+  }
+
+  on(listener: (event: MessengerEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: MessengerEvent): void {
+    for (const listener of this.listeners) listener(event);
+  }
+
+  /** Resolves once logged in (the first time). */
+  start(): Promise<void> {
+    this.stopped = false;
+    const ready = new Promise<void>((resolve, reject) => {
+      const off = this.on((event) => {
+        if (event.type === 'ready') {
+          off();
+          resolve();
+        } else if (event.type === 'error' && (event.code === ErrorCode.BadSignature || event.code === ErrorCode.KeyMismatch)) {
+          off();
+          reject(new Error(`login refused: ${event.message}`));
+        }
+      });
+    });
+    this.connect();
+    return ready;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.socket?.close(1000, 'bye');
+    this.socket = null;
+    this.flushSave();
+  }
+
+  // -------------------------------------------------------------------------
+  // Connection
+
+  private connect(): void {
+    this.setStatus('connecting');
+    const socket = this.options.connect();
+    this.socket = socket;
+    socket.onmessage = (ev) => {
+      if (typeof ev.data === 'string') this.onFrame(ev.data);
+    };
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.setStatus('offline');
+      if (!this.stopped) this.scheduleReconnect();
+    };
+    socket.onerror = () => {
+      // A close event follows; the reconnect is scheduled there.
+    };
+  }
+
+  private scheduleReconnect(): void {
+    const { minMs, maxMs } = this.options.backoff ?? { minMs: 250, maxMs: 5000 };
+    const delay = Math.min(maxMs, minMs * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.stopped) this.connect();
+    }, delay);
+  }
+
+  private setStatus(status: Messenger['status']): void {
+    this.status = status;
+    this.emit({ type: 'status', status });
+  }
+
+  private send(msg: ClientMessage): boolean {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== OPEN) return false;
+    socket.send(JSON.stringify(msg));
+    return true;
+  }
+
+  private onFrame(raw: string): void {
+    const parsed = parseServerMessage(raw);
+    if (!parsed.ok) {
+      this.emit({ type: 'error', code: parsed.code, message: `relay sent a bad frame: ${parsed.message}` });
+      return;
+    }
+    this.handle(parsed.value);
+  }
+
+  private handle(msg: ServerMessage): void {
+    switch (msg.type) {
+      case 'challenge':
+        this.policy = msg.policy;
+        this.send({ type: 'hello', v: 1, pk: toB64(this.identity.signPk), name: this.name, sig: signLogin(msg.nonce, this.identity) });
+        return;
+      case 'welcome':
+        this.attempt = 0;
+        this.directory.clear();
+        for (const entry of msg.directory) this.directory.set(entry.pin, entry);
+        this.setPolicy(msg.policy);
+        this.setStatus('online');
+        this.emit({ type: 'directory' });
+        this.emit({ type: 'ready', pin: msg.pin });
+        for (const env of this.outbox.values()) this.send({ type: 'send', env });
+        return;
+      case 'presence':
+        for (const entry of msg.users) this.directory.set(entry.pin, entry);
+        this.emit({ type: 'directory' });
+        this.retryWaiting();
+        return;
+      case 'policy':
+        this.setPolicy(msg.policy);
+        return;
+      case 'accepted':
+        return this.onAccepted(msg.id);
+      case 'envelope':
+        return this.onEnvelope(msg.qid, msg.env);
+      case 'receipt':
+        this.onReceipt(msg.id, msg.by, msg.state);
+        this.send({ type: 'ack', qids: [msg.qid] });
+        return;
+      case 'pong':
+        return;
+      case 'error':
+        return this.onError(msg.code, msg.message, msg.ref);
+      default:
+        return assertNever(msg);
+    }
+  }
+
+  private setPolicy(policy: Policy): void {
+    this.policy = policy;
+    this.emit({ type: 'policy', policy });
+  }
+
+  // -------------------------------------------------------------------------
+  // Sending
+
+  /** PINs of contacts in the directory other than me, with their names. */
+  contacts(): DirectoryEntry[] {
+    return [...this.directory.values()].filter((d) => d.pin !== this.pin);
+  }
+
+  /** Send a text to one PIN (a dm) or to several (a group: pass a group id and name). */
+  sendText(to: string[], text: string, group?: { id: string; name: string }): ChatMessage {
+    const recipients = [...new Set(to)].filter((pin) => pin !== this.pin);
+    if (recipients.length === 0) throw new Error('choose at least one recipient');
+    const unknown = recipients.filter((pin) => !this.directory.has(pin));
+    if (unknown.length) throw new Error(`not in the directory: ${unknown.join(', ')}`);
+    const conv = group ? group.id : recipients.length === 1 ? 'dm' : newGroupId();
+    const body = group || conv !== 'dm' ? { text, group: group?.name ?? 'Group' } : { text };
+    const env = this.seal(recipients, conv, body);
+    const message: ChatMessage = {
+      id: env.id,
+      chat: chatKey(env, this.pin),
+      from: this.pin,
+      to: env.to,
+      ts: env.ts,
+      direction: 'out',
+      text,
+      ...(body.group !== undefined ? { group: body.group } : {}),
+      state: 'sending',
+      deliveredTo: [],
+      readBy: [],
+      readers: readersOf(env),
+    };
+    this.messages.set(env.id, message);
+    this.outbox.set(env.id, env);
+    this.emit({ type: 'message', message });
+    this.transmit(env);
+    this.save();
+    return message;
+  }
+
+  private seal(to: string[], conv: string, body: { text: string; group?: string }, id?: string): Envelope {
+    const policy = this.policy;
+    const escrow =
+      policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid
+        ? { pk: fromB64(policy.escrowPk), kid: policy.escrowKid }
+        : null;
+    const recipients = to.map((pin) => ({ pin, signPk: fromB64(this.directory.get(pin)!.pk) }));
+    return sealEnvelope({
+      sender: this.identity,
+      to: recipients,
+      conv,
+      body,
+      escrow,
+      ...(id ? { fixed: { id } } : {}),
+    }).env;
+  }
+
+  private transmit(env: Envelope): void {
+    if (this.send({ type: 'send', env })) {
+      this.record({ direction: 'out', at: Date.now(), env, bytes: JSON.stringify(env).length });
+    }
+  }
+
+  private onAccepted(id: string): void {
+    this.outbox.delete(id);
+    const message = this.messages.get(id);
+    if (message && message.state === 'sending') this.update(message, { state: 'sent' });
+    this.save();
+  }
+
+  private onError(code: string, text: string, ref?: string): void {
+    this.emit(ref === undefined ? { type: 'error', code, message: text } : { type: 'error', code, message: text, ref });
+    if (!ref) return;
+    const message = this.messages.get(ref);
+    const env = this.outbox.get(ref);
+    if (!message || !env) return;
+    if (code === ErrorCode.EscrowRequired && this.policy?.tap) {
+      // The tap changed while this was in flight: seal it again under the policy now in force.
+      const resealed = this.seal(env.to, env.conv, message.group !== undefined ? { text: message.text, group: message.group } : { text: message.text }, env.id);
+      this.outbox.set(ref, resealed);
+      this.update(message, { readers: readersOf(resealed) });
+      this.transmit(resealed);
+      return;
+    }
+    if (code === ErrorCode.RateLimited) {
+      setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), 1000);
+      return;
+    }
+    this.outbox.delete(ref);
+    this.update(message, { state: 'failed', error: text });
+  }
+
+  // -------------------------------------------------------------------------
+  // Receiving
+
+  private onEnvelope(qid: number, env: Envelope): void {
+    if (this.seen.has(env.id)) {
+      // A replay of an envelope already received: acknowledge it so the relay forgets it, show nothing.
+      this.send({ type: 'ack', qids: [qid] });
+      return;
+    }
+    const sender = this.directory.get(env.from);
+    if (!sender) {
+      this.waiting.push({ qid, env });
+      return;
+    }
+    this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
+    this.seen.add(env.id);
+    const opened = openEnvelope(env, this.identity, fromB64(sender.pk));
+    const message: ChatMessage = {
+      id: env.id,
+      chat: chatKey(env, this.pin),
+      from: env.from,
+      to: env.to,
+      ts: env.ts,
+      direction: 'in',
+      text: opened.ok ? opened.value.text : '',
+      ...(opened.ok && opened.value.group !== undefined ? { group: opened.value.group } : {}),
+      state: opened.ok ? 'received' : 'unreadable',
+      deliveredTo: [],
+      readBy: [],
+      readers: readersOf(env),
+      ...(opened.ok ? {} : { error: opened.reason }),
+      seen: false,
+    };
+    this.messages.set(env.id, message);
+    this.send({ type: 'ack', qids: [qid] });
+    this.emit({ type: 'message', message });
+    this.save();
+  }
+
+  private retryWaiting(): void {
+    const ready = this.waiting.filter((w) => this.directory.has(w.env.from));
+    if (!ready.length) return;
+    for (const item of ready) this.waiting.splice(this.waiting.indexOf(item), 1);
+    for (const item of ready) this.onEnvelope(item.qid, item.env);
+  }
+
+  private onReceipt(id: string, by: string, state: 'delivered' | 'read'): void {
+    const message = this.messages.get(id);
+    if (!message || message.direction !== 'out') return;
+    const deliveredTo = message.deliveredTo.includes(by) ? message.deliveredTo : [...message.deliveredTo, by];
+    const readBy = state === 'read' && !message.readBy.includes(by) ? [...message.readBy, by] : message.readBy;
+    const all = (list: string[]) => message.to.every((pin) => list.includes(pin));
+    const next: MessageState = all(readBy) ? 'read' : all(deliveredTo) ? 'delivered' : message.state === 'sending' ? 'sent' : message.state;
+    this.update(message, { deliveredTo, readBy, state: next });
+    this.save();
+  }
+
+  /** Tell the senders that the user has now seen these incoming messages (the R tick). */
+  markRead(ids: string[]): void {
+    const bySender = new Map<string, string[]>();
+    for (const id of ids) {
+      const message = this.messages.get(id);
+      if (!message || message.direction !== 'in' || message.seen) continue;
+      message.seen = true;
+      bySender.set(message.from, [...(bySender.get(message.from) ?? []), id]);
+    }
+    for (const [to, list] of bySender) this.send({ type: 'read', to, ids: list });
+    if (bySender.size) this.save();
+  }
+
+  // -------------------------------------------------------------------------
+  // Views for the UI
+
+  /** Conversations, newest activity first. */
+  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number }[] {
+    const groups = new Map<string, ChatMessage[]>();
+    for (const message of this.messages.values()) groups.set(message.chat, [...(groups.get(message.chat) ?? []), message]);
+    return [...groups.entries()]
+      .map(([chat, list]) => {
+        list.sort((a, b) => a.ts - b.ts);
+        const last = list[list.length - 1];
+        const members = last ? [...new Set([last.from, ...last.to])].filter((p) => p !== this.pin) : [];
+        const title = last?.group ?? this.nameOf(members[0] ?? '');
+        return { chat, title, members, last, unread: list.filter((m) => m.direction === 'in' && !m.seen).length };
+      })
+      .sort((a, b) => (b.last?.ts ?? 0) - (a.last?.ts ?? 0));
+  }
+
+  messagesIn(chat: string): ChatMessage[] {
+    return [...this.messages.values()].filter((m) => m.chat === chat).sort((a, b) => a.ts - b.ts);
+  }
+
+  nameOf(pin: string): string {
+    if (pin === this.pin) return this.name;
+    return this.directory.get(pin)?.name ?? pin;
+  }
+
+  // -------------------------------------------------------------------------
+  // Internals
+
+  private update(message: ChatMessage, patch: Partial<ChatMessage>): void {
+    Object.assign(message, patch);
+    this.emit({ type: 'message', message });
+  }
+
+  private record(record: WireRecord): void {
+    this.wire.push(record);
+    const limit = this.options.wireLimit ?? 200;
+    if (this.wire.length > limit) this.wire.splice(0, this.wire.length - limit);
+    this.emit({ type: 'wire', record });
+  }
+
+  private restore(): void {
+    const raw = this.storage.getItem('backdoor-lab.state');
+    if (!raw) return;
+    try {
+      const state = JSON.parse(raw) as SavedState;
+      for (const m of state.messages) this.messages.set(m.id, m);
+      for (const env of state.outbox) this.outbox.set(env.id, env);
+      for (const id of state.seen) this.seen.add(id);
+    } catch {
+      // A damaged saved state only costs the history on screen; the identity is kept separately.
+    }
+  }
+
+  private save(): void {
+    this.saveTimer ??= setTimeout(() => this.flushSave(), 200);
+  }
+
+  private flushSave(): void {
+    if (this.saveTimer) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], seen: [...this.seen].slice(-5000) };
+    this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
+  }
+}
+
+/** The tab's identity: the Ed25519 secret key kept in the injected storage, never sent anywhere. */
+export function loadOrCreateIdentity(storage: KeyValueStore): Identity {
+  const saved = storage.getItem('backdoor-lab.identity');
+  if (saved) {
+    try {
+      return identityFromSigningKey(fromB64(saved));
+    } catch {
+      // Unreadable key material: start over with a fresh identity rather than fail to load.
+    }
+  }
+  const identity = newIdentity();
+  storage.setItem('backdoor-lab.identity', toB64(identity.signSk));
+  return identity;
+}
+
+/** The chat an envelope belongs to, from one participant's point of view. */
+export function chatKey(env: Pick<Envelope, 'conv' | 'from' | 'to'>, me: string): string {
+  if (env.conv !== 'dm') return env.conv;
+  return `dm:${env.from === me ? env.to[0] : env.from}`;
+}
+
+export function newGroupId(): string {
+  const bytes = new Uint8Array(8);
+  globalThis.crypto.getRandomValues(bytes);
+  return `g-${toHex(bytes)}`;
+}
+

@@ -1,0 +1,26 @@
+/**
+ * Who can read a message, worked out from the envelope that was actually sent:
+ * every PIN that has a key wrap, plus the holder of the escrow key when the
+ * envelope carries an escrow field. Never from the tap switch: a message sent
+ * before the tap went on stays end-to-end, and one sent under it stays open to
+ * the escrow key after the tap goes off.
+ */
+import type { Envelope } from '../../shared/protocol.ts';
+
+export interface Readers {
+  /** PINs holding a wrap of the message key: the sender's own copy and each recipient. */
+  participants: string[];
+  /** The escrow key id the message key is also sealed to, or null for end-to-end only. */
+  escrowKid: string | null;
+}
+
+export function readersOf(env: Pick<Envelope, 'wraps' | 'escrow'>): Readers {
+  return { participants: env.wraps.map((w) => w.to), escrowKid: env.escrow?.kid ?? null };
+}
+
+/** One line for the chat: "Alice, Bob" or "Alice, Bob and the regulator (escrow key 3fa1…)". */
+export function describeReaders(readers: Readers, nameOf: (pin: string) => string): string {
+  const names = readers.participants.map(nameOf);
+  const people = names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : (names[0] ?? '');
+  return readers.escrowKid ? `${names.join(', ')} and the regulator (escrow key ${readers.escrowKid})` : `only ${people} (end-to-end)`;
+}

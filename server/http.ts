@@ -1,0 +1,172 @@
+/**
+ * HTTP side: the pages, the client bundle (built in memory by esbuild at start,
+ * so `npm start` needs no build step), security headers, health, and the
+ * teacher's regulator API behind the admin token.
+ */
+import express, { type Request, type Response, type NextFunction } from 'express';
+import { build } from 'esbuild';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { Pin } from '../shared/protocol.ts';
+import type { Relay } from './relay.ts';
+import type { Regulator } from './regulator.ts';
+import type { RelayStore } from './store.ts';
+import type { Logger } from './log.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html' } as const;
+const ENTRIES = ['chat', 'relay-view', 'regulator'] as const;
+
+/** The Content-Security-Policy every page is served with: no inline script, no other origin. */
+export const CSP = [
+  "default-src 'none'",
+  // libsodium instantiates WebAssembly; 'wasm-unsafe-eval' allows that and nothing else (no eval, no inline).
+  "script-src 'self' 'wasm-unsafe-eval'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+export async function buildBundles(): Promise<Map<string, string>> {
+  const result = await build({
+    entryPoints: Object.fromEntries(ENTRIES.map((e) => [e, `${root}client/ui/${e}.ts`])),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    outdir: '/assets',
+    minify: false,
+    sourcemap: false,
+    logLevel: 'silent',
+  });
+  return new Map(result.outputFiles.map((f) => [f.path.replace(/^.*\//, ''), f.text]));
+}
+
+/** Constant-time comparison of a presented token with the admin token. */
+export function tokenMatches(presented: string | undefined, expected: string): boolean {
+  if (!presented) return false;
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function bearer(req: Request): string | undefined {
+  const header = req.headers.authorization;
+  const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+  return match?.[1];
+}
+
+const TapBody = z
+  .object({
+    tap: z.boolean(),
+    scope: z.enum(['all', 'warrant']).default('all'),
+    pins: z.array(Pin).max(1000).default([]),
+    announced: z.boolean().default(true),
+  })
+  .strict();
+
+export interface HttpDeps {
+  relay: Relay;
+  store: RelayStore;
+  regulator: Regulator;
+  adminToken: string;
+  log: Logger;
+  bundles: Map<string, string>;
+  startedAt: number;
+}
+
+export function createHttpApp(deps: HttpDeps): express.Express {
+  const { relay, regulator, store, adminToken, bundles } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.use((_req, res, next) => {
+    res.setHeader('Content-Security-Policy', CSP);
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    res.setHeader('X-Frame-Options', 'DENY');
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+
+  for (const [path, file] of Object.entries(PAGES)) {
+    const html = readFileSync(`${root}client/ui/${file}`, 'utf8');
+    app.get(path, (_req, res) => void res.type('html').send(html));
+  }
+  const css = readFileSync(`${root}client/ui/style.css`, 'utf8');
+  app.get('/assets/style.css', (_req, res) => void res.type('css').send(css));
+  app.get('/assets/:file', (req, res) => {
+    const js = bundles.get(String(req.params.file));
+    if (!js) return void res.status(404).json({ error: 'not_found', message: `no asset ${req.params.file}` });
+    res.type('js').send(js);
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({
+      ok: true,
+      uptimeSeconds: Math.round((Date.now() - deps.startedAt) / 1000),
+      online: relay.onlineCount(),
+      connections: relay.connectionCount(),
+      queued: store.queueDepth(),
+      tap: relay.getPolicy().tap,
+    });
+  });
+
+  app.get('/api/policy', (_req, res) => void res.json(relay.getPolicy()));
+
+  // ---- The teacher's regulator API: every route needs the admin token.
+  const admin = express.Router();
+  admin.use((req: Request, res: Response, next: NextFunction) => {
+    const token = bearer(req);
+    if (!token) return void res.status(401).setHeader('WWW-Authenticate', 'Bearer').json({ error: 'unauthorized', message: 'send Authorization: Bearer <admin token>' });
+    if (!tokenMatches(token, adminToken)) return void res.status(403).json({ error: 'forbidden', message: 'wrong admin token' });
+    next();
+  });
+  admin.use(express.json({ limit: '64kb' }));
+  admin.get('/tap', (_req, res) => void res.json({ settings: regulator.tapSettings(), policy: relay.getPolicy() }));
+  admin.post('/tap', (req, res) => {
+    const parsed = TapBody.safeParse(req.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return void res.status(400).json({ error: 'bad_request', message: `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}` });
+    }
+    try {
+      const policy = regulator.setTap(parsed.data);
+      res.json({ settings: regulator.tapSettings(), policy });
+    } catch (err) {
+      res.status(400).json({ error: 'bad_request', message: (err as Error).message });
+    }
+  });
+  admin.get('/intercepts', (req, res) => {
+    const limit = Math.min(1000, Math.max(1, Number(req.query.limit) || 200));
+    res.json({ intercepts: regulator.recent(limit), total: regulator.archiveSize(), kid: regulator.kid });
+  });
+  admin.get('/audit', (_req, res) => void res.json({ audit: regulator.auditLog() }));
+  admin.get('/archive.jsonl', (_req, res) => {
+    res.type('application/x-ndjson');
+    res.setHeader('Content-Disposition', 'attachment; filename="archive.jsonl"');
+    for (const line of regulator.exportArchive()) res.write(line);
+    res.end();
+  });
+  admin.get('/escrow-key', (req, res) => {
+    res.setHeader('Content-Disposition', 'attachment; filename="escrow-key.json"');
+    res.json(regulator.exportKey(req.socket.remoteAddress ?? 'unknown'));
+  });
+  app.use('/api/regulator', admin);
+
+  app.use((_req, res) => void res.status(404).json({ error: 'not_found', message: 'no such page' }));
+  // Malformed JSON bodies and other request errors: a clear 4xx, never a stack trace.
+  app.use((err: Error & { status?: number }, _req: Request, res: Response, _next: NextFunction) => {
+    const status = err.status && err.status >= 400 && err.status < 500 ? err.status : 500;
+    if (status === 500) deps.log.error('http handler failed', { error: err.message });
+    res.status(status).json({ error: status === 500 ? 'internal' : 'bad_request', message: status === 500 ? 'internal error' : err.message });
+  });
+  return app;
+}

@@ -1,0 +1,261 @@
+/**
+ * The regulator: a separate party with its own store. It makes and keeps the
+ * escrow key pair, receives the tap feed from the relay through the relay's one
+ * observer interface, archives every envelope it is handed (readable or not)
+ * and opens those whose escrow field its key opens.
+ *
+ * The relay never gets the escrow secret key: `Regulator` hands it only the
+ * public policy (escrow public key, key id, scope). The secret lives in this
+ * module's SQLite file and leaves it only through the audited export.
+ */
+import type Database from 'better-sqlite3';
+import { Envelope, Pin, type AuditEntry, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, openWithEscrow, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
+import { openDatabase, StoreError } from './store.ts';
+
+export interface ArchivedEnvelope {
+  seq: number;
+  at: number;
+  senderPk: string;
+  env: Envelope;
+}
+
+export type Intercept = InterceptItem;
+export type { TapSettings };
+
+/** One line of archive.jsonl: the format `npm run decrypt` and any PyNaCl script read. */
+export interface ArchiveLine {
+  seq: number;
+  at: number;
+  senderPk: string;
+  env: Envelope;
+}
+
+/** The exported escrow key file (`GET /api/regulator/escrow-key`). */
+export interface EscrowKeyFile {
+  kind: 'backdoor-lab escrow key';
+  kid: string;
+  pk: string;
+  sk: string;
+  exportedAt: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS escrow_key (
+  kid TEXT PRIMARY KEY,
+  pk TEXT NOT NULL,
+  sk TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  env_id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  sender_pk TEXT NOT NULL,
+  json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+`;
+
+/** The narrow part of the relay the regulator talks to: the tap feed out, the public policy in. */
+export interface TapPoint {
+  observe(observer: (event: TrafficEvent) => void): () => void;
+  setPolicy(policy: Omit<Policy, 'epoch'>): Policy;
+  getPolicy(): Policy;
+}
+
+export class Regulator {
+  private readonly db: Database.Database;
+  private readonly key: EscrowKeyPair;
+  private settings: TapSettings;
+  private readonly listeners = new Set<(item: Intercept) => void>();
+  private readonly auditListeners = new Set<() => void>();
+  private readonly stmt;
+  private readonly unsubscribe: () => void;
+
+  constructor(file: string, private readonly relay: TapPoint) {
+    this.db = openDatabase(file, 'regulator');
+    try {
+      this.db.exec(SCHEMA);
+    } catch (err) {
+      throw new StoreError(`regulator database ${file} has an unexpected layout: ${(err as Error).message}`);
+    }
+    const db = this.db;
+    this.stmt = {
+      getKey: db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM escrow_key ORDER BY created_at LIMIT 1'),
+      putKey: db.prepare('INSERT INTO escrow_key (kid, pk, sk, created_at) VALUES (?, ?, ?, ?)'),
+      archive: db.prepare('INSERT INTO archive (at, env_id, sender, sender_pk, json) VALUES (?, ?, ?, ?, ?)'),
+      since: db.prepare<[number, number], { seq: number; at: number; sender_pk: string; json: string }>(
+        'SELECT seq, at, sender_pk, json FROM archive WHERE seq > ? ORDER BY seq LIMIT ?',
+      ),
+      latest: db.prepare<[number], { seq: number; at: number; sender_pk: string; json: string }>(
+        'SELECT seq, at, sender_pk, json FROM archive ORDER BY seq DESC LIMIT ?',
+      ),
+      count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM archive'),
+      audit: db.prepare('INSERT INTO audit (at, action, detail) VALUES (?, ?, ?)'),
+      auditAll: db.prepare<[], AuditEntry>('SELECT seq, at, action, detail FROM audit ORDER BY seq DESC LIMIT 200'),
+      getSetting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?'),
+      putSetting: db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
+    };
+    this.key = this.loadOrCreateKey();
+    this.settings = this.loadSettings();
+    this.applyPolicy();
+    this.unsubscribe = relay.observe((event) => {
+      if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env);
+    });
+  }
+
+  private loadOrCreateKey(): EscrowKeyPair {
+    const row = this.stmt.getKey.get();
+    if (row) return escrowKeyPairFromSecret(fromB64(row.sk));
+    const key = newEscrowKeyPair();
+    this.stmt.putKey.run(key.kid, toB64(key.pk), toB64(key.sk), Date.now());
+    this.record('key created', `escrow key ${key.kid} created`);
+    return key;
+  }
+
+  private loadSettings(): TapSettings {
+    const raw = this.stmt.getSetting.get('tap')?.value;
+    const off: TapSettings = { tap: false, scope: 'all', pins: [], announced: true };
+    if (!raw) return off;
+    try {
+      const saved = JSON.parse(raw) as TapSettings;
+      return { tap: saved.tap === true, scope: saved.scope === 'warrant' ? 'warrant' : 'all', pins: saved.pins.filter((p) => Pin.safeParse(p).success), announced: saved.announced !== false };
+    } catch {
+      return off;
+    }
+  }
+
+  private applyPolicy(): void {
+    const s = this.settings;
+    this.relay.setPolicy({
+      tap: s.tap,
+      scope: s.scope,
+      pins: s.scope === 'warrant' ? s.pins : [],
+      announced: s.announced,
+      escrowPk: s.tap ? toB64(this.key.pk) : null,
+      escrowKid: s.tap ? this.key.kid : null,
+    });
+  }
+
+  /** Turn the tap on or off. The relay gets the public key and scope; the secret stays here. */
+  setTap(settings: TapSettings): Policy {
+    if (settings.scope === 'warrant' && settings.tap && settings.pins.length === 0) throw new Error('a warrant must name at least one PIN');
+    this.settings = { ...settings, pins: settings.scope === 'warrant' ? [...new Set(settings.pins)] : [] };
+    this.stmt.putSetting.run('tap', JSON.stringify(this.settings));
+    const what = settings.tap
+      ? `tap on: ${settings.scope === 'all' ? 'all traffic' : `warrant for ${this.settings.pins.join(', ')}`}, ${settings.announced ? 'announced' : 'silent'}`
+      : 'tap off';
+    this.record('tap changed', what);
+    this.applyPolicy();
+    return this.relay.getPolicy();
+  }
+
+  tapSettings(): TapSettings {
+    return { ...this.settings, pins: [...this.settings.pins] };
+  }
+
+  get kid(): string {
+    return this.key.kid;
+  }
+
+  get publicKey(): string {
+    return toB64(this.key.pk);
+  }
+
+  // -------------------------------------------------------------------------
+  // The intercept archive
+
+  private intercept(at: number, senderPk: string, env: Envelope): void {
+    const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env));
+    if (!this.listeners.size) return;
+    const item = this.open({ seq: Number(info.lastInsertRowid), at, senderPk, env });
+    for (const listener of this.listeners) listener(item);
+  }
+
+  /** Try the escrow key on one archived envelope. */
+  open(item: ArchivedEnvelope): Intercept {
+    const result = openWithEscrow(item.env, this.key, item.senderPk ? fromB64(item.senderPk) : undefined);
+    return result.ok
+      ? { ...item, readable: true, text: result.value.text, group: result.value.group ?? null, reason: null }
+      : { ...item, readable: false, text: null, group: null, reason: result.reason };
+  }
+
+  onIntercept(listener: (item: Intercept) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private rows(rows: { seq: number; at: number; sender_pk: string; json: string }[]): ArchivedEnvelope[] {
+    const out: ArchivedEnvelope[] = [];
+    for (const row of rows) {
+      const env = Envelope.safeParse(JSON.parse(row.json));
+      if (env.success) out.push({ seq: row.seq, at: row.at, senderPk: row.sender_pk, env: env.data });
+    }
+    return out;
+  }
+
+  /** Archived envelopes after `seq`, oldest first. */
+  archived(afterSeq = 0, limit = 1000): ArchivedEnvelope[] {
+    return this.rows(this.stmt.since.all(afterSeq, limit));
+  }
+
+  /** The newest `limit` intercepts, opened where the key opens them, oldest first. */
+  recent(limit = 200): Intercept[] {
+    return this.rows(this.stmt.latest.all(limit)).reverse().map((item) => this.open(item));
+  }
+
+  archiveSize(): number {
+    return this.stmt.count.get()?.n ?? 0;
+  }
+
+  /** The whole archive as JSON lines, streamed in pages so a large archive never sits in memory. */
+  *exportArchive(): Generator<string> {
+    this.record('archive exported', `${this.archiveSize()} envelopes`);
+    let after = 0;
+    for (;;) {
+      const page = this.archived(after, 500);
+      if (!page.length) return;
+      for (const item of page) yield `${JSON.stringify({ seq: item.seq, at: item.at, senderPk: item.senderPk, env: item.env } satisfies ArchiveLine)}\n`;
+      after = page[page.length - 1]!.seq;
+    }
+  }
+
+  /** Export the escrow secret key. Recorded in the audit log, which the console shows. */
+  exportKey(who: string): EscrowKeyFile {
+    this.record('escrow key exported', `escrow key ${this.key.kid} exported by ${who}`);
+    return { kind: 'backdoor-lab escrow key', kid: this.key.kid, pk: toB64(this.key.pk), sk: toB64(this.key.sk), exportedAt: Date.now() };
+  }
+
+  private record(action: string, detail: string): void {
+    this.stmt.audit.run(Date.now(), action, detail);
+    for (const listener of this.auditListeners) listener();
+  }
+
+  /** Called after every audit entry and tap change, so the console can refresh its state. */
+  onAudit(listener: () => void): () => void {
+    this.auditListeners.add(listener);
+    return () => this.auditListeners.delete(listener);
+  }
+
+  auditLog(): AuditEntry[] {
+    return this.stmt.auditAll.all();
+  }
+
+  close(): void {
+    this.unsubscribe();
+    this.listeners.clear();
+    this.auditListeners.clear();
+    if (this.db.open) this.db.close();
+  }
+}
