@@ -242,7 +242,7 @@ export class Messenger {
         this.setStatus('online');
         this.emit({ type: 'directory' });
         this.emit({ type: 'ready', pin: msg.pin });
-        for (const env of this.outbox.values()) this.send({ type: 'send', env });
+        for (const env of this.outbox.values()) this.transmit(env);
         return;
       case 'presence':
         for (const entry of msg.users) this.directory.set(entry.pin, entry);

@@ -1,0 +1,163 @@
+/**
+ * client/core on an in-memory socket: the messenger's side of the protocol,
+ * without a relay. The test plays the relay frame by frame.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Messenger, memoryStore, type SocketLike } from '../../client/core/messenger.ts';
+import { cryptoReady, newEscrowKeyPair, newIdentity, openWithEscrow, sealEnvelope, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import { parseClientMessage, type ClientMessage, type Policy, type ServerMessage } from '../../shared/protocol.ts';
+
+class FakeSocket implements SocketLike {
+  readyState = 1;
+  sent: ClientMessage[] = [];
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  send(data: string): void {
+    const parsed = parseClientMessage(data);
+    if (!parsed.ok) throw new Error(`client sent an invalid frame: ${parsed.message}`);
+    this.sent.push(parsed.value);
+  }
+  close(): void {
+    this.readyState = 3;
+  }
+  deliver(msg: ServerMessage | string): void {
+    this.onmessage?.({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) });
+  }
+  last<T extends ClientMessage['type']>(type: T): Extract<ClientMessage, { type: T }> {
+    const found = [...this.sent].reverse().find((m) => m.type === type);
+    if (!found) throw new Error(`no ${type} frame sent`);
+    return found as Extract<ClientMessage, { type: T }>;
+  }
+}
+
+const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1 };
+const NONCE = toB64(new Uint8Array(32).fill(7));
+
+let bob: Identity;
+beforeAll(async () => {
+  await cryptoReady();
+  bob = newIdentity();
+});
+
+/** A messenger logged in to the fake relay, with Bob in its directory. */
+function loggedIn(policy: Policy = OFF) {
+  const socket = new FakeSocket();
+  const m = new Messenger({ name: 'Alice', connect: () => socket, storage: memoryStore() });
+  const ready = m.start();
+  socket.deliver({ type: 'challenge', v: 1, nonce: NONCE, policy });
+  socket.deliver({
+    type: 'welcome',
+    pin: m.pin,
+    name: 'Alice',
+    policy,
+    directory: [
+      { pin: m.pin, name: 'Alice', pk: toB64(m.identity.signPk), online: true },
+      { pin: bob.pin, name: 'Bob', pk: toB64(bob.signPk), online: true },
+    ],
+  });
+  return { socket, m, ready };
+}
+
+describe('messenger core against a scripted relay', () => {
+  it('answers the challenge with a signature over that nonce and its own key', async () => {
+    const { socket, m, ready } = loggedIn();
+    await ready;
+    const hello = socket.last('hello');
+    expect(hello.pk).toBe(toB64(m.identity.signPk));
+    expect(verifyLogin(NONCE, hello.pk, hello.sig)).toBe(true);
+    expect(verifyLogin(toB64(new Uint8Array(32).fill(8)), hello.pk, hello.sig)).toBe(false);
+  });
+
+  it('adds an escrow field only while the policy covers the message', async () => {
+    const escrow = newEscrowKeyPair();
+    const { socket, m } = loggedIn();
+    m.sendText([bob.pin], 'before the tap');
+    expect(socket.last('send').env.escrow).toBeNull();
+
+    const tap: Policy = { ...OFF, tap: true, escrowPk: toB64(escrow.pk), escrowKid: escrow.kid, epoch: 2 };
+    socket.deliver({ type: 'policy', policy: tap });
+    const sent = m.sendText([bob.pin], 'under the tap');
+    const env = socket.last('send').env;
+    expect(env.escrow?.kid).toBe(escrow.kid);
+    const opened = openWithEscrow(env, escrow, m.identity.signPk);
+    expect(opened.ok && opened.value.text).toBe('under the tap');
+    expect(sent.readers.escrowKid).toBe(escrow.kid);
+
+    // A warrant for someone else does not cover Alice → Bob.
+    socket.deliver({ type: 'policy', policy: { ...tap, scope: 'warrant', pins: ['00000000'], epoch: 3 } });
+    m.sendText([bob.pin], 'not under the warrant');
+    expect(socket.last('send').env.escrow).toBeNull();
+  });
+
+  it('seals again under the new policy when the relay refuses for a missing escrow field, keeping the id', async () => {
+    const escrow = newEscrowKeyPair();
+    const { socket, m } = loggedIn();
+    const msg = m.sendText([bob.pin], 'in flight when the tap went on');
+    const first = socket.last('send').env;
+    expect(first.escrow).toBeNull();
+    socket.deliver({ type: 'policy', policy: { ...OFF, tap: true, escrowPk: toB64(escrow.pk), escrowKid: escrow.kid, epoch: 2 } });
+    socket.deliver({ type: 'error', code: 'escrow_required', message: 'add an escrow field', ref: msg.id });
+    const second = socket.last('send').env;
+    expect(second.id).toBe(first.id);
+    expect(second.escrow?.kid).toBe(escrow.kid);
+    expect(m.messages.get(msg.id)?.readers.escrowKid).toBe(escrow.kid);
+    socket.deliver({ type: 'accepted', id: msg.id, duplicate: false });
+    expect(m.messages.get(msg.id)?.state).toBe('sent');
+  });
+
+  it('opens an incoming envelope, acknowledges it, and drops a replay of the same id', async () => {
+    const { socket, m } = loggedIn();
+    const me = { pin: m.pin, signPk: m.identity.signPk };
+    const { env } = sealEnvelope({ sender: bob, to: [me], conv: 'dm', body: { text: 'hi Alice' } });
+    socket.deliver({ type: 'envelope', qid: 5, env });
+    expect(m.messages.get(env.id)?.text).toBe('hi Alice');
+    expect(socket.last('ack').qids).toEqual([5]);
+    const count = m.messages.size;
+    socket.deliver({ type: 'envelope', qid: 6, env });
+    expect(m.messages.size).toBe(count);
+    expect(socket.last('ack').qids).toEqual([6]);
+  });
+
+  it('marks a tampered envelope unreadable instead of showing altered text', async () => {
+    const { socket, m } = loggedIn();
+    const { env } = sealEnvelope({ sender: bob, to: [{ pin: m.pin, signPk: m.identity.signPk }], conv: 'dm', body: { text: 'original' } });
+    const tampered = { ...env, ts: env.ts + 1 };
+    socket.deliver({ type: 'envelope', qid: 9, env: tampered });
+    const got = m.messages.get(env.id);
+    expect(got?.state).toBe('unreadable');
+    expect(got?.text).toBe('');
+  });
+
+  it('moves a sent message through sent, delivered and read as receipts arrive', async () => {
+    const { socket, m } = loggedIn();
+    const msg = m.sendText([bob.pin], 'tick tock');
+    socket.deliver({ type: 'accepted', id: msg.id, duplicate: false });
+    expect(m.messages.get(msg.id)?.state).toBe('sent');
+    socket.deliver({ type: 'receipt', qid: 1, id: msg.id, by: bob.pin, state: 'delivered', at: Date.now() });
+    expect(m.messages.get(msg.id)?.state).toBe('delivered');
+    socket.deliver({ type: 'receipt', qid: 2, id: msg.id, by: bob.pin, state: 'read', at: Date.now() });
+    expect(m.messages.get(msg.id)?.state).toBe('read');
+  });
+
+  it('reports a malformed relay frame as an error event and keeps working', async () => {
+    const { socket, m } = loggedIn();
+    const errors: string[] = [];
+    m.on((e) => e.type === 'error' && errors.push(e.message));
+    socket.deliver('{"type":"envelope","qid":"x"}');
+    socket.deliver('not json');
+    expect(errors).toHaveLength(2);
+    m.sendText([bob.pin], 'still fine');
+    expect(socket.last('send').env.to).toEqual([bob.pin]);
+  });
+
+  it('keeps its identity in the injected storage, so the same storage is the same person', () => {
+    const storage = memoryStore();
+    const a = new Messenger({ name: 'Alice', connect: () => new FakeSocket(), storage });
+    const b = new Messenger({ name: 'Alice', connect: () => new FakeSocket(), storage });
+    const c = new Messenger({ name: 'Alice', connect: () => new FakeSocket(), storage: memoryStore() });
+    expect(b.pin).toBe(a.pin);
+    expect(c.pin).not.toBe(a.pin);
+  });
+});
