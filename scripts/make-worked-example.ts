@@ -24,11 +24,11 @@ import {
   fromHex,
   headerBytes,
   loginTranscript,
+  newIdentity,
   openEnvelope,
   openWithEscrow,
   safetyNumber,
   sealEnvelope,
-  pinOf,
   signedBytes,
   toB64,
   toHex,
@@ -89,22 +89,6 @@ export function sealWithEphemeral(message: Uint8Array, recipientPk: Uint8Array, 
   return { epk, nonce, sealed };
 }
 
-/**
- * An identity from a 32-byte Ed25519 seed, derived with libsodium primitives only
- * (crypto_sign_seed_keypair, then the Ed25519 → X25519 conversions). The same as
- * newIdentity(seed) in shared/crypto.ts.
- */
-export function identityFromSeed(seed: Uint8Array): Identity {
-  const kp = sodium.crypto_sign_seed_keypair(seed);
-  return {
-    signPk: kp.publicKey,
-    signSk: kp.privateKey,
-    boxPk: sodium.crypto_sign_ed25519_pk_to_curve25519(kp.publicKey),
-    boxSk: sodium.crypto_sign_ed25519_sk_to_curve25519(kp.privateKey),
-    pin: pinOf(kp.publicKey),
-  };
-}
-
 const party = (id: Identity, seedHex: string) => ({
   seedHex,
   signPkHex: toHex(id.signPk),
@@ -116,8 +100,8 @@ const party = (id: Identity, seedHex: string) => ({
 
 export function buildWorkedExample() {
   const input = fixedInputs();
-  const alice = identityFromSeed(fromHex(input.aliceSeedHex));
-  const bob = identityFromSeed(fromHex(input.bobSeedHex));
+  const alice = newIdentity(fromHex(input.aliceSeedHex));
+  const bob = newIdentity(fromHex(input.bobSeedHex));
   const escrow = escrowKeyPairFromSecret(fromHex(input.escrowSkHex));
   const key = fromHex(input.contentKeyHex);
   const nonce = fromHex(input.nonceHex);

@@ -76,7 +76,8 @@ function fingerprintDigits(signPk: Uint8Array): string {
  * relay swapped a key, the numbers the two people read out to each other differ.
  */
 export function safetyNumber(a: Uint8Array, b: Uint8Array): string {
-  const [first, second] = pinOf(a) <= pinOf(b) ? [a, b] : [b, a];
+  // Ordered by PIN, then by key, so both sides agree even if two keys share a PIN.
+  const [first, second] = pinOf(a) + toHex(a) <= pinOf(b) + toHex(b) ? [a, b] : [b, a];
   const digits = fingerprintDigits(first) + fingerprintDigits(second);
   return digits.match(/.{5}/g)!.join(' ');
 }

@@ -25,8 +25,9 @@ const b64 = (min: number, max: number) =>
   z
     .string()
     .max(Math.ceil(max / 3) * 4)
-    .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64')
-    .refine((s) => s.length % 4 === 0, 'base64 length must be a multiple of 4')
+    // Canonical standard base64 only: unused padding bits must be zero, as libsodium's decoder demands,
+    // so nothing that passes here can fail to decode later.
+    .regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/, 'must be canonical standard base64')
     .refine((s) => {
       const n = (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
       return n >= min && n <= max;
