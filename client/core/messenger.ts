@@ -5,6 +5,7 @@
  * browser page, Node bots, the benchmark and the tests all run this same code.
  */
 import {
+  CloseCode,
   ErrorCode,
   assertNever,
   parseServerMessage,
@@ -106,6 +107,12 @@ interface SavedState {
 }
 
 const OPEN = 1;
+/**
+ * Acks go out at once while they are few (ACK_BURST a second); beyond that they are batched, one
+ * frame per ACK_INTERVAL_MS, so a device receiving a backlog stays far under the relay's rate limit.
+ */
+const ACK_BURST = 10;
+const ACK_INTERVAL_MS = 100;
 
 export class Messenger {
   readonly identity: Identity;
@@ -129,6 +136,10 @@ export class Messenger {
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
+  private pendingAcks: number[] = [];
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private ackBudget = ACK_BURST;
+  private ackBudgetAt = 0;
 
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
@@ -171,6 +182,8 @@ export class Messenger {
   stop(): void {
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.flushAcks();
     this.socket?.close(1000, 'bye');
     this.socket = null;
     this.flushSave();
@@ -186,9 +199,15 @@ export class Messenger {
     socket.onmessage = (ev) => {
       if (typeof ev.data === 'string') this.onFrame(ev.data);
     };
-    socket.onclose = () => {
+    socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (ev.code === CloseCode.Replaced) {
+        // The same identity logged in from another tab: reconnecting would take the session
+        // back, and the two tabs would replace each other for ever. This one steps aside.
+        this.stopped = true;
+        this.emit({ type: 'error', code: 'replaced', message: 'this identity is now logged in from another tab; this tab is disconnected' });
+      }
       this.setStatus('offline');
       if (!this.stopped) this.scheduleReconnect();
     };
@@ -217,6 +236,29 @@ export class Messenger {
     if (!socket || socket.readyState !== OPEN) return false;
     socket.send(JSON.stringify(msg));
     return true;
+  }
+
+  /** Acknowledge a queued item: at once while acks are few, else in a batch (see ACK_BURST). */
+  private ack(qid: number): void {
+    this.pendingAcks.push(qid);
+    if (this.ackTimer) return;
+    const now = Date.now();
+    this.ackBudget = Math.min(ACK_BURST, this.ackBudget + ((now - this.ackBudgetAt) / 1000) * ACK_BURST);
+    this.ackBudgetAt = now;
+    if (this.ackBudget >= 1) {
+      this.ackBudget -= 1;
+      this.flushAcks();
+      return;
+    }
+    this.ackTimer = setTimeout(() => this.flushAcks(), ACK_INTERVAL_MS);
+  }
+
+  private flushAcks(): void {
+    this.ackTimer = null;
+    const qids = this.pendingAcks;
+    this.pendingAcks = [];
+    // If the socket is gone, the relay still holds these items and sends them again; the replay is dropped by id.
+    for (let i = 0; i < qids.length; i += 1000) this.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
   }
 
   private onFrame(raw: string): void {
@@ -258,7 +300,7 @@ export class Messenger {
         return this.onEnvelope(msg.qid, msg.env);
       case 'receipt':
         this.onReceipt(msg.id, msg.by, msg.state);
-        this.send({ type: 'ack', qids: [msg.qid] });
+        this.ack(msg.qid);
         return;
       case 'pong':
         return;
@@ -371,7 +413,7 @@ export class Messenger {
   private onEnvelope(qid: number, env: Envelope): void {
     if (this.seen.has(env.id)) {
       // A replay of an envelope already received: acknowledge it so the relay forgets it, show nothing.
-      this.send({ type: 'ack', qids: [qid] });
+      this.ack(qid);
       return;
     }
     const sender = this.directory.get(env.from);
@@ -394,12 +436,12 @@ export class Messenger {
       state: opened.ok ? 'received' : 'unreadable',
       deliveredTo: [],
       readBy: [],
-      readers: readersOf(env),
+      readers: readersOf(env, true),
       ...(opened.ok ? {} : { error: opened.reason }),
       seen: false,
     };
     this.messages.set(env.id, message);
-    this.send({ type: 'ack', qids: [qid] });
+    this.ack(qid);
     this.emit({ type: 'message', message });
     this.save();
   }

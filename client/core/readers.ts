@@ -12,15 +12,25 @@ export interface Readers {
   participants: string[];
   /** The escrow key id the message key is also sealed to, or null for end-to-end only. */
   escrowKid: string | null;
+  /**
+   * Set on a received message with an escrow field: someone else sealed it, and only the escrow
+   * key's holder can check that it opens, so a sender may have forged it (the Clipper LEAF problem).
+   */
+  escrowUnverified?: true;
 }
 
-export function readersOf(env: Pick<Envelope, 'wraps' | 'escrow'>): Readers {
-  return { participants: env.wraps.map((w) => w.to), escrowKid: env.escrow?.kid ?? null };
+/** `received`: the envelope was sealed by another client, so its escrow field cannot be checked here. */
+export function readersOf(env: Pick<Envelope, 'wraps' | 'escrow'>, received = false): Readers {
+  const escrowKid = env.escrow?.kid ?? null;
+  return { participants: env.wraps.map((w) => w.to), escrowKid, ...(received && escrowKid !== null ? { escrowUnverified: true as const } : {}) };
 }
 
 /** One line for the chat: "Alice, Bob" or "Alice, Bob and the regulator (escrow key 3fa1…)". */
 export function describeReaders(readers: Readers, nameOf: (pin: string) => string): string {
   const names = readers.participants.map(nameOf);
   const people = names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : (names[0] ?? '');
+  if (readers.escrowKid && readers.escrowUnverified) {
+    return `${names.join(', ')} and, if the sender's escrow field is genuine, the regulator (escrow key ${readers.escrowKid}; only the regulator can check)`;
+  }
   return readers.escrowKid ? `${names.join(', ')} and the regulator (escrow key ${readers.escrowKid})` : `only ${people} (end-to-end)`;
 }
