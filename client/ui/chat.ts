@@ -1,1 +1,546 @@
-// placeholder: replaced by the UI
+/**
+ * The chat page (`/?name=Alice`): a BBM-style messenger in one browser tab.
+ *
+ * The identity (Ed25519 secret key) lives in this tab's sessionStorage, so a
+ * reload keeps it and two tabs are two people; it never leaves the tab. All the
+ * protocol work is done by client/core's Messenger; this file only draws it.
+ * Text reaches the page only through text nodes (see dom.ts).
+ */
+import './no-eval.ts';
+import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
+import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, type Policy } from '../../shared/protocol.ts';
+import { Messenger, chatKey, newGroupId, type ChatMessage, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { describeReaders } from '../core/readers.ts';
+import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
+
+interface LocalGroup {
+  id: string;
+  name: string;
+  members: string[];
+}
+
+interface ChatEntry {
+  chat: string;
+  title: string;
+  members: string[];
+  group: boolean;
+  last: ChatMessage | undefined;
+  unread: number;
+}
+
+const UI_KEY = 'backdoor-lab.ui';
+
+function start(): void {
+  const params = new URLSearchParams(location.search);
+  const raw = params.get('name');
+  const parsed = raw === null ? null : DisplayName.safeParse(raw);
+  if (!parsed || !parsed.success) {
+    nameForm(parsed && !parsed.success ? (parsed.error.issues[0]?.message ?? 'invalid name') : null);
+    return;
+  }
+  void open(parsed.data).catch((err: unknown) => fatal(err instanceof Error ? err.message : String(err)));
+}
+
+function fatal(message: string): void {
+  const app = must('app');
+  app.replaceChildren(el('div', { class: 'card fatal', testid: 'fatal' }, el('h2', { text: 'Something went wrong' }), el('p', { text: message })));
+}
+
+/** No ?name: a small form to pick one. Submitting reloads the page as /?name=… */
+function nameForm(error: string | null): void {
+  document.title = 'Backdoor Lab — who are you?';
+  const input = el('input', { testid: 'name-input', attrs: { name: 'name', required: '', maxlength: String(MAX_NAME_CHARS), autocomplete: 'off', placeholder: 'e.g. Alice' } });
+  const form = el(
+    'form',
+    { class: 'card name-form', attrs: { method: 'get', action: '/' } },
+    el('h2', { text: 'Who are you?' }),
+    el('p', { text: 'Each browser tab is one person with its own keys. Pick a name for this tab.' }),
+    el('label', null, 'Name ', input),
+    ' ',
+    el('button', { text: 'Open chat', attrs: { type: 'submit' } }),
+    error ? el('p', { class: 'error', text: error }) : null,
+    el('p', { class: 'hint' }, 'Or open ', ...['Alice', 'Bob', 'Carol'].flatMap((n, i) => [i ? ', ' : '', el('a', { text: n, attrs: { href: `/?name=${n}` } })])),
+  );
+  must('app').replaceChildren(form);
+  input.focus();
+}
+
+async function open(name: string): Promise<void> {
+  document.title = `${name} — Backdoor Lab`;
+  must('me-name').textContent = name;
+  await cryptoReady();
+  const m = new Messenger({
+    name,
+    storage: window.sessionStorage,
+    connect: () => new WebSocket(socketUrl('/ws')) as unknown as SocketLike,
+  });
+  document.body.dataset.keysMs = String(Math.round(performance.now()));
+  new ChatPage(m).mount();
+  // Leaving the page: close the socket cleanly and write the saved state now, not after the save timer.
+  window.addEventListener('pagehide', () => m.stop());
+  window.addEventListener('pageshow', (ev) => {
+    if (ev.persisted) location.reload();
+  });
+  await m.start();
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
+  document.body.dataset.ready = 'true';
+}
+
+class ChatPage {
+  private openChat: string | null = null;
+  private wireScope: 'chat' | 'all' = 'chat';
+  private groups: LocalGroup[] = [];
+  private readonly expanded = new Set<string>();
+  private flash: { text: string; until: number } | null = null;
+  private renderedChat: string | null = null;
+  /** What each region was last drawn from: a region is redrawn only when this changes. */
+  private readonly drawn = new Map<string, string>();
+
+  private readonly sidebar = el('nav', { class: 'sidebar', testid: 'sidebar' });
+  private readonly contactsUl = el('ul', { class: 'contacts', testid: 'contacts' });
+  private readonly chatsUl = el('ul', { class: 'chats', testid: 'chats' });
+  private readonly convHead = el('div', { class: 'conv-head' });
+  private readonly messageList = el('ol', { class: 'messages', testid: 'messages', attrs: { 'aria-live': 'polite' } });
+  private readonly composer = el('textarea', {
+    testid: 'composer',
+    attrs: { rows: '2', maxlength: String(MAX_TEXT_CHARS), placeholder: 'Type a message. Enter sends, Shift+Enter for a new line.', 'aria-label': 'Message' },
+  });
+  private readonly sendButton = el('button', { text: 'Send', testid: 'send', attrs: { type: 'button' } });
+  private readonly notice = el('p', { class: 'notice', testid: 'notice', attrs: { role: 'status' } });
+  private readonly wirePanel = el('div', { class: 'wire-list', testid: 'wire-panel' });
+  private readonly wireHead = el('div', { class: 'wire-head' });
+  private readonly schedule = scheduler(() => this.render());
+
+  constructor(private readonly m: Messenger) {
+    const saved = sessionStorage.getItem(UI_KEY);
+    if (saved) {
+      try {
+        const ui = JSON.parse(saved) as { open?: string | null; groups?: LocalGroup[]; wire?: 'chat' | 'all' };
+        this.openChat = ui.open ?? null;
+        this.groups = Array.isArray(ui.groups) ? ui.groups : [];
+        this.wireScope = ui.wire === 'all' ? 'all' : 'chat';
+      } catch {
+        // Only the view state is lost.
+      }
+    }
+  }
+
+  private saveUi(): void {
+    sessionStorage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, groups: this.groups, wire: this.wireScope }));
+  }
+
+  mount(): void {
+    const m = this.m;
+    must('me-pin').textContent = m.pin;
+    const conversation = el(
+      'section',
+      { class: 'conversation', testid: 'conversation' },
+      this.convHead,
+      this.messageList,
+      this.notice,
+      el('div', { class: 'composer' }, this.composer, this.sendButton),
+    );
+    const wire = el(
+      'aside',
+      { class: 'wire', testid: 'wire' },
+      this.wireHead,
+      el('p', { class: 'hint', text: 'Every envelope this tab sent or received, exactly as the relay saw it. The body is ciphertext; only the key wraps let a reader open it.' }),
+      this.wirePanel,
+    );
+    must('app').replaceChildren(this.sidebar, conversation, wire);
+
+    this.composer.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        this.send();
+      }
+    });
+    this.sendButton.addEventListener('click', () => this.send());
+    document.addEventListener('visibilitychange', () => this.schedule());
+    window.addEventListener('focus', () => this.schedule());
+
+    m.on((event) => {
+      // A tab that was duplicated shares this identity; the relay keeps one session, and the message stays up.
+      if (event.type === 'error' && !event.ref) this.say(`${event.code}: ${event.message}`, event.code === 'replaced' ? Infinity : 8000);
+      this.schedule();
+    });
+    this.render();
+  }
+
+  /** True when `region` was last drawn from this same state (and so need not be redrawn). */
+  private unchanged(region: string, state: unknown): boolean {
+    const key = JSON.stringify(state);
+    if (this.drawn.get(region) === key) return true;
+    this.drawn.set(region, key);
+    return false;
+  }
+
+  private say(text: string, ms = 8000): void {
+    this.flash = { text, until: Date.now() + ms };
+    if (Number.isFinite(ms)) setTimeout(() => this.schedule(), ms + 100);
+    this.schedule();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Model
+
+  private entries(): ChatEntry[] {
+    const list: ChatEntry[] = this.m.chats().map((c) => ({
+      chat: c.chat,
+      title: c.chat.startsWith('dm:') ? this.m.nameOf(c.chat.slice(3)) : c.title,
+      members: c.members,
+      group: !c.chat.startsWith('dm:'),
+      last: c.last,
+      unread: c.unread,
+    }));
+    for (const g of this.groups) {
+      if (!list.some((e) => e.chat === g.id)) list.push({ chat: g.id, title: g.name, members: g.members, group: true, last: undefined, unread: 0 });
+    }
+    return list;
+  }
+
+  private entry(chat: string): ChatEntry {
+    const found = this.entries().find((e) => e.chat === chat);
+    if (found) return found;
+    const pin = chat.slice(3);
+    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, last: undefined, unread: 0 };
+  }
+
+  private select(chat: string): void {
+    if (chat !== this.openChat && this.flash && Number.isFinite(this.flash.until)) this.flash = null;
+    this.openChat = chat;
+    this.saveUi();
+    this.render();
+    this.composer.focus();
+  }
+
+  private send(): void {
+    const text = this.composer.value;
+    if (!text.trim() || !this.openChat) return;
+    const entry = this.entry(this.openChat);
+    try {
+      if (entry.group) this.m.sendText(entry.members, text, { id: entry.chat, name: entry.title });
+      else this.m.sendText(entry.members, text);
+      this.composer.value = '';
+    } catch (err) {
+      this.say(err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private markSeen(): void {
+    if (!this.openChat || document.visibilityState !== 'visible') return;
+    const ids = this.m
+      .messagesIn(this.openChat)
+      .filter((msg) => msg.direction === 'in' && !msg.seen)
+      .map((msg) => msg.id);
+    if (ids.length) {
+      this.m.markRead(ids);
+      this.schedule();
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Drawing
+
+  private render(): void {
+    this.renderStatus();
+    this.renderBanner(this.m.policy);
+    this.renderSidebar();
+    this.renderConversation();
+    this.renderWire();
+    this.markSeen();
+  }
+
+  private renderStatus(): void {
+    const status = must('status');
+    status.textContent = this.m.status;
+    status.className = `status ${this.m.status}`;
+  }
+
+  /** Shown only when the tap is on and announced; a silent tap shows nothing, as a real one would. */
+  private renderBanner(policy: Policy | null): void {
+    const slot = must('banner-slot');
+    const shown = policy !== null && policy.tap && policy.announced;
+    if (this.unchanged('banner', shown ? [policy.scope, policy.pins, policy.escrowKid, policy.pins.map((p) => this.m.nameOf(p))] : null)) return;
+    if (!shown) {
+      slot.replaceChildren();
+      return;
+    }
+    const label = (pin: string) => `${this.m.nameOf(pin)} (${pin})`;
+    const others = policy.pins.filter((pin) => pin !== this.m.pin).map(label);
+    const [headline, scope] =
+      policy.scope === 'all'
+        ? ['The regulator can read new messages you send', 'Scope: all traffic.']
+        : policy.pins.includes(this.m.pin)
+          ? ['The regulator can read new messages you send', `Scope: a warrant naming you${others.length ? ` and ${others.join(', ')}` : ''}.`]
+          : [`The regulator can read new messages you send to or receive from ${others.join(', ')}`, 'Scope: a warrant naming them.'];
+    slot.replaceChildren(
+      el(
+        'div',
+        { class: 'banner', testid: 'tap-banner', attrs: { role: 'alert' } },
+        el('strong', { text: headline }),
+        el('span', { text: ` ${scope} Each new message key is also sealed to the regulator's escrow key ${policy.escrowKid ?? ''}.` }),
+      ),
+    );
+  }
+
+  private renderSidebar(): void {
+    const m = this.m;
+    const scroll = this.sidebar.scrollTop;
+    const contacts = m.contacts().sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
+    const entries = this.entries();
+    const state = {
+      open: this.openChat,
+      contacts: contacts.map((c) => [c.pin, c.name, c.online]),
+      entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction]),
+    };
+    if (this.unchanged('sidebar', state)) return;
+    const contactList = el('ul', { class: 'contacts' });
+    for (const c of contacts) {
+      const chat = `dm:${c.pin}`;
+      contactList.append(
+        el(
+          'li',
+          null,
+          el(
+            'button',
+            {
+              class: `contact${this.openChat === chat ? ' active' : ''}`,
+              testid: 'contact',
+              data: { pin: c.pin, online: String(c.online) },
+              attrs: { type: 'button' },
+              on: { click: () => this.select(chat) },
+            },
+            el('span', { class: `dot ${c.online ? 'on' : 'off'}`, title: c.online ? 'online' : 'offline', attrs: { 'aria-label': c.online ? 'online' : 'offline' } }),
+            el('span', { class: 'name', text: c.name }),
+            el('span', { class: 'pin', text: c.pin }),
+          ),
+        ),
+      );
+    }
+    if (!contacts.length) contactList.append(el('li', { class: 'empty', text: 'Nobody else yet. Open another tab with ?name=Bob.' }));
+
+    const chatList = el('ul', { class: 'chats' });
+    for (const e of entries) {
+      const preview = e.last ? (e.last.direction === 'out' ? `You: ${e.last.text}` : e.last.text) : e.group ? `${e.members.length + 1} members` : '';
+      chatList.append(
+        el(
+          'li',
+          null,
+          el(
+            'button',
+            { class: `chat-item${this.openChat === e.chat ? ' active' : ''}`, testid: 'chat-item', data: { chat: e.chat }, attrs: { type: 'button' }, on: { click: () => this.select(e.chat) } },
+            el('span', { class: 'title' }, e.group ? el('span', { class: 'tag', text: 'group' }) : null, e.title),
+            e.unread ? el('span', { class: 'unread', testid: 'unread', text: String(e.unread) }) : null,
+            el('span', { class: 'preview', text: preview.length > 60 ? `${preview.slice(0, 60)}…` : preview }),
+          ),
+        ),
+      );
+    }
+    if (!chatList.childElementCount) chatList.append(el('li', { class: 'empty', text: 'No chats yet.' }));
+
+    this.contactsUl.replaceChildren(...contactList.childNodes);
+    this.chatsUl.replaceChildren(...chatList.childNodes);
+    const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
+    if (!this.sidebar.childElementCount) this.sidebar.append(el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
+    this.sidebar.scrollTop = scroll;
+  }
+
+  private groupFormNode: HTMLDetailsElement | null = null;
+  private readonly groupMembers = el('div', { class: 'members' });
+
+  /** The "New group" form is built once, so typing in it survives re-renders; only its member list is redrawn. */
+  private groupForm(contacts: { pin: string; name: string }[]): HTMLElement {
+    if (!this.unchanged('group-members', contacts)) {
+      const checked = new Set([...this.groupMembers.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value));
+      this.groupMembers.replaceChildren(
+        ...contacts.map((c) => {
+          const box = el('input', { testid: 'group-member', attrs: { type: 'checkbox', value: c.pin } });
+          box.checked = checked.has(c.pin);
+          return el('label', { class: 'check' }, box, ` ${c.name} `, el('span', { class: 'pin', text: c.pin }));
+        }),
+      );
+      if (!contacts.length) this.groupMembers.append(el('p', { class: 'hint', text: 'No contacts to add yet.' }));
+    }
+    if (this.groupFormNode) return this.groupFormNode;
+
+    const details = el('details', { class: 'new-group', testid: 'new-group' });
+    const nameInput = el('input', { testid: 'group-name', attrs: { maxlength: String(MAX_NAME_CHARS), placeholder: 'Group name', 'aria-label': 'Group name' } });
+    const error = el('p', { class: 'error', testid: 'group-error' });
+    const create = el('button', { text: 'Create group', testid: 'create-group', attrs: { type: 'button' } });
+    create.addEventListener('click', () => {
+      const name = DisplayName.safeParse(nameInput.value);
+      const members = [...this.groupMembers.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value);
+      if (!name.success) return void (error.textContent = `Group name: ${name.error.issues[0]?.message ?? 'invalid'}`);
+      if (!members.length) return void (error.textContent = 'Pick at least one member.');
+      const group = { id: newGroupId(), name: name.data, members };
+      this.groups.push(group);
+      error.textContent = '';
+      nameInput.value = '';
+      for (const box of this.groupMembers.querySelectorAll('input')) box.checked = false;
+      details.open = false;
+      this.select(group.id);
+      this.say(`Group "${group.name}" made. The members see it when the first message arrives.`);
+    });
+    details.append(el('summary', { text: 'New group' }), nameInput, this.groupMembers, create, error);
+    this.groupFormNode = details;
+    return details;
+  }
+
+  private renderConversation(): void {
+    const m = this.m;
+    const chat = this.openChat;
+    this.composer.disabled = !chat;
+    this.sendButton.disabled = !chat;
+    this.notice.textContent = this.flash && this.flash.until > Date.now() ? this.flash.text : '';
+    if (!chat) {
+      if (this.unchanged('conv', null)) return;
+      this.drawn.delete('conv-head');
+      this.convHead.replaceChildren(el('h2', { testid: 'conv-title', text: 'Pick a contact to start a chat' }));
+      this.messageList.replaceChildren();
+      this.renderedChat = null;
+      return;
+    }
+    const entry = this.entry(chat);
+    const who = entry.group ? `Group with ${entry.members.map((p) => m.nameOf(p)).join(', ')}` : `PIN ${entry.members[0] ?? ''}`;
+    const other = entry.group ? undefined : m.directory.get(entry.members[0] ?? '');
+    // The head is redrawn only when it changes, so an open safety number stays open.
+    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk])) this.drawHead(entry.title, who, other);
+
+    const messages = m.messagesIn(chat);
+    const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
+    const state = [chat, names, messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    if (this.unchanged('conv', state)) return;
+    const list = this.messageList;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+    const scroll = list.scrollTop;
+    const items = messages.map((msg) => this.messageItem(msg, entry.group));
+    list.replaceChildren(...items);
+    if (!items.length) list.append(el('li', { class: 'empty', text: entry.group ? 'No messages yet. Say hello to the group.' : `No messages yet. Say hello to ${entry.title}.` }));
+    list.scrollTop = atBottom || this.renderedChat !== chat ? list.scrollHeight : scroll;
+    this.renderedChat = chat;
+  }
+
+  private drawHead(title: string, who: string, other: { name: string; pk: string } | undefined): void {
+    const m = this.m;
+    const head: HTMLElement[] = [el('h2', { testid: 'conv-title', text: title }), el('p', { class: 'sub', text: who })];
+    if (other) {
+      const details = el('details', { class: 'safety', testid: 'safety' });
+      details.append(
+        el('summary', { text: 'Safety number' }),
+        el('p', { class: 'mono big', testid: 'safety-number', text: safetyNumber(m.identity.signPk, fromB64(other.pk)) }),
+        el('p', { class: 'hint', text: `Compare it with ${other.name} in person. If the relay swapped a key, the numbers on the two screens differ.` }),
+      );
+      head.push(details);
+    }
+    this.convHead.replaceChildren(...head);
+  }
+
+  private messageItem(msg: ChatMessage, group: boolean): HTMLElement {
+    const m = this.m;
+    const mine = msg.direction === 'out';
+    const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
+    if (!mine && group) li.append(el('div', { class: 'sender', text: m.nameOf(msg.from) }));
+    if (msg.state === 'unreadable') li.append(el('div', { class: 'text error', testid: 'message-text', text: `Could not open this message: ${msg.error ?? 'unknown reason'}` }));
+    else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
+    const meta = el('div', { class: 'meta' }, el('time', { text: clock(msg.ts), attrs: { datetime: new Date(msg.ts).toISOString() } }));
+    if (mine) meta.append(' ', this.stateBadge(msg));
+    li.append(meta);
+    // Who can read: from the envelope actually sent (message.readers), never from the current tap switch.
+    li.append(el('div', { class: `readers${msg.readers.escrowKid ? ' escrowed' : ''}`, testid: 'readers', text: `Who can read: ${describeReaders(msg.readers, (pin) => m.nameOf(pin))}` }));
+    return li;
+  }
+
+  private stateBadge(msg: ChatMessage): HTMLElement {
+    const n = msg.to.length;
+    const names = (pins: string[]) => (pins.length ? pins.map((p) => this.m.nameOf(p)).join(', ') : 'nobody yet');
+    const letter: Record<string, [string, string]> = {
+      sending: ['…', 'sending: not yet accepted by the relay'],
+      sent: ['✓', 'sent: the relay has it'],
+      delivered: ['D', `delivered to ${names(msg.deliveredTo)}`],
+      read: ['R', `read by ${names(msg.readBy)}`],
+      failed: ['✗', `failed: ${msg.error ?? ''}`],
+    };
+    const [mark, title] = letter[msg.state] ?? ['', msg.state];
+    const badge = el('span', { class: `state ${msg.state}`, testid: 'message-state', data: { state: msg.state }, title });
+    badge.append(el('b', { text: mark }));
+    if (n > 1) badge.append(el('span', { class: 'counts', text: ` D ${msg.deliveredTo.length}/${n} · R ${msg.readBy.length}/${n}` }));
+    if (msg.state === 'failed') badge.append(el('span', { class: 'error', text: ` failed: ${msg.error ?? 'unknown error'}` }));
+    return badge;
+  }
+
+  private renderWire(): void {
+    const m = this.m;
+    const chat = this.openChat;
+    const scopeButton = (scope: 'chat' | 'all', label: string) =>
+      el('button', {
+        text: label,
+        class: `toggle${this.wireScope === scope ? ' active' : ''}`,
+        testid: `wire-scope-${scope}`,
+        attrs: { type: 'button', 'aria-pressed': String(this.wireScope === scope) },
+        on: {
+          click: () => {
+            this.wireScope = scope;
+            this.saveUi();
+            this.render();
+          },
+        },
+      });
+    const records = m.wire.filter((r) => this.wireScope === 'all' || (chat !== null && chatKey(r.env, m.pin) === chat));
+    const state = [this.wireScope, chat, m.directory.size, records.slice(-60).map((r) => `${r.direction}:${r.env.id}:${r.at}`)];
+    if (this.unchanged('wire', state)) return;
+    this.wireHead.replaceChildren(el('h2', { text: 'What crossed the wire' }), el('div', { class: 'toggles' }, scopeButton('chat', 'This chat'), scopeButton('all', 'All')));
+    const scroll = this.wirePanel.scrollTop;
+    const nodes = records
+      .slice(-60)
+      .reverse()
+      .map((r) => this.wireItem(r));
+    this.wirePanel.replaceChildren(...nodes);
+    if (!nodes.length) this.wirePanel.append(el('p', { class: 'empty', text: chat || this.wireScope === 'all' ? 'Nothing yet. Send a message.' : 'Open a chat to see its envelopes.' }));
+    this.wirePanel.scrollTop = scroll;
+  }
+
+  private wireItem(r: WireRecord): HTMLElement {
+    const m = this.m;
+    const env = r.env;
+    const name = (pin: string) => `${m.nameOf(pin)} (${pin})`;
+    const key = `${r.direction}:${env.id}`;
+    const row = (label: string, ...value: (Node | string)[]) => el('div', { class: 'kv' }, el('span', { class: 'k', text: label }), el('span', { class: 'v' }, ...value));
+    const bodyHex = b64ToHex(env.body);
+    return el(
+      'article',
+      { class: `wire-record ${r.direction}`, testid: 'wire-record', data: { id: env.id, direction: r.direction } },
+      el(
+        'header',
+        null,
+        el('span', { class: 'dir', text: r.direction === 'out' ? '↑ sent' : '↓ received' }),
+        el('time', { text: clockMs(r.at) }),
+        el('span', { class: 'size', text: `${bytes(r.bytes)} · body ${bytes(b64Bytes(env.body))}`, title: 'whole envelope as sent · ciphertext body' }),
+      ),
+      row('id', el('code', { class: 'mono', text: env.id })),
+      row('from', name(env.from)),
+      row('to', env.to.map(name).join(', ')),
+      row('conv', env.conv),
+      row('ts', `${env.ts} (${clockMs(env.ts)})`),
+      row('nonce', el('code', { class: 'mono', text: b64ToHex(env.nonce) })),
+      row('body', expandable(bodyHex, 64, `${key}:body`, this.expanded, 'ciphertext'), el('span', { class: 'hint', text: ' hex, XChaCha20-Poly1305' })),
+      row(
+        'wraps',
+        el(
+          'ul',
+          { class: 'wraps' },
+          ...env.wraps.map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
+        ),
+      ),
+      row(
+        'escrow',
+        env.escrow
+          ? el('span', { class: 'escrow-yes', testid: 'wire-escrow' }, `regulator key ${env.escrow.kid}: `, expandable(b64ToHex(env.escrow.key), 24, `${key}:escrow`, this.expanded))
+          : el('span', { class: 'escrow-no', testid: 'wire-escrow', text: 'none' }),
+      ),
+      row('sig', expandable(b64ToHex(env.sig), 24, `${key}:sig`, this.expanded)),
+    );
+  }
+}
+
+start();

@@ -1,1 +1,362 @@
-// placeholder: replaced by the UI
+/**
+ * The regulator console (`/regulator#token=…`): the tap switch, the intercept
+ * feed (every archived envelope, opened where the escrow key opens it), the
+ * exports and the audit log. The admin token comes from the URL fragment (never
+ * sent to the server in a URL, never left in the address bar), is kept in this
+ * tab's sessionStorage, and is sent as the first frame on /ws/regulator and as
+ * a Bearer header on the REST calls.
+ */
+import './no-eval.ts';
+import {
+  Pin,
+  parseConsoleMessage,
+  parseViewerMessage,
+  type AuditEntry,
+  type InterceptItem,
+  type Policy,
+  type TapSettings,
+} from '../../shared/protocol.ts';
+import { b64Bytes, bytes, clock, clockMs, el, must, socketUrl } from './dom.ts';
+
+const TOKEN_KEY = 'backdoor-lab.admin-token';
+const MAX_ITEMS = 500;
+
+function takeToken(): string | null {
+  const hash = new URLSearchParams(location.hash.replace(/^#/, ''));
+  const fromHash = hash.get('token');
+  if (fromHash) {
+    sessionStorage.setItem(TOKEN_KEY, fromHash);
+    // Keep the token off the address bar (and off the projector).
+    history.replaceState(null, '', `${location.pathname}${location.search}`);
+    return fromHash;
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+class Console {
+  private token: string | null = takeToken();
+  private ws: WebSocket | null = null;
+  private authed = false;
+  private refused = false;
+  private attempt = 0;
+  private dirty = false;
+  private total = 0;
+  private readonly names = new Map<string, string>();
+
+  private readonly status = must('status');
+  private readonly list = must('intercepts');
+  private readonly form = must<HTMLFormElement>('tap-form');
+  private readonly tapError = must('tap-error');
+  private readonly exportError = must('export-error');
+
+  start(): void {
+    this.form.addEventListener('change', () => {
+      this.dirty = true;
+      this.updateFormState();
+    });
+    this.form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      void this.applyTap();
+    });
+    must('export-archive').addEventListener('click', () => void this.download('archive.jsonl', 'archive.jsonl'));
+    must('export-key').addEventListener('click', () => void this.download('escrow-key', 'escrow-key.json'));
+    this.watchNames();
+    if (this.token) this.connect();
+    else this.askToken(null);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Authentication
+
+  private askToken(problem: string | null): void {
+    this.setStatus('locked');
+    for (const id of ['controls', 'exports', 'audit-card', 'feed-card']) must(id).hidden = true;
+    const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
+    const form = el(
+      'form',
+      { class: 'card token-form', testid: 'token-form' },
+      el('h2', { text: 'Admin token' }),
+      el('p', { text: 'The teacher\'s token was printed when the relay started (the part after #token= in the regulator link).' }),
+      input,
+      ' ',
+      el('button', { text: 'Open console', attrs: { type: 'submit' } }),
+      problem ? el('p', { class: 'error', testid: 'auth-error', text: problem }) : null,
+    );
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      this.token = token;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      this.refused = false;
+      must('auth-slot').replaceChildren();
+      this.connect();
+    });
+    must('auth-slot').replaceChildren(form);
+    input.focus();
+  }
+
+  private connect(): void {
+    if (!this.token) return this.askToken(null);
+    this.setStatus('connecting');
+    const ws = new WebSocket(socketUrl('/ws/regulator'));
+    this.ws = ws;
+    const token = this.token;
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      const parsed = parseConsoleMessage(ev.data);
+      if (!parsed.ok) {
+        this.tapError.textContent = `The console got a bad frame: ${parsed.message}`;
+        return;
+      }
+      const msg = parsed.value;
+      switch (msg.type) {
+        case 'snapshot':
+          this.authed = true;
+          this.attempt = 0;
+          this.setStatus('live');
+          for (const id of ['controls', 'exports', 'audit-card', 'feed-card']) must(id).hidden = false;
+          must('kid').textContent = msg.kid;
+          this.list.replaceChildren();
+          for (const item of msg.intercepts) this.addIntercept(item);
+          this.total = msg.total;
+          this.setState(msg.settings, msg.policy, msg.audit, true);
+          this.renderCounts();
+          return;
+        case 'intercept':
+          this.addIntercept(msg.item);
+          this.total = msg.total;
+          this.renderCounts();
+          return;
+        case 'state':
+          this.setState(msg.settings, msg.policy, msg.audit, false);
+          return;
+        case 'error':
+          this.refused = true;
+          this.authed = false;
+          sessionStorage.removeItem(TOKEN_KEY);
+          this.token = null;
+          this.askToken(msg.code === 'forbidden' ? 'wrong token' : `refused: ${msg.message}`);
+          return;
+      }
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.refused || !this.token) return;
+      this.setStatus('offline');
+      const delay = Math.min(5000, 250 * 2 ** this.attempt++);
+      setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  private setStatus(status: string): void {
+    this.status.textContent = status;
+    this.status.className = `status ${status === 'live' ? 'online' : status}`;
+  }
+
+  /** Names for PINs, from the public relay view feed: the regulator knows who is who, as the relay does. */
+  private watchNames(): void {
+    const ws = new WebSocket(socketUrl('/ws/relay-view'));
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      const parsed = parseViewerMessage(ev.data);
+      if (!parsed.ok) return;
+      const msg = parsed.value;
+      const before = this.names.size;
+      if (msg.type === 'backlog') {
+        for (const d of msg.directory) this.names.set(d.pin, d.name);
+        for (const e of msg.events) if (e.kind === 'login') this.names.set(e.pin, e.name);
+      } else if (msg.event.kind === 'login') {
+        this.names.set(msg.event.pin, msg.event.name);
+      }
+      if (this.names.size !== before) this.renderWarrantPins();
+    };
+    ws.onclose = () => setTimeout(() => this.watchNames(), 2000);
+  }
+
+  private who(pin: string): string {
+    const name = this.names.get(pin);
+    return name ? `${name} (${pin})` : pin;
+  }
+
+  // ---------------------------------------------------------------------------
+  // The tap controls
+
+  private setState(settings: TapSettings, policy: Policy, audit: AuditEntry[], force: boolean): void {
+    const state = must('tap-state');
+    state.textContent = settings.tap
+      ? `Tap ON · ${settings.scope === 'all' ? 'all traffic' : `warrant: ${settings.pins.map((p) => this.who(p)).join(', ')}`} · ${settings.announced ? 'announced' : 'silent'}`
+      : 'Tap OFF · new messages are end-to-end only';
+    state.className = `tap-state ${settings.tap ? 'on' : 'off'}`;
+    state.dataset.tap = String(settings.tap);
+    state.dataset.announced = String(settings.announced);
+    state.dataset.scope = settings.scope;
+    state.dataset.epoch = String(policy.epoch);
+    if (force || !this.dirty) this.fillForm(settings);
+    this.renderAudit(audit);
+  }
+
+  private radio(name: string, value: string): HTMLInputElement {
+    const input = this.form.querySelector<HTMLInputElement>(`input[name="${name}"][value="${value}"]`);
+    if (!input) throw new Error(`tap form has no ${name}=${value}`);
+    return input;
+  }
+
+  private fillForm(s: TapSettings): void {
+    this.radio('tap', s.tap ? 'on' : 'off').checked = true;
+    this.radio('scope', s.scope).checked = true;
+    this.radio('announced', s.announced ? 'yes' : 'no').checked = true;
+    const known = new Set(this.names.keys());
+    must<HTMLInputElement>('warrant-text').value = s.pins.filter((p) => !known.has(p)).join(', ');
+    this.renderWarrantPins(new Set(s.pins));
+    this.dirty = false;
+    this.updateFormState();
+  }
+
+  private renderWarrantPins(selected?: Set<string>): void {
+    const box = must('warrant-pins');
+    const checked = selected ?? new Set([...box.querySelectorAll<HTMLInputElement>('input:checked')].map((i) => i.value));
+    const pins = [...new Set([...this.names.keys(), ...checked])];
+    box.replaceChildren(
+      ...pins.map((pin) => {
+        const input = el('input', { testid: 'warrant-pin', attrs: { type: 'checkbox', value: pin } });
+        input.checked = checked.has(pin);
+        return el('label', { class: 'check' }, input, ` ${this.names.get(pin) ?? '?'} `, el('span', { class: 'pin', text: pin }));
+      }),
+    );
+    if (!pins.length) box.append(el('p', { class: 'hint', text: 'No users known yet; type PINs below.' }));
+    this.updateFormState();
+  }
+
+  private updateFormState(): void {
+    const warrant = this.radio('scope', 'warrant').checked;
+    must('warrant-pins').classList.toggle('disabled', !warrant);
+    for (const input of this.form.querySelectorAll<HTMLInputElement>('#warrant-pins input, #warrant-text')) input.disabled = !warrant;
+  }
+
+  private readForm(): TapSettings | string {
+    const tap = this.radio('tap', 'on').checked;
+    const scope = this.radio('scope', 'warrant').checked ? 'warrant' : 'all';
+    const announced = !this.radio('announced', 'no').checked;
+    const pins = new Set<string>();
+    if (scope === 'warrant') {
+      for (const input of this.form.querySelectorAll<HTMLInputElement>('#warrant-pins input:checked')) pins.add(input.value);
+      for (const word of must<HTMLInputElement>('warrant-text').value.split(/[\s,;]+/).filter(Boolean)) {
+        const pin = word.toUpperCase();
+        if (!Pin.safeParse(pin).success) return `"${word}" is not a PIN (8 hex digits)`;
+        pins.add(pin);
+      }
+      if (tap && !pins.size) return 'A warrant must name at least one PIN.';
+    }
+    return { tap, scope, pins: [...pins], announced };
+  }
+
+  private async applyTap(): Promise<void> {
+    this.tapError.textContent = '';
+    const settings = this.readForm();
+    if (typeof settings === 'string') {
+      this.tapError.textContent = settings;
+      return;
+    }
+    try {
+      const res = await this.api('tap', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(settings) });
+      const body = (await res.json().catch(() => null)) as { message?: string; settings?: TapSettings } | null;
+      if (!res.ok) {
+        this.tapError.textContent = `${res.status}: ${body?.message ?? res.statusText}`;
+        return;
+      }
+      this.dirty = false;
+      if (body?.settings) this.fillForm(body.settings);
+    } catch (err) {
+      this.tapError.textContent = `Could not reach the relay: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+
+  private api(path: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set('Authorization', `Bearer ${this.token ?? ''}`);
+    return fetch(`/api/regulator/${path}`, { ...init, headers, cache: 'no-store' });
+  }
+
+  /** Fetch with the Bearer token, then save through a Blob URL (a download, not a page load). */
+  private async download(path: string, filename: string): Promise<void> {
+    this.exportError.textContent = '';
+    try {
+      const res = await this.api(path);
+      if (!res.ok) {
+        const body = (await res.json().catch(() => null)) as { message?: string } | null;
+        this.exportError.textContent = `${res.status}: ${body?.message ?? res.statusText}`;
+        return;
+      }
+      const url = URL.createObjectURL(await res.blob());
+      const a = el('a', { attrs: { href: url, download: filename } });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (err) {
+      this.exportError.textContent = `Export failed: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Feed and audit
+
+  private addIntercept(item: InterceptItem): void {
+    const env = item.env;
+    const li = el(
+      'li',
+      { class: `intercept ${item.readable ? 'read' : 'sealed'}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable) } },
+      el(
+        'div',
+        { class: 'meta' },
+        el('time', { text: clock(item.at), title: clockMs(item.at) }),
+        el('span', { class: 'route', text: `${this.who(env.from)} → ${env.to.map((p) => this.who(p)).join(', ')}` }),
+        el('span', { class: 'hint', text: `${env.conv === 'dm' ? '1:1' : `group ${env.conv}`} · ${bytes(b64Bytes(env.body))} body` }),
+      ),
+    );
+    if (item.readable) {
+      li.append(
+        el(
+          'div',
+          { class: 'verdict read' },
+          el('span', { class: 'badge', text: 'READ' }),
+          item.group ? el('span', { class: 'group', text: `[${item.group}] ` }) : null,
+          el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' }),
+        ),
+      );
+    } else {
+      li.append(
+        el(
+          'div',
+          { class: 'verdict sealed' },
+          el('span', { class: 'badge', text: 'SEALED' }),
+          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted' }),
+          el('span', { class: 'reason', text: item.reason ? ` (${item.reason})` : '' }),
+        ),
+      );
+    }
+    this.list.querySelector('.empty')?.remove();
+    this.list.prepend(li);
+    while (this.list.childElementCount > MAX_ITEMS) this.list.lastElementChild?.remove();
+  }
+
+  private renderCounts(): void {
+    const shown = this.list.querySelectorAll('[data-testid="intercept"]');
+    const read = this.list.querySelectorAll('[data-readable="true"]').length;
+    must('counts').textContent = `${this.total} ${this.total === 1 ? 'envelope' : 'envelopes'} archived · ${read} of the ${shown.length} shown readable with the escrow key`;
+    if (!shown.length) this.list.replaceChildren(el('li', { class: 'empty', text: 'Nothing intercepted yet. Every envelope that passes the relay appears here.' }));
+  }
+
+  private renderAudit(audit: AuditEntry[]): void {
+    must('audit').replaceChildren(
+      ...audit.map((a) =>
+        el('li', { class: 'audit-entry', testid: 'audit-entry', data: { action: a.action } }, el('time', { text: clock(a.at) }), el('b', { text: a.action }), el('span', { text: a.detail })),
+      ),
+    );
+  }
+}
+
+new Console().start();

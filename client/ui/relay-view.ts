@@ -1,1 +1,215 @@
-// placeholder: replaced by the UI
+/**
+ * The relay view (`/relay`): traffic exactly as the server sees it. It opens
+ * the public `/ws/relay-view` feed, which carries the relay's own traffic
+ * events: metadata in clear, message content only as ciphertext. This page
+ * loads no crypto at all: there is nothing here it could decrypt with.
+ */
+import './no-eval.ts';
+import { parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
+import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, socketUrl } from './dom.ts';
+
+const MAX_ROWS = 300;
+const MAX_SESSION_ROWS = 100;
+
+class RelayView {
+  private readonly names = new Map<string, string>();
+  private readonly online = new Map<string, string>();
+  private readonly expanded = new Set<string>();
+  private envelopes = 0;
+  private envelopeBytes = 0;
+  private escrowed = 0;
+  private receipts = 0;
+  private attempt = 0;
+
+  private readonly body = must('traffic-body');
+  private readonly sessions = must('sessions');
+  private readonly directory = must('directory');
+  private readonly stats = must('stats');
+  private readonly status = must('status');
+
+  constructor() {
+    const toggle = must<HTMLInputElement>('show-receipts');
+    const table = must('traffic');
+    const apply = () => table.classList.toggle('hide-receipts', !toggle.checked);
+    toggle.addEventListener('change', apply);
+    apply();
+  }
+
+  connect(): void {
+    this.setStatus('connecting');
+    const ws = new WebSocket(socketUrl('/ws/relay-view'));
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setStatus('live');
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      const parsed = parseViewerMessage(ev.data);
+      if (!parsed.ok) {
+        this.sessionRow(Date.now(), 'error', `the relay view got a bad frame: ${parsed.message}`);
+        return;
+      }
+      const msg = parsed.value;
+      if (msg.type === 'backlog') {
+        this.reset(msg.directory);
+        for (const event of msg.events) this.add(event);
+      } else {
+        this.add(msg.event);
+      }
+      this.renderStats();
+    };
+    ws.onclose = () => {
+      this.setStatus('offline');
+      const delay = Math.min(5000, 250 * 2 ** this.attempt++);
+      setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  private setStatus(status: string): void {
+    this.status.textContent = status;
+    this.status.className = `status ${status === 'live' ? 'online' : status}`;
+  }
+
+  private reset(directory: DirectoryEntry[]): void {
+    this.names.clear();
+    this.online.clear();
+    for (const d of directory) {
+      this.names.set(d.pin, d.name);
+      if (d.online) this.online.set(d.pin, '');
+    }
+    this.envelopes = this.envelopeBytes = this.escrowed = this.receipts = 0;
+    this.body.replaceChildren();
+    this.sessions.replaceChildren();
+    this.renderDirectory();
+  }
+
+  private who(pin: string): HTMLElement {
+    const name = this.names.get(pin);
+    return el('span', { class: 'who' }, name ? el('span', { class: 'name', text: name }) : null, el('span', { class: 'pin', text: pin }));
+  }
+
+  /** Just the name (the PIN when unknown), with the PIN on hover: for the compact receipt rows. */
+  private short(pin: string): HTMLElement {
+    return el('span', { class: 'who-short', text: this.names.get(pin) ?? pin, title: pin });
+  }
+
+  private add(event: TrafficEvent): void {
+    switch (event.kind) {
+      case 'envelope': {
+        const env = event.env;
+        this.envelopes += 1;
+        this.envelopeBytes += event.bytes;
+        if (env.escrow) this.escrowed += 1;
+        const queued = env.to.filter((pin) => !event.online.includes(pin));
+        const hex = b64ToHex(env.body);
+        this.row(
+          el(
+            'tr',
+            { class: `kind-envelope${env.escrow ? ' escrowed' : ''}`, testid: 'traffic-row', data: { kind: 'envelope', id: env.id } },
+            el('td', { class: 'time', text: clockMs(event.at) }),
+            el('td', null, el('span', { class: 'kind', text: 'message' })),
+            el('td', null, this.who(env.from)),
+            el('td', null, ...env.to.map((pin) => this.who(pin))),
+            el('td', { class: 'conv' }, env.conv === 'dm' ? '1:1' : el('span', { title: env.conv }, 'group', el('span', { class: 'pin', text: ` ${env.conv.slice(2, 8)}…` }))),
+            el('td', { class: 'num', text: bytes(event.bytes) }, el('div', { class: 'hint', text: `body ${b64Bytes(env.body)} B` })),
+            el(
+              'td',
+              { testid: 'escrow-cell' },
+              env.escrow ? el('span', { class: 'yes', title: `escrow key ${env.escrow.kid}` }, 'yes', el('span', { class: 'pin', text: `key ${env.escrow.kid.slice(0, 8)}…` })) : el('span', { class: 'no', text: 'no' }),
+            ),
+            el(
+              'td',
+              { class: 'content' },
+              el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: env.id })),
+              el('div', null, expandable(hex, 48, `body:${env.id}`, this.expanded, 'ciphertext')),
+              el('div', { class: 'hint', text: `${env.wraps.length} key wraps${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+            ),
+          ),
+        );
+        return;
+      }
+      case 'receipt':
+        this.receipts += 1;
+        this.row(
+          el(
+            'tr',
+            { class: 'kind-receipt', testid: 'traffic-row', data: { kind: 'receipt' } },
+            el('td', { class: 'time', text: clockMs(event.at) }),
+            el('td', null, el('span', { class: 'kind', text: event.state === 'read' ? 'R receipt' : 'D receipt' })),
+            el('td', null, this.short(event.by)),
+            el('td', null, this.short(event.to)),
+            el('td', { text: '' }),
+            el('td', { text: '' }),
+            el('td', { text: '' }),
+            el('td', { class: 'content' }, el('span', { class: 'hint', text: `${event.state}: ` }), el('span', { class: 'mono small', text: event.id })),
+          ),
+        );
+        return;
+      case 'login':
+        this.names.set(event.pin, event.name);
+        this.online.set(event.pin, event.address);
+        this.sessionRow(event.at, 'login', `${event.name} (${event.pin}) from ${event.address}`);
+        this.renderDirectory();
+        return;
+      case 'logout':
+        this.online.delete(event.pin);
+        this.sessionRow(event.at, 'logout', `${this.names.get(event.pin) ?? ''} (${event.pin})`);
+        this.renderDirectory();
+        return;
+      case 'rejected':
+        this.sessionRow(event.at, 'rejected', `${this.names.get(event.pin) ?? ''} (${event.pin}): ${event.code}: ${event.message}`);
+        return;
+      case 'policy': {
+        const p = event.policy;
+        const what = p.tap
+          ? `tap on (${p.scope === 'all' ? 'all traffic' : `warrant: ${p.pins.join(', ')}`}, ${p.announced ? 'announced' : 'silent'}); the relay now refuses covered envelopes without an escrow field`
+          : 'tap off';
+        this.sessionRow(event.at, 'policy', what);
+        return;
+      }
+    }
+  }
+
+  private row(tr: HTMLElement): void {
+    this.body.prepend(tr);
+    while (this.body.childElementCount > MAX_ROWS) this.body.lastElementChild?.remove();
+  }
+
+  private sessionRow(at: number, kind: string, text: string): void {
+    this.sessions.prepend(
+      el('li', { class: `session ${kind}`, testid: 'session-row', data: { kind } }, el('time', { text: clockMs(at) }), el('span', { class: 'kind', text: kind }), el('span', { text })),
+    );
+    while (this.sessions.childElementCount > MAX_SESSION_ROWS) this.sessions.lastElementChild?.remove();
+  }
+
+  private renderDirectory(): void {
+    const pins = [...this.names.keys()].sort((a, b) => Number(this.online.has(b)) - Number(this.online.has(a)));
+    this.directory.replaceChildren(
+      ...pins.map((pin) => {
+        const address = this.online.get(pin);
+        return el(
+          'li',
+          { testid: 'directory-entry', data: { pin } },
+          el('span', { class: `dot ${address !== undefined ? 'on' : 'off'}`, title: address !== undefined ? 'online' : 'offline' }),
+          this.who(pin),
+          address ? el('span', { class: 'hint', text: ` ${address}` }) : null,
+        );
+      }),
+    );
+    if (!pins.length) this.directory.append(el('li', { class: 'empty', text: 'Nobody has logged in yet.' }));
+  }
+
+  private renderStats(): void {
+    const stat = (value: string, label: string) => el('div', { class: 'stat' }, el('b', { text: value }), el('span', { text: label }));
+    this.stats.replaceChildren(
+      stat(String(this.online.size), 'online'),
+      stat(String(this.envelopes), 'envelopes relayed'),
+      stat(bytes(this.envelopeBytes), 'of ciphertext and metadata'),
+      stat(String(this.receipts), 'receipts'),
+      stat(String(this.escrowed), 'with an escrow field'),
+    );
+  }
+}
+
+const view = new RelayView();
+view.connect();

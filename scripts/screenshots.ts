@@ -1,0 +1,100 @@
+/**
+ * `npm run screenshots`: start a relay in memory, play a short scene with
+ * Alice, Bob and Carol in Chromium, the relay view and the regulator console,
+ * with the tap on, and write docs/screenshots/{chat,relay-view,regulator}.png
+ * (1280x800). Needs Debian's Chromium (apt-get install -y chromium).
+ */
+import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { Page } from 'playwright-core';
+import { startApp } from '../server/app.ts';
+import { focusTab, launchChromium, messageWith, openChat, openDm, typeAndSend } from '../tests/helpers/browser.ts';
+
+const outDir = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
+const viewport = { width: 1280, height: 800 };
+
+async function say(from: Page, to: Page, text: string): Promise<void> {
+  await typeAndSend(from, text);
+  await messageWith(to, text).waitFor();
+}
+
+async function shoot(page: Page, file: string): Promise<void> {
+  await focusTab(page);
+  await page.mouse.move(viewport.width - 5, viewport.height - 5);
+  await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+  await page.screenshot({ path: `${outDir}${file}` });
+  process.stdout.write(`wrote docs/screenshots/${file}\n`);
+}
+
+async function main(): Promise<void> {
+  mkdirSync(outDir, { recursive: true });
+  const token = randomBytes(16).toString('hex');
+  const app = await startApp({ port: 0, host: '127.0.0.1', dataDir: null, adminToken: token });
+  const browser = await launchChromium();
+  try {
+    const ctx = await browser.newContext({ viewport });
+    const relayView = await ctx.newPage();
+    await relayView.goto(`${app.url}/relay`);
+    const alice = await openChat(ctx, app.url, 'Alice');
+    const bob = await openChat(ctx, app.url, 'Bob');
+    const carol = await openChat(ctx, app.url, 'Carol');
+
+    // Before the tap: end-to-end.
+    await openDm(alice.page, bob.pin);
+    await openDm(bob.page, alice.pin);
+    await say(alice.page, bob.page, 'Are we still on for Friday?');
+    await say(bob.page, alice.page, 'Yes, 7 pm at the usual place.');
+
+    // The teacher turns the tap on from the console: all traffic, announced.
+    const console_ = await ctx.newPage();
+    await console_.goto(`${app.url}/regulator#token=${token}`);
+    await console_.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+    await console_.getByTestId('tap-on').check();
+    await console_.getByTestId('scope-all').check();
+    await console_.getByTestId('announced').check();
+    await console_.getByTestId('apply-tap').click();
+    await console_.locator('[data-testid="tap-state"][data-tap="true"]').waitFor();
+    await alice.page.getByTestId('tap-banner').waitFor();
+
+    // Under the tap.
+    await say(alice.page, bob.page, 'Bring the quarterly numbers. They are not public yet.');
+    await say(bob.page, alice.page, 'Will do. Please don\'t forward this.');
+
+    // A group of three.
+    await focusTab(alice.page);
+    await alice.page.getByTestId('new-group').locator('summary').click();
+    await alice.page.getByTestId('group-name').fill('Project Falcon');
+    for (const pin of [bob.pin, carol.pin]) await alice.page.locator(`[data-testid="group-member"][value="${pin}"]`).check();
+    await alice.page.getByTestId('create-group').click();
+    await typeAndSend(alice.page, 'Kick-off moved to Monday 9:00.');
+    for (const tab of [carol, bob]) {
+      await focusTab(tab.page);
+      await tab.page.locator('[data-testid="chat-item"]', { hasText: 'Project Falcon' }).click();
+      await messageWith(tab.page, 'Kick-off moved to Monday 9:00.').waitFor();
+    }
+    await say(carol.page, alice.page, 'Works for me.');
+
+    // Alice back in her chat with Bob: the banner, D/R, who can read each message, the wire panel.
+    await focusTab(bob.page);
+    await bob.page.locator(`[data-testid="chat-item"][data-chat="dm:${alice.pin}"]`).click();
+    await openDm(alice.page, bob.pin);
+    await alice.page.locator('[data-testid="message-state"][data-state="read"]').last().waitFor();
+    await alice.page.waitForTimeout(300);
+    await shoot(alice.page, 'chat.png');
+
+    await relayView.locator('[data-testid="traffic-row"]').nth(5).waitFor();
+    await shoot(relayView, 'relay-view.png');
+
+    await console_.locator('[data-testid="intercept"][data-readable="true"]').nth(2).waitFor();
+    await shoot(console_, 'regulator.png');
+  } finally {
+    await browser.close();
+    await app.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`screenshots failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

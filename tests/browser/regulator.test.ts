@@ -1,0 +1,268 @@
+/**
+ * The regulator console in real Chromium (issue 3): the tap switched from the
+ * console, the banner in announced and silent mode, the intercept feed, and a
+ * check of every claim the console made against the exported bytes.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { Envelope } from '../../shared/protocol.ts';
+import { escrowKeyPairFromSecret, fromB64, openWithEscrow } from '../../shared/crypto.ts';
+import { knows, startTestRelay, until, user } from '../helpers/relay.ts';
+import { focusTab, launchChromium, messageWith, openChat, openDm, typeAndSend, watchProblems } from '../helpers/browser.ts';
+
+type Relay = Awaited<ReturnType<typeof startTestRelay>>;
+
+let app: Relay;
+let browser: Browser;
+const TOKEN = 'test-admin-token';
+
+beforeAll(async () => {
+  app = await startTestRelay();
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await app?.close();
+});
+
+async function withContext<T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  // Fail on a missing element well before the test's own 30 s timeout, naming the locator.
+  ctx.setDefaultTimeout(10_000);
+  try {
+    return await run(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** Set the tap from the console's own controls, then wait until the console shows the new state. */
+async function setTap(page: Page, tap: boolean, announced: boolean): Promise<void> {
+  await focusTab(page);
+  await page.getByTestId(tap ? 'tap-on' : 'tap-off').check();
+  await page.getByTestId('scope-all').check();
+  await page.getByTestId(announced ? 'announced' : 'silent').check();
+  await page.getByTestId('apply-tap').click();
+  await page.locator(`[data-testid="tap-state"][data-tap="${tap}"][data-announced="${announced}"]`).waitFor();
+  expect(await page.getByTestId('tap-error').textContent()).toBe('');
+}
+
+const intercept = (page: Page, id: string) => page.locator(`[data-testid="intercept"][data-id="${id}"]`);
+const idOf = async (page: Page, text: string) => (await messageWith(page, text).getAttribute('data-id'))!;
+const readersOf = (page: Page, text: string) => messageWith(page, text).getByTestId('readers').textContent();
+
+async function api(path: string): Promise<Response> {
+  return fetch(`${app.url}/api/regulator/${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+}
+
+describe('regulator console', () => {
+  test('the console reads only messages sent under the tap, the banner shows only when announced, and every READ/unreadable claim matches the exported archive opened with the exported key', async () => {
+    await withContext(async (ctx) => {
+      const console_ = await ctx.newPage();
+      const consoleProblems = await watchProblems(console_);
+      await console_.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await console_.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+      expect(console_.url()).not.toContain(TOKEN);
+
+      const alice = await openChat(ctx, app.url, 'Alice');
+      const bob = await openChat(ctx, app.url, 'Bob');
+      await openDm(alice.page, bob.pin);
+      await bob.page.locator(`[data-testid="contact"][data-pin="${alice.pin}"]`).waitFor();
+      await openDm(bob.page, alice.pin);
+
+      // 1. Before the tap: end-to-end, and the console says so.
+      const before = 'before the tap: only Bob reads this';
+      await typeAndSend(alice.page, before);
+      await messageWith(bob.page, before).waitFor();
+      const beforeId = await idOf(alice.page, before);
+      await intercept(console_, beforeId).waitFor();
+      expect(await intercept(console_, beforeId).getAttribute('data-readable')).toBe('false');
+      expect(await intercept(console_, beforeId).innerText()).toContain('unreadable — end-to-end encrypted');
+      expect(await console_.getByTestId('intercepts').textContent()).not.toContain(before);
+      expect(await alice.page.getByTestId('tap-banner').count()).toBe(0);
+
+      // 2. Tap on, all traffic, announced: both tabs show the banner; the next message is read.
+      await setTap(console_, true, true);
+      for (const tab of [alice, bob]) {
+        await tab.page.getByTestId('tap-banner').waitFor();
+        expect(await tab.page.getByTestId('tap-banner').textContent()).toContain('The regulator can read new messages you send');
+        expect(await tab.page.getByTestId('tap-banner').textContent()).toContain('all traffic');
+      }
+      const tapped = 'under the announced tap';
+      await typeAndSend(alice.page, tapped);
+      await messageWith(bob.page, tapped).waitFor();
+      const tappedId = await idOf(alice.page, tapped);
+      await intercept(console_, tappedId).waitFor();
+      expect(await intercept(console_, tappedId).getAttribute('data-readable')).toBe('true');
+      expect(await intercept(console_, tappedId).getByTestId('intercept-text').textContent()).toBe(tapped);
+
+      // Who can read, from each envelope: the new message names the regulator, the earlier one is still end-to-end.
+      for (const tab of [alice, bob]) {
+        expect(await readersOf(tab.page, tapped)).toMatch(/the regulator \(escrow key [0-9a-f]{16}/);
+        expect(await readersOf(tab.page, before)).toContain('(end-to-end)');
+        expect(await readersOf(tab.page, before)).not.toContain('regulator');
+      }
+
+      // 3. Silent: the banner goes away in both tabs while the tap stays on and keeps reading.
+      await setTap(console_, true, false);
+      for (const tab of [alice, bob]) await tab.page.getByTestId('tap-banner').waitFor({ state: 'detached' });
+      const silent = 'under the silent tap';
+      await typeAndSend(bob.page, silent);
+      await messageWith(alice.page, silent).waitFor();
+      const silentId = await idOf(bob.page, silent);
+      await intercept(console_, silentId).waitFor();
+      expect(await intercept(console_, silentId).getAttribute('data-readable')).toBe('true');
+      expect(await intercept(console_, silentId).getByTestId('intercept-text').textContent()).toBe(silent);
+      expect(await alice.page.getByTestId('tap-banner').count()).toBe(0);
+
+      // 4. Off: new messages are unreadable again; what was captured stays readable.
+      await setTap(console_, false, true);
+      const after = 'after the tap: closed again';
+      await typeAndSend(alice.page, after);
+      await messageWith(bob.page, after).waitFor();
+      const afterId = await idOf(alice.page, after);
+      await intercept(console_, afterId).waitFor();
+      expect(await intercept(console_, afterId).getAttribute('data-readable')).toBe('false');
+      expect(await readersOf(alice.page, after)).toContain('(end-to-end)');
+      // The switch is off now, but the message sent under it still names the regulator: its envelope carries the escrow field.
+      expect(await readersOf(alice.page, tapped)).toMatch(/the regulator \(escrow key [0-9a-f]{16}/);
+      expect(await intercept(console_, tappedId).getAttribute('data-readable')).toBe('true');
+
+      // 5. The console's claims against the bytes: export the archive and the key, open each envelope in Node.
+      const shown = await console_.locator('[data-testid="intercept"]').evaluateAll((nodes) =>
+        nodes.map((n) => ({
+          id: (n as HTMLElement).dataset.id!,
+          readable: (n as HTMLElement).dataset.readable === 'true',
+          text: n.querySelector('[data-testid="intercept-text"]')?.textContent ?? null,
+        })),
+      );
+      expect(shown.map((s) => s.id).sort()).toEqual([beforeId, tappedId, silentId, afterId].sort());
+      expect(shown.filter((s) => s.readable).map((s) => s.id).sort()).toEqual([tappedId, silentId].sort());
+
+      const archiveRes = await api('archive.jsonl');
+      expect(archiveRes.status).toBe(200);
+      const archive = (await archiveRes.text())
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { senderPk: string; env: unknown });
+      const keyRes = await api('escrow-key');
+      expect(keyRes.status).toBe(200);
+      const keyFile = (await keyRes.json()) as { kid: string; sk: string };
+      const escrow = escrowKeyPairFromSecret(fromB64(keyFile.sk));
+      expect(escrow.kid).toBe(keyFile.kid);
+      expect(await console_.getByTestId('kid').textContent()).toBe(keyFile.kid);
+
+      expect(archive).toHaveLength(shown.length);
+      for (const item of shown) {
+        const line = archive.find((l) => Envelope.parse(l.env).id === item.id);
+        expect(line, `archive holds ${item.id}`).toBeDefined();
+        const opened = openWithEscrow(Envelope.parse(line!.env), escrow, fromB64(line!.senderPk));
+        expect(opened.ok, `console said ${item.id} is ${item.readable ? 'READ' : 'unreadable'}`).toBe(item.readable);
+        if (opened.ok) expect(opened.value.text).toBe(item.text);
+      }
+
+      // The key export is in the audit log the console shows.
+      await console_.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').waitFor();
+      expect(consoleProblems.errors).toEqual([]);
+      expect(alice.problems.errors).toEqual([]);
+      expect(bob.problems.errors).toEqual([]);
+    });
+  });
+
+  test('the console\'s export buttons download the archive and the escrow key through Blob URLs, and the key export is audited', async () => {
+    // Something in the archive to export: two Node clients built on client/core exchange a message.
+    const ivan = await user(app.wsUrl, 'Ivan');
+    const judy = await user(app.wsUrl, 'Judy');
+    await knows(ivan, judy.m.pin);
+    const sent = ivan.m.sendText([judy.m.pin], 'for the export');
+    await until(() => judy.m.messages.has(sent.id), 'Judy has the message');
+    ivan.m.stop();
+    judy.m.stop();
+
+    await withContext(async (ctx) => {
+      const page = await ctx.newPage();
+      const problems = await watchProblems(page);
+      await page.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await page.locator('[data-testid="tap-state"]').and(page.locator('[data-tap]')).waitFor();
+      const kid = await page.getByTestId('kid').textContent();
+      const exportsBefore = await page.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').count();
+
+      const [archive] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-archive').click()]);
+      expect(archive.suggestedFilename()).toBe('archive.jsonl');
+      const lines = readFileSync(await archive.path(), 'utf8').split('\n').filter(Boolean);
+      expect(lines.length).toBe(app.regulator.archiveSize());
+      expect(lines.some((l) => l.includes(sent.id))).toBe(true);
+
+      const [key] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-key').click()]);
+      expect(key.suggestedFilename()).toBe('escrow-key.json');
+      const file = JSON.parse(readFileSync(await key.path(), 'utf8')) as { kid: string; sk: string };
+      expect(file.kid).toBe(kid);
+      expect(escrowKeyPairFromSecret(fromB64(file.sk)).kid).toBe(kid);
+      await expect
+        .poll(() => page.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').count())
+        .toBe(exportsBefore + 1);
+      expect(problems.errors).toEqual([]);
+    });
+  });
+
+  test('a wrong token gets "wrong token", no feed and no tap controls, and changes nothing', async () => {
+    await withContext(async (ctx) => {
+      const policyBefore = app.relay.getPolicy();
+      const page = await ctx.newPage();
+      await page.goto(`${app.url}/regulator#token=not-the-token`);
+      await page.getByTestId('auth-error').waitFor();
+      expect(await page.getByTestId('auth-error').textContent()).toBe('wrong token');
+      expect(await page.locator('#feed-card').isVisible()).toBe(false);
+      expect(await page.locator('#controls').isVisible()).toBe(false);
+      expect(await page.getByTestId('intercept').count()).toBe(0);
+      expect(page.url()).not.toContain('not-the-token');
+      expect(app.relay.getPolicy()).toEqual(policyBefore);
+
+      // The right token typed into the form opens the console.
+      await page.getByTestId('token-input').fill(TOKEN);
+      await page.getByRole('button', { name: 'Open console' }).click();
+      await page.locator('#feed-card').waitFor({ state: 'visible' });
+      expect(await page.getByTestId('auth-error').count()).toBe(0);
+    });
+  });
+
+  test('a warrant set from the console names only the checked PINs: the named user is told "a warrant naming you", an empty warrant is refused and changes nothing', async () => {
+    await withContext(async (ctx) => {
+      const kim = await openChat(ctx, app.url, 'Kim');
+      const leo = await openChat(ctx, app.url, 'Leo');
+      const page = await ctx.newPage();
+      await page.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await page.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+      await focusTab(page);
+
+      // A warrant naming nobody: refused in the page, and the relay's policy does not move.
+      const epoch = app.relay.getPolicy().epoch;
+      await page.getByTestId('tap-on').check();
+      await page.getByTestId('scope-warrant').check();
+      await page.getByTestId('apply-tap').click();
+      expect(await page.getByTestId('tap-error').textContent()).toBe('A warrant must name at least one PIN.');
+      await page.getByTestId('warrant-text').fill('not-a-pin');
+      await page.getByTestId('apply-tap').click();
+      expect(await page.getByTestId('tap-error').textContent()).toContain('is not a PIN');
+      expect(app.relay.getPolicy().epoch).toBe(epoch);
+
+      // A warrant for Kim only.
+      await page.getByTestId('warrant-text').fill('');
+      await page.locator(`[data-testid="warrant-pin"][value="${kim.pin}"]`).check();
+      await page.getByTestId('apply-tap').click();
+      await page.locator('[data-testid="tap-state"][data-tap="true"][data-scope="warrant"]').waitFor();
+      expect(await page.getByTestId('tap-state').textContent()).toContain(`Kim (${kim.pin})`);
+      expect(app.relay.getPolicy()).toMatchObject({ tap: true, scope: 'warrant', pins: [kim.pin] });
+      await kim.page.getByTestId('tap-banner').waitFor();
+      expect(await kim.page.getByTestId('tap-banner').textContent()).toContain('a warrant naming you');
+      await leo.page.getByTestId('tap-banner').waitFor();
+      expect(await leo.page.getByTestId('tap-banner').textContent()).toContain(`to or receive from Kim (${kim.pin})`);
+
+      // Off again, as the other tests expect.
+      await setTap(page, false, true);
+      await kim.page.getByTestId('tap-banner').waitFor({ state: 'detached' });
+    });
+  });
+});
