@@ -78,7 +78,9 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const server = createServer(http);
 
   const maxPayload = relay.limits.maxFrameBytes;
-  const relayWss = new WebSocketServer({ noServer: true, maxPayload });
+  // The relay checks UTF-8 itself and answers a bad text frame with an error reply; ws's own check
+  // would close the socket with 1007 and no reason (see Relay.onFrame).
+  const relayWss = new WebSocketServer({ noServer: true, maxPayload, skipUTF8Validation: true });
   const viewWss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
   const consoleWss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
 

@@ -125,8 +125,16 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   const admin = express.Router();
   admin.use((req: Request, res: Response, next: NextFunction) => {
     const token = bearer(req);
-    if (!token) return void res.status(401).setHeader('WWW-Authenticate', 'Bearer').json({ error: 'unauthorized', message: 'send Authorization: Bearer <admin token>' });
-    if (!tokenMatches(token, adminToken)) return void res.status(403).json({ error: 'forbidden', message: 'wrong admin token' });
+    // Refusals are logged for the teacher, with the path only (never the query string or the presented token).
+    const refused = (status: number) => deps.log.info('admin request refused', { status, method: req.method, path: req.path, address: req.socket.remoteAddress ?? '-' });
+    if (!token) {
+      refused(401);
+      return void res.status(401).setHeader('WWW-Authenticate', 'Bearer').json({ error: 'unauthorized', message: 'send Authorization: Bearer <admin token>' });
+    }
+    if (!tokenMatches(token, adminToken)) {
+      refused(403);
+      return void res.status(403).json({ error: 'forbidden', message: 'wrong admin token' });
+    }
     next();
   });
   admin.use(express.json({ limit: '64kb' }));
@@ -139,6 +147,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }
     try {
       const policy = regulator.setTap(parsed.data);
+      deps.log.info('tap changed', { tap: policy.tap, scope: policy.scope, announced: policy.announced, kid: policy.escrowKid ?? '-' });
       res.json({ settings: regulator.tapSettings(), policy });
     } catch (err) {
       res.status(400).json({ error: 'bad_request', message: (err as Error).message });
@@ -157,7 +166,9 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
   admin.get('/escrow-key', (req, res) => {
     res.setHeader('Content-Disposition', 'attachment; filename="escrow-key.json"');
-    res.json(regulator.exportKey(req.socket.remoteAddress ?? 'unknown'));
+    const file = regulator.exportKey(req.socket.remoteAddress ?? 'unknown');
+    deps.log.info('escrow key exported', { kid: file.kid, address: req.socket.remoteAddress ?? '-' });
+    res.json(file);
   });
   app.use('/api/regulator', admin);
 

@@ -71,6 +71,11 @@ async function main(): Promise<void> {
       process.stderr.write(`error: port ${port} is already in use. Is Backdoor Lab already running? Try --port ${port + 1}.\n`);
       process.exit(1);
     }
+    if (typeof (err as NodeJS.ErrnoException).syscall === 'string') {
+      // A file-system or network refusal at start (e.g. --data names a file, not a folder): one line, no stack.
+      process.stderr.write(`error: cannot start: ${(err as Error).message}. Check --data and --port (or use --ephemeral).\n`);
+      process.exit(1);
+    }
     throw err;
   }
 

@@ -8,6 +8,7 @@
  * event through `observe()`, the one narrow interface out of the relay.
  */
 import { randomBytes } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import type { WebSocket, RawData } from 'ws';
 import {
   CloseCode,
@@ -25,7 +26,7 @@ import {
   type TrafficEvent,
 } from '../shared/protocol.ts';
 import { pinOf, fromB64, verifyLogin } from '../shared/crypto.ts';
-import type { RelayStore } from './store.ts';
+import type { QueueRow, RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
 
 export interface RelayLimits {
@@ -34,7 +35,10 @@ export interface RelayLimits {
   /** Token bucket per connection: burst size and refill per second. */
   rateBurst: number;
   ratePerSecond: number;
-  /** Frames dropped for rate in a row before the connection is closed as a flood. */
+  /**
+   * Frames dropped for rate before the connection is closed as a flood. The count is forgotten
+   * only once the client has been quiet long enough for its bucket to fill up again.
+   */
   floodCloseAfter: number;
   /** Unsent bytes buffered for one socket before it is cut off as a slow consumer. */
   maxBufferedBytes: number;
@@ -54,6 +58,22 @@ export const DEFAULT_LIMITS: RelayLimits = {
   heartbeatMs: 30_000,
 };
 
+/** Counters of the relay's defences at work, for /healthz, the tests and `npm run test:reliability`. */
+export interface RelayStats {
+  /** Frames received on logged-in or not-yet-logged-in relay sockets. */
+  frames: number;
+  /** Error replies sent (any code). */
+  errors: number;
+  /** Frames dropped by the token bucket. */
+  rateLimited: number;
+  floodCloses: number;
+  slowConsumerCuts: number;
+  heartbeatTerminations: number;
+  loginTimeouts: number;
+  /** The largest unsent backlog (bytes) any one socket held right after a send. */
+  maxBuffered: number;
+}
+
 export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0 };
 
 export type TrafficObserver = (event: TrafficEvent) => void;
@@ -70,6 +90,8 @@ interface Session {
   dropped: number;
   alive: boolean;
   loginTimer: NodeJS.Timeout | null;
+  /** Set while the offline queue is being sent after login: live items wait their turn in the store. */
+  backlog: { rows: QueueRow[]; next: number; cursor: number; timer: NodeJS.Timeout | null } | null;
 }
 
 export class Relay {
@@ -77,11 +99,26 @@ export class Relay {
   private readonly online = new Map<string, Session>();
   private readonly observers = new Set<TrafficObserver>();
   private readonly pendingPresence = new Map<string, DirectoryEntry>();
+  /**
+   * Token buckets of users who disconnected while theirs was not full: a login under the same
+   * PIN carries on with it, so a flooder cannot reconnect to get a fresh burst and a clean record.
+   */
+  private readonly buckets = new Map<string, { tokens: number; lastRefill: number; dropped: number }>();
   private presenceTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
   private closed = false;
   readonly limits: RelayLimits;
+  readonly stats: RelayStats = {
+    frames: 0,
+    errors: 0,
+    rateLimited: 0,
+    floodCloses: 0,
+    slowConsumerCuts: 0,
+    heartbeatTerminations: 0,
+    loginTimeouts: 0,
+    maxBuffered: 0,
+  };
 
   constructor(
     private readonly store: RelayStore,
@@ -138,6 +175,11 @@ export class Relay {
     return this.sessions.size;
   }
 
+  /** Unsent bytes the relay holds for each open socket right now (the slow-consumer bound applies to each). */
+  bufferedAmounts(): number[] {
+    return [...this.sessions].map((s) => s.socket.bufferedAmount);
+  }
+
   // -------------------------------------------------------------------------
   // Connections
 
@@ -154,10 +196,13 @@ export class Relay {
       dropped: 0,
       alive: true,
       loginTimer: null,
+      backlog: null,
     };
     this.sessions.add(session);
     session.loginTimer = setTimeout(() => {
-      if (!session.pin) socket.close(CloseCode.LoginTimeout, 'login timeout');
+      if (session.pin || socket.readyState !== 1) return;
+      this.stats.loginTimeouts += 1;
+      socket.close(CloseCode.LoginTimeout, 'login timeout');
     }, this.limits.loginTimeoutMs);
 
     socket.on('pong', () => {
@@ -176,7 +221,14 @@ export class Relay {
   private onClose(session: Session): void {
     this.sessions.delete(session);
     if (session.loginTimer) clearTimeout(session.loginTimer);
+    if (session.backlog?.timer) clearTimeout(session.backlog.timer);
+    session.backlog = null;
     const pin = session.pin;
+    if (pin && session.tokens < this.limits.rateBurst) {
+      this.buckets.delete(pin);
+      this.buckets.set(pin, { tokens: session.tokens, lastRefill: session.lastRefill, dropped: session.dropped });
+      if (this.buckets.size > 10_000) this.buckets.delete(this.buckets.keys().next().value!);
+    }
     if (this.closed) return; // shutting down: the store may already be closed
     if (pin && this.online.get(pin) === session) {
       this.online.delete(pin);
@@ -189,6 +241,8 @@ export class Relay {
   private beat(): void {
     for (const session of this.sessions) {
       if (!session.alive) {
+        // No pong since the last ping: the peer is gone (or not reading). End it without a handshake.
+        this.stats.heartbeatTerminations += 1;
         session.socket.terminate();
         continue;
       }
@@ -212,34 +266,51 @@ export class Relay {
   // -------------------------------------------------------------------------
   // Frames
 
-  private takeToken(session: Session): boolean {
-    const now = Date.now();
-    const refill = ((now - session.lastRefill) / 1000) * this.limits.ratePerSecond;
-    session.tokens = Math.min(this.limits.rateBurst, session.tokens + refill);
+  private refill(session: Session, now: number): void {
+    session.tokens = Math.min(this.limits.rateBurst, session.tokens + ((now - session.lastRefill) / 1000) * this.limits.ratePerSecond);
     session.lastRefill = now;
+    if (session.tokens >= this.limits.rateBurst) session.dropped = 0; // quiet for a whole burst: forgiven
+  }
+
+  private takeToken(session: Session): boolean {
+    this.refill(session, Date.now());
     if (session.tokens < 1) return false;
     session.tokens -= 1;
     return true;
   }
 
   private onFrame(session: Session, data: RawData, isBinary: boolean): void {
+    // A socket being closed (flood, slow consumer, failed login) gets no more service.
+    if (session.socket.readyState !== 1) return;
+    this.stats.frames += 1;
     try {
       if (!this.takeToken(session)) {
+        this.stats.rateLimited += 1;
         session.dropped += 1;
         if (session.dropped >= this.limits.floodCloseAfter) {
           this.log.info('closing flooding connection', { pin: session.pin ?? '-' });
-          session.socket.close(CloseCode.Flooding, 'flooding: rate limit exceeded');
+          this.stats.floodCloses += 1;
+          this.closeHard(session, CloseCode.Flooding, 'flooding: rate limit exceeded', true);
         } else {
-          this.error(session, ErrorCode.RateLimited, `rate limit: at most ${this.limits.ratePerSecond} frames per second`);
+          this.error(session, ErrorCode.RateLimited, `rate limit: at most ${this.limits.ratePerSecond} frames per second`, isBinary ? undefined : sendRef(data));
+          // Stop reading until the bucket has a token again: the sender's own TCP window then holds
+          // its excess, so a flood costs the relay almost nothing and other users do not wait behind it.
+          this.pauseFor(session, (1 - session.tokens) / this.limits.ratePerSecond);
         }
         return;
       }
-      session.dropped = 0;
       if (isBinary) {
         this.error(session, ErrorCode.BadFrame, 'binary frames are not accepted: send JSON text');
         return;
       }
-      const parsed = parseClientMessage(data.toString());
+      const buffer = asBuffer(data);
+      // ws is told to skip its own UTF-8 check (which would close the socket with 1007 and no reason):
+      // a malformed text frame gets an error reply like any other bad frame, and the socket lives on.
+      if (!isUtf8(buffer)) {
+        this.error(session, ErrorCode.BadFrame, 'text frame is not valid UTF-8');
+        return;
+      }
+      const parsed = parseClientMessage(buffer.toString('utf8'));
       if (!parsed.ok) {
         this.error(session, parsed.code, parsed.message);
         return;
@@ -250,6 +321,28 @@ export class Relay {
       this.log.error('frame handler failed', { pin: session.pin ?? '-', error: (err as Error).message });
       this.error(session, ErrorCode.Internal, 'the relay could not process this frame');
     }
+  }
+
+  /** Stop reading a socket for `seconds` (at most 1 s); frames already read are still handled. */
+  private pauseFor(session: Session, seconds: number): void {
+    const socket = session.socket;
+    if (socket.isPaused || socket.readyState !== 1) return;
+    socket.pause();
+    setTimeout(() => {
+      if (socket.readyState === 1) socket.resume();
+    }, Math.min(1000, Math.max(1, Math.ceil(seconds * 1000)))).unref();
+  }
+
+  /**
+   * Close with a code and a reason, and end the socket for good if the peer does not finish the
+   * closing handshake within a second. With `stopReading`, nothing more is read from it at all:
+   * a flooder's queued frames are never processed and a slow consumer's buffer is dropped.
+   */
+  private closeHard(session: Session, code: number, reason: string, stopReading = false): void {
+    const socket = session.socket;
+    socket.close(code, reason);
+    if (stopReading) socket.pause();
+    setTimeout(() => socket.terminate(), 1000).unref();
   }
 
   private dispatch(session: Session, msg: ClientMessage): void {
@@ -275,15 +368,18 @@ export class Relay {
     session.nonce = ''; // one attempt per challenge: a signature cannot be tried twice
     if (!verifyLogin(nonce, msg.pk, msg.sig)) {
       this.emit({ kind: 'rejected', at: Date.now(), pin: '-', code: ErrorCode.BadSignature, message: 'login signature invalid' });
+      this.log.info('login refused', { reason: 'bad signature', address: session.address });
       this.error(session, ErrorCode.BadSignature, 'login signature does not verify for this challenge and key');
-      session.socket.close(CloseCode.LoginFailed, 'login failed');
+      this.closeHard(session, CloseCode.LoginFailed, 'login failed: bad signature');
       return;
     }
     const pin = pinOf(fromB64(msg.pk));
     const existing = this.store.getUser(pin);
     if (existing && existing.pk !== msg.pk) {
+      this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.KeyMismatch, message: 'PIN registered to another key' });
+      this.log.info('login refused', { reason: 'PIN registered to another key', pin, address: session.address });
       this.error(session, ErrorCode.KeyMismatch, `PIN ${pin} is registered to another key`);
-      session.socket.close(CloseCode.LoginFailed, 'login failed');
+      this.closeHard(session, CloseCode.LoginFailed, 'login failed: PIN registered to another key');
       return;
     }
     const now = Date.now();
@@ -294,13 +390,24 @@ export class Relay {
       previous.socket.close(CloseCode.Replaced, 'logged in elsewhere');
     }
     if (session.loginTimer) clearTimeout(session.loginTimer);
+    const saved = this.buckets.get(pin);
+    if (saved) {
+      this.buckets.delete(pin);
+      this.refill(session, now); // bring this connection's bucket up to now, then keep the lower of the two
+      const refilled = saved.tokens + ((now - saved.lastRefill) / 1000) * this.limits.ratePerSecond;
+      if (refilled < this.limits.rateBurst) {
+        session.tokens = Math.min(session.tokens, refilled);
+        session.dropped = Math.max(session.dropped, saved.dropped);
+      }
+    }
     session.pin = pin;
     session.name = msg.name;
     session.pk = msg.pk;
     this.online.set(pin, session);
     this.log.info('login', { pin, name: msg.name });
     this.send(session, { type: 'welcome', pin, name: msg.name, directory: this.directory(), policy: this.policy });
-    for (const row of this.store.pendingFor(pin)) this.deliverQueued(session, row.qid, row.kind, row.ref, row.payload);
+    session.backlog = { rows: this.store.pendingFor(pin), next: 0, cursor: 0, timer: null };
+    this.pumpBacklog(session);
     this.queuePresence(pin);
     this.emit({ kind: 'login', at: now, pin, name: msg.name, address: session.address });
   }
@@ -308,6 +415,7 @@ export class Relay {
   private onSend(session: Session, pin: string, env: Envelope): void {
     if (env.from !== pin) {
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.Impersonation, message: `claimed to be ${env.from}` });
+      this.log.info('impersonation refused', { pin, claimed: env.from });
       return this.error(session, ErrorCode.Impersonation, `you are logged in as ${pin}, not ${env.from}`, env.id);
     }
     const seenBy = this.store.seenSender(env.id);
@@ -332,7 +440,7 @@ export class Relay {
     const online: string[] = [];
     for (const [to, qid] of qids) {
       const target = this.online.get(to);
-      if (!target) continue;
+      if (!target || target.backlog) continue; // offline, or still receiving its queue: it gets this in turn
       online.push(to);
       this.sendRaw(target, `{"type":"envelope","qid":${qid},"env":${json}}`);
     }
@@ -350,21 +458,24 @@ export class Relay {
 
   private onRead(session: Session, pin: string, to: string, ids: string[]): void {
     const now = Date.now();
+    const bad: string[] = [];
     for (const id of ids) {
       const meta = this.store.envelopeMetadata(id);
       if (!meta || meta.sender !== to || !meta.recipients.split(',').includes(pin)) {
-        this.error(session, ErrorCode.BadFrame, `no message ${id} from ${to} to you`, id);
+        bad.push(id);
         continue;
       }
       this.receipt(to, id, pin, 'read', now);
     }
+    // One error for the whole frame, never one per id: a 1000-id frame must not fan out into 1000 replies.
+    if (bad.length) this.error(session, ErrorCode.BadFrame, `${bad.length === 1 ? 'no message' : `${bad.length} ids name no message`} ${bad[0]} from ${to} to you`, bad[0]);
   }
 
   private receipt(sender: string, id: string, by: string, state: 'delivered' | 'read', at: number): void {
     const payload = JSON.stringify({ id, by, state, at });
     const qid = this.store.enqueueReceipt(sender, id, payload, state, by, at);
     const target = this.online.get(sender);
-    if (target) this.deliverQueued(target, qid, 'receipt', id, payload);
+    if (target && !target.backlog) this.deliverQueued(target, qid, 'receipt', id, payload);
     this.emit({ kind: 'receipt', at, id, by, to: sender, state });
   }
 
@@ -375,6 +486,42 @@ export class Relay {
     }
     const json = this.store.envelopeJson(ref);
     if (json) this.sendRaw(session, `{"type":"envelope","qid":${qid},"env":${json}}`);
+  }
+
+  /**
+   * Send a freshly logged-in device its offline queue, oldest first, without ever holding more
+   * than half the slow-consumer bound for it: a device coming back to a big queue is paced by
+   * how fast it reads, instead of being cut off as a slow consumer and coming back for ever.
+   * Items queued meanwhile are picked up here in qid order, so none is sent twice on one socket.
+   */
+  private pumpBacklog(session: Session): void {
+    const backlog = session.backlog;
+    if (!backlog) return;
+    backlog.timer = null;
+    const socket = session.socket;
+    const pin = session.pin;
+    if (this.closed || socket.readyState !== 1 || !pin || this.online.get(pin) !== session) {
+      session.backlog = null;
+      return;
+    }
+    const soft = this.limits.maxBufferedBytes / 2;
+    for (;;) {
+      if (backlog.next >= backlog.rows.length) {
+        backlog.rows = this.store.pendingFor(pin).filter((row) => row.qid > backlog.cursor);
+        backlog.next = 0;
+        if (!backlog.rows.length) {
+          session.backlog = null; // caught up: from now on items go out live
+          return;
+        }
+      }
+      if (socket.bufferedAmount >= soft) {
+        backlog.timer = setTimeout(() => this.pumpBacklog(session), 10);
+        return;
+      }
+      const row = backlog.rows[backlog.next++]!;
+      backlog.cursor = row.qid;
+      this.deliverQueued(session, row.qid, row.kind, row.ref, row.payload);
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -411,14 +558,32 @@ export class Relay {
       // A device that does not read would make the relay hold its traffic in memory without bound.
       // Its queued items stay in the store and are delivered when it reconnects.
       this.log.info('cutting off slow consumer', { pin: session.pin ?? '-', buffered: socket.bufferedAmount });
-      socket.close(CloseCode.SlowConsumer, 'slow consumer: too much unread data');
-      setTimeout(() => socket.terminate(), 1000).unref();
+      this.stats.slowConsumerCuts += 1;
+      this.closeHard(session, CloseCode.SlowConsumer, 'slow consumer: too much unread data', true);
       return;
     }
     socket.send(frame);
+    if (socket.bufferedAmount > this.stats.maxBuffered) this.stats.maxBuffered = socket.bufferedAmount;
   }
 
   private error(session: Session, code: ErrorCode, message: string, ref?: string): void {
+    this.stats.errors += 1;
     this.send(session, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
   }
+}
+
+function asBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+/**
+ * The envelope id of a rate-limited `send`, read from the head of the raw frame without parsing
+ * it (parsing is what the limit saves), so the client can retry exactly that envelope.
+ */
+function sendRef(data: RawData): string | undefined {
+  const head = asBuffer(data).subarray(0, 200).toString('latin1');
+  if (!head.includes('"send"')) return undefined;
+  return /"id"\s*:\s*"([0-9a-f]{32})"/.exec(head)?.[1];
 }

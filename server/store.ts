@@ -95,6 +95,11 @@ export function openDatabase(file: string, label: string): Database.Database {
     db.pragma('journal_mode = WAL');
     // NORMAL in WAL mode survives a killed process; only a power cut may lose the last commits.
     db.pragma('synchronous = NORMAL');
+    // Checkpoint (copy the log into the database file and fsync both) every 10,000 WAL pages rather
+    // than SQLite's 1,000: each checkpoint stalls the event loop on two fsyncs, and at 1,000 pages a
+    // busy relay did one every ~20 messages (bench: most of the store's wall time). The WAL file
+    // then peaks near 40 MB instead of 4 MB; what survives a crash or power cut is unchanged.
+    db.pragma('wal_autocheckpoint = 10000');
     db.pragma('busy_timeout = 2000');
     const check = db.pragma('quick_check', { simple: true });
     if (check !== 'ok') throw new Error(String(check));

@@ -33,7 +33,7 @@ class FakeSocket implements SocketLike {
 }
 
 const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1 };
-const NONCE = toB64(new Uint8Array(32).fill(7));
+const NONCE = Buffer.alloc(32, 7).toString('base64');
 
 let bob: Identity;
 beforeAll(async () => {

@@ -1,0 +1,134 @@
+/**
+ * `npm run test:reliability [-- --frames N --kills N --fault-seconds N --latency-samples N --seed N --no-contrast]`
+ *
+ * Runs the hardening tests (the same files `npm test` runs, at a size given by
+ * the flags) and prints their figures as one table: frames tried, error
+ * replies, closes, watchdog losses, accepted/lost/duplicated across SIGKILL,
+ * latency with and without a flood, XSS payloads tried. Exits non-zero if any
+ * test failed.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const HELP = `Backdoor Lab reliability run
+
+Usage: npm run test:reliability -- [options]
+
+  --frames N            malformed frames for the fuzz test (default 10000, as in npm test)
+  --kills N             SIGKILL-and-restart cycles in the fault test (default 2)
+  --fault-seconds N     seconds of traffic around each kill (default 2)
+  --latency-samples N   latency probes per condition in the flood test (default 60)
+  --seed N              fuzz seed (default 20240917)
+  --no-contrast         skip the flood against a relay without a token bucket (on by default here, off in npm test)
+  --help                this text
+
+The same tests run inside npm test at the default size; the flags only make them bigger.
+`;
+
+const FILES = ['tests/reliability', 'tests/integration/hardening.test.ts', 'tests/browser/xss.test.ts'];
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+function options() {
+  try {
+    return parseArgs({
+      options: {
+        frames: { type: 'string' },
+        kills: { type: 'string' },
+        'fault-seconds': { type: 'string' },
+        'latency-samples': { type: 'string' },
+        seed: { type: 'string' },
+        'no-contrast': { type: 'boolean', default: false },
+        help: { type: 'boolean', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`error: ${(err as Error).message}\n\n${HELP}`);
+    process.exit(2);
+  }
+}
+
+const opts = options();
+if (opts.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+
+const env: NodeJS.ProcessEnv = { ...process.env };
+const numeric: [keyof typeof opts, string][] = [
+  ['frames', 'RELIABILITY_FRAMES'],
+  ['kills', 'RELIABILITY_KILLS'],
+  ['fault-seconds', 'RELIABILITY_FAULT_SECONDS'],
+  ['latency-samples', 'RELIABILITY_LATENCY_SAMPLES'],
+  ['seed', 'RELIABILITY_SEED'],
+];
+for (const [flag, name] of numeric) {
+  const value = opts[flag];
+  if (value === undefined) continue;
+  if (!/^[1-9]\d*$/.test(String(value))) {
+    process.stderr.write(`error: --${flag} must be a positive whole number, not "${value}"\n`);
+    process.exit(2);
+  }
+  env[name] = String(value);
+}
+env.RELIABILITY_CONTRAST = opts['no-contrast'] ? '0' : '1';
+const dir = mkdtempSync(join(tmpdir(), 'bdl-reliability-'));
+const figuresFile = join(dir, 'figures.jsonl');
+env.RELIABILITY_FIGURES_FILE = figuresFile;
+
+// Figures go to the table below; vitest shows the console output of failing tests only.
+const vitest = join(root, 'node_modules/.bin/vitest');
+const child = spawn(vitest, ['run', ...FILES, '--silent=passed-only'], { cwd: root, env, stdio: 'inherit' });
+const code: number = await new Promise((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));
+
+interface Section {
+  section: string;
+  figures: Record<string, number | string>;
+}
+const sections: Section[] = existsSync(figuresFile)
+  ? readFileSync(figuresFile, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Section)
+  : [];
+rmSync(dir, { recursive: true, force: true });
+
+// The headline: the figures the issue asks for, first, then every figure by section.
+const pick = (section: string, figure: string): string => String(sections.find((s) => s.section === section)?.figures[figure] ?? '-');
+const headline: [string, string][] = [
+  ['fuzz: malformed frames tried', pick('fuzz', 'malformed frames (must be refused)')],
+  ['fuzz: refused by error reply', pick('fuzz', 'refused by error reply')],
+  ['fuzz: refused by named close', `${pick('fuzz', 'refused by named close')} (${pick('fuzz', 'close codes')})`],
+  ['fuzz: unanswered', pick('fuzz', 'unanswered (no reply, no close)')],
+  ['fuzz: watchdog pair lost', `${pick('fuzz', 'watchdog lost')} of ${pick('fuzz', 'watchdog accepted')}`],
+  ['SIGKILL: accepted', `${pick('faults: SIGKILL and restart', 'accepted by the relay')} of ${pick('faults: SIGKILL and restart', 'messages sent')} sent`],
+  ['SIGKILL: lost / duplicated (app)', `${pick('faults: SIGKILL and restart', 'app level: lost')} / ${pick('faults: SIGKILL and restart', 'app level: duplicated')}`],
+  ['SIGKILL: missing / redelivered (relay)', `${pick('faults: SIGKILL and restart', 'relay level: missing')} / ${pick('faults: SIGKILL and restart', 'relay level: redelivered after restart (acks lost in the kill, dropped by id)')}`],
+  ['latency p50 quiet / flooded', `${pick('flood (token bucket on, default limits)', 'latency quiet p50 / p95').split(' / ')[0]} / ${pick('flood (token bucket on, default limits)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (token bucket on, default limits)', 'ratio flooded/quiet p50')})`],
+  ['latency p50 flooded, no token bucket', `${pick('flood (contrast: token bucket opened wide)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (contrast: token bucket opened wide)', 'ratio flooded/quiet p50')})`],
+  ['slow consumer: close / largest buffer', `${pick('slow consumer', 'close seen by the device')} / ${pick('slow consumer', 'largest relay-side buffer sampled')} of ${pick('slow consumer', 'bound (maxBufferedBytes)')} bytes`],
+  ['XSS payloads tried', `${pick('XSS corpus', 'payloads tried')} (${pick('XSS corpus', 'of them valid as names (≤ 40 chars)')} also as names); injected ${pick('XSS corpus', 'injected elements, handlers, script URLs in page bodies')}`],
+];
+
+const rows: [string, string, string][] = [];
+for (const s of sections) for (const [k, v] of Object.entries(s.figures)) rows.push([s.section, k, String(v)]);
+const w0 = Math.max(7, ...rows.map((r) => r[0].length));
+const w1 = Math.max(6, ...rows.map((r) => r[1].length));
+const line = (a: string, b: string, c: string) => `${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`;
+const hw = Math.max(...headline.map((h) => h[0].length));
+const out = ['', 'Backdoor Lab reliability figures', '', ...headline.map(([k, v]) => `  ${k.padEnd(hw)}  ${v}`), '', line('section', 'figure', 'value'), line('-'.repeat(w0), '-'.repeat(w1), '-----')];
+let previous = '';
+for (const [section, figure, value] of rows) {
+  out.push(line(section === previous ? '' : section, figure, value));
+  previous = section;
+}
+if (!rows.length) out.push('(no figures were reported: did the tests start?)');
+out.push('', code === 0 ? 'All reliability checks passed.' : `Some reliability checks FAILED (vitest exit code ${code}).`, '');
+process.stdout.write(out.join('\n'));
+process.exit(code);
