@@ -22,6 +22,7 @@ import {
 } from '../../shared/protocol.ts';
 import { startTestRelay, until, type TestUser } from '../helpers/relay.ts';
 import { dumpSqlite, findSecret } from '../helpers/scan.ts';
+import { rawClient, type RawClient, type RawOptions } from '../helpers/raw-client.ts';
 
 type TestRelay = Awaited<ReturnType<typeof startTestRelay>>;
 
@@ -87,57 +88,8 @@ async function received(u: SpiedUser, id: string, what = `${u.m.name} has ${id}`
   await until(() => u.m.messages.get(id)?.direction === 'in', what);
 }
 
-/** A hand-driven WebSocket client: it logs in by itself and does only what the test says. */
-interface Raw {
-  ws: WebSocket;
-  identity: Identity;
-  frames: ServerMessage[];
-  raw: string[];
-  /** The login challenge's nonce. */
-  nonce: string;
-  closed: Promise<{ code: number; reason: string }>;
-  send(frame: unknown): void;
-  next<T extends ServerMessage['type']>(type: T, match?: (f: Extract<ServerMessage, { type: T }>) => boolean): Promise<Extract<ServerMessage, { type: T }>>;
-}
-
-async function raw(wsUrl: string, opts: { identity?: Identity; name?: string; login?: boolean } = {}): Promise<Raw> {
-  const identity = opts.identity ?? newIdentity();
-  const ws = new WebSocket(wsUrl);
-  const frames: ServerMessage[] = [];
-  const rawFrames: string[] = [];
-  ws.on('message', (data) => {
-    rawFrames.push(data.toString());
-    const parsed = parseServerMessage(data.toString());
-    if (parsed.ok) frames.push(parsed.value);
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
-  ws.on('error', () => {});
-  cleanups.push(() => ws.terminate());
-  const client: Raw = {
-    ws,
-    identity,
-    frames,
-    raw: rawFrames,
-    nonce: '',
-    closed,
-    send: (frame) => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
-    async next(type, match) {
-      let found: ServerMessage | undefined;
-      await until(() => {
-        found = frames.find((f) => f.type === type && (!match || match(f as never)));
-        return found !== undefined;
-      }, `a "${type}" frame`);
-      return found as never;
-    },
-  };
-  const challenge = await client.next('challenge');
-  client.nonce = challenge.nonce;
-  if (opts.login !== false) {
-    client.send({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(identity.signPk), name: opts.name ?? 'Raw', sig: signLogin(challenge.nonce, identity) });
-    await client.next('welcome');
-  }
-  return client;
-}
+type Raw = RawClient;
+const raw = (wsUrl: string, opts: Omit<RawOptions, 'onCleanup'> = {}): Promise<Raw> => rawClient(wsUrl, { ...opts, onCleanup: (fn) => cleanups.push(fn) });
 
 /** Round trip on one socket: every frame the relay sent before the pong has arrived. */
 async function sync(client: Raw): Promise<void> {

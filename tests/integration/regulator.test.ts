@@ -5,22 +5,20 @@
  * exactly as an offline decryptor would.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import sodium from 'libsodium-wrappers';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryStore, newGroupId } from '../../client/core/messenger.ts';
+import { rawClient, type RawClient } from '../helpers/raw-client.ts';
 import { describeReaders } from '../../client/core/readers.ts';
 import {
   escrowKeyPairFromSecret,
   fromB64,
-  newIdentity,
   openEnvelope,
   openWithEscrow,
   sealEnvelope,
   signedBytes,
-  signLogin,
   toB64,
   type EscrowKeyPair,
   type Identity,
@@ -28,11 +26,8 @@ import {
 import {
   Envelope,
   ErrorCode,
-  PROTOCOL_VERSION,
-  parseServerMessage,
   type AuditEntry,
   type Policy,
-  type ServerMessage,
   type TapSettings,
 } from '../../shared/protocol.ts';
 import type { ArchiveLine, EscrowKeyFile } from '../../server/regulator.ts';
@@ -98,42 +93,7 @@ const openLine = (line: ArchiveLine, key: EscrowKeyPair) => openWithEscrow(line.
 
 const cleanups: (() => unknown)[] = [];
 
-/** A hand-driven client: logs in, then sends exactly the frames the test builds. */
-interface Raw {
-  identity: Identity;
-  frames: ServerMessage[];
-  send(frame: unknown): void;
-  next<T extends ServerMessage['type']>(type: T, match?: (f: Extract<ServerMessage, { type: T }>) => boolean): Promise<Extract<ServerMessage, { type: T }>>;
-}
-
-async function raw(wsUrl: string, name: string): Promise<Raw> {
-  const identity = newIdentity();
-  const ws = new WebSocket(wsUrl);
-  const frames: ServerMessage[] = [];
-  ws.on('message', (data) => {
-    const parsed = parseServerMessage(data.toString());
-    if (parsed.ok) frames.push(parsed.value);
-  });
-  ws.on('error', () => {});
-  cleanups.push(() => ws.terminate());
-  const client: Raw = {
-    identity,
-    frames,
-    send: (frame) => ws.send(JSON.stringify(frame)),
-    async next(type, match) {
-      let found: ServerMessage | undefined;
-      await until(() => {
-        found = frames.find((f) => f.type === type && (!match || match(f as never)));
-        return found !== undefined;
-      }, `a "${type}" frame`);
-      return found as never;
-    },
-  };
-  const challenge = await client.next('challenge');
-  client.send({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(identity.signPk), name, sig: signLogin(challenge.nonce, identity) });
-  await client.next('welcome');
-  return client;
-}
+const raw = (wsUrl: string, name: string): Promise<RawClient> => rawClient(wsUrl, { name, onCleanup: (fn) => cleanups.push(fn) });
 
 async function policyReached(app: TestRelay, users: TestUser[]): Promise<void> {
   const epoch = app.relay.getPolicy().epoch;
