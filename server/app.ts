@@ -105,10 +105,18 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const consoles = new Set<WebSocket>();
   const stateFrame = () =>
     JSON.stringify({ type: 'state', audit: regulator.auditLog(), settings: regulator.tapSettings(), policy: relay.getPolicy() } satisfies ConsoleMessage);
-  const offIntercept = regulator.onIntercept((item) => {
-    const frame = JSON.stringify({ type: 'intercept', item, total: regulator.archiveSize() } satisfies ConsoleMessage);
-    for (const ws of consoles) ws.send(frame);
-  });
+  // Subscribed only while a console is connected: each intercept handed to a listener is first
+  // opened with the escrow key (an Ed25519 verify and an unwrap), which nobody needs otherwise.
+  let unlisten: (() => void) | null = null;
+  const listen = () =>
+    (unlisten ??= regulator.onIntercept((item) => {
+      const frame = JSON.stringify({ type: 'intercept', item, total: regulator.archiveSize() } satisfies ConsoleMessage);
+      for (const ws of consoles) ws.send(frame);
+    }));
+  const offIntercept = () => {
+    unlisten?.();
+    unlisten = null;
+  };
   const offAudit = regulator.onAudit(() => {
     if (!consoles.size) return;
     // Deferred: the policy changes right after the audit entry is written.
@@ -129,7 +137,11 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
         return;
       }
       consoles.add(ws);
-      ws.on('close', () => consoles.delete(ws));
+      listen();
+      ws.on('close', () => {
+        consoles.delete(ws);
+        if (!consoles.size) offIntercept();
+      });
       ws.send(
         JSON.stringify({
           type: 'snapshot',

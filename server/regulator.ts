@@ -82,6 +82,7 @@ export class Regulator {
   private readonly auditListeners = new Set<() => void>();
   private readonly stmt;
   private readonly unsubscribe: () => void;
+  private archiveCount: number | null = null;
 
   constructor(file: string, private readonly relay: TapPoint) {
     this.db = openDatabase(file, 'regulator');
@@ -178,6 +179,7 @@ export class Regulator {
 
   private intercept(at: number, senderPk: string, env: Envelope): void {
     const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env));
+    if (this.archiveCount !== null) this.archiveCount += 1;
     if (!this.listeners.size) return;
     const item = this.open({ seq: Number(info.lastInsertRowid), at, senderPk, env });
     for (const listener of this.listeners) listener(item);
@@ -215,8 +217,9 @@ export class Regulator {
     return this.rows(this.stmt.latest.all(limit)).reverse().map((item) => this.open(item));
   }
 
+  /** Counted once, then kept up to date: COUNT(*) scans the whole archive, and the console asks on every intercept. */
   archiveSize(): number {
-    return this.stmt.count.get()?.n ?? 0;
+    return (this.archiveCount ??= this.stmt.count.get()?.n ?? 0);
   }
 
   /** The whole archive as JSON lines, streamed in pages so a large archive never sits in memory. */

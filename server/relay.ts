@@ -108,6 +108,12 @@ export class Relay {
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
   private closed = false;
+  /**
+   * Group commit: the store writes of every frame handled in one turn of the event loop share one
+   * SQLite transaction, committed before anything those frames produced is sent (so nothing is
+   * forwarded or acknowledged before it is stored). Under load one commit serves many messages.
+   */
+  private batch: [Session, string][] | null = null;
   readonly limits: RelayLimits;
   readonly stats: RelayStats = {
     frames: 0,
@@ -260,6 +266,7 @@ export class Relay {
     this.closed = true;
     clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.commitBatch();
     for (const session of this.sessions) session.socket.close(CloseCode.GoingAway, 'relay shutting down');
   }
 
@@ -283,6 +290,7 @@ export class Relay {
     // A socket being closed (flood, slow consumer, failed login) gets no more service.
     if (session.socket.readyState !== 1) return;
     this.stats.frames += 1;
+    this.openBatch();
     try {
       if (!this.takeToken(session)) {
         this.stats.rateLimited += 1;
@@ -339,6 +347,7 @@ export class Relay {
    * a flooder's queued frames are never processed and a slow consumer's buffer is dropped.
    */
   private closeHard(session: Session, code: number, reason: string, stopReading = false): void {
+    this.commitBatch(); // what was sent before the close goes out before it
     const socket = session.socket;
     socket.close(code, reason);
     if (stopReading) socket.pause();
@@ -387,6 +396,7 @@ export class Relay {
     const previous = this.online.get(pin);
     if (previous) {
       previous.pin = null; // its close must not mark the user offline
+      this.commitBatch();
       previous.socket.close(CloseCode.Replaced, 'logged in elsewhere');
     }
     if (session.loginTimer) clearTimeout(session.loginTimer);
@@ -495,6 +505,7 @@ export class Relay {
    * Items queued meanwhile are picked up here in qid order, so none is sent twice on one socket.
    */
   private pumpBacklog(session: Session): void {
+    this.commitBatch(); // paced by the socket's real backlog, so nothing may wait in the batch
     const backlog = session.backlog;
     if (!backlog) return;
     backlog.timer = null;
@@ -551,7 +562,35 @@ export class Relay {
     this.sendRaw(session, JSON.stringify(msg));
   }
 
+  private openBatch(): void {
+    if (this.batch || this.closed || this.store.db.inTransaction) return;
+    this.store.db.exec('BEGIN');
+    this.batch = [];
+    setImmediate(() => this.commitBatch());
+  }
+
+  private commitBatch(): void {
+    const out = this.batch;
+    if (!out) return;
+    this.batch = null;
+    try {
+      this.store.db.exec('COMMIT');
+    } catch (err) {
+      // Nothing of this turn was stored: send none of it. The senders' devices resend on reconnect.
+      this.log.error('store commit failed', { error: (err as Error).message });
+      if (this.store.db.inTransaction) this.store.db.exec('ROLLBACK');
+      for (const [session] of out) if (session.socket.readyState === 1) session.socket.close(1011, 'relay storage error');
+      return;
+    }
+    for (const [session, frame] of out) this.sendNow(session, frame);
+  }
+
   private sendRaw(session: Session, frame: string): void {
+    if (this.batch) this.batch.push([session, frame]);
+    else this.sendNow(session, frame);
+  }
+
+  private sendNow(session: Session, frame: string): void {
     const socket = session.socket;
     if (socket.readyState !== 1) return;
     if (socket.bufferedAmount + frame.length > this.limits.maxBufferedBytes) {

@@ -1,0 +1,92 @@
+/**
+ * The baseline: a bare `ws` relay that only parses JSON and forwards by
+ * recipient id. No login check, no schema, no store, no receipts, no observers:
+ * the floor that any relay on Node and `ws` pays for moving the same frames.
+ *
+ *   hello {pin}      → remember this socket as that PIN, answer welcome
+ *   send {env}       → forward the frame as received to every PIN in env.to
+ *   anything else    → parsed, then dropped (the recipients' acks)
+ *
+ * Same process shape as bench/relay-process.ts (its own process, 127.0.0.1,
+ * port 0, path /ws, same maxPayload) and the same IPC commands.
+ */
+import { createServer } from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { MAX_FRAME_BYTES } from '../shared/protocol.ts';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import { sampleMemory, serve } from './common.ts';
+
+/** Event-loop delay (how long a ready event waited for the loop), for the latency phases. */
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
+/** Garbage-collection pauses over the same span. */
+let gc = { count: 0, totalMs: 0, maxMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count += 1;
+    gc.totalMs += entry.duration;
+    gc.maxMs = Math.max(gc.maxMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+
+const server = createServer((_req, res) => res.writeHead(404).end());
+const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_FRAME_BYTES });
+const byPin = new Map<string, WebSocket>();
+
+wss.on('connection', (ws) => {
+  let pin: string | null = null;
+  ws.on('error', () => ws.terminate());
+  ws.on('close', () => {
+    if (pin && byPin.get(pin) === ws) byPin.delete(pin);
+  });
+  ws.on('message', (data, isBinary) => {
+    if (isBinary) return;
+    let msg: { type?: unknown; pin?: unknown; env?: { to?: unknown } };
+    try {
+      msg = JSON.parse(data.toString()) as typeof msg;
+    } catch {
+      return;
+    }
+    if (msg.type === 'send' && Array.isArray(msg.env?.to)) {
+      for (const to of msg.env.to) {
+        const target = typeof to === 'string' ? byPin.get(to) : undefined;
+        if (target && target.readyState === 1) target.send(data, { binary: false });
+      }
+    } else if (msg.type === 'hello' && typeof msg.pin === 'string') {
+      pin = msg.pin;
+      byPin.set(pin, ws);
+      ws.send(JSON.stringify({ type: 'welcome', pin }));
+    }
+  });
+});
+
+serve(async (msg) => {
+  switch (msg.cmd) {
+    case 'start': {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      return { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, pid: process.pid };
+    }
+    case 'memory':
+      return sampleMemory();
+    case 'loop-reset':
+      loopDelay.reset();
+      gc = { count: 0, totalMs: 0, maxMs: 0 };
+      return null;
+    case 'loop':
+      return { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6, gc };
+    case 'cpu':
+      return { cpu: process.cpuUsage(), at: performance.now() };
+    case 'stats':
+      return { online: byPin.size, connections: wss.clients.size, queueDepth: 0 };
+    case 'stop': {
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => server.close(() => resolve())));
+      setTimeout(() => process.exit(0), 20);
+      return { stopped: true };
+    }
+    default:
+      throw new Error(`unknown command ${msg.cmd}`);
+  }
+});

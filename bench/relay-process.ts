@@ -1,0 +1,79 @@
+/**
+ * The relay under test, alone in its own process: the real app (`startApp`)
+ * with an on-disk SQLite data dir in a fresh temp folder (the default config,
+ * WAL), on 127.0.0.1 port 0. Only the per-connection rate limit is raised (the
+ * load generator sends far more than 30 frames per second per connection).
+ *
+ * Started by bench/run.ts as `node --import tsx bench/relay-process.ts '<limits JSON>'`;
+ * answers `start`, `memory`, `cpu`, `stats` and `stop` over IPC.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startApp, type App } from '../server/app.ts';
+import type { RelayLimits } from '../server/relay.ts';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import { sampleMemory, serve } from './common.ts';
+
+/** Event-loop delay (how long a ready event waited for the loop), for the latency phases. */
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
+/** Garbage-collection pauses over the same span. */
+let gc = { count: 0, totalMs: 0, maxMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count += 1;
+    gc.totalMs += entry.duration;
+    gc.maxMs = Math.max(gc.maxMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+
+const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<RelayLimits>;
+let app: App | null = null;
+let dataDir: string | null = null;
+
+serve(async (msg) => {
+  switch (msg.cmd) {
+    case 'start': {
+      dataDir = mkdtempSync(join(tmpdir(), 'backdoor-lab-bench-relay-'));
+      app = await startApp({ port: 0, host: '127.0.0.1', dataDir, limits, adminToken: 'bench-admin-token' });
+      return { url: app.url, wsUrl: `${app.url.replace(/^http/, 'ws')}/ws`, pid: process.pid, dataDir, limits: app.relay.limits };
+    }
+    case 'memory':
+      return sampleMemory();
+    case 'loop-reset':
+      loopDelay.reset();
+      gc = { count: 0, totalMs: 0, maxMs: 0 };
+      return null;
+    case 'loop':
+      return { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6, gc };
+    case 'cpu':
+      return { cpu: process.cpuUsage(), at: performance.now() };
+    case 'stats': {
+      const size = (name: string) => {
+        try {
+          return dataDir ? statSync(join(dataDir, name)).size : 0;
+        } catch {
+          return 0;
+        }
+      };
+      return {
+        online: app?.relay.onlineCount() ?? 0,
+        connections: app?.relay.connectionCount() ?? 0,
+        queueDepth: app?.store.queueDepth() ?? 0,
+        walBytes: { relay: size('relay.db-wal'), regulator: size('regulator.db-wal') },
+        dbBytes: { relay: size('relay.db'), regulator: size('regulator.db') },
+      };
+    }
+    case 'stop': {
+      await app?.close();
+      app = null;
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+      // Exit after the reply has gone out (lets --cpu-prof write its profile).
+      setTimeout(() => process.exit(0), 20);
+      return { stopped: true };
+    }
+    default:
+      throw new Error(`unknown command ${msg.cmd}`);
+  }
+});
