@@ -13,21 +13,10 @@
 import { createServer } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/protocol.ts';
-import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { sampleMemory, serve } from './common.ts';
+import { loopMonitor, sampleMemory, serve } from './common.ts';
 
-/** Event-loop delay (how long a ready event waited for the loop), for the latency phases. */
-const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-loopDelay.enable();
-/** Garbage-collection pauses over the same span. */
-let gc = { count: 0, totalMs: 0, maxMs: 0 };
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    gc.count += 1;
-    gc.totalMs += entry.duration;
-    gc.maxMs = Math.max(gc.maxMs, entry.duration);
-  }
-}).observe({ entryTypes: ['gc'] });
+/** Event-loop delay and GC pauses, for the latency phases. */
+const loop = loopMonitor();
 
 const server = createServer((_req, res) => res.writeHead(404).end());
 const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_FRAME_BYTES });
@@ -71,11 +60,10 @@ serve(async (msg) => {
     case 'memory':
       return sampleMemory();
     case 'loop-reset':
-      loopDelay.reset();
-      gc = { count: 0, totalMs: 0, maxMs: 0 };
+      loop.reset();
       return null;
     case 'loop':
-      return { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6, gc };
+      return loop.read();
     case 'cpu':
       return { cpu: process.cpuUsage(), at: performance.now() };
     case 'stats':

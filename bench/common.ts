@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { newIdentity, type Identity } from '../shared/crypto.ts';
 
 export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -186,4 +187,30 @@ export function machineCpu(): { busy: number; total: number } | null {
 export function busyCores(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>, cores: number): number {
   if (!a || !b || b.total === a.total) return Number.NaN;
   return ((b.busy - a.busy) / (b.total - a.total)) * cores;
+}
+
+/**
+ * Event-loop delay (how long a ready event waited for the loop) and garbage-collection pauses of
+ * this process, since the last reset: what a server process reports for the latency phases.
+ */
+export function loopMonitor() {
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  let gc = { count: 0, totalMs: 0, maxMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gc.count += 1;
+      gc.totalMs += entry.duration;
+      gc.maxMs = Math.max(gc.maxMs, entry.duration);
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return {
+    reset(): void {
+      delay.reset();
+      gc = { count: 0, totalMs: 0, maxMs: 0 };
+    },
+    read() {
+      return { p50: delay.percentile(50) / 1e6, p99: delay.percentile(99) / 1e6, max: delay.max / 1e6, gc };
+    },
+  };
 }

@@ -12,21 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApp, type App } from '../server/app.ts';
 import type { RelayLimits } from '../server/relay.ts';
-import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { sampleMemory, serve } from './common.ts';
+import { loopMonitor, sampleMemory, serve } from './common.ts';
 
-/** Event-loop delay (how long a ready event waited for the loop), for the latency phases. */
-const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-loopDelay.enable();
-/** Garbage-collection pauses over the same span. */
-let gc = { count: 0, totalMs: 0, maxMs: 0 };
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    gc.count += 1;
-    gc.totalMs += entry.duration;
-    gc.maxMs = Math.max(gc.maxMs, entry.duration);
-  }
-}).observe({ entryTypes: ['gc'] });
+/** Event-loop delay and GC pauses, for the latency phases. */
+const loop = loopMonitor();
 
 const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<RelayLimits>;
 let app: App | null = null;
@@ -42,11 +31,10 @@ serve(async (msg) => {
     case 'memory':
       return sampleMemory();
     case 'loop-reset':
-      loopDelay.reset();
-      gc = { count: 0, totalMs: 0, maxMs: 0 };
+      loop.reset();
       return null;
     case 'loop':
-      return { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6, gc };
+      return loop.read();
     case 'cpu':
       return { cpu: process.cpuUsage(), at: performance.now() };
     case 'stats': {
