@@ -7,6 +7,9 @@
  *   npm run bench -- --json out.json   also write the figures to out.json
  *   flags: --skip-relay --skip-memory --skip-crypto --skip-browser
  *          --sizes 10,100,1000  --reps N  --profile  --fresh-pool  --skip-baseline (experiments)
+ *
+ * Whatever a flag skips is reported as not measured: "—" in the tables, null in the
+ * JSON, "not measured" against a target. Nothing is filled in from another figure.
  */
 import { parseArgs } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,6 +41,9 @@ const { values: flags } = parseArgs({
 const quick = flags.quick;
 const sizes = (flags.sizes ?? '10,100,1000').split(',').map((s) => Number(s.trim()));
 if (sizes.some((n) => !Number.isInteger(n) || n < 10 || n % 10 !== 0 || n > 1000)) throw new Error('--sizes: multiples of 10 from 10 to 1000');
+if (flags.reps !== undefined && !(Number.isInteger(Number(flags.reps)) && Number(flags.reps) >= 1)) throw new Error('--reps: a whole number, at least 1');
+/** --skip-baseline: the bare ws server is not run at all (neither throughput nor memory). */
+const skipBaseline = flags['skip-baseline'];
 
 /** The per-connection rate limit, raised for the bench (the default, 30 frames/s, is abuse protection). */
 const BENCH_LIMITS: Partial<RelayLimits> = { rateBurst: 1_000_000, ratePerSecond: 1_000_000 };
@@ -317,9 +323,11 @@ function summarize(runs: RunResult[]): Summary {
 interface SizeFigures {
   n: number;
   openRatePerClient: number;
-  baseline: Summary;
+  /** null with --skip-baseline. */
+  baseline: Summary | null;
   relay: Summary;
-  ratio: number;
+  /** relay msg/s ÷ baseline msg/s; null with --skip-baseline. */
+  ratio: number | null;
   runs: { baseline: RunResult[]; relay: RunResult[] };
 }
 
@@ -332,7 +340,7 @@ async function relayBench(): Promise<SizeFigures[]> {
     for (const n of sizes) {
       const runs: Record<ServerKind, RunResult[]> = { relay: [], baseline: [] };
       for (let rep = 0; rep < CONFIG.reps(n); rep++) {
-        for (const kind of flags['skip-baseline'] ? (['relay'] as const) : (['baseline', 'relay'] as const)) {
+        for (const kind of skipBaseline ? (['relay'] as const) : (['baseline', 'relay'] as const)) {
           const r = await relayRun(loadgen, kind, n);
           runs[kind].push(r);
           log(
@@ -343,8 +351,9 @@ async function relayBench(): Promise<SizeFigures[]> {
         }
       }
       const relay = summarize(runs.relay);
-      const baseline = runs.baseline.length ? summarize(runs.baseline) : relay; // --skip-baseline: ratio 1, meaningless
-      out.push({ n, openRatePerClient: CONFIG.openRate(n), baseline, relay, ratio: relay.msgPerSec / baseline.msgPerSec, runs });
+      const baseline = runs.baseline.length ? summarize(runs.baseline) : null; // --skip-baseline: not measured
+      const ratio = baseline ? relay.msgPerSec / baseline.msgPerSec : null;
+      out.push({ n, openRatePerClient: CONFIG.openRate(n), baseline, relay, ratio: ratio !== null && Number.isFinite(ratio) ? ratio : null, runs });
     }
     return out;
   } finally {
@@ -399,9 +408,21 @@ async function memoryBench(kind: ServerKind): Promise<MemoryFigures> {
 // ---------------------------------------------------------------------------
 // Output
 
+/** Shown for a figure that was not measured (skipped by a flag, or no samples). */
+const NOT_MEASURED = '—';
+
+/** A measured number, or null: for the JSON, where anything not measured is null. */
+const measured = (x: number | undefined | null): number | null => (x === undefined || x === null || !Number.isFinite(x) ? null : x);
+
 function fmt(x: number | undefined | null, digits = 1): string {
-  if (x === undefined || x === null || Number.isNaN(x)) return '-';
-  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const v = measured(x);
+  if (v === null) return NOT_MEASURED;
+  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+/** fmt with a unit, or "—" alone when not measured. */
+function fmtUnit(x: number | undefined | null, digits: number, unit: string): string {
+  return measured(x) === null ? NOT_MEASURED : `${fmt(x, digits)} ${unit}`;
 }
 
 function table(title: string, head: string[], rows: string[][]): void {
@@ -413,7 +434,12 @@ function table(title: string, head: string[], rows: string[][]): void {
   for (const r of rows) log(line(r));
 }
 
-const targetMark = (ok: boolean) => (ok ? 'ok' : 'MISSED');
+/** A target's verdict: only a measured figure can be "ok" or "MISSED". */
+function targetRow(figure: string, target: string, value: number | undefined | null, shown: (v: number) => string, ok: (v: number) => boolean): string[] {
+  const v = measured(value);
+  if (v === null) return [figure, target, NOT_MEASURED, 'not measured'];
+  return [figure, target, shown(v), ok(v) ? 'ok' : 'MISSED'];
+}
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -428,17 +454,20 @@ async function main(): Promise<void> {
 
   let relayFigures: SizeFigures[] | null = null;
   if (!flags['skip-relay']) {
-    log('\n[relay] baseline and relay, closed loop (throughput) and open loop (latency)...');
+    log(`\n[relay] ${skipBaseline ? 'relay only (--skip-baseline: no ratio)' : 'baseline and relay'}, closed loop (throughput) and open loop (latency)...`);
     relayFigures = await relayBench();
   }
 
-  let memory: { relay: MemoryFigures; baseline: MemoryFigures } | null = null;
+  let memory: { relay: MemoryFigures; baseline: MemoryFigures | null } | null = null;
   if (!flags['skip-memory']) {
     log(`\n[memory] ${CONFIG.memoryConnections} idle logged-in connections...`);
     const relay = await memoryBench('relay');
-    const baseline = await memoryBench('baseline');
+    const baseline = skipBaseline ? null : await memoryBench('baseline');
     memory = { relay, baseline };
-    log(`  relay ${fmt(relay.bytesPerConnection / 1024)} KB/connection (online ${relay.online}), baseline ${fmt(baseline.bytesPerConnection / 1024)} KB/connection`);
+    log(
+      `  relay ${fmt(relay.bytesPerConnection / 1024)} KB/connection (online ${relay.online}), ` +
+        `baseline ${baseline ? `${fmt(baseline.bytesPerConnection / 1024)} KB/connection` : 'skipped'}`,
+    );
   }
 
   let browser: BrowserFigures | null = null;
@@ -454,16 +483,17 @@ async function main(): Promise<void> {
       ['N clients', 'baseline msg/s', 'relay msg/s', 'ratio', 'baseline cpu/msg', 'relay cpu/msg', 'open loop', 'baseline p50 / p99', 'relay p50 / p99'],
       relayFigures.map((s) => [
         String(s.n),
-        fmt(s.baseline.msgPerSec, 0),
+        fmt(s.baseline?.msgPerSec, 0),
         fmt(s.relay.msgPerSec, 0),
         fmt(s.ratio, 3),
-        `${fmt(s.baseline.cpuUsPerMsg, 0)} µs`,
-        `${fmt(s.relay.cpuUsPerMsg, 0)} µs`,
+        fmtUnit(s.baseline?.cpuUsPerMsg, 0, 'µs'),
+        fmtUnit(s.relay.cpuUsPerMsg, 0, 'µs'),
         `${s.n} × ${s.openRatePerClient}/s`,
-        `${fmt(s.baseline.p50, 2)} / ${fmt(s.baseline.p99, 2)} ms`,
+        s.baseline ? `${fmt(s.baseline.p50, 2)} / ${fmt(s.baseline.p99, 2)} ms` : NOT_MEASURED,
         `${fmt(s.relay.p50, 2)} / ${fmt(s.relay.p99, 2)} ms`,
       ]),
     );
+    if (skipBaseline) log('  (--skip-baseline: the baseline was not run, so there is no ratio)');
     const disturbed = relayFigures.flatMap((s) => [...s.runs.baseline, ...s.runs.relay]).filter((r) => r.otherCores > 0.3);
     if (disturbed.length) {
       log(
@@ -473,11 +503,14 @@ async function main(): Promise<void> {
     }
   }
   if (memory) {
-    const mb = (x: number) => `${fmt(x / 1024 / 1024, 1)} MB`;
     const rss = (m: MemorySample) => m.vmRss ?? m.rss;
+    const row = (name: string, m: MemoryFigures | null) =>
+      m
+        ? [name, fmtUnit(rss(m.before) / 1024 / 1024, 1, 'MB'), fmtUnit(rss(m.after) / 1024 / 1024, 1, 'MB'), fmtUnit(m.bytesPerConnection / 1024, 1, 'KB'), fmtUnit(m.heapPerConnection / 1024, 1, 'KB')]
+        : [name, NOT_MEASURED, NOT_MEASURED, NOT_MEASURED, NOT_MEASURED];
     table(`Memory: RSS of the server process, idle, before and with ${CONFIG.memoryConnections} logged-in connections (after GC)`, ['server', 'before', 'after', 'per connection', 'JS heap per connection'], [
-      ['relay', mb(rss(memory.relay.before)), mb(rss(memory.relay.after)), `${fmt(memory.relay.bytesPerConnection / 1024)} KB`, `${fmt(memory.relay.heapPerConnection / 1024)} KB`],
-      ['baseline', mb(rss(memory.baseline.before)), mb(rss(memory.baseline.after)), `${fmt(memory.baseline.bytesPerConnection / 1024)} KB`, `${fmt(memory.baseline.heapPerConnection / 1024)} KB`],
+      row('relay', memory.relay),
+      row('baseline', memory.baseline),
     ]);
   }
   if (cryptoFigures) {
@@ -493,18 +526,16 @@ async function main(): Promise<void> {
     ]);
   }
 
-  const targets: string[][] = [];
+  // Every target is listed; one whose figure was skipped (or N = 100 not run) says so.
   const s100 = relayFigures?.find((s) => s.n === 100);
-  if (s100) {
-    targets.push(['relay/baseline throughput, 100 clients', '≥ 0.8', fmt(s100.ratio, 3), targetMark(s100.ratio >= 0.8)]);
-    targets.push(['p99 latency, 100 clients × 10 msg/s', '< 20 ms', `${fmt(s100.relay.p99, 2)} ms`, targetMark(s100.relay.p99 < 20)]);
-  }
-  if (memory) targets.push(['relay memory per idle connection (1,000)', '< 50 KB', `${fmt(memory.relay.bytesPerConnection / 1024)} KB`, targetMark(memory.relay.bytesPerConnection < 50 * 1024)]);
-  if (browser) {
-    targets.push(['browser: chat page ready (median of tabs)', '< 1 s', `${fmt(browser.readyMs, 0)} ms`, targetMark(browser.readyMs < 1000)]);
-    targets.push(['browser: tab-to-tab median', '< 50 ms', `${fmt(browser.tabToTabMedianMs, 1)} ms`, targetMark(browser.tabToTabMedianMs < 50)]);
-  }
-  if (targets.length) table('Targets', ['figure', 'target', 'measured', ''], targets);
+  const targets: string[][] = [
+    targetRow('relay/baseline throughput, 100 clients', '≥ 0.8', s100?.ratio, (v) => fmt(v, 3), (v) => v >= 0.8),
+    targetRow('p99 latency, 100 clients × 10 msg/s', '< 20 ms', s100?.relay.p99, (v) => `${fmt(v, 2)} ms`, (v) => v < 20),
+    targetRow('relay memory per idle connection (1,000)', '< 50 KB', memory?.relay.bytesPerConnection, (v) => `${fmt(v / 1024)} KB`, (v) => v < 50 * 1024),
+    targetRow('browser: chat page ready (median of tabs)', '< 1 s', browser?.readyMs, (v) => `${fmt(v, 0)} ms`, (v) => v < 1000),
+    targetRow('browser: tab-to-tab median', '< 50 ms', browser?.tabToTabMedianMs, (v) => `${fmt(v, 1)} ms`, (v) => v < 50),
+  ];
+  table('Targets', ['figure', 'target', 'measured', ''], targets);
 
   const elapsed = (performance.now() - started) / 1000;
   log(`\nbench finished in ${fmt(elapsed, 0)} s`);
@@ -512,15 +543,15 @@ async function main(): Promise<void> {
   if (flags.json) {
     const relayJson: Record<string, unknown> = {};
     for (const s of relayFigures ?? []) {
-      relayJson[`ratio_${s.n}`] = s.ratio;
-      relayJson[`msgs_per_sec_${s.n}`] = s.relay.msgPerSec;
-      relayJson[`baseline_msgs_per_sec_${s.n}`] = s.baseline.msgPerSec;
-      relayJson[`cpu_us_per_msg_${s.n}`] = s.relay.cpuUsPerMsg;
-      relayJson[`baseline_cpu_us_per_msg_${s.n}`] = s.baseline.cpuUsPerMsg;
-      relayJson[`p50_ms_${s.n}`] = s.relay.p50;
-      relayJson[`p99_ms_${s.n}`] = s.relay.p99;
-      relayJson[`baseline_p50_ms_${s.n}`] = s.baseline.p50;
-      relayJson[`baseline_p99_ms_${s.n}`] = s.baseline.p99;
+      relayJson[`ratio_${s.n}`] = measured(s.ratio);
+      relayJson[`msgs_per_sec_${s.n}`] = measured(s.relay.msgPerSec);
+      relayJson[`baseline_msgs_per_sec_${s.n}`] = measured(s.baseline?.msgPerSec);
+      relayJson[`cpu_us_per_msg_${s.n}`] = measured(s.relay.cpuUsPerMsg);
+      relayJson[`baseline_cpu_us_per_msg_${s.n}`] = measured(s.baseline?.cpuUsPerMsg);
+      relayJson[`p50_ms_${s.n}`] = measured(s.relay.p50);
+      relayJson[`p99_ms_${s.n}`] = measured(s.relay.p99);
+      relayJson[`baseline_p50_ms_${s.n}`] = measured(s.baseline?.p50);
+      relayJson[`baseline_p99_ms_${s.n}`] = measured(s.baseline?.p99);
       relayJson[`open_loop_msgs_per_sec_${s.n}`] = s.n * s.openRatePerClient;
     }
     relayJson.detail = relayFigures ?? [];
@@ -531,6 +562,8 @@ async function main(): Promise<void> {
         cpus: cpus().length,
         cpuModel: cpus()[0]?.model ?? null,
         quick,
+        /** What this run left out, by flag: its figures are null below. */
+        skipped: (['relay', 'baseline', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
         ulimitNofile: nofile,
         relayLimits: BENCH_LIMITS,
         config: {
@@ -544,9 +577,9 @@ async function main(): Promise<void> {
       relay: relayFigures ? relayJson : null,
       memory: memory
         ? {
-            bytes_per_connection: memory.relay.bytesPerConnection,
-            heap_bytes_per_connection: memory.relay.heapPerConnection,
-            baseline_bytes_per_connection: memory.baseline.bytesPerConnection,
+            bytes_per_connection: measured(memory.relay.bytesPerConnection),
+            heap_bytes_per_connection: measured(memory.relay.heapPerConnection),
+            baseline_bytes_per_connection: measured(memory.baseline?.bytesPerConnection),
             connections: memory.relay.connections,
             online: memory.relay.online,
             relay: memory.relay,
