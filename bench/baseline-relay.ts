@@ -13,10 +13,8 @@
 import { createServer } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/protocol.ts';
-import { loopMonitor, sampleMemory, serve } from './common.ts';
+import { serveServer } from './common.ts';
 
-/** Event-loop delay and GC pauses, for the latency phases. */
-const loop = loopMonitor();
 
 const server = createServer((_req, res) => res.writeHead(404).end());
 const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_FRAME_BYTES });
@@ -49,7 +47,7 @@ wss.on('connection', (ws) => {
   });
 });
 
-serve(async (msg) => {
+serveServer(async (msg) => {
   switch (msg.cmd) {
     case 'start': {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -57,15 +55,6 @@ serve(async (msg) => {
       const port = typeof address === 'object' && address ? address.port : 0;
       return { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, pid: process.pid };
     }
-    case 'memory':
-      return sampleMemory();
-    case 'loop-reset':
-      loop.reset();
-      return null;
-    case 'loop':
-      return loop.read();
-    case 'cpu':
-      return { cpu: process.cpuUsage(), at: performance.now() };
     case 'stats':
       return { online: byPin.size, connections: wss.clients.size, queueDepth: 0 };
     case 'stop': {

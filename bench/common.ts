@@ -214,3 +214,27 @@ export function loopMonitor() {
     },
   };
 }
+
+/**
+ * `serve()` for a server under test (the relay or the baseline): the measuring commands every
+ * server answers the same way (memory, event-loop delay, CPU) are handled here; the rest go to
+ * `handler`.
+ */
+export function serveServer(handler: (msg: Record<string, unknown> & { cmd: string }) => Promise<unknown> | unknown): void {
+  const loop = loopMonitor();
+  serve((msg) => {
+    switch (msg.cmd) {
+      case 'memory':
+        return sampleMemory();
+      case 'loop-reset':
+        loop.reset();
+        return null;
+      case 'loop':
+        return loop.read();
+      case 'cpu':
+        return { cpu: process.cpuUsage(), at: performance.now() };
+      default:
+        return handler(msg);
+    }
+  });
+}

@@ -23,6 +23,15 @@ import { benchIdentity, benchName, percentile, serve, sleep } from './common.ts'
 
 type Mode = 'relay' | 'baseline';
 
+/** Give a client the slice [from, from + count) of its pre-sealed pool for the next phase. */
+function assignSlice(c: Client, from: number, count: number): void {
+  const pool = frames.get(c.i);
+  if (!pool || pool.length < from + count) throw new Error(`pool too small for client ${c.i}: ${pool?.length ?? 0} < ${from + count}`);
+  c.next = c.start = from;
+  c.end = from + count;
+  c.outstanding = 0;
+}
+
 interface Client {
   i: number;
   ws: WebSocket;
@@ -255,13 +264,7 @@ serve(async (msg) => {
       const from = (msg.from as number | undefined) ?? 0;
       const durationMs = (msg.durationMs as number | undefined) ?? 10_000;
       const deadlineMs = durationMs + 30_000;
-      for (const c of clients) {
-        const pool = frames.get(c.i);
-        if (!pool || pool.length < from + perClient) throw new Error(`pool too small for client ${c.i}: ${pool?.length ?? 0} < ${from + perClient}`);
-        c.next = c.start = from;
-        c.end = from + perClient;
-        c.outstanding = 0;
-      }
+      for (const c of clients) assignSlice(c, from, perClient);
       const total = cycle ? Number.POSITIVE_INFINITY : clients.length * perClient;
       const latencies: number[] = [];
       const doneAt: number[] = [];
@@ -332,11 +335,7 @@ serve(async (msg) => {
       const schedule: { at: number; client: Client }[] = [];
       const interval = 1000 / rate;
       for (const c of clients) {
-        const pool = frames.get(c.i);
-        if (!pool || pool.length < from + perClient) throw new Error(`pool too small for client ${c.i}: ${pool?.length ?? 0} < ${from + perClient}`);
-        c.next = c.start = from;
-        c.end = from + perClient;
-        c.outstanding = 0;
+        assignSlice(c, from, perClient);
         const phase = Math.random() * interval;
         for (let k = 0; k < perClient; k++) schedule.push({ at: phase + k * interval, client: c });
       }

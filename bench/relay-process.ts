@@ -12,31 +12,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApp, type App } from '../server/app.ts';
 import type { RelayLimits } from '../server/relay.ts';
-import { loopMonitor, sampleMemory, serve } from './common.ts';
+import { serveServer } from './common.ts';
 
-/** Event-loop delay and GC pauses, for the latency phases. */
-const loop = loopMonitor();
 
 const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<RelayLimits>;
 let app: App | null = null;
 let dataDir: string | null = null;
 
-serve(async (msg) => {
+serveServer(async (msg) => {
   switch (msg.cmd) {
     case 'start': {
       dataDir = mkdtempSync(join(tmpdir(), 'backdoor-lab-bench-relay-'));
       app = await startApp({ port: 0, host: '127.0.0.1', dataDir, limits, adminToken: 'bench-admin-token' });
       return { url: app.url, wsUrl: `${app.url.replace(/^http/, 'ws')}/ws`, pid: process.pid, dataDir, limits: app.relay.limits };
     }
-    case 'memory':
-      return sampleMemory();
-    case 'loop-reset':
-      loop.reset();
-      return null;
-    case 'loop':
-      return loop.read();
-    case 'cpu':
-      return { cpu: process.cpuUsage(), at: performance.now() };
     case 'stats': {
       const size = (name: string) => {
         try {
