@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS settings (
 
 /** The narrow part of the relay the regulator talks to: the tap feed out, the public policy in. */
 export interface TapPoint {
-  observe(observer: (event: TrafficEvent) => void): () => void;
+  observe(observer: (event: TrafficEvent) => void, flush?: () => void): () => void;
   setPolicy(policy: Omit<Policy, 'epoch'>): Policy;
   getPolicy(): Policy;
 }
@@ -111,9 +111,12 @@ export class Regulator {
     this.key = this.loadOrCreateKey();
     this.settings = this.loadSettings();
     this.applyPolicy();
-    this.unsubscribe = relay.observe((event) => {
-      if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env);
-    });
+    this.unsubscribe = relay.observe(
+      (event) => {
+        if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env);
+      },
+      () => this.commitArchive(),
+    );
   }
 
   private loadOrCreateKey(): EscrowKeyPair {
@@ -177,7 +180,33 @@ export class Regulator {
   // -------------------------------------------------------------------------
   // The intercept archive
 
+  /**
+   * Archive writes are batched like the relay's: the first intercept of a turn of the event loop
+   * opens a transaction, and the relay commits it through `commitArchive` just before its own group
+   * commit (so an envelope is in the archive before the relay acknowledges or forwards it). The
+   * setImmediate is a fallback for a turn without a relay commit (e.g. while the relay shuts down).
+   */
+  private archiveOpen = false;
+
+  private commitArchive(): void {
+    if (!this.archiveOpen) return;
+    this.archiveOpen = false;
+    if (!this.db.open || !this.db.inTransaction) return;
+    try {
+      this.db.exec('COMMIT');
+    } catch (err) {
+      // Never leave the archive in a transaction that no later turn would commit.
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
   private intercept(at: number, senderPk: string, env: Envelope): void {
+    if (!this.archiveOpen && !this.db.inTransaction) {
+      this.db.exec('BEGIN');
+      this.archiveOpen = true;
+      setImmediate(() => this.commitArchive());
+    }
     const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env));
     if (this.archiveCount !== null) this.archiveCount += 1;
     if (!this.listeners.size) return;
@@ -256,6 +285,7 @@ export class Regulator {
   }
 
   close(): void {
+    this.commitArchive();
     this.unsubscribe();
     this.listeners.clear();
     this.auditListeners.clear();

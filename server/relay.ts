@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
+import { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import {
   CloseCode,
@@ -98,6 +99,7 @@ export class Relay {
   private readonly sessions = new Set<Session>();
   private readonly online = new Map<string, Session>();
   private readonly observers = new Set<TrafficObserver>();
+  private readonly flushers = new Set<() => void>();
   private readonly pendingPresence = new Map<string, DirectoryEntry>();
   /**
    * Token buckets of users who disconnected while theirs was not full: a login under the same
@@ -139,10 +141,18 @@ export class Relay {
   // -------------------------------------------------------------------------
   // Observers and policy
 
-  /** Subscribe to every traffic event; returns the unsubscribe function. */
-  observe(observer: TrafficObserver): () => void {
+  /**
+   * Subscribe to every traffic event; returns the unsubscribe function. An observer that batches
+   * its own writes passes `flush`: the relay calls it before each group commit, so whatever the
+   * observer keeps of a turn's traffic is written before anything of that turn leaves the relay.
+   */
+  observe(observer: TrafficObserver, flush?: () => void): () => void {
     this.observers.add(observer);
-    return () => this.observers.delete(observer);
+    if (flush) this.flushers.add(flush);
+    return () => {
+      this.observers.delete(observer);
+      if (flush) this.flushers.delete(flush);
+    };
   }
 
   private emit(event: TrafficEvent): void {
@@ -460,9 +470,7 @@ export class Relay {
   private onAck(pin: string, qids: number[]): void {
     const now = Date.now();
     for (const row of this.store.ack(pin, qids)) {
-      if (row.kind !== 'envelope') continue;
-      const meta = this.store.envelopeMetadata(row.ref);
-      if (meta) this.receipt(meta.sender, row.ref, pin, 'delivered', now);
+      if (row.kind === 'envelope' && row.sender) this.receipt(row.sender, row.ref, pin, 'delivered', now);
     }
   }
 
@@ -573,16 +581,36 @@ export class Relay {
     const out = this.batch;
     if (!out) return;
     this.batch = null;
+    for (const flush of this.flushers) {
+      try {
+        flush();
+      } catch (err) {
+        this.log.error('observer flush failed', { error: (err as Error).message });
+      }
+    }
     try {
       this.store.db.exec('COMMIT');
     } catch (err) {
       // Nothing of this turn was stored: send none of it. The senders' devices resend on reconnect.
       this.log.error('store commit failed', { error: (err as Error).message });
       if (this.store.db.inTransaction) this.store.db.exec('ROLLBACK');
+      this.store.clearCaches();
       for (const [session] of out) if (session.socket.readyState === 1) session.socket.close(1011, 'relay storage error');
       return;
     }
-    for (const [session, frame] of out) this.sendNow(session, frame);
+    // Each socket's frames of this turn leave in one write: its TCP socket stays corked until all
+    // are queued (ws uncorks after each frame, but corks nest). Fewer writes is most of the saving
+    // the bench's cost ladder shows for corking (docs/performance.md).
+    const corked: Socket[] = [];
+    for (const [session, frame] of out) {
+      const tcp = tcpOf(session.socket);
+      if (tcp && !tcp.writableCorked) {
+        tcp.cork();
+        corked.push(tcp);
+      }
+      this.sendNow(session, frame);
+    }
+    for (const tcp of corked) tcp.uncork();
   }
 
   private sendRaw(session: Session, frame: string): void {
@@ -609,6 +637,12 @@ export class Relay {
     this.stats.errors += 1;
     this.send(session, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
   }
+}
+
+/** The TCP socket under a ws WebSocket (ws keeps it in `_socket`; not part of its typed API). */
+function tcpOf(socket: WebSocket): Socket | undefined {
+  const tcp = (socket as unknown as { _socket?: unknown })._socket;
+  return tcp instanceof Socket ? tcp : undefined;
 }
 
 function asBuffer(data: RawData): Buffer {

@@ -29,6 +29,11 @@ export interface QueueRow {
   payload: string;
 }
 
+/** A queue row as acknowledged, with the envelope's sender (null for a receipt). */
+export interface AckedRow extends QueueRow {
+  sender: string | null;
+}
+
 export interface MetadataRow {
   seq: number;
   at: number;
@@ -49,12 +54,9 @@ CREATE TABLE IF NOT EXISTS users (
   created_at INTEGER NOT NULL,
   last_seen INTEGER NOT NULL
 );
--- Envelope ids the relay has accepted: a replayed id is not delivered twice.
-CREATE TABLE IF NOT EXISTS seen (
-  id TEXT PRIMARY KEY,
-  sender TEXT NOT NULL,
-  at INTEGER NOT NULL
-);
+-- (Until 2026-11-29 a table "seen" held every accepted envelope id; the metadata log below holds
+-- the same ids, written in the same transaction, and now answers that question alone.)
+DROP TABLE IF EXISTS seen;
 -- Envelopes waiting for at least one recipient, stored once however many recipients.
 CREATE TABLE IF NOT EXISTS envelopes (
   id TEXT PRIMARY KEY,
@@ -85,6 +87,7 @@ CREATE TABLE IF NOT EXISTS metadata (
   bytes INTEGER NOT NULL,
   escrow INTEGER NOT NULL
 );
+-- Also the relay's memory of accepted envelope ids (a replayed id is not delivered twice): never pruned.
 CREATE INDEX IF NOT EXISTS metadata_by_ref ON metadata (ref);
 `;
 
@@ -168,6 +171,7 @@ function startCheckpointer(db: Database.Database, file: string): void {
 export class RelayStore {
   readonly db: Database.Database;
   private readonly stmt;
+  private readonly users = new Map<string, UserRow>();
 
   constructor(file: string) {
     this.db = openDatabase(file, 'relay');
@@ -185,14 +189,16 @@ export class RelayStore {
          ON CONFLICT (pin) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen`,
       ),
       touchUser: db.prepare('UPDATE users SET last_seen = ? WHERE pin = ?'),
-      getSeen: db.prepare<[string], { sender: string }>('SELECT sender FROM seen WHERE id = ?'),
-      addSeen: db.prepare('INSERT INTO seen (id, sender, at) VALUES (?, ?, ?)'),
       addEnvelope: db.prepare('INSERT INTO envelopes (id, sender, json, at) VALUES (?, ?, ?, ?)'),
       getEnvelopeJson: db.prepare<[string], { json: string }>('SELECT json FROM envelopes WHERE id = ?'),
       dropEnvelopeIfDone: db.prepare('DELETE FROM envelopes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE ref = ? AND kind = \'envelope\')'),
       enqueue: db.prepare('INSERT INTO queue (recipient, kind, ref, payload, at) VALUES (?, ?, ?, ?, ?)'),
       pending: db.prepare<[string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE recipient = ? ORDER BY qid'),
-      getQueued: db.prepare<[number, string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE qid = ? AND recipient = ?'),
+      // With the envelope's sender (who gets the delivery receipt), while the envelope is still stored.
+      getQueued: db.prepare<[number, string], AckedRow>(
+        `SELECT q.qid, q.recipient, q.kind, q.ref, q.payload, e.sender FROM queue q
+         LEFT JOIN envelopes e ON q.kind = 'envelope' AND e.id = q.ref WHERE q.qid = ? AND q.recipient = ?`,
+      ),
       deleteQueued: db.prepare('DELETE FROM queue WHERE qid = ?'),
       addMetadata: db.prepare(
         'INSERT INTO metadata (at, kind, sender, recipients, conv, ref, bytes, escrow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
@@ -203,8 +209,21 @@ export class RelayStore {
     };
   }
 
+  /**
+   * Users by PIN, read through a cache: every `send` looks up each recipient, and a user row only
+   * changes at login and logout, both of which go through this class and drop the entry.
+   */
   getUser(pin: string): UserRow | undefined {
-    return this.stmt.getUser.get(pin);
+    const cached = this.users.get(pin);
+    if (cached) return cached;
+    const row = this.stmt.getUser.get(pin);
+    if (row) this.users.set(pin, row);
+    return row;
+  }
+
+  /** Forget cached rows (after a rolled-back transaction, whose writes they may reflect). */
+  clearCaches(): void {
+    this.users.clear();
   }
 
   allUsers(): UserRow[] {
@@ -212,21 +231,23 @@ export class RelayStore {
   }
 
   upsertUser(pin: string, pk: string, name: string, now: number): void {
+    this.users.delete(pin);
     this.stmt.upsertUser.run({ pin, pk, name, now });
   }
 
   touchUser(pin: string, now: number): void {
+    this.users.delete(pin);
     this.stmt.touchUser.run(now, pin);
   }
 
-  /** The sender of an already accepted envelope id, if any. */
+  /** The sender of an already accepted envelope id, if any (from the metadata log). */
   seenSender(id: string): string | undefined {
-    return this.stmt.getSeen.get(id)?.sender;
+    return this.stmt.metadataFor.get(id)?.sender;
   }
 
   /**
-   * Accept an envelope in one transaction: remember its id, keep one copy of it,
-   * queue it for each recipient and log its metadata. Returns the qid per recipient.
+   * Accept an envelope in one transaction: keep one copy of it, queue it for each recipient and
+   * log its metadata (which also remembers its id). Returns the qid per recipient.
    */
   acceptEnvelope(
     env: { id: string; from: string; to: string[]; conv: string; escrow: unknown },
@@ -234,7 +255,6 @@ export class RelayStore {
     now: number,
   ): Map<string, number> {
     const run = this.db.transaction(() => {
-      this.stmt.addSeen.run(env.id, env.from, now);
       this.stmt.addEnvelope.run(env.id, env.from, json, now);
       const qids = new Map<string, number>();
       for (const pin of env.to) {
@@ -266,9 +286,9 @@ export class RelayStore {
   }
 
   /** Delete acknowledged items that belong to `pin`; returns the rows deleted. */
-  ack(pin: string, qids: readonly number[]): QueueRow[] {
+  ack(pin: string, qids: readonly number[]): AckedRow[] {
     const run = this.db.transaction(() => {
-      const done: QueueRow[] = [];
+      const done: AckedRow[] = [];
       for (const qid of qids) {
         const row = this.stmt.getQueued.get(qid, pin);
         if (!row) continue;
