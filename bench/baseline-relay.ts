@@ -13,7 +13,7 @@
 import { createServer } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/protocol.ts';
-import { serveServer } from './common.ts';
+import { listenLocal, serveServer } from './common.ts';
 
 
 const server = createServer((_req, res) => res.writeHead(404).end());
@@ -50,10 +50,7 @@ wss.on('connection', (ws) => {
 serveServer(async (msg) => {
   switch (msg.cmd) {
     case 'start': {
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      return { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, pid: process.pid };
+      return { ...(await listenLocal(server)) };
     }
     case 'stats':
       return { online: byPin.size, connections: wss.clients.size, queueDepth: 0 };

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import type { Server } from 'node:http';
 import { newIdentity, type Identity } from '../shared/crypto.ts';
 
 export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -37,6 +38,18 @@ export function peerOf(i: number, k: number): number {
   const offset = i % BLOCK;
   return base + (j < offset ? j : j + 1);
 }
+
+/** The cost ladder's servers (bench/ladder-relay.ts), in the order of the work they do. */
+export const LADDER_RUNGS = ['accept-only', 'protocol-raw', 'protocol', 'records'] as const;
+export type LadderRung = (typeof LADDER_RUNGS)[number];
+
+/** What each rung does, for the bench's table (see bench/ladder-relay.ts). */
+export const LADDER_LABELS: Record<LadderRung, string> = {
+  'accept-only': 'forward + accepted, no receipts',
+  'protocol-raw': 'whole protocol in memory, JSON.parse',
+  protocol: 'whole protocol in memory, validated',
+  records: '+ metadata log and archive (SQLite)',
+};
 
 // ---------------------------------------------------------------------------
 // Child processes: TypeScript run by Node with the tsx loader, talking over IPC.
@@ -237,4 +250,12 @@ export function serveServer(handler: (msg: Record<string, unknown> & { cmd: stri
         return handler(msg);
     }
   });
+}
+
+/** Listen on 127.0.0.1, port 0, and give the addresses the orchestrator needs (the ws path is /ws). */
+export async function listenLocal(server: Server): Promise<{ url: string; wsUrl: string; pid: number }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, pid: process.pid };
 }

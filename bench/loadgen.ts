@@ -86,6 +86,8 @@ const frames = new Map<number, string[]>();
 const identities = new Map<number, Identity>();
 let clients: Client[] = [];
 let mode: Mode = 'relay';
+/** False against the cost ladder's accept-only server (bench/ladder-relay.ts), which sends no receipts. */
+let expectReceipts = true;
 
 // Per-phase counters, reset by each phase.
 const inFlight = new Map<string, InFlight>();
@@ -216,9 +218,10 @@ function latencySummary(samples: number[]): { p50: number; p90: number; p99: num
 /** Wait (bounded) until the relay has sent every receipt for what was delivered, so phases do not overlap. */
 async function settleReceipts(ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
-  while (mode === 'relay' && receipts < delivered && Date.now() < deadline) await sleep(5);
+  const waitFor = mode === 'relay' && expectReceipts;
+  while (waitFor && receipts < delivered && Date.now() < deadline) await sleep(5);
   await sleep(ACK_INTERVAL_MS + 50); // the last batched acks go out
-  return mode !== 'relay' || receipts >= delivered;
+  return !waitFor || receipts >= delivered;
 }
 
 serve(async (msg) => {
@@ -237,6 +240,7 @@ serve(async (msg) => {
     case 'connect': {
       await cryptoReady();
       mode = msg.mode as Mode;
+      expectReceipts = msg.receipts !== false;
       resetCounters();
       const n = msg.n as number;
       const wsUrl = msg.wsUrl as string;

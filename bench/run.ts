@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { busyCores, machineCpu, median, spawnTs, sleep, type Child, type MemorySample } from './common.ts';
+import { busyCores, LADDER_LABELS, LADDER_RUNGS, machineCpu, median, spawnTs, sleep, type Child, type LadderRung, type MemorySample } from './common.ts';
 import { runCryptoBench, type CryptoFigures } from './crypto-bench.ts';
 import { runBrowserBench, type BrowserFigures } from './browser-bench.ts';
 import type { RelayLimits } from '../server/relay.ts';
@@ -34,6 +34,7 @@ const { values: flags } = parseArgs({
     profile: { type: 'boolean', default: false },
     'fresh-pool': { type: 'boolean', default: false },
     'skip-baseline': { type: 'boolean', default: false },
+    ladder: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -161,7 +162,11 @@ async function preparePool(): Promise<string> {
 // ---------------------------------------------------------------------------
 // Relay runs
 
-type ServerKind = 'relay' | 'baseline';
+/**
+ * The servers a run can measure: the relay, the bare baseline and (`--ladder`) the cost ladder's
+ * rungs (bench/ladder-relay.ts), which do more and more of the relay's work.
+ */
+type ServerKind = 'relay' | 'baseline' | LadderRung;
 
 interface Latency {
   p50: number;
@@ -241,7 +246,14 @@ function startServer(kind: ServerKind): Child {
   // One folder per relay process: Node writes a profile per thread (the tsx loader has its own);
   // the main thread's is the largest file.
   if (flags.profile && kind === 'relay') nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${join(tmpdir(), 'backdoor-lab-bench-profiles', `relay-${++profileCount}`)}`);
-  return kind === 'relay' ? child('relay-process.ts', [JSON.stringify(BENCH_LIMITS)], nodeFlags) : child('baseline-relay.ts', [], nodeFlags);
+  switch (kind) {
+    case 'relay':
+      return child('relay-process.ts', [JSON.stringify(BENCH_LIMITS)], nodeFlags);
+    case 'baseline':
+      return child('baseline-relay.ts', [], nodeFlags);
+    default:
+      return child('ladder-relay.ts', [kind], nodeFlags);
+  }
 }
 
 async function stopServer(server: Child): Promise<void> {
@@ -262,7 +274,7 @@ async function relayRun(loadgen: Child, kind: ServerKind, n: number): Promise<Ru
   const server = startServer(kind);
   try {
     const started = await server.request<Started>({ cmd: 'start' }, 60_000);
-    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>({ cmd: 'connect', mode: kind, wsUrl: started.wsUrl, n }, 120_000);
+    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>({ cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', receipts: kind !== 'accept-only', wsUrl: started.wsUrl, n }, 120_000);
     await sleep(300); // presence frames settle
     await server.request({ cmd: 'loop-reset' });
     const open = await loadgen.request<OpenResult>(
@@ -328,7 +340,9 @@ interface SizeFigures {
   relay: Summary;
   /** relay msg/s ÷ baseline msg/s; null with --skip-baseline. */
   ratio: number | null;
-  runs: { baseline: RunResult[]; relay: RunResult[] };
+  /** --ladder: the protocol-only servers (bench/ladder-relay.ts); null without it. */
+  ladder: Record<LadderRung, Summary> | null;
+  runs: Record<ServerKind, RunResult[]>;
 }
 
 async function relayBench(): Promise<SizeFigures[]> {
@@ -338,13 +352,14 @@ async function relayBench(): Promise<SizeFigures[]> {
     await loadgen.request({ cmd: 'pool', dir: poolDir }, 120_000);
     const out: SizeFigures[] = [];
     for (const n of sizes) {
-      const runs: Record<ServerKind, RunResult[]> = { relay: [], baseline: [] };
+      const runs: Record<ServerKind, RunResult[]> = { relay: [], baseline: [], 'accept-only': [], 'protocol-raw': [], protocol: [], records: [] };
+      const kinds: ServerKind[] = [...(skipBaseline ? [] : (['baseline'] as const)), ...(flags.ladder ? LADDER_RUNGS : []), 'relay'];
       for (let rep = 0; rep < CONFIG.reps(n); rep++) {
-        for (const kind of skipBaseline ? (['relay'] as const) : (['baseline', 'relay'] as const)) {
+        for (const kind of kinds) {
           const r = await relayRun(loadgen, kind, n);
           runs[kind].push(r);
           log(
-            `  ${kind.padEnd(8)} N=${String(n).padStart(4)} rep ${rep + 1}: ${fmt(r.closed.msgPerSec, 0)} msg/s (cpu ${fmt(r.serverCpuPct, 0)}% = ${fmt(r.serverCpuUsPerMsg, 0)} µs/msg, loadgen ${fmt(r.closed.loadgenCpuPct, 0)}%, other load ${fmt(r.otherCores, 2)} cores), ` +
+            `  ${kind.padEnd(12)} N=${String(n).padStart(4)} rep ${rep + 1}: ${fmt(r.closed.msgPerSec, 0)} msg/s (cpu ${fmt(r.serverCpuPct, 0)}% = ${fmt(r.serverCpuUsPerMsg, 0)} µs/msg, loadgen ${fmt(r.closed.loadgenCpuPct, 0)}%, other load ${fmt(r.otherCores, 2)} cores), ` +
               `open loop ${r.open.offeredPerSec}/s p50 ${fmt(r.open.latency.p50, 2)} ms p99 ${fmt(r.open.latency.p99, 2)} ms ` +
               `(server loop delay p99 ${fmt(r.open.serverLoopDelay?.p99, 1)} max ${fmt(r.open.serverLoopDelay?.max, 1)} ms, gc max ${fmt(r.open.serverLoopDelay?.gc.maxMs, 1)} ms)`,
           );
@@ -353,7 +368,8 @@ async function relayBench(): Promise<SizeFigures[]> {
       const relay = summarize(runs.relay);
       const baseline = runs.baseline.length ? summarize(runs.baseline) : null; // --skip-baseline: not measured
       const ratio = baseline ? relay.msgPerSec / baseline.msgPerSec : null;
-      out.push({ n, openRatePerClient: CONFIG.openRate(n), baseline, relay, ratio: ratio !== null && Number.isFinite(ratio) ? ratio : null, runs });
+      const ladder = flags.ladder ? (Object.fromEntries(LADDER_RUNGS.map((r) => [r, summarize(runs[r])])) as Record<LadderRung, Summary>) : null;
+      out.push({ n, openRatePerClient: CONFIG.openRate(n), baseline, relay, ratio: ratio !== null && Number.isFinite(ratio) ? ratio : null, ladder, runs });
     }
     return out;
   } finally {
@@ -383,7 +399,7 @@ async function memoryBench(kind: ServerKind): Promise<MemoryFigures> {
     const started = await server.request<Started>({ cmd: 'start' }, 60_000);
     await sleep(500);
     const before = await server.request<MemorySample>({ cmd: 'memory' });
-    await loadgen.request({ cmd: 'connect', mode: kind, wsUrl: started.wsUrl, n: connections }, 180_000);
+    await loadgen.request({ cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', wsUrl: started.wsUrl, n: connections }, 180_000);
     await sleep(1500); // presence batches flushed, sockets idle
     const stats = await server.request<{ online: number }>({ cmd: 'stats' });
     const after = await server.request<MemorySample>({ cmd: 'memory' });
@@ -494,7 +510,26 @@ async function main(): Promise<void> {
       ]),
     );
     if (skipBaseline) log('  (--skip-baseline: the baseline was not run, so there is no ratio)');
-    const disturbed = relayFigures.flatMap((s) => [...s.runs.baseline, ...s.runs.relay]).filter((r) => r.otherCores > 0.3);
+    if (flags.ladder) {
+      const rung = (s: SizeFigures, name: string, x: Summary | null | undefined): string[] => [
+        String(s.n),
+        name,
+        fmt(x?.msgPerSec, 0),
+        s.baseline && x ? fmt(x.msgPerSec / s.baseline.msgPerSec, 3) : NOT_MEASURED,
+        fmtUnit(x?.cpuUsPerMsg, 0, 'µs'),
+        x ? `${fmt(x.cpuPct, 0)}%` : NOT_MEASURED,
+      ];
+      table(
+        'Cost ladder — the same load against servers doing more and more of the relay’s work (closed loop)',
+        ['N clients', 'server', 'msg/s', '÷ baseline', 'cpu/msg', 'server cpu'],
+        relayFigures.flatMap((s) => [
+          rung(s, 'baseline: JSON.parse, forward', s.baseline),
+          ...LADDER_RUNGS.map((r) => rung(s, LADDER_LABELS[r], s.ladder?.[r])),
+          rung(s, 'relay: + offline queue, receipts stored', s.relay),
+        ]),
+      );
+    }
+    const disturbed = relayFigures.flatMap((s) => Object.values(s.runs).flat()).filter((r) => r.otherCores > 0.3);
     if (disturbed.length) {
       log(
         `  ! other processes used more than 0.3 of a core during ${disturbed.map((r) => `${r.kind} N=${r.n}`).join(', ')}: ` +
@@ -553,6 +588,19 @@ async function main(): Promise<void> {
       relayJson[`baseline_p50_ms_${s.n}`] = measured(s.baseline?.p50);
       relayJson[`baseline_p99_ms_${s.n}`] = measured(s.baseline?.p99);
       relayJson[`open_loop_msgs_per_sec_${s.n}`] = s.n * s.openRatePerClient;
+      if (s.ladder) {
+        const ladder = s.ladder;
+        relayJson[`ladder_${s.n}`] = Object.fromEntries(
+          LADDER_RUNGS.map((r) => [
+            r,
+            {
+              msgs_per_sec: measured(ladder[r].msgPerSec),
+              ratio: s.baseline ? measured(ladder[r].msgPerSec / s.baseline.msgPerSec) : null,
+              cpu_us_per_msg: measured(ladder[r].cpuUsPerMsg),
+            },
+          ]),
+        );
+      }
     }
     relayJson.detail = relayFigures ?? [];
     const json = {
