@@ -109,6 +109,10 @@ class ChatPage {
   private readonly notice = el('p', { class: 'notice', testid: 'notice', attrs: { role: 'status' } });
   private readonly wirePanel = el('div', { class: 'wire-list', testid: 'wire-panel' });
   private readonly wireHead = el('div', { class: 'wire-head' });
+  /** The wire panel's articles by record, with the names they were drawn with (see renderWire). */
+  private wireNodes = new Map<string, { names: string; node: HTMLElement }>();
+  /** The open conversation's message items by id, with what they were drawn from. */
+  private messageNodes = new Map<string, { sig: string; node: HTMLElement }>();
   private readonly schedule = scheduler(() => this.render());
 
   constructor(private readonly m: Messenger) {
@@ -414,7 +418,17 @@ class ChatPage {
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
     const scroll = list.scrollTop;
-    const items = messages.map((msg) => this.messageItem(msg, entry.group));
+    // Each message's item is rebuilt only when what it shows changed (as the wire panel's articles).
+    const built = new Map<string, { sig: string; node: HTMLElement }>();
+    const drawnWith = JSON.stringify([chat, entry.group, names]);
+    const items = messages.map((msg) => {
+      const sig = drawnWith + JSON.stringify([msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers]);
+      const cached = this.messageNodes.get(msg.id);
+      const node = cached && cached.sig === sig ? cached.node : this.messageItem(msg, entry.group);
+      built.set(msg.id, { sig, node });
+      return node;
+    });
+    this.messageNodes = built;
     list.replaceChildren(...items);
     if (!items.length) list.append(el('li', { class: 'empty', text: entry.group ? 'No messages yet. Say hello to the group.' : `No messages yet. Say hello to ${entry.title}.` }));
     list.scrollTop = atBottom || this.renderedChat !== chat ? list.scrollHeight : scroll;
@@ -491,10 +505,22 @@ class ChatPage {
     if (this.unchanged('wire', state)) return;
     this.wireHead.replaceChildren(el('h2', { text: 'What crossed the wire' }), el('div', { class: 'toggles' }, scopeButton('chat', 'This chat'), scopeButton('all', 'All')));
     const scroll = this.wirePanel.scrollTop;
+    // A record's article is built once and reused while the names it shows stay the same: a new
+    // message adds one article instead of rebuilding sixty (the receiving tab's redraw was most of
+    // the tab-to-tab time once a conversation grew; docs/performance.md).
+    const built = new Map<string, { names: string; node: HTMLElement }>();
     const nodes = records
       .slice(-60)
       .reverse()
-      .map((r) => this.wireItem(r));
+      .map((r) => {
+        const key = `${r.direction}:${r.env.id}:${r.at}`;
+        const names = [r.env.from, ...r.env.to].map((pin) => m.nameOf(pin)).join('\n');
+        const cached = this.wireNodes.get(key);
+        const node = cached && cached.names === names ? cached.node : this.wireItem(r);
+        built.set(key, { names, node });
+        return node;
+      });
+    this.wireNodes = built;
     this.wirePanel.replaceChildren(...nodes);
     if (!nodes.length) this.wirePanel.append(el('p', { class: 'empty', text: chat || this.wireScope === 'all' ? 'Nothing yet. Send a message.' : 'Open a chat to see its envelopes.' }));
     this.wirePanel.scrollTop = scroll;
