@@ -88,6 +88,12 @@ let clients: Client[] = [];
 let mode: Mode = 'relay';
 /** False against the cost ladder's accept-only server (bench/ladder-relay.ts), which sends no receipts. */
 let expectReceipts = true;
+/**
+ * Whether the closed loop may send a client's slice round again until its time is up: yes against
+ * servers that do not care about repeated envelope ids (the baseline, the cost ladder's rungs), no
+ * against the relay, which drops a replayed id.
+ */
+let cycleIds = false;
 
 // Per-phase counters, reset by each phase.
 const inFlight = new Map<string, InFlight>();
@@ -202,7 +208,7 @@ function resetCounters(): void {
 }
 
 function sendNext(client: Client, t0: number): void {
-  if (client.next >= client.end) client.next = client.start; // the baseline's closed loop goes round its slice again
+  if (client.next >= client.end) client.next = client.start; // a cycling closed loop goes round its slice again
   const frame = frames.get(client.i)![client.next++]!;
   inFlight.set(idAt(frame, 0), { client, t0 });
   client.outstanding++;
@@ -241,6 +247,7 @@ serve(async (msg) => {
       await cryptoReady();
       mode = msg.mode as Mode;
       expectReceipts = msg.receipts !== false;
+      cycleIds = typeof msg.cycle === 'boolean' ? msg.cycle : mode === 'baseline';
       resetCounters();
       const n = msg.n as number;
       const wsUrl = msg.wsUrl as string;
@@ -259,9 +266,10 @@ serve(async (msg) => {
     case 'closed': {
       // Closed loop: every client keeps `window` envelopes outstanding until its slice is sent or
       // `durationMs` has passed (then the envelopes in flight are waited for). The relay drops a
-      // replayed envelope id, so against it each envelope goes once; the baseline does not care,
-      // so there the slice is sent round again until the time is up (the same envelopes, in order).
-      const cycle = mode === 'baseline';
+      // replayed envelope id, so against it each envelope goes once; the baseline and the ladder's
+      // rungs do not care, so there the slice is sent round again until the time is up (the same
+      // envelopes, in order), and their figures cover the same seconds.
+      const cycle = cycleIds;
       resetCounters();
       const perClient = msg.perClient as number;
       const window = Math.min(msg.window as number, msg.perClient as number);

@@ -274,7 +274,7 @@ async function relayRun(loadgen: Child, kind: ServerKind, n: number): Promise<Ru
   const server = startServer(kind);
   try {
     const started = await server.request<Started>({ cmd: 'start' }, 60_000);
-    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>({ cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', receipts: kind !== 'accept-only', wsUrl: started.wsUrl, n }, 120_000);
+    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>({ cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', receipts: kind !== 'accept-only', cycle: kind !== 'relay', wsUrl: started.wsUrl, n }, 120_000);
     await sleep(300); // presence frames settle
     await server.request({ cmd: 'loop-reset' });
     const open = await loadgen.request<OpenResult>(
