@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import WebSocket from 'ws';
 import { Messenger, memoryStore, newGroupId, type SocketLike } from '../../client/core/messenger.ts';
 import { cryptoReady } from '../../shared/crypto.ts';
@@ -112,7 +113,7 @@ function device(name: string, wsUrl: string): Device {
 }
 
 describe('faults: SIGKILL during traffic', () => {
-  it('every message the relay accepted is delivered exactly once across SIGKILL and restart: lost 0 and duplicated 0 in the app, nothing missing at the relay level, and clients reconnect by themselves and resend', async () => {
+  it('every message the relay accepted is delivered exactly once across SIGKILL and restart: lost 0 and duplicated 0 in the app, nothing missing at the relay level, every accepted envelope in the regulator archive, and clients reconnect by themselves and resend', async () => {
     await cryptoReady();
     const dir = tempDir('bdl-fault-');
     let relay = await startRelayProcess(dir);
@@ -188,6 +189,12 @@ describe('faults: SIGKILL during traffic', () => {
       }
     }
     const failed = sent.filter((s) => s.from.m.messages.get(s.id)?.state === 'failed').length;
+    // The regulator's archive commits before the relay's group commit: whatever the relay accepted
+    // before a kill is in the archive after it (read from the regulator's file, as its console would).
+    const archiveDb = new Database(join(dir, 'regulator.db'), { readonly: true });
+    const archived = new Set(archiveDb.prepare<[], { env_id: string }>('SELECT env_id FROM archive').all().map((r) => r.env_id));
+    archiveDb.close();
+    const notArchived = acc.filter((s) => !archived.has(s.id)).length;
     reportFigures('faults: SIGKILL and restart', {
       'relay kills (SIGKILL)': SIZE.kills,
       'downtime each (kill to listening again)': downtimes.map((t) => `${Math.round(t)} ms`).join(', '),
@@ -202,6 +209,7 @@ describe('faults: SIGKILL during traffic', () => {
       'relay level: missing': missingRelay,
       'relay level: redelivered after restart (acks lost in the kill, dropped by id)': redelivered,
       'relay level: repeats on one socket': sameSocketRepeats,
+      'regulator archive: accepted envelopes missing': notArchived,
     });
 
     expect(sent.length).toBeGreaterThan(50);
@@ -211,6 +219,8 @@ describe('faults: SIGKILL during traffic', () => {
     expect(dupApp).toBe(0);
     expect(missingRelay).toBe(0);
     expect(sameSocketRepeats).toBe(0);
+    expect(archived.size).toBeGreaterThan(0);
+    expect(notArchived).toBe(0);
     // Backoff, not a tight loop: a handful of attempts per device per outage of about a second or two.
     expect(Math.max(...attemptsWhileDown)).toBeLessThan(20);
     expect(Math.min(...attemptsWhileDown)).toBeGreaterThanOrEqual(1);
