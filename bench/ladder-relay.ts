@@ -1,5 +1,5 @@
 /**
- * The rungs of the cost ladder (`npm run bench -- --ladder`): servers that do
+ * The rungs of the cost ladder (part of `npm run bench`): servers that do
  * more and more of the relay's work, driven by the same load as the baseline
  * and the relay. None is a relay anyone should run; together they answer one
  * question for the throughput target: which part of the relay's work costs what,

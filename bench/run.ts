@@ -2,11 +2,12 @@
  * `npm run bench`: the relay against a bare ws relay, memory per connection,
  * client crypto cost and the browser, in one run. See docs/performance.md.
  *
- *   npm run bench                      full run (a few minutes)
+ *   npm run bench                      full run (about 5.5 minutes), with the cost ladder at N = 100
  *   npm run bench -- --quick           shorter runs, fewer samples
  *   npm run bench -- --json out.json   also write the figures to out.json
- *   flags: --skip-relay --skip-memory --skip-crypto --skip-browser
- *          --sizes 10,100,1000  --reps N  --profile  --fresh-pool  --skip-baseline (experiments)
+ *   flags: --skip-relay --skip-memory --skip-crypto --skip-browser --skip-ladder
+ *          --sizes 10,100,1000  --ladder-sizes 10,100,1000  --reps N
+ *          --profile  --fresh-pool  --skip-baseline (experiments)
  *
  * Whatever a flag skips is reported as not measured: "—" in the tables, null in the
  * JSON, "not measured" against a target. Nothing is filled in from another figure.
@@ -34,7 +35,8 @@ const { values: flags } = parseArgs({
     profile: { type: 'boolean', default: false },
     'fresh-pool': { type: 'boolean', default: false },
     'skip-baseline': { type: 'boolean', default: false },
-    ladder: { type: 'boolean', default: false },
+    'ladder-sizes': { type: 'string' },
+    'skip-ladder': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -43,6 +45,16 @@ const quick = flags.quick;
 const sizes = (flags.sizes ?? '10,100,1000').split(',').map((s) => Number(s.trim()));
 if (sizes.some((n) => !Number.isInteger(n) || n < 10 || n % 10 !== 0 || n > 1000)) throw new Error('--sizes: multiples of 10 from 10 to 1000');
 if (flags.reps !== undefined && !(Number.isInteger(Number(flags.reps)) && Number(flags.reps) >= 1)) throw new Error('--reps: a whole number, at least 1');
+/**
+ * The cost ladder (bench/ladder-relay.ts) runs at these N (default: 100, the target's), as many times
+ * as the relay; --skip-ladder leaves it out.
+ */
+const ladderSizes = flags['skip-ladder']
+  ? []
+  : flags['ladder-sizes'] !== undefined
+    ? flags['ladder-sizes'].split(',').map((s) => Number(s.trim()))
+    : sizes.filter((n) => n === 100);
+if (ladderSizes.some((n) => !sizes.includes(n))) throw new Error('--ladder-sizes: each must be one of --sizes');
 /** --skip-baseline: the bare ws server is not run at all (neither throughput nor memory). */
 const skipBaseline = flags['skip-baseline'];
 
@@ -163,7 +175,7 @@ async function preparePool(): Promise<string> {
 // Relay runs
 
 /**
- * The servers a run can measure: the relay, the bare baseline and (`--ladder`) the cost ladder's
+ * The servers a run can measure: the relay, the bare baseline and the cost ladder's
  * rungs (bench/ladder-relay.ts), which do more and more of the relay's work.
  */
 type ServerKind = 'relay' | 'baseline' | LadderRung;
@@ -340,7 +352,7 @@ interface SizeFigures {
   relay: Summary;
   /** relay msg/s ÷ baseline msg/s; null with --skip-baseline. */
   ratio: number | null;
-  /** --ladder: the protocol-only servers (bench/ladder-relay.ts); null without it. */
+  /** The cost ladder's servers (bench/ladder-relay.ts); null where it was not run (--ladder-sizes, --skip-ladder). */
   ladder: Record<LadderRung, Summary> | null;
   runs: Record<ServerKind, RunResult[]>;
 }
@@ -353,7 +365,7 @@ async function relayBench(): Promise<SizeFigures[]> {
     const out: SizeFigures[] = [];
     for (const n of sizes) {
       const runs: Record<ServerKind, RunResult[]> = { relay: [], baseline: [], 'accept-only': [], 'protocol-raw': [], protocol: [], records: [] };
-      const kinds: ServerKind[] = [...(skipBaseline ? [] : (['baseline'] as const)), ...(flags.ladder ? LADDER_RUNGS : []), 'relay'];
+      const kinds: ServerKind[] = [...(skipBaseline ? [] : (['baseline'] as const)), ...(ladderSizes.includes(n) ? LADDER_RUNGS : []), 'relay'];
       for (let rep = 0; rep < CONFIG.reps(n); rep++) {
         for (const kind of kinds) {
           const r = await relayRun(loadgen, kind, n);
@@ -368,7 +380,7 @@ async function relayBench(): Promise<SizeFigures[]> {
       const relay = summarize(runs.relay);
       const baseline = runs.baseline.length ? summarize(runs.baseline) : null; // --skip-baseline: not measured
       const ratio = baseline ? relay.msgPerSec / baseline.msgPerSec : null;
-      const ladder = flags.ladder ? (Object.fromEntries(LADDER_RUNGS.map((r) => [r, summarize(runs[r])])) as Record<LadderRung, Summary>) : null;
+      const ladder = ladderSizes.includes(n) ? (Object.fromEntries(LADDER_RUNGS.map((r) => [r, summarize(runs[r])])) as Record<LadderRung, Summary>) : null;
       out.push({ n, openRatePerClient: CONFIG.openRate(n), baseline, relay, ratio: ratio !== null && Number.isFinite(ratio) ? ratio : null, ladder, runs });
     }
     return out;
@@ -510,7 +522,7 @@ async function main(): Promise<void> {
       ]),
     );
     if (skipBaseline) log('  (--skip-baseline: the baseline was not run, so there is no ratio)');
-    if (flags.ladder) {
+    if (relayFigures.some((s) => s.ladder)) {
       const rung = (s: SizeFigures, name: string, x: Summary | null | undefined): string[] => [
         String(s.n),
         name,
@@ -522,7 +534,7 @@ async function main(): Promise<void> {
       table(
         'Cost ladder — the same load against servers doing more and more of the relay’s work (closed loop)',
         ['N clients', 'server', 'msg/s', '÷ baseline', 'cpu/msg', 'server cpu'],
-        relayFigures.flatMap((s) => [
+        relayFigures.filter((s) => s.ladder).flatMap((s) => [
           rung(s, 'baseline: JSON.parse, forward', s.baseline),
           ...LADDER_RUNGS.map((r) => rung(s, LADDER_LABELS[r], s.ladder?.[r])),
           rung(s, 'relay: + offline queue, receipts stored', s.relay),
@@ -611,7 +623,8 @@ async function main(): Promise<void> {
         cpuModel: cpus()[0]?.model ?? null,
         quick,
         /** What this run left out, by flag: its figures are null below. */
-        skipped: (['relay', 'baseline', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
+        skipped: (['relay', 'baseline', 'ladder', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
+        ladderSizes,
         ulimitNofile: nofile,
         relayLimits: BENCH_LIMITS,
         config: {
