@@ -186,7 +186,7 @@ describe('limits: a flooding client', () => {
 
   // Registered only with RELIABILITY_CONTRAST=1 (npm run test:reliability): it floods a relay on purpose and takes ~10 s.
   if (SIZE.contrast)
-    it('contrast: without the token bucket the same flood multiplies the latency a pair sees (shows what the bucket is for)', async () => {
+    it('contrast: without the token bucket the same flood makes a pair wait behind it, its slowest probe many times the quiet one (shows what the bucket is for)', async () => {
     const open = await relay({ limits: { rateBurst: 1e9, ratePerSecond: 1e9 } });
     const oa = await user(open.wsUrl, 'OpenA');
     const ob = await user(open.wsUrl, 'OpenB');
@@ -210,11 +210,18 @@ describe('limits: a flooding client', () => {
       'latency flooded p50 / p95': `${ms(median(finite))} / ${ms(quantile(finite, 0.95))}`,
       'probes lost (> 3 s)': openFlooded.length - finite.length,
       'ratio flooded/quiet p50': (median(openFlooded) / median(openQuiet)).toFixed(2),
+      'slowest probe quiet / flooded': `${ms(Math.max(...openQuiet))} / ${ms(Math.max(...openFlooded))}`,
+      'ratio flooded/quiet slowest probe': (Math.max(...openFlooded) / Math.max(...openQuiet)).toFixed(1),
       'flood frames sent': ofs.sent,
       'flood envelopes accepted': ofs.accepted,
     });
-    // Without the bucket the flood is delivered: the pair waits behind it, far beyond double.
-    expect(median(openFlooded) / median(openQuiet)).toBeGreaterThan(2);
+    // Without the bucket the flood is delivered: the pair waits behind it. The flooder's stock holds
+    // 1,500 distinct envelopes and it then repeats them, which the relay answers cheaply as
+    // duplicates; so the flood's real weight is one burst of 1,500 deliveries to B, and the probes
+    // that meet it wait up to a second or more, while the later ones do not. The median of ten
+    // probes then depends on where they fall (0.84-14.6 in runs on 2026-11-29); the slowest probe
+    // does not (about 1.2 s against a few ms quiet).
+    expect(Math.max(...openFlooded) / Math.max(...openQuiet)).toBeGreaterThan(10);
   }, 60_000);
 });
 
