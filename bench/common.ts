@@ -39,6 +39,18 @@ export function peerOf(i: number, k: number): number {
   return base + (j < offset ? j : j + 1);
 }
 
+/**
+ * The workshop scenario's groups: user i belongs to the group of GROUP_SIZE users starting at
+ * i − i % GROUP_SIZE, and sends every message to the other members of it.
+ */
+export const GROUP_SIZE = 30;
+export function groupOf(i: number): { index: number; members: number[]; conv: string; name: string } {
+  const index = Math.floor(i / GROUP_SIZE);
+  const base = index * GROUP_SIZE;
+  const conv = `g-${createHash('sha256').update(`backdoor-lab bench group ${index}`).digest('hex').slice(0, 16)}`;
+  return { index, members: Array.from({ length: GROUP_SIZE }, (_, k) => base + k), conv, name: `Workshop table ${index + 1}` };
+}
+
 /** The cost ladder's servers (bench/ladder-relay.ts), in the order of the work they do. */
 export const LADDER_RUNGS = ['accept-only', 'protocol-raw', 'protocol', 'records'] as const;
 export type LadderRung = (typeof LADDER_RUNGS)[number];

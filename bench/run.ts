@@ -1,11 +1,12 @@
 /**
- * `npm run bench`: the relay against a bare ws relay, memory per connection,
- * client crypto cost and the browser, in one run. See docs/performance.md.
+ * `npm run bench`: the relay against a bare ws relay (with a cost ladder between
+ * them), a workshop of 300 in groups of 30, memory per connection, client crypto
+ * cost and the browser, in one run. See docs/performance.md.
  *
  *   npm run bench                      full run (about 5.5 minutes), with the cost ladder at N = 100
  *   npm run bench -- --quick           shorter runs, fewer samples
  *   npm run bench -- --json out.json   also write the figures to out.json
- *   flags: --skip-relay --skip-memory --skip-crypto --skip-browser --skip-ladder
+ *   flags: --skip-relay --skip-workshop --skip-memory --skip-crypto --skip-browser --skip-ladder
  *          --sizes 10,100,1000  --ladder-sizes 10,100,1000  --reps N
  *          --profile  --fresh-pool  --skip-baseline (experiments)
  *
@@ -17,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { busyCores, LADDER_LABELS, LADDER_RUNGS, machineCpu, median, spawnTs, sleep, type Child, type LadderRung, type MemorySample } from './common.ts';
+import { busyCores, GROUP_SIZE, LADDER_LABELS, LADDER_RUNGS, machineCpu, median, spawnTs, sleep, type Child, type LadderRung, type MemorySample } from './common.ts';
 import { runCryptoBench, type CryptoFigures } from './crypto-bench.ts';
 import { runBrowserBench, type BrowserFigures } from './browser-bench.ts';
 import type { RelayLimits } from '../server/relay.ts';
@@ -30,6 +31,7 @@ const { values: flags } = parseArgs({
     'skip-memory': { type: 'boolean', default: false },
     'skip-crypto': { type: 'boolean', default: false },
     'skip-browser': { type: 'boolean', default: false },
+    'skip-workshop': { type: 'boolean', default: false },
     sizes: { type: 'string' },
     reps: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -74,6 +76,12 @@ const CONFIG = {
   /** Runs of each server per N; the figures reported are the medians (N = 100, the target, gets three). */
   reps: (n: number) => Number(flags.reps ?? (quick ? 1 : n === 100 ? 3 : 1)),
   memoryConnections: 1000,
+  /**
+   * The workshop: 300 clients in groups of 30 (GROUP_SIZE), each sending one message to its group
+   * every 3 s on a fixed schedule (100 messages, 2,900 deliveries a second), for `seconds` after a
+   * warm-up; the relay as in the other runs (rate limit raised, on-disk store).
+   */
+  workshop: { clients: 300, rate: 1 / 3, seconds: quick ? 6 : 12, warmup: 1 },
   crypto: quick ? { oneToOne: 150, group: 20 } : { oneToOne: 500, group: 60 },
   browserMessages: quick ? 20 : 40,
 };
@@ -134,11 +142,21 @@ async function preparePool(): Promise<string> {
     for (const n of sizes) if (i < n) need = Math.max(need, openCount(n) + closedPerClient(n));
     counts.push(need);
   }
-  const spec = JSON.stringify({ v: 1, counts });
+  return sealPool('dm', counts);
+}
+
+/**
+ * Seal `counts[i]` envelopes from each bench user i (`dm`: 1:1, `group`: to the user's group of 30)
+ * with one sealer process per core, or reuse the pool cached in the temp dir under the same layout.
+ */
+async function sealPool(kind: 'dm' | 'group', counts: number[]): Promise<string> {
+  // (The 1:1 pool's cache key is its layout alone, as it was before group pools existed.)
+  const spec = JSON.stringify(kind === 'dm' ? { v: 1, counts } : { v: 1, kind, counts });
   const dir = join(tmpdir(), 'backdoor-lab-bench-pool', createHash('sha256').update(spec).digest('hex').slice(0, 16));
   const total = counts.reduce((a, b) => a + b, 0);
+  const what = kind === 'dm' ? 'envelope pool' : 'group envelope pool';
   if (!flags['fresh-pool'] && existsSync(join(dir, 'done'))) {
-    log(`envelope pool: ${total} sealed envelopes reused from ${dir}`);
+    log(`${what}: ${total} sealed envelopes reused from ${dir}`);
     return dir;
   }
   rmSync(dir, { recursive: true, force: true });
@@ -153,13 +171,13 @@ async function preparePool(): Promise<string> {
     parts[w]!.push(item);
     load[w]! += item[1];
   }
-  log(`envelope pool: sealing ${total} envelopes with sealEnvelope on ${workers} processes (cached for later runs)...`);
+  log(`${what}: sealing ${total} envelopes with sealEnvelope on ${workers} processes (cached for later runs)...`);
   const t0 = performance.now();
   await Promise.all(
     parts.map(async (senders, w) => {
       const sealer = child('sealer.ts');
       try {
-        await sealer.request({ cmd: 'seal', senders, file: join(dir, `part-${w}.json`) }, 600_000);
+        await sealer.request({ cmd: 'seal', senders, kind, file: join(dir, `part-${w}.json`) }, 600_000);
       } finally {
         sealer.proc.disconnect();
         await sealer.exited;
@@ -167,7 +185,7 @@ async function preparePool(): Promise<string> {
     }),
   );
   writeFileSync(join(dir, 'done'), spec);
-  log(`envelope pool: sealed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  log(`${what}: sealed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return dir;
 }
 
@@ -211,7 +229,9 @@ interface LoopDelay {
 }
 interface OpenResult {
   serverLoopDelay?: LoopDelay;
+  /** Deliveries expected (one per recipient of each envelope sent), and envelopes sent. */
   total: number;
+  sends: number;
   delivered: number;
   errors: number;
   errorSamples: string[];
@@ -276,6 +296,14 @@ async function stopServer(server: Child): Promise<void> {
   }
   await Promise.race([server.exited, sleep(5000)]);
   server.kill();
+}
+
+/** End a run's own load generator and server. */
+async function stopPair(loadgen: Child, server: Child): Promise<void> {
+  loadgen.proc.disconnect();
+  await stopServer(server);
+  await Promise.race([loadgen.exited, sleep(3000)]);
+  loadgen.kill();
 }
 
 async function cpuOf(server: Child): Promise<{ cpu: NodeJS.CpuUsage; at: number }> {
@@ -392,6 +420,82 @@ async function relayBench(): Promise<SizeFigures[]> {
 }
 
 // ---------------------------------------------------------------------------
+// The workshop: group fan-out at a classroom's pace
+
+interface WorkshopFigures {
+  clients: number;
+  groupSize: number;
+  ratePerClient: number;
+  seconds: number;
+  offeredMsgsPerSec: number;
+  offeredDeliveriesPerSec: number;
+  sends: number;
+  expected: number;
+  delivered: number;
+  errors: number;
+  errorSamples: string[];
+  timedOut: boolean;
+  /** Per delivery: from the scheduled send to the envelope frame at that recipient, after the warm-up. */
+  latency: Latency;
+  sendLagMaxMs: number;
+  /** The relay's CPU over the whole open loop (warm-up and the receipts settling included). */
+  relayCpuPct: number;
+  relayCpuUsPerDelivery: number;
+  loopDelay: LoopDelay;
+  loadgenCpuPct: number;
+  queueDepthAfter: number;
+  loginMs: number;
+}
+
+async function workshopBench(): Promise<WorkshopFigures> {
+  const W = CONFIG.workshop;
+  const perClient = Math.round(W.rate * (W.seconds + W.warmup));
+  const poolDir = await sealPool('group', new Array<number>(W.clients).fill(perClient));
+  const server = startServer('relay');
+  const loadgen = child('loadgen.ts');
+  try {
+    const started = await server.request<Started>({ cmd: 'start' }, 60_000);
+    await loadgen.request({ cmd: 'pool', dir: poolDir }, 120_000);
+    const login = await loadgen.request<{ loginMs: number }>({ cmd: 'connect', mode: 'relay', wsUrl: started.wsUrl, n: W.clients }, 120_000);
+    await sleep(300); // presence frames settle
+    await server.request({ cmd: 'loop-reset' });
+    const c0 = await cpuOf(server);
+    const open = await loadgen.request<OpenResult>({ cmd: 'open', rate: W.rate, seconds: W.seconds, warmupSeconds: W.warmup, from: 0 }, 180_000);
+    const c1 = await cpuOf(server);
+    const loopDelay = await server.request<LoopDelay>({ cmd: 'loop' });
+    const stats = await server.request<ServerStats>({ cmd: 'stats' });
+    await loadgen.request({ cmd: 'disconnect' }, 30_000);
+    const cpuMs = (c1.cpu.user - c0.cpu.user + c1.cpu.system - c0.cpu.system) / 1000;
+    if (open.errors) log(`  ! workshop: ${open.errors} error frames, e.g. ${open.errorSamples[0] ?? ''}`);
+    if (open.timedOut) log(`  ! workshop: timed out with ${open.delivered}/${open.total} delivered`);
+    return {
+      clients: W.clients,
+      groupSize: GROUP_SIZE,
+      ratePerClient: W.rate,
+      seconds: W.seconds,
+      offeredMsgsPerSec: W.clients * W.rate,
+      offeredDeliveriesPerSec: W.clients * W.rate * (GROUP_SIZE - 1),
+      sends: open.sends,
+      expected: open.total,
+      delivered: open.delivered,
+      errors: open.errors,
+      errorSamples: open.errorSamples,
+      timedOut: open.timedOut,
+      latency: open.latency,
+      sendLagMaxMs: open.sendLagMaxMs,
+      relayCpuPct: (cpuMs / (c1.at - c0.at)) * 100,
+      relayCpuUsPerDelivery: (cpuMs * 1000) / open.delivered,
+      loopDelay,
+      loadgenCpuPct: open.loadgenCpuPct,
+      queueDepthAfter: stats.queueDepth,
+      loginMs: login.loginMs,
+    };
+  } finally {
+    await stopPair(loadgen, server);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Memory per idle authenticated connection
 
 interface MemoryFigures {
@@ -426,10 +530,7 @@ async function memoryBench(kind: ServerKind): Promise<MemoryFigures> {
       online: stats.online,
     };
   } finally {
-    loadgen.proc.disconnect();
-    await stopServer(server);
-    await Promise.race([loadgen.exited, sleep(3000)]);
-    loadgen.kill();
+    await stopPair(loadgen, server);
   }
 }
 
@@ -484,6 +585,18 @@ async function main(): Promise<void> {
   if (!flags['skip-relay']) {
     log(`\n[relay] ${skipBaseline ? 'relay only (--skip-baseline: no ratio)' : 'baseline and relay'}, closed loop (throughput) and open loop (latency)...`);
     relayFigures = await relayBench();
+  }
+
+  let workshop: WorkshopFigures | null = null;
+  if (!flags['skip-workshop']) {
+    const W = CONFIG.workshop;
+    log(`\n[workshop] ${W.clients} clients in groups of ${GROUP_SIZE}, each sending one message to its group every ${fmt(1 / W.rate, 0)} s...`);
+    workshop = await workshopBench();
+    log(
+      `  ${workshop.delivered}/${workshop.expected} deliveries (${workshop.sends} messages), p50 ${fmt(workshop.latency.p50, 2)} ms, ` +
+        `p99 ${fmt(workshop.latency.p99, 2)} ms, max ${fmt(workshop.latency.max, 1)} ms; relay cpu ${fmt(workshop.relayCpuPct, 0)}% ` +
+        `(${fmt(workshop.relayCpuUsPerDelivery, 0)} µs per delivery), event-loop delay max ${fmt(workshop.loopDelay.max, 1)} ms`,
+    );
   }
 
   let memory: { relay: MemoryFigures; baseline: MemoryFigures | null } | null = null;
@@ -548,6 +661,22 @@ async function main(): Promise<void> {
           'msg/s and latency there are low; the cpu/msg figures are barely affected.',
       );
     }
+  }
+  if (workshop) {
+    const w = workshop;
+    table(
+      `Workshop: ${w.clients} clients in ${w.clients / w.groupSize} groups of ${w.groupSize}, one message each every ${fmt(1 / w.ratePerClient, 0)} s to the group (open loop, ${w.seconds} s measured)`,
+      ['offered', 'delivered', 'latency p50 / p90 / p99 / max', 'relay cpu', 'relay event-loop delay max'],
+      [
+        [
+          `${fmt(w.offeredMsgsPerSec, 0)} msg/s = ${fmt(w.offeredDeliveriesPerSec, 0)} deliveries/s`,
+          `${w.delivered} / ${w.expected}`,
+          `${fmt(w.latency.p50, 2)} / ${fmt(w.latency.p90, 2)} / ${fmt(w.latency.p99, 2)} / ${fmt(w.latency.max, 1)} ms`,
+          `${fmt(w.relayCpuPct, 0)}% (${fmt(w.relayCpuUsPerDelivery, 0)} µs/delivery)`,
+          `${fmt(w.loopDelay.max, 1)} ms`,
+        ],
+      ],
+    );
   }
   if (memory) {
     const rss = (m: MemorySample) => m.vmRss ?? m.rss;
@@ -623,7 +752,7 @@ async function main(): Promise<void> {
         cpuModel: cpus()[0]?.model ?? null,
         quick,
         /** What this run left out, by flag: its figures are null below. */
-        skipped: (['relay', 'baseline', 'ladder', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
+        skipped: (['relay', 'baseline', 'ladder', 'workshop', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
         ladderSizes,
         ulimitNofile: nofile,
         relayLimits: BENCH_LIMITS,
@@ -636,6 +765,19 @@ async function main(): Promise<void> {
         elapsedSeconds: elapsed,
       },
       relay: relayFigures ? relayJson : null,
+      workshop: workshop
+        ? {
+            offered_msgs_per_sec: workshop.offeredMsgsPerSec,
+            offered_deliveries_per_sec: workshop.offeredDeliveriesPerSec,
+            p50_ms: measured(workshop.latency.p50),
+            p99_ms: measured(workshop.latency.p99),
+            max_ms: measured(workshop.latency.max),
+            relay_cpu_pct: measured(workshop.relayCpuPct),
+            delivered: workshop.delivered,
+            expected: workshop.expected,
+            detail: workshop,
+          }
+        : null,
       memory: memory
         ? {
             bytes_per_connection: measured(memory.relay.bytesPerConnection),

@@ -4,12 +4,14 @@
  * Ed25519 signature), so that the load generator spends no time on crypto while
  * the relay is measured. bench/run.ts runs one sealer per core.
  *
- * cmd `seal` {senders: [index, count][], file} writes
+ * cmd `seal` {senders: [index, count][], kind: 'dm' | 'group', file} writes
  *   {"frames": {"<index>": ["{\"type\":\"send\",\"env\":{...}}", ...]}}
+ * `dm`: 1:1 envelopes, round robin to the sender's class of ten (peerOf). `group`: each envelope
+ * to the other 29 members of the sender's group of 30 (groupOf), the group's name in the body.
  */
 import { writeFileSync } from 'node:fs';
 import { cryptoReady, sealEnvelope, type Identity } from '../shared/crypto.ts';
-import { benchIdentity, peerOf, serve } from './common.ts';
+import { benchIdentity, groupOf, peerOf, serve } from './common.ts';
 
 const TEXTS = [
   'Are we still on for the lab at three?',
@@ -23,6 +25,8 @@ serve(async (msg) => {
   if (msg.cmd !== 'seal') throw new Error(`unknown command ${msg.cmd}`);
   await cryptoReady();
   const senders = msg.senders as [number, number][];
+  const kind = (msg.kind as string | undefined) ?? 'dm';
+  if (kind !== 'dm' && kind !== 'group') throw new Error(`unknown pool kind ${kind}`);
   const ids = new Map<number, Identity>();
   const id = (i: number) => {
     let v = ids.get(i);
@@ -33,14 +37,17 @@ serve(async (msg) => {
   for (const [i, count] of senders) {
     const sender = id(i);
     const list: string[] = [];
+    const group = groupOf(i);
+    const groupPeers = group.members.filter((j) => j !== i).map((j) => id(j));
     for (let k = 0; k < count; k++) {
-      const peer = id(peerOf(i, k));
-      const { env } = sealEnvelope({
-        sender,
-        to: [{ pin: peer.pin, signPk: peer.signPk }],
-        conv: 'dm',
-        body: { text: `${TEXTS[k % TEXTS.length]} (#${k})` },
-      });
+      const text = `${TEXTS[k % TEXTS.length]} (#${k})`;
+      const { env } =
+        kind === 'group'
+          ? sealEnvelope({ sender, to: groupPeers.map((p) => ({ pin: p.pin, signPk: p.signPk })), conv: group.conv, body: { text, group: group.name } })
+          : (() => {
+              const peer = id(peerOf(i, k));
+              return sealEnvelope({ sender, to: [{ pin: peer.pin, signPk: peer.signPk }], conv: 'dm', body: { text } });
+            })();
       list.push(JSON.stringify({ type: 'send', env }));
     }
     frames[String(i)] = list;
