@@ -3,43 +3,21 @@
  * real relay on 127.0.0.1, port 0. Each tab is a page of one browser context,
  * so each has its own sessionStorage: its own identity.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { describe, expect, test } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
 import type { Envelope } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
-import { startTestRelay } from '../helpers/relay.ts';
-import { focusTab, launchChromium, median, messageWith, openChat, openDm, typeAndSend, waitReady, watchProblems, type ChatTab } from '../helpers/browser.ts';
 
-type Relay = Awaited<ReturnType<typeof startTestRelay>>;
+import { browserSuite, focusTab, median, messageWith, openChat, openDm, typeAndSend, waitReady, watchProblems, type ChatTab, withContext as withBrowserContext } from '../helpers/browser.ts';
 
-let app: Relay;
-let browser: Browser;
+const suite = browserSuite();
 
-beforeAll(async () => {
-  app = await startTestRelay();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await app?.close();
-});
-
-async function withContext<T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  // Fail on a missing element well before the test's own 30 s timeout, naming the locator.
-  ctx.setDefaultTimeout(10_000);
-  try {
-    return await run(ctx);
-  } finally {
-    await ctx.close();
-  }
-}
+const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> => withBrowserContext(suite.browser, { viewport: { width: 1280, height: 720 } }, run);
 
 /** The envelopes the relay handles, captured in-process from its observer interface. */
 function captureEnvelopes(): { envelopes: Envelope[]; stop: () => void } {
   const envelopes: Envelope[] = [];
-  const stop = app.relay.observe((event) => {
+  const stop = suite.app.relay.observe((event) => {
     if (event.kind === 'envelope') envelopes.push(event.env);
   });
   return { envelopes, stop };
@@ -51,8 +29,8 @@ const stateOf = (page: Page, text: string) => messageWith(page, text).getByTestI
 describe('chat page', () => {
   test('two tabs are two people: Alice to Bob and back, Bob sees it, Alice sees D then R, and a reload keeps her PIN', async () => {
     await withContext(async (ctx) => {
-      const alice = await openChat(ctx, app.url, 'Alice');
-      const bob = await openChat(ctx, app.url, 'Bob');
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const bob = await openChat(ctx, suite.app.url, 'Bob');
       console.log(`[figures] tab ready (keys made + logged in), from navigation start: Alice ${alice.readyMs} ms, Bob ${bob.readyMs} ms`);
       expect(alice.pin).toMatch(/^[0-9A-F]{8}$/);
       expect(bob.pin).toMatch(/^[0-9A-F]{8}$/);
@@ -135,11 +113,11 @@ describe('chat page', () => {
       const relayPage = await ctx.newPage();
       const frames: string[] = [];
       relayPage.on('websocket', (ws) => ws.on('framereceived', (f) => frames.push(typeof f.payload === 'string' ? f.payload : f.payload.toString('utf8'))));
-      await relayPage.goto(`${app.url}/relay`);
+      await relayPage.goto(`${suite.app.url}/relay`);
       await relayPage.locator('#status', { hasText: 'live' }).waitFor();
 
-      const dana = await openChat(ctx, app.url, 'Dana');
-      const eve = await openChat(ctx, app.url, 'Evan');
+      const dana = await openChat(ctx, suite.app.url, 'Dana');
+      const eve = await openChat(ctx, suite.app.url, 'Evan');
       const capture = captureEnvelopes();
       const secret = `meet at the old mill at ${Math.random().toString(36).slice(2, 10)}`;
       try {
@@ -192,9 +170,9 @@ describe('chat page', () => {
 
   test('a group of three: Alice makes a group with Bob and Carol, both get it under its name, and Alice sees R 2/2 once both read it', async () => {
     await withContext(async (ctx) => {
-      const alice = await openChat(ctx, app.url, 'Alice');
-      const bob = await openChat(ctx, app.url, 'Bob');
-      const carol = await openChat(ctx, app.url, 'Carol');
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const bob = await openChat(ctx, suite.app.url, 'Bob');
+      const carol = await openChat(ctx, suite.app.url, 'Carol');
       const group = 'Book club';
 
       await focusTab(alice.page);
@@ -233,14 +211,14 @@ describe('page security', () => {
   test('every page is served with the CSP, and a chat session, the wire panel, the relay view and the regulator console raise no CSP violation and no error', async () => {
     await withContext(async (ctx) => {
       for (const path of ['/', '/relay', '/regulator']) {
-        const res = await ctx.request.get(`${app.url}${path}`);
+        const res = await ctx.request.get(`${suite.app.url}${path}`);
         const csp = res.headers()['content-security-policy'];
         expect(csp, path).toBe(CSP);
         expect(csp).not.toMatch(/unsafe-inline|'unsafe-eval'/);
       }
 
-      const alice: ChatTab = await openChat(ctx, app.url, 'Frank');
-      const bob: ChatTab = await openChat(ctx, app.url, 'Grace');
+      const alice: ChatTab = await openChat(ctx, suite.app.url, 'Frank');
+      const bob: ChatTab = await openChat(ctx, suite.app.url, 'Grace');
       await openDm(alice.page, bob.pin);
       await typeAndSend(alice.page, 'csp check <script>alert(1)</script>');
       await focusTab(bob.page);
@@ -257,11 +235,11 @@ describe('page security', () => {
 
       const relayPage = await ctx.newPage();
       const relayProblems = await watchProblems(relayPage);
-      await relayPage.goto(`${app.url}/relay`);
+      await relayPage.goto(`${suite.app.url}/relay`);
       await relayPage.locator('[data-testid="traffic-row"]').first().waitFor();
       const consolePage = await ctx.newPage();
       const consoleProblems = await watchProblems(consolePage);
-      await consolePage.goto(`${app.url}/regulator#token=test-admin-token`);
+      await consolePage.goto(`${suite.app.url}/regulator#token=test-admin-token`);
       await consolePage.locator('[data-testid="intercept"]').first().waitFor();
 
       expect(alice.problems.errors).toEqual([]);
@@ -283,14 +261,14 @@ describe('page security', () => {
   test('without ?name the chat page asks for a name, and the name chosen becomes the tab\'s person', async () => {
     await withContext(async (ctx) => {
       const page = await ctx.newPage();
-      await page.goto(`${app.url}/`);
+      await page.goto(`${suite.app.url}/`);
       await page.getByTestId('name-input').fill('Heidi');
       await page.getByRole('button', { name: 'Open chat' }).click();
       const { pin } = await waitReady(page);
       expect(new URL(page.url()).searchParams.get('name')).toBe('Heidi');
       expect(await page.getByTestId('my-name').textContent()).toBe('Heidi');
       expect(pin).toMatch(/^[0-9A-F]{8}$/);
-      expect(app.relay.directory().some((d) => d.pin === pin && d.name === 'Heidi')).toBe(true);
+      expect(suite.app.relay.directory().some((d) => d.pin === pin && d.name === 'Heidi')).toBe(true);
     });
   });
 });

@@ -4,39 +4,17 @@
  * check of every claim the console made against the exported bytes.
  */
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { describe, expect, test } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
 import { Envelope } from '../../shared/protocol.ts';
 import { escrowKeyPairFromSecret, fromB64, openWithEscrow } from '../../shared/crypto.ts';
-import { knows, startTestRelay, until, user } from '../helpers/relay.ts';
-import { focusTab, launchChromium, messageWith, openChat, openDm, typeAndSend, watchProblems } from '../helpers/browser.ts';
+import { knows, until, user } from '../helpers/relay.ts';
+import { browserSuite, focusTab, messageWith, openChat, openDm, typeAndSend, watchProblems, withContext as withBrowserContext } from '../helpers/browser.ts';
 
-type Relay = Awaited<ReturnType<typeof startTestRelay>>;
-
-let app: Relay;
-let browser: Browser;
 const TOKEN = 'test-admin-token';
+const suite = browserSuite();
 
-beforeAll(async () => {
-  app = await startTestRelay();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await app?.close();
-});
-
-async function withContext<T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
-  // Fail on a missing element well before the test's own 30 s timeout, naming the locator.
-  ctx.setDefaultTimeout(10_000);
-  try {
-    return await run(ctx);
-  } finally {
-    await ctx.close();
-  }
-}
+const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> => withBrowserContext(suite.browser, { viewport: { width: 1280, height: 800 }, acceptDownloads: true }, run);
 
 /** Set the tap from the console's own controls, then wait until the console shows the new state. */
 async function setTap(page: Page, tap: boolean, announced: boolean): Promise<void> {
@@ -54,7 +32,7 @@ const idOf = async (page: Page, text: string) => (await messageWith(page, text).
 const readersOf = (page: Page, text: string) => messageWith(page, text).getByTestId('readers').textContent();
 
 async function api(path: string): Promise<Response> {
-  return fetch(`${app.url}/api/regulator/${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  return fetch(`${suite.app.url}/api/regulator/${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
 }
 
 describe('regulator console', () => {
@@ -62,12 +40,12 @@ describe('regulator console', () => {
     await withContext(async (ctx) => {
       const console_ = await ctx.newPage();
       const consoleProblems = await watchProblems(console_);
-      await console_.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await console_.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
       await console_.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
       expect(console_.url()).not.toContain(TOKEN);
 
-      const alice = await openChat(ctx, app.url, 'Alice');
-      const bob = await openChat(ctx, app.url, 'Bob');
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const bob = await openChat(ctx, suite.app.url, 'Bob');
       await openDm(alice.page, bob.pin);
       await bob.page.locator(`[data-testid="contact"][data-pin="${alice.pin}"]`).waitFor();
       await openDm(bob.page, alice.pin);
@@ -173,8 +151,8 @@ describe('regulator console', () => {
 
   test('the console\'s export buttons download the archive and the escrow key through Blob URLs, and the key export is audited', async () => {
     // Something in the archive to export: two Node clients built on client/core exchange a message.
-    const ivan = await user(app.wsUrl, 'Ivan');
-    const judy = await user(app.wsUrl, 'Judy');
+    const ivan = await user(suite.app.wsUrl, 'Ivan');
+    const judy = await user(suite.app.wsUrl, 'Judy');
     await knows(ivan, judy.m.pin);
     const sent = ivan.m.sendText([judy.m.pin], 'for the export');
     await until(() => judy.m.messages.has(sent.id), 'Judy has the message');
@@ -184,7 +162,7 @@ describe('regulator console', () => {
     await withContext(async (ctx) => {
       const page = await ctx.newPage();
       const problems = await watchProblems(page);
-      await page.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await page.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
       await page.locator('[data-testid="tap-state"]').and(page.locator('[data-tap]')).waitFor();
       const kid = await page.getByTestId('kid').textContent();
       const exportsBefore = await page.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').count();
@@ -192,7 +170,7 @@ describe('regulator console', () => {
       const [archive] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-archive').click()]);
       expect(archive.suggestedFilename()).toBe('archive.jsonl');
       const lines = readFileSync(await archive.path(), 'utf8').split('\n').filter(Boolean);
-      expect(lines.length).toBe(app.regulator.archiveSize());
+      expect(lines.length).toBe(suite.app.regulator.archiveSize());
       expect(lines.some((l) => l.includes(sent.id))).toBe(true);
 
       const [key] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-key').click()]);
@@ -209,16 +187,16 @@ describe('regulator console', () => {
 
   test('a wrong token gets "wrong token", no feed and no tap controls, and changes nothing', async () => {
     await withContext(async (ctx) => {
-      const policyBefore = app.relay.getPolicy();
+      const policyBefore = suite.app.relay.getPolicy();
       const page = await ctx.newPage();
-      await page.goto(`${app.url}/regulator#token=not-the-token`);
+      await page.goto(`${suite.app.url}/regulator#token=not-the-token`);
       await page.getByTestId('auth-error').waitFor();
       expect(await page.getByTestId('auth-error').textContent()).toBe('wrong token');
       expect(await page.locator('#feed-card').isVisible()).toBe(false);
       expect(await page.locator('#controls').isVisible()).toBe(false);
       expect(await page.getByTestId('intercept').count()).toBe(0);
       expect(page.url()).not.toContain('not-the-token');
-      expect(app.relay.getPolicy()).toEqual(policyBefore);
+      expect(suite.app.relay.getPolicy()).toEqual(policyBefore);
 
       // The right token typed into the form opens the console.
       await page.getByTestId('token-input').fill(TOKEN);
@@ -230,15 +208,15 @@ describe('regulator console', () => {
 
   test('a warrant set from the console names only the checked PINs: the named user is told "a warrant naming you", an empty warrant is refused and changes nothing', async () => {
     await withContext(async (ctx) => {
-      const kim = await openChat(ctx, app.url, 'Kim');
-      const leo = await openChat(ctx, app.url, 'Leo');
+      const kim = await openChat(ctx, suite.app.url, 'Kim');
+      const leo = await openChat(ctx, suite.app.url, 'Leo');
       const page = await ctx.newPage();
-      await page.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await page.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
       await page.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
       await focusTab(page);
 
       // A warrant naming nobody: refused in the page, and the relay's policy does not move.
-      const epoch = app.relay.getPolicy().epoch;
+      const epoch = suite.app.relay.getPolicy().epoch;
       await page.getByTestId('tap-on').check();
       await page.getByTestId('scope-warrant').check();
       await page.getByTestId('apply-tap').click();
@@ -246,7 +224,7 @@ describe('regulator console', () => {
       await page.getByTestId('warrant-text').fill('not-a-pin');
       await page.getByTestId('apply-tap').click();
       expect(await page.getByTestId('tap-error').textContent()).toContain('is not a PIN');
-      expect(app.relay.getPolicy().epoch).toBe(epoch);
+      expect(suite.app.relay.getPolicy().epoch).toBe(epoch);
 
       // A warrant for Kim only.
       await page.getByTestId('warrant-text').fill('');
@@ -254,7 +232,7 @@ describe('regulator console', () => {
       await page.getByTestId('apply-tap').click();
       await page.locator('[data-testid="tap-state"][data-tap="true"][data-scope="warrant"]').waitFor();
       expect(await page.getByTestId('tap-state').textContent()).toContain(`Kim (${kim.pin})`);
-      expect(app.relay.getPolicy()).toMatchObject({ tap: true, scope: 'warrant', pins: [kim.pin] });
+      expect(suite.app.relay.getPolicy()).toMatchObject({ tap: true, scope: 'warrant', pins: [kim.pin] });
       await kim.page.getByTestId('tap-banner').waitFor();
       expect(await kim.page.getByTestId('tap-banner').textContent()).toContain('a warrant naming you');
       await leo.page.getByTestId('tap-banner').waitFor();

@@ -13,16 +13,15 @@
  * on* attribute, before or after, and each payload's text equals what was sent.
  */
 import { createServer, type Server } from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
 import { newGroupId } from '../../client/core/messenger.ts';
 import { DisplayName, MAX_NAME_CHARS } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
-import { startTestRelay, user, knows, type TestUser } from '../helpers/relay.ts';
-import { launchChromium, openChat } from '../helpers/browser.ts';
+import { user, knows, type TestUser } from '../helpers/relay.ts';
+import { browserSuite, openChat } from '../helpers/browser.ts';
 import { reportFigures } from '../reliability/support.ts';
 
-type Relay = Awaited<ReturnType<typeof startTestRelay>>;
 const TOKEN = 'test-admin-token';
 
 /** Payloads: markup, handlers, URLs, template syntax, encodings and unicode tricks. */
@@ -105,21 +104,12 @@ function watch(page: Page, w: Watch): void {
   });
 }
 
-let app: Relay;
-let browser: Browser;
-beforeAll(async () => {
-  app = await startTestRelay();
-  browser = await launchChromium();
-});
-afterAll(async () => {
-  await browser?.close();
-  await app?.close();
-});
+const suite = browserSuite();
 
 describe('Content-Security-Policy', () => {
   it('every page is served with a CSP that allows scripts only from the own origin (no inline, no eval) and connections only to the own origin', async () => {
     for (const path of ['/', '/relay', '/regulator', '/assets/chat.js', '/healthz', '/no-such-page']) {
-      const res = await fetch(`${app.url}${path}`);
+      const res = await fetch(`${suite.app.url}${path}`);
       expect(res.headers.get('content-security-policy'), path).toBe(CSP);
     }
     const directives = new Map(CSP.split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name!, values]));
@@ -147,9 +137,9 @@ describe('Content-Security-Policy', () => {
     });
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', () => r()));
     const otherPort = (other.address() as { port: number }).port;
-    const context: BrowserContext = await browser.newContext();
+    const context: BrowserContext = await suite.browser.newContext();
     try {
-      const tab = await openChat(context, app.url, 'CspProbe');
+      const tab = await openChat(context, suite.app.url, 'CspProbe');
       const page = tab.page;
       const tagResult = await page.addScriptTag({ content: 'window.__inline = 1' }).then(
         () => 'added',
@@ -215,12 +205,12 @@ describe('Content-Security-Policy', () => {
 
 describe('XSS corpus', () => {
   it('control: the detectors used below do catch markup that is parsed as HTML (innerHTML in a page without CSP)', async () => {
-    const context = await browser.newContext({ bypassCSP: true });
+    const context = await suite.browser.newContext({ bypassCSP: true });
     const w: Watch = { dialogs: 0, markers: 0, beacons: 0 };
     try {
       const page = await context.newPage();
       watch(page, w);
-      await page.goto(`${app.url}/relay`);
+      await page.goto(`${suite.app.url}/relay`);
       const clean = await page.evaluate(INJECTED);
       await page.evaluate(() => {
         const div = document.createElement('div');
@@ -245,22 +235,22 @@ describe('XSS corpus', () => {
     expect(PAYLOADS.length).toBeGreaterThanOrEqual(30);
     expect(NAMES.length).toBeGreaterThanOrEqual(20);
     // The tap is on so that the regulator console opens every message and shows texts and group names too.
-    const tap = await fetch(`${app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
+    const tap = await fetch(`${suite.app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
     expect(tap.status).toBe(200);
 
-    const context = await browser.newContext({ bypassCSP: true });
+    const context = await suite.browser.newContext({ bypassCSP: true });
     const w: Watch = { dialogs: 0, markers: 0, beacons: 0 };
     const bots: TestUser[] = [];
     try {
-      const alice = await openChat(context, app.url, 'Alice');
+      const alice = await openChat(context, suite.app.url, 'Alice');
       watch(alice.page, w);
       const before = await alice.page.evaluate(INJECTED);
 
       // ---- Display names through the directory: one bot per name payload, each saying hello.
-      const mallory = await user(app.wsUrl, 'Mallory');
-      const bob = await user(app.wsUrl, 'Bob');
+      const mallory = await user(suite.app.wsUrl, 'Mallory');
+      const bob = await user(suite.app.wsUrl, 'Bob');
       bots.push(mallory, bob);
-      bots.push(...(await Promise.all(NAMES.map((name) => user(app.wsUrl, name)))));
+      bots.push(...(await Promise.all(NAMES.map((name) => user(suite.app.wsUrl, name)))));
       await Promise.all(bots.map((b) => knows(b, alice.pin)));
       for (const b of bots.slice(2)) b.m.sendText([alice.pin], `hello from bot ${b.m.pin}`);
       // ---- Message text: every payload, 1:1 from Mallory.
@@ -299,7 +289,7 @@ describe('XSS corpus', () => {
           const chameleon = await context.newPage();
           watch(chameleon, w);
           for (let i = k; i < NAMES.length; i += 4) {
-            await chameleon.goto(`${app.url}/?name=${encodeURIComponent(NAMES[i]!)}`);
+            await chameleon.goto(`${suite.app.url}/?name=${encodeURIComponent(NAMES[i]!)}`);
             await chameleon.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
             ownNames[i] = (await chameleon.textContent('[data-testid="my-name"]')) ?? '';
             ownInjected.push(await chameleon.evaluate(INJECTED));
@@ -310,13 +300,13 @@ describe('XSS corpus', () => {
       // ---- The relay view (names in the directory and the login log) and the regulator console (texts, group names).
       const view = await context.newPage();
       watch(view, w);
-      await view.goto(`${app.url}/relay`);
+      await view.goto(`${suite.app.url}/relay`);
       await view.waitForFunction((n) => document.querySelectorAll('[data-testid="directory-entry"]').length >= n, bots.length, { timeout: 15_000 });
       const viewText = (await view.textContent('body')) ?? '';
       const viewInjected = await view.evaluate(INJECTED);
       const console = await context.newPage();
       watch(console, w);
-      await console.goto(`${app.url}/regulator#token=${TOKEN}`);
+      await console.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
       await console.waitForFunction((n) => document.querySelectorAll('[data-testid="intercept-text"]').length >= n, PAYLOADS.length, { timeout: 15_000 });
       const interceptTexts = await console.$$eval('[data-testid="intercept-text"]', (els) => els.map((e) => e.textContent ?? ''));
       const consoleText = (await console.textContent('body')) ?? '';

@@ -3,7 +3,9 @@
  * helpers for opening chat tabs on a test relay.
  */
 import { existsSync } from 'node:fs';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core';
+import { startTestRelay } from './relay.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -24,6 +26,45 @@ export async function launchChromium(): Promise<Browser> {
 }
 
 /** Problems a page reported: console errors (CSP violations show up there), uncaught exceptions, CSP events. */
+export type TestRelay = Awaited<ReturnType<typeof startTestRelay>>;
+
+/** One test relay and one Chromium for a whole test file: started before its tests, closed after them. */
+export function browserSuite(): { readonly app: TestRelay; readonly browser: Browser } {
+  let app: TestRelay | undefined;
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    app = await startTestRelay();
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+  });
+  const started = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`${what} is used before the suite's beforeAll has run`);
+    return value;
+  };
+  return {
+    get app() {
+      return started(app, 'the test relay');
+    },
+    get browser() {
+      return started(browser, 'Chromium');
+    },
+  };
+}
+
+/** A fresh browser context for one test, closed after it. A missing element fails after 10 s (naming the locator), well before a test's own timeout. */
+export async function withContext<T>(browser: Browser, options: BrowserContextOptions, run: (ctx: BrowserContext) => Promise<T>): Promise<T> {
+  const ctx = await browser.newContext(options);
+  ctx.setDefaultTimeout(10_000);
+  try {
+    return await run(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
 export interface PageProblems {
   errors: string[];
 }
