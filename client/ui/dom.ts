@@ -137,3 +137,12 @@ export function who(pin: string, names: Map<string, string>): string {
   const name = names.get(pin);
   return name ? `${name} (${pin})` : pin;
 }
+
+/** Wait before a watcher page (relay view, regulator console) reconnects: 250 ms, doubling, at most 5 s. */
+export const reconnectDelay = (attempt: number): number => Math.min(5000, 250 * 2 ** attempt);
+
+/** A watcher page's connection badge: "live" is drawn as online. */
+export function showStatus(badge: HTMLElement, status: string): void {
+  badge.textContent = status;
+  badge.className = `status ${status === 'live' ? 'online' : status}`;
+}

@@ -16,7 +16,7 @@ import {
   type Policy,
   type TapSettings,
 } from '../../shared/protocol.ts';
-import { b64Bytes, bytes, clock, clockMs, el, must, socketUrl } from './dom.ts';
+import { b64Bytes, bytes, clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 
 const TOKEN_KEY = 'backdoor-lab.admin-token';
 const MAX_ITEMS = 500;
@@ -146,14 +146,12 @@ class Console {
       this.ws = null;
       if (this.refused || !this.token) return;
       this.setStatus('offline');
-      const delay = Math.min(5000, 250 * 2 ** this.attempt++);
-      setTimeout(() => this.connect(), delay);
+      setTimeout(() => this.connect(), reconnectDelay(this.attempt++));
     };
   }
 
   private setStatus(status: string): void {
-    this.status.textContent = status;
-    this.status.className = `status ${status === 'live' ? 'online' : status}`;
+    showStatus(this.status, status);
   }
 
   /** Names for PINs, from the public relay view feed: the regulator knows who is who, as the relay does. */

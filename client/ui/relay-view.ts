@@ -6,7 +6,7 @@
  */
 import './no-eval.ts';
 import { parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
-import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, socketUrl } from './dom.ts';
+import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 
 const MAX_ROWS = 300;
 const MAX_SESSION_ROWS = 100;
@@ -60,14 +60,12 @@ class RelayView {
     };
     ws.onclose = () => {
       this.setStatus('offline');
-      const delay = Math.min(5000, 250 * 2 ** this.attempt++);
-      setTimeout(() => this.connect(), delay);
+      setTimeout(() => this.connect(), reconnectDelay(this.attempt++));
     };
   }
 
   private setStatus(status: string): void {
-    this.status.textContent = status;
-    this.status.className = `status ${status === 'live' ? 'online' : status}`;
+    showStatus(this.status, status);
   }
 
   private reset(directory: DirectoryEntry[]): void {
