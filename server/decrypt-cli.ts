@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { Envelope, PublicKey } from '../shared/protocol.ts';
+import { Envelope, PublicKey, describeBody, groupNameOf } from '../shared/protocol.ts';
 import { cryptoReady, escrowKeyPairFromSecret, fromB64, fromHex, openWithEscrow, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 
 const HELP = `Backdoor Lab offline decryptor: open an exported intercept archive with an escrow key.
@@ -170,7 +170,8 @@ async function decryptArchive(path: string, key: EscrowKeyPair): Promise<Report>
       const result = openWithEscrow(env, key, senderPk ? fromB64(senderPk) : undefined);
       if (result.ok) {
         report.opened += 1;
-        report.items.push({ ...base, status: 'opened', text: result.value.text, ...(result.value.group !== undefined ? { group: result.value.group } : {}) });
+        const group = groupNameOf(result.value);
+        report.items.push({ ...base, status: 'opened', text: describeBody(result.value), ...(group !== undefined ? { group } : {}) });
       } else if (env.escrow === null) {
         report.endToEnd += 1;
         report.items.push({ ...base, status: 'end-to-end', reason: result.reason });

@@ -9,7 +9,7 @@
  * module's SQLite file and leaves it only through the audited export.
  */
 import type Database from 'better-sqlite3';
-import { Envelope, Pin, type AuditEntry, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { Envelope, Pin, describeBody, groupNameOf, type AuditEntry, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
 import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, openWithEscrow, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 import { openDatabase, StoreError } from './store.ts';
 
@@ -218,7 +218,7 @@ export class Regulator {
   open(item: ArchivedEnvelope): Intercept {
     const result = openWithEscrow(item.env, this.key, item.senderPk ? fromB64(item.senderPk) : undefined);
     return result.ok
-      ? { ...item, readable: true, text: result.value.text, group: result.value.group ?? null, reason: null }
+      ? { ...item, readable: true, text: describeBody(result.value), group: groupNameOf(result.value) ?? null, reason: null }
       : { ...item, readable: false, text: null, group: null, reason: result.reason };
   }
 

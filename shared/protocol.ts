@@ -99,15 +99,67 @@ export const Envelope = z
   });
 export type Envelope = z.infer<typeof Envelope>;
 
+/** Most members a group may have (the sender and MAX_RECIPIENTS others). */
+export const MAX_GROUP_MEMBERS = MAX_RECIPIENTS + 1;
+
+export const GroupMember = z.object({ pin: Pin, pk: PublicKey }).strict();
+export type GroupMember = z.infer<typeof GroupMember>;
+
+/**
+ * A group's signed member list (shared/groups.ts checks the signature and bindings). It travels
+ * inside the ciphertext of every group message, so the relay never learns a group's name.
+ */
+export const GroupState = z
+  .object({
+    id: z.string().regex(/^g-[0-9a-f]{16}$/, 'group id must be "g-" + 16 hex digits'),
+    name: DisplayName,
+    version: z.number().int().min(1).max(1_000_000),
+    /** The creator's Ed25519 public key: the id is derived from it, and only it signs a version. */
+    creator: PublicKey,
+    salt: b64(16, 16),
+    members: z.array(GroupMember).min(1).max(MAX_GROUP_MEMBERS),
+    sig: Signature,
+  })
+  .strict();
+export type GroupState = z.infer<typeof GroupState>;
+
 /** What the sender encrypts: the decrypted body of an envelope. */
 export const MessageBody = z
   .object({
-    text: z.string().min(1).max(MAX_TEXT_CHARS),
-    /** Group name, carried inside the ciphertext so the relay never learns it. */
-    group: z.string().max(MAX_NAME_CHARS).optional(),
+    /** Empty only in a group note (a new group or a change of its members). */
+    text: z.string().max(MAX_TEXT_CHARS),
+    /**
+     * The group this message belongs to: its signed member list. (Clients before 2026-12 put the
+     * group's name here as a plain string, with no member list; such a message is still read, and
+     * never trusted as a group message.)
+     */
+    group: z.union([GroupState, z.string().max(MAX_NAME_CHARS)]).optional(),
+    /** A group note: the creator announces a new group, or a new version of its member list. */
+    note: z.enum(['group-created', 'group-changed']).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((body, ctx) => {
+    if (body.text.length === 0 && body.note === undefined) ctx.addIssue({ code: 'custom', message: 'text must not be empty', path: ['text'] });
+    if (body.note !== undefined && (body.group === undefined || typeof body.group === 'string')) {
+      ctx.addIssue({ code: 'custom', message: 'a group note carries the group\'s signed member list', path: ['group'] });
+    }
+  });
 export type MessageBody = z.infer<typeof MessageBody>;
+
+/**
+ * A body's text as a reader outside the group (the regulator, the decrypt command) shows it: a
+ * group note has no text, so it is described by what it carries, the member list.
+ */
+export function describeBody(body: MessageBody): string {
+  if (body.note && typeof body.group === 'object') {
+    const what = body.note === 'group-created' ? 'group created' : `group changed (version ${body.group.version})`;
+    return `[${what}: "${body.group.name}", members ${body.group.members.map((m) => m.pin).join(', ')}]`;
+  }
+  return body.text;
+}
+
+/** The group name a body names, from a signed member list or an old client's plain name. */
+export const groupNameOf = (body: Pick<MessageBody, 'group'>): string | undefined => (typeof body.group === 'string' ? body.group : body.group?.name);
 
 // ---------------------------------------------------------------------------
 // Policy: what the relay tells clients about the regulator tap.

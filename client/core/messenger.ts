@@ -6,6 +6,7 @@
  */
 import {
   CloseCode,
+  DisplayName,
   ErrorCode,
   assertNever,
   parseServerMessage,
@@ -13,9 +14,13 @@ import {
   type ClientMessage,
   type DirectoryEntry,
   type Envelope,
+  groupNameOf,
+  type MessageBody,
   type Policy,
   type ServerMessage,
 } from '../../shared/protocol.ts';
+import { changeGroup, checkGroupMessage, createGroup, type GroupMember, type GroupState } from '../../shared/groups.ts';
+import { GroupBook } from './groups.ts';
 import {
   fromB64,
   identityFromSigningKey,
@@ -52,9 +57,28 @@ export function memoryStore(): KeyValueStore {
 
 export type MessageState = 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'received' | 'unreadable';
 
+/** A group note as the messenger shows it: who made or changed the group, and how. */
+export interface GroupNote {
+  kind: 'group-created' | 'group-changed';
+  version: number;
+  added: string[];
+  removed: string[];
+  /** The new name, when a change renamed the group. */
+  renamed?: string;
+}
+
+/** Why a message was kept out of a group and shown apart: a stable code and plain words. */
+export interface MessageFlag {
+  code: string;
+  message: string;
+}
+
 export interface ChatMessage {
   id: string;
-  /** 'dm:<other PIN>' or the group's conv id. */
+  /**
+   * 'dm:<other PIN>', a group's conv id, or 'apart:<conv>:<sender PIN>' for a message that claims a
+   * group this client does not hold it to be part of (shown apart, with `flag`).
+   */
   chat: string;
   from: string;
   to: string[];
@@ -62,6 +86,10 @@ export interface ChatMessage {
   direction: 'out' | 'in';
   text: string;
   group?: string;
+  /** Set on a group note (no text): the group was made or its member list changed. */
+  note?: GroupNote;
+  /** Set on a message shown apart from the group it claims: why. */
+  flag?: MessageFlag;
   state: MessageState;
   /** Per recipient: who has the message on their device, and who has seen it. */
   deliveredTo: string[];
@@ -103,6 +131,8 @@ export interface MessengerOptions {
 interface SavedState {
   messages: ChatMessage[];
   outbox: Envelope[];
+  /** What each outbox envelope encrypts, to seal it again if the policy changed in flight. */
+  bodies?: [string, MessageBody][];
   seen: string[];
 }
 
@@ -127,6 +157,9 @@ export class Messenger {
   private readonly listeners = new Set<(event: MessengerEvent) => void>();
   /** Envelopes sent but not yet accepted by the relay: resent after a reconnect. */
   private readonly outbox = new Map<string, Envelope>();
+  private readonly bodies = new Map<string, MessageBody>();
+  /** The groups this client holds, each as its newest verified member list. */
+  readonly groups: GroupBook;
   /** Envelope ids already received: a replay is acknowledged and dropped. */
   private readonly seen = new Set<string>();
   /** Envelopes whose sender is not in the directory yet. */
@@ -145,6 +178,7 @@ export class Messenger {
     this.name = options.name;
     this.storage = options.storage ?? memoryStore();
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
+    this.groups = new GroupBook(this.storage);
     this.restore();
   }
 
@@ -324,15 +358,74 @@ export class Messenger {
     return [...this.directory.values()].filter((d) => d.pin !== this.pin);
   }
 
-  /** Send a text to one PIN (a dm) or to several (a group: pass a group id and name). */
-  sendText(to: string[], text: string, group?: { id: string; name: string }): ChatMessage {
-    const recipients = [...new Set(to)].filter((pin) => pin !== this.pin);
-    if (recipients.length === 0) throw new Error('choose at least one recipient');
-    const unknown = recipients.filter((pin) => !this.directory.has(pin));
+  /** Send a text to one person (a dm). Groups go through createGroup and sendGroup. */
+  sendText(to: string[] | string, text: string): ChatMessage {
+    const recipients = [...new Set(typeof to === 'string' ? [to] : to)].filter((pin) => pin !== this.pin);
+    if (recipients.length !== 1) throw new Error(recipients.length ? 'a direct message goes to one person: make a group for more' : 'choose a recipient');
+    this.requireKnown(recipients);
+    return this.post(recipients, 'dm', { text });
+  }
+
+  /**
+   * Make a group: version 1 of its member list, signed with this identity (its creator and only
+   * admin), announced to every member at once with a group note.
+   */
+  createGroup(name: string, pins: string[]): { id: string; message: ChatMessage } {
+    const others = [...new Set(pins)].filter((pin) => pin !== this.pin);
+    if (!others.length) throw new Error('pick at least one member');
+    const checked = DisplayName.safeParse(name);
+    if (!checked.success) throw new Error(`group name: ${checked.error.issues[0]?.message ?? 'invalid'}`);
+    name = checked.data;
+    this.requireKnown(others);
+    const state = createGroup(this.identity, name, others.map((pin) => this.memberOf(pin)));
+    this.groups.put(state);
+    const note = describeNote('group-created', state, undefined);
+    return { id: state.id, message: this.post(others, state.id, { text: '', group: state, note: 'group-created' }, note) };
+  }
+
+  /** Send a text to a group this client holds: to exactly its members, with its signed member list. */
+  sendGroup(id: string, text: string): ChatMessage {
+    const state = this.groups.get(id);
+    if (!state) throw new Error('this client holds no member list for that group');
+    if (!state.members.some((m) => m.pin === this.pin)) throw new Error('you are no longer a member of this group');
+    const to = state.members.map((m) => m.pin).filter((pin) => pin !== this.pin);
+    if (!to.length) throw new Error('the group has no other members');
+    this.requireKnown(to);
+    return this.post(to, id, { text, group: state });
+  }
+
+  /**
+   * The creator adds or removes members, or renames the group: a new signed version, announced
+   * to the old and the new members (so that a removed member learns it).
+   */
+  changeGroup(id: string, change: { add?: string[]; remove?: string[]; name?: string }): ChatMessage {
+    const state = this.groups.get(id);
+    if (!state) throw new Error('this client holds no member list for that group');
+    const add = (change.add ?? []).filter((pin) => !state.members.some((m) => m.pin === pin));
+    if (change.name !== undefined && !DisplayName.safeParse(change.name).success) throw new Error('group name: not a valid name');
+    this.requireKnown(add);
+    const next = changeGroup(state, this.identity, {
+      ...(change.name !== undefined ? { name: change.name } : {}),
+      add: add.map((pin) => this.memberOf(pin)),
+      remove: change.remove ?? [],
+    });
+    this.groups.put(next);
+    const to = [...new Set([...state.members, ...next.members].map((m) => m.pin))].filter((pin) => pin !== this.pin);
+    return this.post(to, id, { text: '', group: next, note: 'group-changed' }, describeNote('group-changed', next, state));
+  }
+
+  private memberOf(pin: string): GroupMember {
+    return { pin, pk: this.directory.get(pin)!.pk };
+  }
+
+  private requireKnown(pins: string[]): void {
+    const unknown = pins.filter((pin) => !this.directory.has(pin));
     if (unknown.length) throw new Error(`not in the directory: ${unknown.join(', ')}`);
-    const conv = group ? group.id : recipients.length === 1 ? 'dm' : newGroupId();
-    const body = group || conv !== 'dm' ? { text, group: group?.name ?? 'Group' } : { text };
-    const env = this.seal(recipients, conv, body);
+  }
+
+  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote): ChatMessage {
+    const env = this.seal(to, conv, body);
+    const name = typeof body.group === 'object' ? body.group.name : undefined;
     const message: ChatMessage = {
       id: env.id,
       chat: chatKey(env, this.pin),
@@ -340,8 +433,9 @@ export class Messenger {
       to: env.to,
       ts: env.ts,
       direction: 'out',
-      text,
-      ...(body.group !== undefined ? { group: body.group } : {}),
+      text: body.text,
+      ...(name !== undefined ? { group: name } : {}),
+      ...(note ? { note } : {}),
       state: 'sending',
       deliveredTo: [],
       readBy: [],
@@ -349,13 +443,14 @@ export class Messenger {
     };
     this.messages.set(env.id, message);
     this.outbox.set(env.id, env);
+    this.bodies.set(env.id, body);
     this.emit({ type: 'message', message });
     this.transmit(env);
     this.save();
     return message;
   }
 
-  private seal(to: string[], conv: string, body: { text: string; group?: string }, id?: string): Envelope {
+  private seal(to: string[], conv: string, body: MessageBody, id?: string): Envelope {
     const policy = this.policy;
     const escrow =
       policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid
@@ -380,6 +475,7 @@ export class Messenger {
 
   private onAccepted(id: string): void {
     this.outbox.delete(id);
+    this.bodies.delete(id);
     const message = this.messages.get(id);
     if (message && message.state === 'sending') this.update(message, { state: 'sent' });
     this.save();
@@ -393,7 +489,7 @@ export class Messenger {
     if (!message || !env) return;
     if (code === ErrorCode.EscrowRequired && this.policy?.tap) {
       // The tap changed while this was in flight: seal it again under the policy now in force.
-      const resealed = this.seal(env.to, env.conv, message.group !== undefined ? { text: message.text, group: message.group } : { text: message.text }, env.id);
+      const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
       this.outbox.set(ref, resealed);
       this.update(message, { readers: readersOf(resealed) });
       this.transmit(resealed);
@@ -404,6 +500,7 @@ export class Messenger {
       return;
     }
     this.outbox.delete(ref);
+    this.bodies.delete(ref);
     this.update(message, { state: 'failed', error: text });
   }
 
@@ -424,15 +521,40 @@ export class Messenger {
     this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
     this.seen.add(env.id);
     const opened = openEnvelope(env, this.identity, fromB64(sender.pk));
+    const body = opened.ok ? opened.value : null;
+    let chat = chatKey(env, this.pin);
+    let group: string | undefined;
+    let note: GroupNote | undefined;
+    let flag: MessageFlag | undefined;
+    if (env.conv !== 'dm') {
+      // A group message belongs in the group only if the member list this client holds (or a newer
+      // one it carries, signed by the group's creator) says so; nothing else in it changes who is in.
+      const verdict = body
+        ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), me: this.pin, note: body.note })
+        : null;
+      if (verdict?.ok) {
+        const before = verdict.updated ? this.groups.put(verdict.state) : undefined;
+        group = verdict.state.name;
+        if (body?.note) note = describeNote(body.note, verdict.state, before);
+      } else {
+        chat = `apart:${env.conv}:${env.from}`;
+        group = body ? groupNameOf(body) : undefined;
+        flag = verdict ? { code: verdict.code, message: verdict.message } : { code: 'unreadable', message: 'the message does not open, so its group cannot be checked' };
+      }
+    } else if (body?.note) {
+      flag = { code: 'group_note_in_dm', message: 'a group note sent as a direct message' };
+    }
     const message: ChatMessage = {
       id: env.id,
-      chat: chatKey(env, this.pin),
+      chat,
       from: env.from,
       to: env.to,
       ts: env.ts,
       direction: 'in',
-      text: opened.ok ? opened.value.text : '',
-      ...(opened.ok && opened.value.group !== undefined ? { group: opened.value.group } : {}),
+      text: body ? body.text : '',
+      ...(group !== undefined ? { group } : {}),
+      ...(note ? { note } : {}),
+      ...(flag ? { flag } : {}),
       state: opened.ok ? 'received' : 'unreadable',
       deliveredTo: [],
       readBy: [],
@@ -480,17 +602,28 @@ export class Messenger {
   // -------------------------------------------------------------------------
   // Views for the UI
 
-  /** Conversations, newest activity first. */
-  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number }[] {
-    const groups = new Map<string, ChatMessage[]>();
-    for (const message of this.messages.values()) groups.set(message.chat, [...(groups.get(message.chat) ?? []), message]);
-    return [...groups.entries()]
+  /**
+   * Conversations, newest activity first. A group's title and members come from the member list
+   * this client holds, never from its messages; a chat of messages shown apart has no members to
+   * reply to.
+   */
+  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number; kind: 'dm' | 'group' | 'apart' }[] {
+    const byChat = new Map<string, ChatMessage[]>();
+    for (const message of this.messages.values()) byChat.set(message.chat, [...(byChat.get(message.chat) ?? []), message]);
+    for (const state of this.groups.all()) if (!byChat.has(state.id)) byChat.set(state.id, []);
+    return [...byChat.entries()]
       .map(([chat, list]) => {
         list.sort((a, b) => a.ts - b.ts);
         const last = list[list.length - 1];
-        const members = last ? [...new Set([last.from, ...last.to])].filter((p) => p !== this.pin) : [];
-        const title = last?.group ?? this.nameOf(members[0] ?? '');
-        return { chat, title, members, last, unread: list.filter((m) => m.direction === 'in' && !m.seen).length };
+        const unread = list.filter((m) => m.direction === 'in' && !m.seen).length;
+        if (chat.startsWith('dm:')) return { chat, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], last, unread, kind: 'dm' as const };
+        if (chat.startsWith('apart:')) {
+          const from = chat.split(':')[2] ?? '';
+          return { chat, title: `${last?.group ?? 'Unknown group'} (not verified)`, members: [] as string[], last, unread, kind: 'apart' as const, from };
+        }
+        const state = this.groups.get(chat);
+        const members = state ? state.members.map((m) => m.pin).filter((p) => p !== this.pin) : [];
+        return { chat, title: state?.name ?? last?.group ?? 'Group', members, last, unread, kind: 'group' as const };
       })
       .sort((a, b) => (b.last?.ts ?? 0) - (a.last?.ts ?? 0));
   }
@@ -526,6 +659,7 @@ export class Messenger {
       const state = JSON.parse(raw) as SavedState;
       for (const m of state.messages) this.messages.set(m.id, m);
       for (const env of state.outbox) this.outbox.set(env.id, env);
+      for (const [id, body] of state.bodies ?? []) if (this.outbox.has(id)) this.bodies.set(id, body);
       for (const id of state.seen) this.seen.add(id);
     } catch {
       // A damaged saved state only costs the history on screen; the identity is kept separately.
@@ -539,7 +673,7 @@ export class Messenger {
   private flushSave(): void {
     if (this.saveTimer) clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], seen: [...this.seen].slice(-5000) };
+    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], seen: [...this.seen].slice(-5000) };
     this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
   }
 }
@@ -557,6 +691,19 @@ export function loadOrCreateIdentity(storage: KeyValueStore): Identity {
   const identity = newIdentity();
   storage.setItem('backdoor-lab.identity', toB64(identity.signSk));
   return identity;
+}
+
+/** Describe a group note against the list it replaced (none for a new group). */
+export function describeNote(kind: 'group-created' | 'group-changed', state: GroupState, before: GroupState | undefined): GroupNote {
+  const now = state.members.map((m) => m.pin);
+  const was = before?.members.map((m) => m.pin) ?? [];
+  return {
+    kind,
+    version: state.version,
+    added: before ? now.filter((p) => !was.includes(p)) : now,
+    removed: was.filter((p) => !now.includes(p)),
+    ...(before && before.name !== state.name ? { renamed: state.name } : {}),
+  };
 }
 
 /** The chat an envelope belongs to, from one participant's point of view. */

@@ -9,24 +9,36 @@
 import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
 import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, type Policy } from '../../shared/protocol.ts';
-import { Messenger, chatKey, newGroupId, type ChatMessage, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { Messenger, chatKey, type ChatMessage, type SocketLike, type WireRecord } from '../core/messenger.ts';
 import { describeReaders } from '../core/readers.ts';
 import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
-
-interface LocalGroup {
-  id: string;
-  name: string;
-  members: string[];
-}
 
 interface ChatEntry {
   chat: string;
   title: string;
   members: string[];
   group: boolean;
+  /** 'apart': messages that claim a group this tab does not hold them to be part of. */
+  kind: 'dm' | 'group' | 'apart';
   last: ChatMessage | undefined;
   unread: number;
 }
+
+/** Plain words for the codes a group message is kept apart with (shared/groups.ts). */
+const FLAG_WORDS: Record<string, string> = {
+  group_unsigned: 'It names a group but carries no signed member list, so anyone could have sent it as a group message.',
+  group_state_invalid: 'Its member list is not validly signed by the group\'s creator: forged or altered.',
+  group_id_mismatch: 'Its member list belongs to a different group.',
+  not_a_member: 'The sender is not a member of this group.',
+  member_key_mismatch: 'The sender is on the member list, but with a different key from the one that signed the message.',
+  recipients_mismatch: 'It was not sent to exactly the group\'s members.',
+  group_state_stale: 'It was sent under an older member list, to people who are no longer exactly the group.',
+  group_state_conflict: 'The group\'s creator signed two different member lists with the same version number.',
+  not_in_group: 'You are not on this group\'s member list.',
+  unreadable: 'It does not open, so its group cannot be checked.',
+  group_note_in_dm: 'A group note sent as a direct message.',
+};
+export const flagWords = (code: string): string => FLAG_WORDS[code] ?? code;
 
 const UI_KEY = 'backdoor-lab.ui';
 
@@ -89,7 +101,6 @@ async function open(name: string): Promise<void> {
 class ChatPage {
   private openChat: string | null = null;
   private wireScope: 'chat' | 'all' = 'chat';
-  private groups: LocalGroup[] = [];
   private readonly expanded = new Set<string>();
   private flash: { text: string; until: number } | null = null;
   private renderedChat: string | null = null;
@@ -119,9 +130,8 @@ class ChatPage {
     const saved = sessionStorage.getItem(UI_KEY);
     if (saved) {
       try {
-        const ui = JSON.parse(saved) as { open?: string | null; groups?: LocalGroup[]; wire?: 'chat' | 'all' };
-        this.openChat = ui.open ?? null;
-        this.groups = Array.isArray(ui.groups) ? ui.groups : [];
+        const ui = JSON.parse(saved) as { open?: string | null; wire?: 'chat' | 'all' };
+        this.openChat = typeof ui.open === 'string' ? ui.open : null;
         this.wireScope = ui.wire === 'all' ? 'all' : 'chat';
       } catch {
         // Only the view state is lost.
@@ -130,7 +140,7 @@ class ChatPage {
   }
 
   private saveUi(): void {
-    sessionStorage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, groups: this.groups, wire: this.wireScope }));
+    sessionStorage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
   }
 
   mount(): void {
@@ -189,25 +199,14 @@ class ChatPage {
   // Model
 
   private entries(): ChatEntry[] {
-    const list: ChatEntry[] = this.m.chats().map((c) => ({
-      chat: c.chat,
-      title: c.chat.startsWith('dm:') ? this.m.nameOf(c.chat.slice(3)) : c.title,
-      members: c.members,
-      group: !c.chat.startsWith('dm:'),
-      last: c.last,
-      unread: c.unread,
-    }));
-    for (const g of this.groups) {
-      if (!list.some((e) => e.chat === g.id)) list.push({ chat: g.id, title: g.name, members: g.members, group: true, last: undefined, unread: 0 });
-    }
-    return list;
+    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread }));
   }
 
   private entry(chat: string): ChatEntry {
     const found = this.entries().find((e) => e.chat === chat);
     if (found) return found;
     const pin = chat.slice(3);
-    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, last: undefined, unread: 0 };
+    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, kind: 'dm', last: undefined, unread: 0 };
   }
 
   private select(chat: string): void {
@@ -223,7 +222,8 @@ class ChatPage {
     if (!text.trim() || !this.openChat) return;
     const entry = this.entry(this.openChat);
     try {
-      if (entry.group) this.m.sendText(entry.members, text, { id: entry.chat, name: entry.title });
+      if (entry.kind === 'apart') throw new Error('You cannot reply here: these messages are not part of a group you hold.');
+      if (entry.kind === 'group') this.m.sendGroup(entry.chat, text);
       else this.m.sendText(entry.members, text);
       this.composer.value = '';
     } catch (err) {
@@ -296,7 +296,7 @@ class ChatPage {
     const state = {
       open: this.openChat,
       contacts: contacts.map((c) => [c.pin, c.name, c.online]),
-      entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction]),
+      entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction, e.kind]),
     };
     if (this.unchanged('sidebar', state)) return;
     const contactList = el('ul', { class: 'contacts' });
@@ -326,7 +326,8 @@ class ChatPage {
 
     const chatList = el('ul', { class: 'chats' });
     for (const e of entries) {
-      const preview = e.last ? (e.last.direction === 'out' ? `You: ${e.last.text}` : e.last.text) : e.group ? `${e.members.length + 1} members` : '';
+      const lastText = e.last ? (e.last.note ? this.noteText(e.last) : e.last.text) : '';
+      const preview = e.last ? (e.last.direction === 'out' ? `You: ${lastText}` : lastText) : e.group ? `${e.members.length + 1} members` : '';
       chatList.append(
         el(
           'li',
@@ -334,7 +335,7 @@ class ChatPage {
           el(
             'button',
             { class: `chat-item${this.openChat === e.chat ? ' active' : ''}`, testid: 'chat-item', data: { chat: e.chat }, attrs: { type: 'button' }, on: { click: () => this.select(e.chat) } },
-            el('span', { class: 'title' }, e.group ? el('span', { class: 'tag', text: 'group' }) : null, e.title),
+            el('span', { class: 'title' }, e.kind === 'apart' ? el('span', { class: 'tag warn', text: 'not verified' }) : e.group ? el('span', { class: 'tag', text: 'group' }) : null, e.title),
             e.unread ? el('span', { class: 'unread', testid: 'unread', text: String(e.unread) }) : null,
             el('span', { class: 'preview', text: preview.length > 60 ? `${preview.slice(0, 60)}…` : preview }),
           ),
@@ -377,14 +378,18 @@ class ChatPage {
       const members = [...this.groupMembers.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value);
       if (!name.success) return void (error.textContent = `Group name: ${name.error.issues[0]?.message ?? 'invalid'}`);
       if (!members.length) return void (error.textContent = 'Pick at least one member.');
-      const group = { id: newGroupId(), name: name.data, members };
-      this.groups.push(group);
+      let id: string;
+      try {
+        id = this.m.createGroup(name.data, members).id;
+      } catch (err) {
+        return void (error.textContent = err instanceof Error ? err.message : String(err));
+      }
       error.textContent = '';
       nameInput.value = '';
       for (const box of this.groupMembers.querySelectorAll('input')) box.checked = false;
       details.open = false;
-      this.select(group.id);
-      this.say(`Group "${group.name}" made. The members see it when the first message arrives.`);
+      this.select(id);
+      this.say(`Group "${name.data}" made: you signed its member list, and every member has been sent it.`);
     });
     details.append(el('summary', { text: 'New group' }), nameInput, this.groupMembers, create, error);
     this.groupFormNode = details;
@@ -394,8 +399,11 @@ class ChatPage {
   private renderConversation(): void {
     const m = this.m;
     const chat = this.openChat;
-    this.composer.disabled = !chat;
-    this.sendButton.disabled = !chat;
+    const current = chat ? this.entry(chat) : null;
+    const state = current?.kind === 'group' ? m.groups.get(current.chat) : undefined;
+    const closed = !chat || current?.kind === 'apart' || (current?.kind === 'group' && !state?.members.some((x) => x.pin === m.pin));
+    this.composer.disabled = closed;
+    this.sendButton.disabled = closed;
     this.notice.textContent = this.flash && this.flash.until > Date.now() ? this.flash.text : '';
     if (!chat) {
       if (this.unchanged('conv', null)) return;
@@ -405,16 +413,23 @@ class ChatPage {
       this.renderedChat = null;
       return;
     }
-    const entry = this.entry(chat);
-    const who = entry.group ? `Group with ${entry.members.map((p) => m.nameOf(p)).join(', ')}` : `PIN ${entry.members[0] ?? ''}`;
-    const other = entry.group ? undefined : m.directory.get(entry.members[0] ?? '');
-    // The head is redrawn only when it changes, so an open safety number stays open.
-    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk])) this.drawHead(entry.title, who, other);
+    const entry = current!;
+    const label = (pin: string) => `${m.nameOf(pin)} (${pin})`;
+    const who =
+      entry.kind === 'group'
+        ? `Group with ${entry.members.map(label).join(', ')}`
+        : entry.kind === 'apart'
+          ? 'Messages that claim a group you do not hold them to be part of'
+          : `PIN ${entry.members[0] ?? ''}`;
+    const other = entry.kind === 'dm' ? m.directory.get(entry.members[0] ?? '') : undefined;
+    // The head is redrawn only when it changes, so an open safety number (or member form) stays open.
+    const contacts = m.contacts().map((c) => [c.pin, c.name]);
+    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts])) this.drawHead(entry, who, other);
 
     const messages = m.messagesIn(chat);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
-    const state = [chat, names, messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
-    if (this.unchanged('conv', state)) return;
+    const drawnState = [chat, names, messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    if (this.unchanged('conv', drawnState)) return;
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
     const scroll = list.scrollTop;
@@ -435,9 +450,9 @@ class ChatPage {
     this.renderedChat = chat;
   }
 
-  private drawHead(title: string, who: string, other: { name: string; pk: string } | undefined): void {
+  private drawHead(entry: ChatEntry, who: string, other: { name: string; pk: string } | undefined): void {
     const m = this.m;
-    const head: HTMLElement[] = [el('h2', { testid: 'conv-title', text: title }), el('p', { class: 'sub', text: who })];
+    const head: HTMLElement[] = [el('h2', { testid: 'conv-title', text: entry.title }), el('p', { class: 'sub', testid: 'conv-sub', text: who })];
     if (other) {
       const details = el('details', { class: 'safety', testid: 'safety' });
       details.append(
@@ -447,14 +462,80 @@ class ChatPage {
       );
       head.push(details);
     }
+    if (entry.kind === 'apart') {
+      head.push(
+        el('p', { class: 'flag', testid: 'apart-warning', text: 'These messages name a group, but the member list you hold does not let them in (or they carry none). They never change who is in a group or who your replies go to. Each one says why.' }),
+      );
+    }
+    const state = entry.kind === 'group' ? m.groups.get(entry.chat) : undefined;
+    if (state) {
+      const creatorPin = state.members.find((x) => x.pk === state.creator)?.pin ?? '';
+      const members = el('details', { class: 'members-panel', testid: 'group-members' });
+      members.append(
+        el('summary', { text: `Members (${state.members.length}) · list version ${state.version}` }),
+        el(
+          'ul',
+          { class: 'member-list' },
+          ...state.members.map((x) =>
+            el('li', { testid: 'group-member-row', data: { pin: x.pin } }, x.pin === m.pin ? `${m.name} (you)` : m.nameOf(x.pin), ' ', el('span', { class: 'pin', text: x.pin }), x.pin === creatorPin ? el('span', { class: 'tag', text: 'creator' }) : null),
+          ),
+        ),
+        el('p', { class: 'hint', text: `The member list is signed by its creator, ${creatorPin === m.pin ? 'you' : `${m.nameOf(creatorPin)} (${creatorPin})`}. Only the creator can change it; a message from anyone else is shown apart.` }),
+      );
+      if (!state.members.some((x) => x.pin === m.pin)) members.append(el('p', { class: 'flag', testid: 'removed', text: 'You were removed from this group: you can read its history, but not send to it.' }));
+      if (creatorPin === m.pin) members.append(this.memberForm(state.id, state.members.map((x) => x.pin)));
+      head.push(members);
+    }
     this.convHead.replaceChildren(...head);
+  }
+
+  /** The creator's form to add and remove members: a new signed version of the list. */
+  private memberForm(id: string, current: string[]): HTMLElement {
+    const m = this.m;
+    const boxes = el('div', { class: 'members' });
+    for (const c of m.contacts()) {
+      const box = el('input', { testid: 'member-toggle', attrs: { type: 'checkbox', value: c.pin } });
+      box.checked = current.includes(c.pin);
+      boxes.append(el('label', { class: 'check' }, box, ` ${c.name} `, el('span', { class: 'pin', text: c.pin })));
+    }
+    const error = el('p', { class: 'error', testid: 'member-error' });
+    const apply = el('button', { text: 'Update members', testid: 'update-members', attrs: { type: 'button' } });
+    apply.addEventListener('click', () => {
+      const want = [...boxes.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value);
+      const add = want.filter((p) => !current.includes(p));
+      const remove = current.filter((p) => p !== m.pin && !want.includes(p));
+      if (!add.length && !remove.length) return void (error.textContent = 'Nothing changed.');
+      if (current.length - remove.length + add.length < 2) return void (error.textContent = 'A group needs at least one other member.');
+      try {
+        m.changeGroup(id, { add, remove });
+        error.textContent = '';
+      } catch (err) {
+        error.textContent = err instanceof Error ? err.message : String(err);
+      }
+    });
+    return el('div', { class: 'member-form' }, el('p', { class: 'hint', text: 'Change the members (you sign a new version of the list):' }), boxes, apply, error);
   }
 
   private messageItem(msg: ChatMessage, group: boolean): HTMLElement {
     const m = this.m;
     const mine = msg.direction === 'out';
-    const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
-    if (!mine && group) li.append(el('div', { class: 'sender', text: m.nameOf(msg.from) }));
+    if (msg.note) {
+      // A group note: who made or changed the group, as a line of its own.
+      return el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+    }
+    const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}${msg.flag ? ' flagged' : ''}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
+    // In a group the sender line carries the PIN as well: two people may pick the same name.
+    if (!mine && group) li.append(el('div', { class: 'sender', testid: 'sender' }, m.nameOf(msg.from), ' ', el('span', { class: 'pin', text: msg.from })));
+    if (msg.flag) {
+      li.append(
+        el(
+          'div',
+          { class: 'flag', testid: 'flag', data: { code: msg.flag.code }, attrs: { role: 'note' } },
+          el('strong', { text: `Not shown in ${msg.group ? `"${msg.group}"` : 'the group'}: ` }),
+          flagWords(msg.flag.code),
+        ),
+      );
+    }
     if (msg.state === 'unreadable') li.append(el('div', { class: 'text error', testid: 'message-text', text: `Could not open this message: ${msg.error ?? 'unknown reason'}` }));
     else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
     const meta = el('div', { class: 'meta' }, el('time', { text: clock(msg.ts), attrs: { datetime: new Date(msg.ts).toISOString() } }));
@@ -463,6 +544,22 @@ class ChatPage {
     // Who can read: from the envelope actually sent (message.readers), never from the current tap switch.
     li.append(el('div', { class: `readers${msg.readers.escrowKid ? ' escrowed' : ''}`, testid: 'readers', text: `Who can read: ${describeReaders(msg.readers, (pin) => m.nameOf(pin))}` }));
     return li;
+  }
+
+  /** A group note in words: "Alice (PIN) made the group "Book club" with Bob (PIN), Carol (PIN)". */
+  private noteText(msg: ChatMessage): string {
+    const note = msg.note;
+    if (!note) return msg.text;
+    const m = this.m;
+    const who = (pin: string) => (pin === m.pin ? 'you' : `${m.nameOf(pin)} (${pin})`);
+    const by = msg.direction === 'out' ? 'You' : who(msg.from);
+    if (note.kind === 'group-created') return `${by} made the group "${msg.group ?? ''}" with ${note.added.filter((p) => p !== msg.from).map(who).join(', ')}.`;
+    const parts = [
+      note.added.length ? `added ${note.added.map(who).join(', ')}` : '',
+      note.removed.length ? `removed ${note.removed.map(who).join(', ')}` : '',
+      note.renamed !== undefined ? `renamed the group "${note.renamed}"` : '',
+    ].filter(Boolean);
+    return `${by} ${parts.length ? parts.join('; ') : 'signed the member list again'} (member list version ${note.version}).`;
   }
 
   private stateBadge(msg: ChatMessage): HTMLElement {

@@ -7,6 +7,9 @@ import { describe, expect, test } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import type { Envelope } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
+import { fromB64, sealEnvelope } from '../../shared/crypto.ts';
+import { rawClient } from '../helpers/raw-client.ts';
+import { until } from '../helpers/relay.ts';
 
 import { browserSuite, focusTab, median, messageWith, openChat, openDm, typeAndSend, waitReady, watchProblems, type ChatTab, withContext as withBrowserContext } from '../helpers/browser.ts';
 
@@ -192,7 +195,10 @@ describe('chat page', () => {
         expect(await tab.page.getByTestId('conv-title').textContent()).toBe(group);
         const msg = messageWith(tab.page, hello);
         await msg.waitFor();
-        expect(await msg.locator('.sender').textContent()).toBe('Alice');
+        // The sender line carries the PIN as well as the name: two people may pick the same name.
+        expect(await msg.getByTestId('sender').textContent()).toBe(`Alice ${alice.pin}`);
+        // The group note names who made the group and who is in it.
+        expect(await tab.page.getByTestId('group-note').first().textContent()).toContain(`Alice (${alice.pin}) made the group "${group}"`);
         expect(await msg.getByTestId('readers').textContent()).toMatch(/Alice, Bob and Carol \(end-to-end\)|Alice, Carol and Bob \(end-to-end\)/);
       }
       await stateOf(alice.page, hello).and(alice.page.locator('[data-state="read"]')).waitFor();
@@ -203,6 +209,48 @@ describe('chat page', () => {
       await messageWith(alice.page, 'Count me in').waitFor();
       await messageWith(bob.page, 'Count me in').waitFor();
       expect(await alice.page.getByTestId('conv-title').textContent()).toBe(group);
+    });
+  });
+
+  test('a message from an outsider naming a group is shown apart, flagged in plain words with her PIN, never in the group thread, and cannot be answered there', async () => {
+    await withContext(async (ctx) => {
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const bob = await openChat(ctx, suite.app.url, 'Bob');
+      await focusTab(alice.page);
+      await alice.page.getByTestId('new-group').locator('summary').click();
+      await alice.page.getByTestId('group-name').fill('Quiet room');
+      await alice.page.locator(`[data-testid="group-member"][value="${bob.pin}"]`).check();
+      await alice.page.getByTestId('create-group').click();
+      const groupId = (await alice.page.locator('[data-testid="chat-item"].active').getAttribute('data-chat')) ?? '';
+      expect(groupId).toMatch(/^g-[0-9a-f]{16}$/);
+
+      // Mallory, who calls herself Alice, sends to Bob with the group's (public) conv id and name.
+      const mallory = await rawClient(suite.app.wsUrl, { name: 'Alice' });
+      try {
+        const entries = () => mallory.frames.flatMap((f) => (f.type === 'welcome' ? f.directory : f.type === 'presence' ? f.users : []));
+        await until(() => entries().some((d) => d.pin === bob.pin), 'Mallory sees Bob in the directory');
+        const bobPk = entries().find((d) => d.pin === bob.pin)!.pk;
+        const { env } = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.pin, signPk: fromB64(bobPk) }], conv: groupId, body: { text: 'the meeting moved to my place', group: 'Quiet room' } });
+        mallory.send({ type: 'send', env });
+        await mallory.next('accepted', (f) => f.id === env.id);
+
+        await focusTab(bob.page);
+        const apart = bob.page.locator(`[data-testid="chat-item"][data-chat="apart:${groupId}:${mallory.identity.pin}"]`);
+        await apart.waitFor();
+        expect(await apart.textContent()).toContain('not verified');
+        await apart.click();
+        const msg = messageWith(bob.page, 'the meeting moved to my place');
+        await msg.waitFor();
+        expect(await msg.getByTestId('flag').textContent()).toContain('carries no signed member list');
+        expect(await msg.getByTestId('sender').textContent()).toBe(`Alice ${mallory.identity.pin}`);
+        expect(await bob.page.getByTestId('composer').isDisabled()).toBe(true);
+        // The real group thread does not show it, and still lists only Alice and Bob.
+        await bob.page.locator(`[data-testid="chat-item"][data-chat="${groupId}"]`).click();
+        expect(await bob.page.locator('[data-testid="messages"]').textContent()).not.toContain('the meeting moved');
+        expect(await bob.page.getByTestId('group-member-row').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.pin).sort())).toEqual([alice.pin, bob.pin].sort());
+      } finally {
+        mallory.ws.terminate();
+      }
     });
   });
 });

@@ -15,7 +15,6 @@
 import { createServer, type Server } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
-import { newGroupId } from '../../client/core/messenger.ts';
 import { DisplayName, MAX_NAME_CHARS } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
 import { user, knows, type TestUser } from '../helpers/relay.ts';
@@ -257,8 +256,8 @@ describe('XSS corpus', () => {
       await knows(mallory, bob.m.pin);
       for (const p of PAYLOADS) mallory.m.sendText([alice.pin], p);
       // ---- Group names: one group per name payload, Mallory to Alice and Bob.
-      const groups = NAMES.map((name) => ({ id: newGroupId(), name }));
-      for (const g of groups) mallory.m.sendText([alice.pin, bob.m.pin], `in group ${g.id}`, g);
+      const groups = NAMES.map((name) => ({ id: mallory.m.createGroup(name, [alice.pin, bob.m.pin]).id, name }));
+      for (const g of groups) mallory.m.sendGroup(g.id, `in group ${g.id}`);
 
       // Alice's tab: the contacts and chats, then the 1:1 with Mallory.
       await alice.page.bringToFront();

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { newGroupId } from '../../client/core/messenger.ts';
 import { cryptoReady, fromB64, newIdentity, sealEnvelope, toB64, type Identity } from '../../shared/crypto.ts';
 import { CloseCode, ErrorCode, type Envelope } from '../../shared/protocol.ts';
 import { tokenMatches } from '../../server/http.ts';
@@ -288,8 +287,15 @@ async function fullSession(baseUrl: string, token: string): Promise<SessionSecre
   await knows(b, a.m.pin, c.m.pin);
   const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   const texts = ['plain secret before the tap 7f3a', 'plain secret under the tap 91bc', 'group secret under the tap 22de', 'reply secret 5e5e'];
-  const sendAndWait = async (from: TestUser, to: TestUser[], text: string, group?: { id: string; name: string }) => {
-    const msg = from.m.sendText(to.map((u) => u.m.pin), text, group);
+  const sendAndWait = async (from: TestUser, to: TestUser[], text: string, group?: string) => {
+    let msg;
+    if (group !== undefined) {
+      const made = from.m.createGroup(group, to.map((u) => u.m.pin));
+      await until(() => to.every((u) => u.m.messages.has(made.message.id)), `the group note of "${group}" delivered`);
+      msg = from.m.sendGroup(made.id, text);
+    } else {
+      msg = from.m.sendText(to.map((u) => u.m.pin), text);
+    }
     await until(() => to.every((u) => u.m.messages.get(msg.id)?.text === text), `"${text}" delivered`);
   };
   await sendAndWait(a, [b], texts[0]!);
@@ -297,7 +303,7 @@ async function fullSession(baseUrl: string, token: string): Promise<SessionSecre
   expect(on.status).toBe(200);
   await until(() => a.m.policy?.tap === true && b.m.policy?.tap === true && c.m.policy?.tap === true, 'the tap policy to reach everyone');
   await sendAndWait(a, [b], texts[1]!);
-  await sendAndWait(b, [a, c], texts[2]!, { id: newGroupId(), name: 'Secret club' });
+  await sendAndWait(b, [a, c], texts[2]!, 'Secret club');
   await sendAndWait(c, [a], texts[3]!);
   const key = (await (await fetch(`${baseUrl}/api/regulator/escrow-key`, { headers: auth })).json()) as EscrowKeyFile;
   const archive = await (await fetch(`${baseUrl}/api/regulator/archive.jsonl`, { headers: auth })).text();

@@ -129,9 +129,11 @@ describe('messenger over a real relay', () => {
     const bob = await spied(app.wsUrl, 'Bob');
     const carol = await spied(app.wsUrl, 'Carol');
     await knowsAll([alice, bob, carol]);
-    const group = { id: newGroupId(), name: 'Night shift' };
+    const group = alice.m.createGroup('Night shift', [bob.m.pin, carol.m.pin]);
+    await received(bob, group.message.id);
+    await received(carol, group.message.id);
 
-    const sent = alice.m.sendText([bob.m.pin, carol.m.pin], 'group: meet at the old mill', group);
+    const sent = alice.m.sendGroup(group.id, 'group: meet at the old mill');
     await received(bob, sent.id);
     await received(carol, sent.id);
     for (const member of [bob, carol]) {
@@ -146,7 +148,7 @@ describe('messenger over a real relay', () => {
     expect(env.wraps.map((w) => w.to).sort()).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].sort());
 
     // A later message on the same sockets proves no second copy was still on its way.
-    const marker = alice.m.sendText([bob.m.pin, carol.m.pin], 'group: marker', group);
+    const marker = alice.m.sendGroup(group.id, 'group: marker');
     await received(bob, marker.id);
     await received(carol, marker.id);
     expect(envelopeFrames(bob.frames, sent.id)).toHaveLength(1);
@@ -154,10 +156,11 @@ describe('messenger over a real relay', () => {
     expect(envelopeFrames(alice.frames, sent.id)).toHaveLength(0);
 
     // A member answers the group and everyone else gets it.
-    const answer = carol.m.sendText([alice.m.pin, bob.m.pin], 'group: bring a lamp', group);
+    const answer = carol.m.sendGroup(group.id, 'group: bring a lamp');
     await received(alice, answer.id);
     await received(bob, answer.id);
-    expect(alice.m.messagesIn(group.id).map((m) => m.text)).toEqual(['group: meet at the old mill', 'group: marker', 'group: bring a lamp']);
+    expect(alice.m.messagesIn(group.id).map((m) => m.text)).toEqual(['', 'group: meet at the old mill', 'group: marker', 'group: bring a lamp']);
+    expect(alice.m.messagesIn(group.id)[0]?.note).toMatchObject({ kind: 'group-created', version: 1 });
   });
 
   it('a message queued for an offline user survives a relay restart and is delivered exactly once, the queue emptying on his ack', async () => {
@@ -388,7 +391,8 @@ describe('messenger over a real relay', () => {
     const bob = await spied(app.wsUrl, 'Bob');
     const carol = await spied(app.wsUrl, 'Carol');
     await knowsAll([alice, bob, carol]);
-    const group = { id: newGroupId(), name: 'Secret society of owls' };
+    const group = alice.m.createGroup('Secret society of owls', [bob.m.pin, carol.m.pin]);
+    await received(carol, group.message.id);
 
     const texts = [
       'plaintext-one: the vault code is 4417',
@@ -399,7 +403,7 @@ describe('messenger over a real relay', () => {
     const ids: string[] = [];
     const m1 = alice.m.sendText([bob.m.pin], texts[0]!);
     const m2 = bob.m.sendText([alice.m.pin], texts[1]!);
-    const m3 = alice.m.sendText([bob.m.pin, carol.m.pin], texts[2]!, group);
+    const m3 = alice.m.sendGroup(group.id, texts[2]!);
     for (const [u, id] of [[bob, m1.id], [alice, m2.id], [bob, m3.id], [carol, m3.id]] as const) await received(u, id);
     bob.m.markRead([m1.id, m3.id]);
     ids.push(m1.id, m2.id, m3.id);
@@ -413,7 +417,7 @@ describe('messenger over a real relay', () => {
 
     const scan = (what: string) => {
       const dump = dumpSqlite(join(dataDir, 'relay.db'));
-      for (const text of [...texts, group.name]) expect(findSecret(dump.text, text), `${what}: "${text}"`).toEqual([]);
+      for (const text of [...texts, 'Secret society of owls']) expect(findSecret(dump.text, text), `${what}: "${text}"`).toEqual([]);
       // Not vacuous: the scan does see what the relay legitimately keeps.
       for (const id of ids) expect(findSecret(dump.text, id).length, `${what}: envelope id ${id}`).toBeGreaterThan(0);
       expect(Object.keys(dump.tables).sort()).toEqual(expect.arrayContaining(['envelopes', 'metadata', 'queue', 'users']));

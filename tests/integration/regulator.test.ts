@@ -9,7 +9,7 @@ import sodium from 'libsodium-wrappers';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryStore, newGroupId } from '../../client/core/messenger.ts';
+import { memoryStore } from '../../client/core/messenger.ts';
 import { rawClient, type RawClient } from '../helpers/raw-client.ts';
 import { describeReaders } from '../../client/core/readers.ts';
 import {
@@ -100,17 +100,25 @@ async function policyReached(app: TestRelay, users: TestUser[]): Promise<void> {
   await until(() => users.every((u) => u.m.policy?.epoch === epoch), `every client has policy epoch ${epoch}`);
 }
 
-/** Send through client/core and wait until the relay accepted it and every recipient has it. */
-async function send(from: TestUser, to: TestUser[], text: string, group?: { id: string; name: string }): Promise<string> {
-  const msg = from.m.sendText(
-    to.map((u) => u.m.pin),
-    text,
-    group,
-  );
+/**
+ * Send through client/core and wait until the relay accepted it and every recipient has it. With a
+ * group name, the sender first makes the group (its note is an envelope too: returned in `note`).
+ */
+async function send(from: TestUser, to: TestUser[], text: string, group?: string): Promise<{ id: string; note?: string }> {
+  let note: string | undefined;
+  let msg;
+  if (group !== undefined) {
+    const made = from.m.createGroup(group, to.map((u) => u.m.pin));
+    note = made.message.id;
+    for (const u of to) await until(() => u.m.messages.has(made.message.id), `${u.m.name} gets the group note`);
+    msg = from.m.sendGroup(made.id, text);
+  } else {
+    msg = from.m.sendText(to.map((u) => u.m.pin), text);
+  }
   await until(() => from.m.messages.get(msg.id)?.state !== 'sending', `${text}: accepted`);
   expect(from.m.messages.get(msg.id)?.state, `${text}: ${from.m.messages.get(msg.id)?.error ?? ''}`).not.toBe('failed');
   for (const u of to) await until(() => u.m.messages.get(msg.id)?.text === text, `${u.m.name} reads "${text}"`);
-  return msg.id;
+  return note === undefined ? { id: msg.id } : { id: msg.id, note };
 }
 
 afterEach(async () => {
@@ -145,8 +153,10 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     return { key, lines };
   }
 
-  async function sendAndLog(from: TestUser, to: TestUser[], text: string, opens: boolean, group?: { id: string; name: string }): Promise<void> {
-    ledger.set(await send(from, to, text, group), { text, opens });
+  async function sendAndLog(from: TestUser, to: TestUser[], text: string, opens: boolean, group?: string): Promise<void> {
+    const sent = await send(from, to, text, group);
+    ledger.set(sent.id, { text, opens });
+    if (sent.note) ledger.set(sent.note, { text: '', opens });
   }
 
   beforeAll(async () => {
@@ -184,7 +194,7 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     const policy = await setTap(app, { tap: true, scope: 'all', announced: true });
     expect(policy).toMatchObject({ tap: true, scope: 'all', escrowKid: app.regulator.kid, escrowPk: app.regulator.publicKey });
     await policyReached(app, all);
-    const group = { id: newGroupId(), name: 'Book club' };
+    const group = 'Book club';
     await sendAndLog(alice, [bob], 'all: the package is in the locker', true);
     await sendAndLog(carol, [alice], 'all: locker 42?', true);
     await sendAndLog(alice, [bob, carol], 'all: group chat is tapped too', true, group);
@@ -200,7 +210,7 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     await sendAndLog(bob, [carol], 'warrant: from Bob', true);
     await sendAndLog(alice, [carol], 'warrant: Alice to Carol, not covered', false);
     await sendAndLog(carol, [alice], 'warrant: Carol to Alice, not covered', false);
-    await sendAndLog(carol, [alice, bob], 'warrant: a group with Bob in it', true, { id: newGroupId(), name: 'With Bob' });
+    await sendAndLog(carol, [alice, bob], 'warrant: a group with Bob in it', true, 'With Bob');
     await checkArchive();
   });
 
@@ -209,7 +219,7 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     expect(app.relay.getPolicy()).toMatchObject({ tap: false, escrowPk: null, escrowKid: null });
     await policyReached(app, all);
     await sendAndLog(alice, [bob], 'off again: can we talk freely now?', false);
-    await sendAndLog(bob, [alice, carol], 'off again: supposedly', false, { id: newGroupId(), name: 'After' });
+    await sendAndLog(bob, [alice, carol], 'off again: supposedly', false, 'After');
     const { lines, key } = await checkArchive();
     // Not vacuous: the archive holds both kinds.
     expect(lines.filter((l) => openLine(l, key).ok).length).toBeGreaterThan(0);
@@ -390,7 +400,7 @@ describe('the regulator across a restart', () => {
     await policyReached(first, [alice, bob]);
     const open = await send(bob, [alice], 'harvest now, decrypt later');
     const before = await exportKey(first);
-    expect((await exportArchive(first)).map((l) => l.env.id)).toEqual([closed, open]);
+    expect((await exportArchive(first)).map((l) => l.env.id)).toEqual([closed.id, open.id]);
     alice.m.stop();
     bob.m.stop();
     await first.close();
@@ -402,7 +412,7 @@ describe('the regulator across a restart', () => {
     expect(toB64(after.key.sk)).toBe(toB64(before.key.sk));
     expect(second.relay.getPolicy()).toMatchObject({ tap: true, scope: 'all', announced: false, escrowKid: before.key.kid });
     const lines = await exportArchive(second);
-    expect(lines.map((l) => l.env.id)).toEqual([closed, open]);
+    expect(lines.map((l) => l.env.id)).toEqual([closed.id, open.id]);
     const [l1, l2] = lines as [ArchiveLine, ArchiveLine];
     expect(openLine(l1, after.key).ok).toBe(false);
     const opened = openLine(l2, after.key);

@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import WebSocket from 'ws';
-import { Messenger, memoryStore, newGroupId, type SocketLike } from '../../client/core/messenger.ts';
+import { Messenger, memoryStore, type SocketLike } from '../../client/core/messenger.ts';
 import { cryptoReady } from '../../shared/crypto.ts';
 import { startApp } from '../../server/app.ts';
 import { until } from '../helpers/relay.ts';
@@ -123,7 +123,8 @@ describe('faults: SIGKILL during traffic', () => {
     cleanup.push(() => devices.forEach((d) => d.m.stop()));
     await Promise.all(devices.map((d) => d.m.start()));
     await until(() => devices.every((d) => devices.every((o) => o === d || d.m.directory.has(o.m.pin))), 'everyone to know everyone');
-    const group = { id: newGroupId(), name: 'Fault line' };
+    const group = devices[0]!.m.createGroup('Fault line', devices.slice(1).map((d) => d.m.pin)).id;
+    await until(() => devices.every((d) => d.m.groups.get(group) !== undefined), 'every device to hold the group');
 
     // ---- Traffic: each device sends every 100 ms, mostly 1:1, sometimes to the group of four.
     const rng = new Rng(SIZE.seed);
@@ -136,11 +137,7 @@ describe('faults: SIGKILL during traffic', () => {
           const others = devices.filter((o) => o !== d);
           const to = rng.next() < 0.2 ? others : [rng.pick(others)];
           const text = `fault ${n++} from ${d.m.name}`;
-          const msg = d.m.sendText(
-            to.map((o) => o.m.pin),
-            text,
-            to.length > 1 ? group : undefined,
-          );
+          const msg = to.length > 1 ? d.m.sendGroup(group, text) : d.m.sendText(to.map((o) => o.m.pin), text);
           sent.push({ from: d, to, id: msg.id, text });
         }
         await sleep(100);
