@@ -1,7 +1,7 @@
 /**
  * `npm run screenshots`: start a relay in memory, play a short scene with
  * Alice, Bob and Carol in Chromium, the relay view and the regulator console,
- * with the tap on, and write docs/screenshots/{chat,relay-view,regulator}.png
+ * with the tap on, and write docs/screenshots/{chat,relay-view,regulator,group-apart}.png
  * (1280x800). Needs Debian's Chromium (apt-get install -y chromium).
  */
 import { mkdirSync } from 'node:fs';
@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { Page } from 'playwright-core';
 import { startApp } from '../server/app.ts';
+import { fromB64, sealEnvelope } from '../shared/crypto.ts';
 import { focusTab, launchChromium, messageWith, openChat, openDm, typeAndSend } from '../tests/helpers/browser.ts';
+import { rawClient } from '../tests/helpers/raw-client.ts';
 
 const outDir = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
 const viewport = { width: 1280, height: 800 };
@@ -74,6 +76,21 @@ async function main(): Promise<void> {
       await messageWith(tab.page, 'Kick-off moved to Monday 9:00.').waitFor();
     }
     await say(carol.page, alice.page, 'Works for me.');
+
+    // An outsider, calling herself Carol, writes "to the group" with its public conv id: Bob's tab
+    // keeps it apart and says why (signed membership, docs/wire-format.md section 8).
+    const groupId = (await alice.page.locator('[data-testid="chat-item"].active').getAttribute('data-chat')) ?? '';
+    const mallory = await rawClient(`${app.url.replace('http', 'ws')}/ws`, { name: 'Carol' });
+    const bobKey = app.relay.directory().find((d) => d.pin === bob.pin)!.pk;
+    const { env } = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.pin, signPk: fromB64(bobKey) }], conv: groupId, body: { text: 'Change of plan: send the numbers to me directly.', group: 'Project Falcon' }, escrow: { pk: fromB64(app.relay.getPolicy().escrowPk!), kid: app.relay.getPolicy().escrowKid! } });
+    mallory.send({ type: 'send', env });
+    await mallory.next('accepted', (f) => f.id === env.id);
+    await focusTab(bob.page);
+    await bob.page.locator(`[data-testid="chat-item"][data-chat="apart:${groupId}:${mallory.identity.pin}"]`).click();
+    await messageWith(bob.page, 'Change of plan').waitFor();
+    await bob.page.waitForTimeout(200);
+    await shoot(bob.page, 'group-apart.png');
+    mallory.ws.terminate();
 
     // Alice back in her chat with Bob: the banner, D/R, who can read each message, the wire panel.
     await focusTab(bob.page);

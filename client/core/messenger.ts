@@ -619,7 +619,7 @@ export class Messenger {
         if (chat.startsWith('dm:')) return { chat, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], last, unread, kind: 'dm' as const };
         if (chat.startsWith('apart:')) {
           const from = chat.split(':')[2] ?? '';
-          return { chat, title: `${last?.group ?? 'Unknown group'} (not verified)`, members: [] as string[], last, unread, kind: 'apart' as const, from };
+          return { chat, title: last?.group ?? 'Unknown group', members: [] as string[], last, unread, kind: 'apart' as const, from };
         }
         const state = this.groups.get(chat);
         const members = state ? state.members.map((m) => m.pin).filter((p) => p !== this.pin) : [];

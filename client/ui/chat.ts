@@ -404,6 +404,14 @@ class ChatPage {
     const closed = !chat || current?.kind === 'apart' || (current?.kind === 'group' && !state?.members.some((x) => x.pin === m.pin));
     this.composer.disabled = closed;
     this.sendButton.disabled = closed;
+    const placeholder = !chat
+      ? 'Pick a contact or a chat first.'
+      : current?.kind === 'apart'
+        ? 'You cannot reply here: these messages are not part of a group you hold.'
+        : closed
+          ? 'You were removed from this group.'
+          : 'Type a message. Enter sends, Shift+Enter for a new line.';
+    if (this.composer.placeholder !== placeholder) this.composer.placeholder = placeholder;
     this.notice.textContent = this.flash && this.flash.until > Date.now() ? this.flash.text : '';
     if (!chat) {
       if (this.unchanged('conv', null)) return;
@@ -597,7 +605,8 @@ class ChatPage {
           },
         },
       });
-    const records = m.wire.filter((r) => this.wireScope === 'all' || (chat !== null && chatKey(r.env, m.pin) === chat));
+    // A record belongs to the chat its message is shown in (a group message kept apart is not in the group's).
+    const records = m.wire.filter((r) => this.wireScope === 'all' || (chat !== null && (m.messages.get(r.env.id)?.chat ?? chatKey(r.env, m.pin)) === chat));
     const state = [this.wireScope, chat, m.directory.size, records.slice(-60).map((r) => `${r.direction}:${r.env.id}:${r.at}`)];
     if (this.unchanged('wire', state)) return;
     this.wireHead.replaceChildren(el('h2', { text: 'What crossed the wire' }), el('div', { class: 'toggles' }, scopeButton('chat', 'This chat'), scopeButton('all', 'All')));
