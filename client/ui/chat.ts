@@ -1,15 +1,18 @@
 /**
  * The chat page (`/?name=Alice`): a BBM-style messenger in one browser tab.
  *
- * The identity (Ed25519 secret key) lives in this tab's sessionStorage, so a
- * reload keeps it and two tabs are two people; it never leaves the tab. All the
+ * The identity (Ed25519 secret key) and the history live in this browser's
+ * localStorage under the person's name (person.ts): opening `/?name=Bob` again
+ * brings back the same Bob, two names are two people, and a second tab of Bob
+ * offers to take him over. The keys never leave the browser. All the
  * protocol work is done by client/core's Messenger; this file only draws it.
  * Text reaches the page only through text nodes (see dom.ts).
  */
 import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
 import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, type Policy } from '../../shared/protocol.ts';
-import { Messenger, chatKey, type ChatMessage, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
 import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
 
@@ -81,13 +84,36 @@ async function open(name: string): Promise<void> {
   document.title = `${name} — Backdoor Lab`;
   must('me-name').textContent = name;
   await cryptoReady();
+  const person = new PersonTab(name);
+  if (!(await person.claim())) {
+    elsewhere(person, `${name} is already open in another tab of this browser.`);
+    return;
+  }
+  await run(person);
+}
+
+/** Be this person in this tab: log in, draw the chat, and give the person up if another tab takes over. */
+async function run(person: PersonTab): Promise<void> {
   const m = new Messenger({
-    name,
-    storage: window.sessionStorage,
+    name: person.name,
+    storage: person.storage,
     connect: () => new WebSocket(socketUrl('/ws')) as unknown as SocketLike,
   });
   document.body.dataset.keysMs = String(Math.round(performance.now()));
-  new ChatPage(m).mount();
+  const page = new ChatPage(m, person.storage);
+  page.mount();
+  const giveUp = (why: string) => {
+    m.stop();
+    page.unmount();
+    elsewhere(person, why);
+  };
+  person.whenTaken(() => giveUp(`${person.name} is now open in another tab of this browser.`));
+  m.on((event) => {
+    if (event.type === 'error' && event.code === 'replaced') {
+      person.lost();
+      giveUp(`${person.name} logged in from another tab or device, so this tab let go.`);
+    }
+  });
   // Leaving the page: close the socket cleanly and write the saved state now, not after the save timer.
   window.addEventListener('pagehide', () => m.stop());
   window.addEventListener('pageshow', (ev) => {
@@ -96,6 +122,27 @@ async function open(name: string): Promise<void> {
   await m.start();
   document.body.dataset.readyMs = String(Math.round(performance.now()));
   document.body.dataset.ready = 'true';
+}
+
+/** This person is open elsewhere: say so, and offer to use them here. */
+function elsewhere(person: PersonTab, why: string): void {
+  document.body.dataset.ready = 'elsewhere';
+  must('status').textContent = 'elsewhere';
+  must('status').className = 'status offline';
+  const button = el('button', { text: 'Use here', testid: 'use-here', attrs: { type: 'button' } });
+  button.addEventListener('click', () => {
+    button.disabled = true;
+    void person.takeOver().then(() => run(person)).catch((err: unknown) => fatal(err instanceof Error ? err.message : String(err)));
+  });
+  must('app').replaceChildren(
+    el(
+      'div',
+      { class: 'card elsewhere', testid: 'elsewhere' },
+      el('h2', { text: why }),
+      el('p', { text: `One tab at a time can be ${person.name}: the relay keeps one session per PIN. "Use here" moves ${person.name} (keys, PIN and history) to this tab; the other tab can take it back the same way.` }),
+      button,
+    ),
+  );
 }
 
 class ChatPage {
@@ -125,9 +172,13 @@ class ChatPage {
   /** The open conversation's message items by id, with what they were drawn from. */
   private messageNodes = new Map<string, { sig: string; node: HTMLElement }>();
   private readonly schedule = scheduler(() => this.render());
+  private dead = false;
 
-  constructor(private readonly m: Messenger) {
-    const saved = sessionStorage.getItem(UI_KEY);
+  constructor(
+    private readonly m: Messenger,
+    private readonly storage: KeyValueStore,
+  ) {
+    const saved = storage.getItem(UI_KEY);
     if (saved) {
       try {
         const ui = JSON.parse(saved) as { open?: string | null; wire?: 'chat' | 'all' };
@@ -140,7 +191,7 @@ class ChatPage {
   }
 
   private saveUi(): void {
-    sessionStorage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
+    this.storage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
   }
 
   mount(): void {
@@ -170,8 +221,8 @@ class ChatPage {
       }
     });
     this.sendButton.addEventListener('click', () => this.send());
-    document.addEventListener('visibilitychange', () => this.schedule());
-    window.addEventListener('focus', () => this.schedule());
+    document.addEventListener('visibilitychange', this.schedule);
+    window.addEventListener('focus', this.schedule);
 
     m.on((event) => {
       // A tab that was duplicated shares this identity; the relay keeps one session, and the message stays up.
@@ -179,6 +230,13 @@ class ChatPage {
       this.schedule();
     });
     this.render();
+  }
+
+  /** Stop drawing: another tab is this person now (the messenger was stopped). */
+  unmount(): void {
+    this.dead = true;
+    document.removeEventListener('visibilitychange', this.schedule);
+    window.removeEventListener('focus', this.schedule);
   }
 
   /** True when `region` was last drawn from this same state (and so need not be redrawn). */
@@ -247,6 +305,7 @@ class ChatPage {
   // Drawing
 
   private render(): void {
+    if (this.dead) return;
     this.renderStatus();
     this.renderBanner(this.m.policy);
     this.renderSidebar();

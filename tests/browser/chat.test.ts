@@ -1,7 +1,7 @@
 /**
  * The chat page, the wire panel and the relay view in real Chromium, against a
  * real relay on 127.0.0.1, port 0. Each tab is a page of one browser context,
- * so each has its own sessionStorage: its own identity.
+ * so they share one localStorage; each name is its own person (client/ui/person.ts).
  */
 import { describe, expect, test } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
@@ -100,7 +100,7 @@ describe('chat page', () => {
       );
       expect(latencies).toHaveLength(10);
 
-      // A reload keeps the identity (sessionStorage) and the conversation.
+      // A reload keeps the identity (localStorage, by name) and the conversation.
       await alice.page.reload();
       const again = await waitReady(alice.page);
       console.log(`[figures] Alice's tab ready again after a reload: ${again.readyMs} ms`);

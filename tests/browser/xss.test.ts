@@ -279,7 +279,7 @@ describe('XSS corpus', () => {
       }
       const afterChat = await alice.page.evaluate(INJECTED);
 
-      // ---- ?name= : one tab renamed through every name payload (its identity stays in sessionStorage).
+      // ---- ?name= : one tab renamed through every name payload (each name is a person of its own in localStorage).
       // Four tabs share the names between them, to keep the test short.
       const ownNames: string[] = new Array<string>(NAMES.length).fill('');
       const ownInjected: ReturnType<typeof INJECTED>[] = [];
