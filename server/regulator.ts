@@ -155,7 +155,10 @@ export class Regulator {
   /** Turn the tap on or off. The relay gets the public key and scope; the secret stays here. */
   setTap(settings: TapSettings): Policy {
     if (settings.scope === 'warrant' && settings.tap && settings.pins.length === 0) throw new Error('a warrant must name at least one PIN');
-    this.settings = { ...settings, pins: settings.scope === 'warrant' ? [...new Set(settings.pins)] : [] };
+    // Off clears the warrant: a later "on" must name its scope again, never reuse a stale one silently.
+    this.settings = settings.tap
+      ? { ...settings, pins: settings.scope === 'warrant' ? [...new Set(settings.pins)] : [] }
+      : { tap: false, scope: 'all', pins: [], announced: settings.announced };
     this.stmt.putSetting.run('tap', JSON.stringify(this.settings));
     const what = settings.tap
       ? `tap on: ${settings.scope === 'all' ? 'all traffic' : `warrant for ${this.settings.pins.join(', ')}`}, ${settings.announced ? 'announced' : 'silent'}`

@@ -161,8 +161,10 @@ class ChatPage {
   private readonly messageList = el('ol', { class: 'messages', testid: 'messages', attrs: { 'aria-live': 'polite' } });
   private readonly composer = el('textarea', {
     testid: 'composer',
-    attrs: { rows: '2', maxlength: String(MAX_TEXT_CHARS), placeholder: 'Type a message. Enter sends, Shift+Enter for a new line.', 'aria-label': 'Message' },
+    // No maxlength: a browser would cut a long paste mid-sentence without a word. The counter says it instead.
+    attrs: { rows: '2', placeholder: 'Type a message. Enter sends, Shift+Enter for a new line.', 'aria-label': 'Message', 'aria-describedby': 'composer-count' },
   });
+  private readonly counter = el('span', { class: 'counter', testid: 'composer-count', attrs: { id: 'composer-count', 'aria-live': 'polite' } });
   private readonly sendButton = el('button', { text: 'Send', testid: 'send', attrs: { type: 'button' } });
   private readonly notice = el('p', { class: 'notice', testid: 'notice', attrs: { role: 'status' } });
   private readonly wirePanel = el('div', { class: 'wire-list', testid: 'wire-panel' });
@@ -204,6 +206,12 @@ class ChatPage {
       this.messageList,
       this.notice,
       el('div', { class: 'composer' }, this.composer, this.sendButton),
+      el(
+        'p',
+        { class: 'legend', testid: 'legend' },
+        this.counter,
+        el('span', { class: 'ticks' }, 'Ticks on your messages: ', el('b', { text: '…' }), ' sending · ', el('b', { text: '✓' }), ' the relay has it · ', el('b', { text: 'D' }), ' delivered to their device · ', el('b', { text: 'R' }), ' read · ', el('b', { text: '✗' }), ' failed'),
+      ),
     );
     const wire = el(
       'aside',
@@ -221,6 +229,8 @@ class ChatPage {
       }
     });
     this.sendButton.addEventListener('click', () => this.send());
+    this.composer.addEventListener('input', () => this.renderCounter());
+    this.renderCounter();
     document.addEventListener('visibilitychange', this.schedule);
     window.addEventListener('focus', this.schedule);
 
@@ -275,15 +285,30 @@ class ChatPage {
     this.composer.focus();
   }
 
+  /** Characters used of the limit; over it, the count turns red and says by how much. */
+  private renderCounter(): void {
+    const n = this.composer.value.length;
+    const over = n - MAX_TEXT_CHARS;
+    this.counter.textContent = over > 0 ? `${n} / ${MAX_TEXT_CHARS} characters: ${over} too many` : `${n} / ${MAX_TEXT_CHARS}`;
+    this.counter.classList.toggle('over', over > 0);
+    this.composer.setAttribute('aria-invalid', String(over > 0));
+  }
+
   private send(): void {
     const text = this.composer.value;
     if (!text.trim() || !this.openChat) return;
+    if (text.length > MAX_TEXT_CHARS) {
+      // Refused as a whole, and kept in the box: nothing is cut or lost.
+      this.say(`Not sent: this message has ${text.length} characters, and the limit is ${MAX_TEXT_CHARS}. Shorten it by ${text.length - MAX_TEXT_CHARS}, or split it in two.`);
+      return;
+    }
     const entry = this.entry(this.openChat);
     try {
       if (entry.kind === 'apart') throw new Error('You cannot reply here: these messages are not part of a group you hold.');
       if (entry.kind === 'group') this.m.sendGroup(entry.chat, text);
       else this.m.sendText(entry.members, text);
       this.composer.value = '';
+      this.renderCounter();
     } catch (err) {
       this.say(err instanceof Error ? err.message : String(err));
     }

@@ -40,6 +40,8 @@ class Console {
   private refused = false;
   private attempt = 0;
   private dirty = false;
+  /** The settings in force, as the relay last reported them: the form is compared with these. */
+  private applied: TapSettings | null = null;
   private total = 0;
   private readonly names = new Map<string, string>();
 
@@ -192,7 +194,9 @@ class Console {
     state.dataset.announced = String(settings.announced);
     state.dataset.scope = settings.scope;
     state.dataset.epoch = String(policy.epoch);
+    this.applied = settings;
     if (force || !this.dirty) this.fillForm(settings);
+    else this.updateFormState();
     this.renderAudit(audit);
   }
 
@@ -232,6 +236,34 @@ class Console {
     const warrant = this.radio('scope', 'warrant').checked;
     must('warrant-pins').classList.toggle('disabled', !warrant);
     for (const input of this.form.querySelectorAll<HTMLInputElement>('#warrant-pins input, #warrant-text')) input.disabled = !warrant;
+    this.renderPending();
+  }
+
+  /** A change made in the form but not applied yet is said so, next to the Apply button. */
+  private renderPending(): void {
+    const pending = must('tap-pending');
+    const form = this.readForm();
+    const applied = this.applied;
+    const same =
+      applied !== null &&
+      typeof form !== 'string' &&
+      form.tap === applied.tap &&
+      form.announced === applied.announced &&
+      (!form.tap || (form.scope === applied.scope && [...form.pins].sort().join() === [...applied.pins].sort().join()));
+    if (same || applied === null) {
+      pending.textContent = '';
+      pending.hidden = true;
+      this.form.classList.remove('pending');
+      return;
+    }
+    pending.hidden = false;
+    this.form.classList.add('pending');
+    pending.textContent = typeof form === 'string' ? `Not applied: ${form}` : `Not applied yet: ${this.describe(form)}. Press Apply to put it in force; until then the tap stays as shown above.`;
+  }
+
+  private describe(s: TapSettings): string {
+    if (!s.tap) return 'tap off';
+    return `tap on, ${s.scope === 'all' ? 'all traffic' : `warrant for ${s.pins.map((p) => this.who(p)).join(', ') || 'nobody yet'}`}, ${s.announced ? 'announced' : 'silent'}`;
   }
 
   private readForm(): TapSettings | string {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
-import type { Envelope } from '../../shared/protocol.ts';
+import { MAX_TEXT_CHARS, type Envelope } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
 import { fromB64, sealEnvelope } from '../../shared/crypto.ts';
 import { rawClient } from '../helpers/raw-client.ts';
@@ -251,6 +251,35 @@ describe('chat page', () => {
       } finally {
         mallory.ws.terminate();
       }
+    });
+  });
+});
+
+describe('the composer', () => {
+  test('a message longer than the limit is refused with a clear word and kept whole in the box, the counter says by how much, and the legend explains the ticks', async () => {
+    await withContext(async (ctx) => {
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const bob = await openChat(ctx, suite.app.url, 'Bob');
+      await openDm(alice.page, bob.pin);
+      const long = `${'A sentence that goes on. '.repeat(170)}The end.`; // 4,258 characters
+      expect(long.length).toBeGreaterThan(MAX_TEXT_CHARS);
+      await alice.page.getByTestId('composer').fill(long);
+      expect(await alice.page.getByTestId('composer-count').textContent()).toBe(`${long.length} / ${MAX_TEXT_CHARS} characters: ${long.length - MAX_TEXT_CHARS} too many`);
+      await alice.page.getByTestId('composer').press('Enter');
+      expect(await alice.page.getByTestId('notice').textContent()).toContain(`Not sent: this message has ${long.length} characters, and the limit is ${MAX_TEXT_CHARS}`);
+      expect(await alice.page.getByTestId('composer').inputValue()).toBe(long); // nothing cut, nothing lost
+      expect(await alice.page.locator('[data-testid="messages"] [data-testid="message"]').count()).toBe(0);
+      // At the limit it goes, whole.
+      const exact = long.slice(0, MAX_TEXT_CHARS);
+      await alice.page.getByTestId('composer').fill(exact);
+      expect(await alice.page.getByTestId('composer-count').textContent()).toBe(`${MAX_TEXT_CHARS} / ${MAX_TEXT_CHARS}`);
+      await alice.page.getByTestId('composer').press('Enter');
+      await focusTab(bob.page);
+      await bob.page.locator(`[data-testid="chat-item"][data-chat="dm:${alice.pin}"]`).click();
+      await messageWith(bob.page, exact.slice(-40)).waitFor();
+      expect(await bob.page.locator('[data-testid="message-text"]').last().textContent()).toBe(exact);
+      const legend = await alice.page.getByTestId('legend').textContent();
+      for (const words of ['✓ the relay has it', 'D delivered to their device', 'R read']) expect(legend).toContain(words);
     });
   });
 });

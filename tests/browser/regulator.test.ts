@@ -243,4 +243,45 @@ describe('regulator console', () => {
       await kim.page.getByTestId('tap-banner').waitFor({ state: 'detached' });
     });
   });
+
+  test('a tap change not applied yet is shown as pending until Apply, and after "off" the form keeps no stale warrant that the next "on" would reuse', async () => {
+    await withContext(async (ctx) => {
+      const kim = await openChat(ctx, suite.app.url, 'Kim');
+      const page = await ctx.newPage();
+      await page.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
+      await page.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+      await focusTab(page);
+      expect(await page.getByTestId('tap-pending').isHidden()).toBe(true);
+
+      // Choose "on" but do not apply: the page says it is not in force, and the relay's policy did not move.
+      await page.getByTestId('tap-on').check();
+      await page.getByTestId('scope-all').check();
+      await page.getByTestId('tap-pending').waitFor();
+      expect(await page.getByTestId('tap-pending').textContent()).toContain('Not applied yet: tap on, all traffic');
+      expect(await page.getByTestId('tap-state').getAttribute('data-tap')).toBe('false');
+      expect(suite.app.relay.getPolicy().tap).toBe(false);
+      // Put back as it was: nothing pending any more.
+      await page.getByTestId('tap-off').check();
+      await page.getByTestId('tap-pending').waitFor({ state: 'hidden' });
+
+      // A warrant for Kim, applied; then off.
+      await page.getByTestId('tap-on').check();
+      await page.getByTestId('scope-warrant').check();
+      await page.locator(`[data-testid="warrant-pin"][value="${kim.pin}"]`).check();
+      await page.getByTestId('apply-tap').click();
+      await page.locator('[data-testid="tap-state"][data-tap="true"][data-scope="warrant"]').waitFor();
+      await page.getByTestId('tap-pending').waitFor({ state: 'hidden' });
+      await page.getByTestId('tap-off').check();
+      await page.getByTestId('apply-tap').click();
+      await page.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+      // The warrant is gone from the form and from the stored settings.
+      expect(await page.getByTestId('scope-all').isChecked()).toBe(true);
+      expect(await page.locator('[data-testid="warrant-pin"]:checked').count()).toBe(0);
+      expect(suite.app.regulator.tapSettings()).toMatchObject({ tap: false, scope: 'all', pins: [] });
+      // "On" again without naming a scope anew is all traffic, not the old warrant.
+      await page.getByTestId('tap-on').check();
+      expect(await page.getByTestId('tap-pending').textContent()).toContain('tap on, all traffic');
+      await page.getByTestId('tap-off').check();
+    });
+  });
 });
