@@ -1,0 +1,69 @@
+/**
+ * `npm start` as a teacher runs it: through npm, stopped by a signal sent to npm alone (as a
+ * process manager, a terminal closing, or a test harness does). Before, npm's shell and tsx's
+ * wrapper sat between npm and the server, and the server kept running with the port taken.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** The pids of `pid`'s children, from /proc (Linux). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function waitFor<T>(get: () => T | undefined, what: string, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = get();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('npm start', () => {
+  it('stops the server, port and all, when only npm is sent SIGTERM', async () => {
+    const npm = spawn('npm', ['start', '--silent', '--', '--ephemeral', '--port', '0', '--quiet'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    npm.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    npm.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const url = await waitFor(() => /Alice's chat:\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(out)?.[1], `the start banner (${out})`);
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      // Everything npm started, down to the server process itself.
+      const tree: number[] = [];
+      const walk = (pid: number) => {
+        for (const child of childrenOf(pid)) {
+          tree.push(child);
+          walk(child);
+        }
+      };
+      walk(npm.pid!);
+      expect(tree.length).toBeGreaterThan(0);
+
+      process.kill(npm.pid!, 'SIGTERM');
+      await waitFor(() => (tree.every((pid) => !alive(pid)) ? true : undefined), `every process npm started to exit (${tree.join(', ')})`, 15_000);
+      await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+      expect(out).toContain('SIGTERM: closing connections and the database');
+    } finally {
+      if (npm.exitCode === null) npm.kill('SIGKILL');
+    }
+  }, 60_000);
+});
