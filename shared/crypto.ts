@@ -64,7 +64,7 @@ export function boxKeyOf(signPk: Uint8Array): Uint8Array {
 }
 const boxKeyCache = new Map<string, Uint8Array>();
 
-/** PIN: the first 4 bytes of BLAKE2b(Ed25519 public key), as 8 upper-case hex digits. */
+/** PIN: BLAKE2b with a 4-byte output (not a truncated longer hash) over the Ed25519 public key, as 8 upper-case hex digits. */
 export function pinOf(signPk: Uint8Array): string {
   return toHex(sodium.crypto_generichash(4, signPk, null)).toUpperCase();
 }

@@ -115,7 +115,7 @@ describe('identities', () => {
 });
 
 describe('PINs', () => {
-  it('a PIN is the first 4 bytes of BLAKE2b(Ed25519 public key) as 8 upper-case hex digits', () => {
+  it('a PIN is BLAKE2b with a 4-byte output over the Ed25519 public key, as 8 upper-case hex digits', () => {
     for (const id of [alice, bob, identity()]) {
       expect(id.pin).toMatch(/^[0-9A-F]{8}$/);
       expect(pinOf(id.signPk)).toBe(toHex(sodium.crypto_generichash(4, id.signPk, null)).toUpperCase());
