@@ -203,9 +203,14 @@ export const TrafficEvent = z.discriminatedUnion('kind', [
 ]);
 export type TrafficEvent = z.infer<typeof TrafficEvent>;
 
-/** Frames on the relay view socket (`/ws/relay-view`): a backlog, then live events. */
+/**
+ * Frames on the relay view socket (`/ws/relay-view`): a backlog, then live events. The backlog comes
+ * in parts, within the viewer's buffer bound: `backlog` first (the page starts afresh), then any
+ * number of `backlog-more` (applied in order, on top), the directory before the events.
+ */
 export const ViewerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('backlog'), events: z.array(TrafficEvent), directory: z.array(DirectoryEntry) }).strict(),
+  z.object({ type: z.literal('backlog-more'), events: z.array(TrafficEvent), directory: z.array(DirectoryEntry) }).strict(),
   z.object({ type: z.literal('traffic'), event: TrafficEvent }).strict(),
 ]);
 export type ViewerMessage = z.infer<typeof ViewerMessage>;
