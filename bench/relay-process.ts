@@ -11,11 +11,11 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApp, type App } from '../server/app.ts';
-import type { RelayLimits } from '../server/relay.ts';
+import type { AppLimits } from '../server/app.ts';
 import { serveServer } from './common.ts';
 
 
-const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<RelayLimits>;
+const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<AppLimits>;
 let app: App | null = null;
 let dataDir: string | null = null;
 

@@ -4,27 +4,52 @@
  * regulator console feed (`/ws/regulator`, admin token required).
  * Used by `main.ts`, the tests and the benchmark alike.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
 import { cryptoReady } from '../shared/crypto.ts';
-import { CloseCode, parseConsoleClientMessage, type ConsoleMessage, type TrafficEvent, type ViewerMessage } from '../shared/protocol.ts';
+import { CloseCode, DisplayName, NAME_REFUSALS } from '../shared/protocol.ts';
 import { Relay, type RelayLimits } from './relay.ts';
 import { Regulator } from './regulator.ts';
 import { RelayStore } from './store.ts';
-import { buildBundles, createHttpApp, tokenMatches } from './http.ts';
+import { buildBundles, createHttpApp } from './http.ts';
 import { silentLogger, type Logger } from './log.ts';
+import { AdminGuard, adminTokenProblem, retryAfterSeconds } from './admin-guard.ts';
+import { ConnectionCaps, DEFAULT_EDGE_LIMITS, EDGE_LIMIT_KEYS, type EdgeLimits } from './edge-limits.ts';
+import { allowedHosts, checkHostAndOrigin, parsePublicHost, type AllowedHosts, type HostCheck } from './hosts.ts';
+import { ViewFeed } from './view-feed.ts';
+import { ConsoleFeed } from './console-feed.ts';
+import type { FeedSocket } from './feed-socket.ts';
+
+/** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
+export type AppLimits = RelayLimits & EdgeLimits;
 
 export interface AppOptions {
   port?: number;
   host?: string;
   /** Folder for the SQLite files; null keeps everything in memory (`--ephemeral`). */
   dataDir?: string | null;
+  /** The teacher's token, 16 to 200 printable characters; a random one when left out. */
   adminToken?: string;
+  /** More names the relay answers to (`--public-host NAME[:PORT]`): a TLS proxy, a DNS name. */
+  publicHosts?: string[];
   log?: Logger;
-  limits?: Partial<RelayLimits>;
+  limits?: Partial<AppLimits>;
+}
+
+/** Refusals at the edge, for the tests and the figures. */
+export interface EdgeStats {
+  /** Requests and upgrades refused for their Host or Origin (403). */
+  refusedHost: number;
+  /** Upgrades refused by a connection cap (503), by kind. */
+  refusedViewers: number;
+  refusedConsoles: number;
+  refusedPendingLogins: number;
+  /** Admin requests and console upgrades or logins answered 429 during a lockout. */
+  lockedOut: number;
 }
 
 export interface App {
@@ -36,35 +61,62 @@ export interface App {
   regulator: Regulator;
   store: RelayStore;
   server: Server;
+  /** The Host names this relay answers (bind address, localhost names, LAN addresses, public hosts). */
+  hosts: AllowedHosts;
+  edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard };
   close(): Promise<void>;
 }
 
-const VIEW_BACKLOG = 200;
-
-/** True when a browser's Origin header names this same host (or there is none: bots, tests, curl). */
-export function sameOrigin(req: IncomingMessage): boolean {
-  const origin = req.headers.origin;
-  if (origin === undefined) return true;
-  try {
-    return new URL(origin).host === req.headers.host;
-  } catch {
-    return false;
+function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLimits>; edge: EdgeLimits } {
+  const relay: Partial<AppLimits> = { ...limits };
+  const edge: EdgeLimits = { ...DEFAULT_EDGE_LIMITS };
+  for (const key of EDGE_LIMIT_KEYS) {
+    const value = limits[key];
+    if (value !== undefined) edge[key] = value;
+    delete relay[key];
   }
+  return { relay, edge };
 }
 
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
+function refuseUpgrade(socket: Duplex, status: number, reason: string, headers: Record<string, string> = {}): void {
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n${extra}Content-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`,
+  );
+}
+
+/**
+ * Names stored before the display-name rules refused bidi controls, zero-width characters and the
+ * like would make every client refuse the directory (and so every login): cleaned once at start.
+ */
+function cleanStoredNames(store: RelayStore, log: Logger): void {
+  for (const user of store.allUsers()) {
+    if (DisplayName.safeParse(user.name).success) continue;
+    let name = user.name;
+    for (const { chars } of NAME_REFUSALS) name = name.replace(new RegExp(chars.source, 'gu'), (c) => (/\s/u.test(c) ? ' ' : ''));
+    const cleaned = DisplayName.safeParse(name.slice(0, 40));
+    store.upsertUser(user.pin, user.pk, cleaned.success ? cleaned.data : `user ${user.pin}`, user.last_seen);
+    log.info('stored name cleaned', { pin: user.pin });
+  }
 }
 
 export async function startApp(options: AppOptions = {}): Promise<App> {
   await cryptoReady();
   const log = options.log ?? silentLogger;
   const dataDir = options.dataDir === undefined ? 'data' : options.dataDir;
+  if (options.adminToken !== undefined) {
+    const problem = adminTokenProblem(options.adminToken);
+    if (problem) throw new Error(`admin token ${problem}`);
+  }
   const adminToken = options.adminToken ?? randomBytes(16).toString('hex');
+  const publicHosts = options.publicHosts ?? [];
+  for (const name of publicHosts) parsePublicHost(name); // throws with a clear message before anything starts
+  const { relay: relayLimits, edge: limits } = splitLimits(options.limits);
 
   const store = new RelayStore(dataDir === null ? ':memory:' : join(dataDir, 'relay.db'));
+  cleanStoredNames(store, log);
   let regulator: Regulator;
-  const relay = new Relay(store, log, options.limits);
+  const relay = new Relay(store, log, relayLimits);
   try {
     regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay);
   } catch (err) {
@@ -72,10 +124,30 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     store.close();
     throw err;
   }
+  const guard = new AdminGuard(limits);
+  const stats: EdgeStats = { refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();
   const startedAt = Date.now();
-  const http = createHttpApp({ relay, store, regulator, adminToken, log, bundles, startedAt });
-  const server = createServer(http);
+  const http = createHttpApp({ relay, store, regulator, adminToken, guard, log, bundles, startedAt });
+
+  // Known once the server listens (the port may be 0 until then); nothing is answered before that.
+  let hosts: AllowedHosts | null = null;
+  const hostCheck = (req: IncomingMessage): HostCheck => {
+    const origin = req.headers.origin;
+    const check = hosts ? checkHostAndOrigin(hosts, req.headers.host, origin) : { ok: false as const, reason: 'the relay is starting' };
+    if (!check.ok) {
+      stats.refusedHost += 1;
+      log.info('refused request: host or origin', { host: req.headers.host ?? '', origin: origin ?? '', path: (req.url ?? '').split('?')[0], address: req.socket.remoteAddress ?? '-' });
+    }
+    return check;
+  };
+  const server = createServer((req, res) => {
+    const check = hostCheck(req);
+    if (check.ok) return void http(req, res);
+    // DNS rebinding: a page on another name that resolves to this machine gets nothing, not even a page.
+    res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
+    res.end(JSON.stringify({ error: 'forbidden', message: check.reason }));
+  });
 
   const maxPayload = relay.limits.maxFrameBytes;
   // The relay checks UTF-8 itself and answers a bad text frame with an error reply; ws's own check
@@ -84,91 +156,65 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const viewWss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
   const consoleWss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
 
-  // ---- The public relay view: what the server sees, live.
-  const backlog: TrafficEvent[] = [];
-  const viewers = new Set<WebSocket>();
-  const unobserve = relay.observe((event) => {
-    backlog.push(event);
-    if (backlog.length > VIEW_BACKLOG) backlog.shift();
-    if (!viewers.size) return;
-    const frame = JSON.stringify({ type: 'traffic', event } satisfies ViewerMessage);
-    for (const viewer of viewers) if (viewer.bufferedAmount < 1 << 20) viewer.send(frame);
-  });
-  viewWss.on('connection', (ws) => {
-    viewers.add(ws);
-    ws.on('close', () => viewers.delete(ws));
-    ws.on('error', () => ws.terminate());
-    ws.send(JSON.stringify({ type: 'backlog', events: backlog, directory: relay.directory() } satisfies ViewerMessage));
-  });
-
-  // ---- The regulator console: authenticate, then a snapshot and live intercepts.
-  const consoles = new Set<WebSocket>();
-  const stateFrame = () =>
-    JSON.stringify({ type: 'state', audit: regulator.auditLog(), settings: regulator.tapSettings(), policy: relay.getPolicy() } satisfies ConsoleMessage);
-  // Subscribed only while a console is connected: each intercept handed to a listener is first
-  // opened with the escrow key (an Ed25519 verify and an unwrap), which nobody needs otherwise.
-  let unlisten: (() => void) | null = null;
-  const listen = () =>
-    (unlisten ??= regulator.onIntercept((item) => {
-      const frame = JSON.stringify({ type: 'intercept', item, total: regulator.archiveSize() } satisfies ConsoleMessage);
-      for (const ws of consoles) ws.send(frame);
-    }));
-  const offIntercept = () => {
-    unlisten?.();
-    unlisten = null;
+  // The public relay view and the regulator console: capped, paced, bounded (view-feed.ts, console-feed.ts).
+  const views = new ViewFeed(relay, limits);
+  const consoles = new ConsoleFeed({ regulator, policy: () => relay.getPolicy(), adminToken, guard, limits, log });
+  const viewerCaps = new ConnectionCaps('relay-view sockets', limits.viewersPerAddress, limits.viewersTotal);
+  const consoleCaps = new ConnectionCaps('regulator-console sockets', limits.consolesPerAddress, limits.consolesTotal);
+  const feeds = new Set<FeedSocket>();
+  const track = (feed: FeedSocket, release: () => void) => {
+    feeds.add(feed);
+    feed.ws.on('error', () => feed.ws.terminate());
+    feed.ws.on('close', () => {
+      feeds.delete(feed);
+      release();
+    });
   };
-  const offAudit = regulator.onAudit(() => {
-    if (!consoles.size) return;
-    // Deferred: the policy changes right after the audit entry is written.
-    setImmediate(() => {
-      const frame = stateFrame();
-      for (const ws of consoles) ws.send(frame);
-    });
-  });
-  consoleWss.on('connection', (ws) => {
-    ws.on('error', () => ws.terminate());
-    const timer = setTimeout(() => ws.close(CloseCode.LoginTimeout, 'send the admin token first'), 5000);
-    ws.once('message', (data) => {
-      clearTimeout(timer);
-      const parsed = parseConsoleClientMessage(data.toString());
-      if (!parsed.ok || !tokenMatches(parsed.value.token, adminToken)) {
-        ws.send(JSON.stringify({ type: 'error', code: 'forbidden', message: 'wrong admin token' } satisfies ConsoleMessage));
-        ws.close(CloseCode.PolicyViolation, 'wrong admin token');
-        return;
-      }
-      consoles.add(ws);
-      listen();
-      ws.on('close', () => {
-        consoles.delete(ws);
-        if (!consoles.size) offIntercept();
-      });
-      ws.send(
-        JSON.stringify({
-          type: 'snapshot',
-          intercepts: regulator.recent(200),
-          total: regulator.archiveSize(),
-          audit: regulator.auditLog(),
-          settings: regulator.tapSettings(),
-          policy: relay.getPolicy(),
-          kid: regulator.kid,
-        } satisfies ConsoleMessage),
-      );
-    });
-  });
+  const heartbeat = setInterval(() => {
+    for (const feed of feeds) feed.beat();
+  }, relay.limits.heartbeatMs);
+  heartbeat.unref();
 
-  relayWss.on('connection', (ws, req) => relay.handleConnection(ws, req.socket.remoteAddress ?? 'unknown'));
+  const pendingRefusal = (address: string): string | null => {
+    if (relay.pendingLogins() >= limits.pendingLoginsTotal) return `too many connections waiting to log in on this relay (${limits.pendingLoginsTotal} at most); try again later`;
+    if (relay.pendingLogins(address) >= limits.pendingLoginsPerAddress) return `too many connections waiting to log in from your address (${limits.pendingLoginsPerAddress} at most); log them in or close them`;
+    return null;
+  };
 
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => socket.destroy());
-    if (!sameOrigin(req)) {
-      // Cross-site WebSocket hijacking: another site's page must not act as a logged-in tab.
-      log.info('refused cross-origin websocket', { origin: req.headers.origin ?? '' });
-      return refuseUpgrade(socket, 403, 'Forbidden: cross-origin WebSocket');
-    }
+    const address = req.socket.remoteAddress ?? 'unknown';
+    const check = hostCheck(req);
+    // Cross-site WebSocket hijacking and DNS rebinding: another site's page must not act as a tab here.
+    if (!check.ok) return refuseUpgrade(socket, 403, `Forbidden: ${check.reason}`);
     const path = (req.url ?? '').split('?')[0];
-    const wss = path === '/ws' ? relayWss : path === '/ws/relay-view' ? viewWss : path === '/ws/regulator' ? consoleWss : null;
-    if (!wss) return refuseUpgrade(socket, 404, 'Not Found');
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    const capped = (kind: keyof Pick<EdgeStats, 'refusedViewers' | 'refusedConsoles' | 'refusedPendingLogins'>, reason: string) => {
+      stats[kind] += 1;
+      log.info('refused websocket: connection cap', { path, address });
+      refuseUpgrade(socket, 503, reason, { 'Retry-After': '10' });
+    };
+    if (path === '/ws') {
+      const full = pendingRefusal(address);
+      if (full) return capped('refusedPendingLogins', full);
+      return relayWss.handleUpgrade(req, socket, head, (ws) => relay.handleConnection(ws, address));
+    }
+    if (path === '/ws/relay-view') {
+      const full = viewerCaps.refusal(address);
+      if (full) return capped('refusedViewers', full);
+      return viewWss.handleUpgrade(req, socket, head, (ws) => track(views.add(ws), viewerCaps.add(address)));
+    }
+    if (path === '/ws/regulator') {
+      const full = consoleCaps.refusal(address);
+      if (full) return capped('refusedConsoles', full);
+      const wait = guard.lockedFor(address);
+      if (wait > 0) {
+        stats.lockedOut += 1;
+        const seconds = retryAfterSeconds(wait);
+        return refuseUpgrade(socket, 429, `too many wrong admin tokens from your address: try again in ${seconds} s`, { 'Retry-After': String(seconds) });
+      }
+      return consoleWss.handleUpgrade(req, socket, head, (ws) => track(consoles.add(ws, address), consoleCaps.add(address)));
+    }
+    refuseUpgrade(socket, 404, 'Not Found');
   });
 
   const host = options.host ?? '127.0.0.1';
@@ -181,16 +227,17 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 3000);
-  const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+  hosts = allowedHosts({ bind: host, port, publicHosts, interfaces: networkInterfaces() });
 
   let closed: Promise<void> | null = null;
   const close = () =>
     (closed ??= (async () => {
-      unobserve();
-      offIntercept();
-      offAudit();
+      clearInterval(heartbeat);
+      views.close();
+      consoles.close();
       relay.close();
-      for (const ws of [...viewers, ...consoles]) ws.close(CloseCode.GoingAway, 'relay shutting down');
+      for (const feed of feeds) feed.ws.close(CloseCode.GoingAway, 'relay shutting down');
       for (const wss of [relayWss, viewWss, consoleWss]) wss.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -198,5 +245,17 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
       store.close();
     })());
 
-  return { url: `http://${urlHost}:${port}`, port, host, adminToken, relay, regulator, store, server, close };
+  return {
+    url: `http://${urlHost}:${port}`,
+    port,
+    host,
+    adminToken,
+    relay,
+    regulator,
+    store,
+    server,
+    hosts,
+    edge: { limits, stats, views, consoles, guard },
+    close,
+  };
 }

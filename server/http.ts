@@ -14,6 +14,7 @@ import type { Relay } from './relay.ts';
 import type { Regulator } from './regulator.ts';
 import type { RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
+import { retryAfterSeconds, type AdminGuard } from './admin-guard.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html' } as const;
@@ -76,6 +77,8 @@ export interface HttpDeps {
   store: RelayStore;
   regulator: Regulator;
   adminToken: string;
+  /** Wrong-token guesses, slowed per address (shared with the console socket). */
+  guard: AdminGuard;
   log: Logger;
   bundles: Map<string, string>;
   startedAt: number;
@@ -124,17 +127,27 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   // ---- The teacher's regulator API: every route needs the admin token.
   const admin = express.Router();
   admin.use((req: Request, res: Response, next: NextFunction) => {
-    const token = bearer(req);
+    const address = req.socket.remoteAddress ?? '-';
     // Refusals are logged for the teacher, with the path only (never the query string or the presented token).
-    const refused = (status: number) => deps.log.info('admin request refused', { status, method: req.method, path: req.path, address: req.socket.remoteAddress ?? '-' });
+    const refused = (status: number) => deps.log.info('admin request refused', { status, method: req.method, path: req.path, address });
+    const wait = deps.guard.lockedFor(address);
+    if (wait > 0) {
+      // Locked out after too many wrong tokens: the token is not even compared.
+      refused(429);
+      const seconds = retryAfterSeconds(wait);
+      return void res.status(429).setHeader('Retry-After', String(seconds)).json({ error: 'too_many_failures', message: `too many wrong admin tokens from your address: try again in ${seconds} s` });
+    }
+    const token = bearer(req);
     if (!token) {
       refused(401);
       return void res.status(401).setHeader('WWW-Authenticate', 'Bearer').json({ error: 'unauthorized', message: 'send Authorization: Bearer <admin token>' });
     }
     if (!tokenMatches(token, adminToken)) {
+      deps.guard.failed(address);
       refused(403);
       return void res.status(403).json({ error: 'forbidden', message: 'wrong admin token' });
     }
+    deps.guard.succeeded(address);
     next();
   });
   admin.use(express.json({ limit: '64kb' }));

@@ -1,10 +1,13 @@
 /**
- * `npm start -- [--port N] [--host H] [--data DIR | --ephemeral] [--admin-token T]`
+ * `npm start -- [--port N] [--host H] [--public-host NAME[:PORT]]... [--data DIR | --ephemeral]
+ *   [--admin-token T | --admin-token-file FILE]` (or BACKDOOR_LAB_ADMIN_TOKEN)
  * Starts the relay and prints the links a teacher opens.
  */
-import { networkInterfaces } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startApp } from './app.ts';
+import { adminTokenProblem } from './admin-guard.ts';
+import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
 import { StoreError } from './store.ts';
 
@@ -12,13 +15,23 @@ const HELP = `Backdoor Lab relay
 
 Usage: npm start -- [options]
 
-  --port N            port for pages and WebSocket (default 3000; 0 picks a free one)
-  --host H            address to listen on (default 127.0.0.1; 0.0.0.0 for a class on the LAN)
-  --data DIR          folder for the SQLite files (default ./data)
-  --ephemeral         keep everything in memory; nothing survives a restart
-  --admin-token T     the teacher's token (default: a fresh random one, printed below)
-  --quiet             log only errors
-  --help              this text
+  --port N                 port for pages and WebSocket (default 3000; 0 picks a free one)
+  --host H                 address to listen on (default 127.0.0.1; 0.0.0.0 for a class on the LAN)
+  --public-host NAME[:PORT]
+                           another name browsers may use for this relay, e.g. a TLS proxy's
+                           (lab.example:443); repeat for more. Requests naming any other host
+                           get 403 (DNS rebinding). Always served: the --host address, and
+                           localhost, 127.0.0.1, [::1] when listening on loopback or everywhere,
+                           plus the LAN addresses printed below with --host 0.0.0.0
+  --data DIR               folder for the SQLite files (default ./data)
+  --ephemeral              keep everything in memory; nothing survives a restart
+  --admin-token T          the teacher's token, 16 to 200 printable characters
+                           (default: a fresh random one, printed below). Other processes on
+                           this machine can read a command line: prefer one of these two:
+  --admin-token-file FILE  read the token from FILE (its first line)
+                           or set BACKDOOR_LAB_ADMIN_TOKEN in the environment
+  --quiet                  log only errors
+  --help                   this text
 `;
 
 function fail(message: string): never {
@@ -35,6 +48,8 @@ function options() {
         data: { type: 'string', default: 'data' },
         ephemeral: { type: 'boolean', default: false },
         'admin-token': { type: 'string' },
+        'admin-token-file': { type: 'string' },
+        'public-host': { type: 'string', multiple: true, default: [] },
         quiet: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
       },
@@ -46,6 +61,37 @@ function options() {
   }
 }
 
+/**
+ * The teacher's token: --admin-token, --admin-token-file or BACKDOOR_LAB_ADMIN_TOKEN (at most one of
+ * the two flags; either overrides the variable), or undefined for a random one.
+ */
+function adminToken(flag: string | undefined, file: string | undefined): string | undefined {
+  if (flag !== undefined && file !== undefined) fail('give --admin-token or --admin-token-file, not both');
+  let token: string | undefined;
+  let where: string;
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      return fail(`cannot read --admin-token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    token = text.split(/\r?\n/, 1)[0]!.trim();
+    where = `the token in --admin-token-file ${file}`;
+  } else if (flag !== undefined) {
+    token = flag;
+    where = '--admin-token';
+  } else {
+    const env = process.env.BACKDOOR_LAB_ADMIN_TOKEN;
+    if (env === undefined || env === '') return undefined;
+    token = env;
+    where = 'BACKDOOR_LAB_ADMIN_TOKEN';
+  }
+  const problem = adminTokenProblem(token);
+  if (problem) fail(`${where} ${problem}`);
+  return token;
+}
+
 async function main(): Promise<void> {
   const opts = options();
   if (opts.help) {
@@ -54,14 +100,21 @@ async function main(): Promise<void> {
   }
   const port = Number(opts.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be a whole number from 0 to 65535, not "${opts.port}"`);
-  const token = opts['admin-token'];
-  if (token !== undefined && !/^[\x21-\x7e]{8,200}$/.test(token)) fail('--admin-token must be 8 to 200 printable characters without spaces');
+  const token = adminToken(opts['admin-token'], opts['admin-token-file']);
+  const publicHosts = opts['public-host'];
+  for (const name of publicHosts) {
+    try {
+      parsePublicHost(name);
+    } catch (err) {
+      fail((err as Error).message);
+    }
+  }
 
   const base = consoleLogger();
   const log = opts.quiet ? { info: () => {}, error: base.error } : base;
   let app;
   try {
-    app = await startApp({ port, host: opts.host, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log });
+    app = await startApp({ port, host: opts.host, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log });
   } catch (err) {
     if (err instanceof StoreError) {
       process.stderr.write(`error: ${err.message}\n`);
@@ -79,12 +132,8 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  const bases = [app.url];
-  if (opts.host === '0.0.0.0' || opts.host === '::') {
-    for (const list of Object.values(networkInterfaces())) {
-      for (const addr of list ?? []) if (addr.family === 'IPv4' && !addr.internal) bases.push(`http://${addr.address}:${app.port}`);
-    }
-  }
+  // The LAN addresses the relay answers to (server/hosts.ts computed them once, at start).
+  const bases = [app.url, ...app.hosts.lan.map((a) => `http://${a}:${app.port}`)];
   const lines = [
     '',
     'Backdoor Lab is running.',
@@ -98,6 +147,7 @@ async function main(): Promise<void> {
     `  Regulator console:  ${app.url}/regulator#token=${app.adminToken}`,
     '                      (the teacher\'s link: the token after # is the admin token; keep it off the projector)',
     ...(bases.length > 1 ? ['', 'On the class network, students open:', ...bases.slice(1).map((b) => `  ${b}/?name=YourName`)] : []),
+    ...(publicHosts.length ? ['', 'Also served under (--public-host; http or https, e.g. through a TLS proxy):', ...publicHosts.map((h) => `  ${h}`)] : []),
     '',
     'Press Ctrl-C to stop.',
     '',

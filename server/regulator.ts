@@ -103,6 +103,7 @@ export class Regulator {
         'SELECT seq, at, sender_pk, json FROM archive ORDER BY seq DESC LIMIT ?',
       ),
       count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM archive'),
+      nthNewest: db.prepare<[number], { seq: number }>('SELECT seq FROM archive ORDER BY seq DESC LIMIT 1 OFFSET ?'),
       audit: db.prepare('INSERT INTO audit (at, action, detail) VALUES (?, ?, ?)'),
       auditAll: db.prepare<[], AuditEntry>('SELECT seq, at, action, detail FROM audit ORDER BY seq DESC LIMIT 200'),
       getSetting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?'),
@@ -247,6 +248,11 @@ export class Regulator {
   /** The newest `limit` intercepts, opened where the key opens them, oldest first. */
   recent(limit = 200): Intercept[] {
     return this.rows(this.stmt.latest.all(limit)).reverse().map((item) => this.open(item));
+  }
+
+  /** The seq after which the newest `limit` intercepts start (0 when the archive holds no more than that). */
+  seqBeforeNewest(limit: number): number {
+    return this.stmt.nthNewest.get(limit)?.seq ?? 0;
   }
 
   /** Counted once, then kept up to date: COUNT(*) scans the whole archive, and the console asks on every intercept. */

@@ -91,6 +91,8 @@ interface Session {
   dropped: number;
   alive: boolean;
   loginTimer: NodeJS.Timeout | null;
+  /** Counted in `pendingLogins` (from the connection until login or close). */
+  pending: boolean;
   /** Set while the offline queue is being sent after login: live items wait their turn in the store. */
   backlog: { rows: QueueRow[]; next: number; cursor: number; timer: NodeJS.Timeout | null } | null;
 }
@@ -101,6 +103,9 @@ export class Relay {
   private readonly observers = new Set<TrafficObserver>();
   private readonly flushers = new Set<() => void>();
   private readonly pendingPresence = new Map<string, DirectoryEntry>();
+  /** Connections not logged in yet, per remote address (the app caps them at the upgrade). */
+  private readonly pending = new Map<string, number>();
+  private pendingTotal = 0;
   /**
    * Token buckets of users who disconnected while theirs was not full: a login under the same
    * PIN carries on with it, so a flooder cannot reconnect to get a fresh burst and a clean record.
@@ -191,6 +196,20 @@ export class Relay {
     return this.sessions.size;
   }
 
+  /** Connections not logged in yet: from `address`, or in total. */
+  pendingLogins(address?: string): number {
+    return address === undefined ? this.pendingTotal : (this.pending.get(address) ?? 0);
+  }
+
+  private endPending(session: Session): void {
+    if (!session.pending) return;
+    session.pending = false;
+    this.pendingTotal -= 1;
+    const left = (this.pending.get(session.address) ?? 1) - 1;
+    if (left > 0) this.pending.set(session.address, left);
+    else this.pending.delete(session.address);
+  }
+
   /** Unsent bytes the relay holds for each open socket right now (the slow-consumer bound applies to each). */
   bufferedAmounts(): number[] {
     return [...this.sessions].map((s) => s.socket.bufferedAmount);
@@ -212,9 +231,12 @@ export class Relay {
       dropped: 0,
       alive: true,
       loginTimer: null,
+      pending: true,
       backlog: null,
     };
     this.sessions.add(session);
+    this.pendingTotal += 1;
+    this.pending.set(address, (this.pending.get(address) ?? 0) + 1);
     session.loginTimer = setTimeout(() => {
       if (session.pin || socket.readyState !== 1) return;
       this.stats.loginTimeouts += 1;
@@ -236,6 +258,7 @@ export class Relay {
 
   private onClose(session: Session): void {
     this.sessions.delete(session);
+    this.endPending(session);
     if (session.loginTimer) clearTimeout(session.loginTimer);
     if (session.backlog?.timer) clearTimeout(session.backlog.timer);
     session.backlog = null;
@@ -420,6 +443,7 @@ export class Relay {
         session.dropped = Math.max(session.dropped, saved.dropped);
       }
     }
+    this.endPending(session);
     session.pin = pin;
     session.name = msg.name;
     session.pk = msg.pk;

@@ -43,13 +43,24 @@ export const EnvelopeId = z.string().regex(/^[0-9a-f]{32}$/, 'id must be 32 lowe
 /** Conversation id: `dm` for one-to-one, `g-` + 16 hex digits for a group. */
 export const ConversationId = z.string().regex(/^(dm|g-[0-9a-f]{16})$/, 'conv must be "dm" or "g-" + 16 hex digits');
 
-export const DisplayName = z
-  .string()
+/**
+ * What a display name may not hold, each class with its own message (checked before trimming, so
+ * nothing is silently dropped): a name is shown in every tab, the relay view and the teacher's log,
+ * and these characters would reorder, hide or forge text there. Emoji built with a zero-width joiner
+ * are refused too (their parts alone are fine).
+ */
+export const NAME_REFUSALS: readonly { chars: RegExp; message: string }[] = [
+  { chars: /[\p{Cc}]/u, message: 'name must not contain control characters (C0, DEL or C1, such as a newline, tab or escape)' },
+  { chars: /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/u, message: 'name must not contain bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C): they reorder the text around the name' },
+  { chars: /[\p{Zl}\p{Zp}]/u, message: 'name must not contain line or paragraph separators (U+2028, U+2029)' },
+  { chars: /[\p{Cf}\p{Cs}]/u, message: 'name must not contain invisible format characters (zero-width space or joiner, word joiner, byte order mark, soft hyphen...) or lone surrogates' },
+  { chars: /(?! )[\s\p{Zs}]/u, message: 'name must not contain whitespace other than a plain space (no tab, no-break or other wide space)' },
+];
+
+export const DisplayName = NAME_REFUSALS.reduce((schema, { chars, message }) => schema.refine((s) => !chars.test(s), message), z.string())
   .trim()
   .min(1, 'name must not be empty')
-  .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`)
-  // Control characters would let a name forge extra lines in logs and headers.
-  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'name must not contain control characters');
+  .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`);
 
 export const PublicKey = b64(32, 32);
 export const Signature = b64(64, 64);
@@ -244,9 +255,14 @@ export const TrafficEvent = z.discriminatedUnion('kind', [
 ]);
 export type TrafficEvent = z.infer<typeof TrafficEvent>;
 
-/** Frames on the relay view socket (`/ws/relay-view`): a backlog, then live events. */
+/**
+ * Frames on the relay view socket (`/ws/relay-view`): a backlog, then live events. The backlog comes
+ * in parts, within the viewer's buffer bound: `backlog` first (the page starts afresh), then any
+ * number of `backlog-more` (applied in order, on top), the directory before the events.
+ */
 export const ViewerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('backlog'), events: z.array(TrafficEvent), directory: z.array(DirectoryEntry) }).strict(),
+  z.object({ type: z.literal('backlog-more'), events: z.array(TrafficEvent), directory: z.array(DirectoryEntry) }).strict(),
   z.object({ type: z.literal('traffic'), event: TrafficEvent }).strict(),
 ]);
 export type ViewerMessage = z.infer<typeof ViewerMessage>;

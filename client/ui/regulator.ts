@@ -165,7 +165,7 @@ class Console {
       if (!parsed.ok) return;
       const msg = parsed.value;
       const before = this.names.size;
-      if (msg.type === 'backlog') {
+      if (msg.type === 'backlog' || msg.type === 'backlog-more') {
         for (const d of msg.directory) this.names.set(d.pin, d.name);
         for (const e of msg.events) if (e.kind === 'login') this.names.set(e.pin, e.name);
       } else if (msg.event.kind === 'login') {

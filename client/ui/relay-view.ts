@@ -20,6 +20,7 @@ class RelayView {
   private escrowed = 0;
   private receipts = 0;
   private attempt = 0;
+  private directoryTimer: ReturnType<typeof setTimeout> | null = null;
 
   private readonly body = must('traffic-body');
   private readonly sessions = must('sessions');
@@ -50,8 +51,10 @@ class RelayView {
         return;
       }
       const msg = parsed.value;
-      if (msg.type === 'backlog') {
-        this.reset(msg.directory);
+      if (msg.type === 'backlog' || msg.type === 'backlog-more') {
+        // The backlog comes in parts (within the relay's buffer bound for this page): the first starts afresh.
+        if (msg.type === 'backlog') this.reset();
+        this.addDirectory(msg.directory);
         for (const event of msg.events) this.add(event);
       } else {
         this.add(msg.event);
@@ -68,17 +71,25 @@ class RelayView {
     showStatus(this.status, status);
   }
 
-  private reset(directory: DirectoryEntry[]): void {
+  private reset(): void {
     this.names.clear();
     this.online.clear();
-    for (const d of directory) {
-      this.names.set(d.pin, d.name);
-      if (d.online) this.online.set(d.pin, '');
-    }
     this.envelopes = this.envelopeBytes = this.escrowed = this.receipts = 0;
     this.body.replaceChildren();
     this.sessions.replaceChildren();
-    this.renderDirectory();
+  }
+
+  private addDirectory(directory: DirectoryEntry[]): void {
+    for (const d of directory) {
+      this.names.set(d.pin, d.name);
+      if (d.online) this.online.set(d.pin, '');
+      else this.online.delete(d.pin);
+    }
+    // A large directory comes in many parts: draw it once they have arrived, not once per part.
+    this.directoryTimer ??= setTimeout(() => {
+      this.directoryTimer = null;
+      this.renderDirectory();
+    }, 30);
   }
 
   private who(pin: string): HTMLElement {
