@@ -144,7 +144,7 @@ export const MessageBody = z
      * group's name here as a plain string, with no member list; such a message is still read, and
      * never trusted as a group message.)
      */
-    group: z.union([GroupState, z.string().max(MAX_NAME_CHARS)]).optional(),
+    group: z.union([GroupState, DisplayName]).optional(),
     /** A group note: the creator announces a new group, or a new version of its member list. */
     note: z.enum(['group-created', 'group-changed']).optional(),
   })
