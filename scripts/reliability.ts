@@ -78,6 +78,7 @@ for (const [flag, name] of numeric) {
   env[name] = String(value);
 }
 env.RELIABILITY_CONTRAST = opts['no-contrast'] ? '0' : '1';
+env.RELIABILITY_TIMING = '1'; // timing ratios are asserted here, never in npm test
 const dir = mkdtempSync(join(tmpdir(), 'bdl-reliability-'));
 const figuresFile = join(dir, 'figures.jsonl');
 env.RELIABILITY_FIGURES_FILE = figuresFile;
