@@ -452,8 +452,10 @@ export class Messenger {
       return;
     }
     if (code === ErrorCode.RateLimited) {
-      // The relay says when the envelope fits this connection's budget; 1 s if it does not say.
-      const delay = Math.min(10_000, Math.max(20, retryAfterMs ?? 1000));
+      // Never sooner than 1 s: envelopes refused together retry together, and each refusal counts
+      // toward the relay's flood close. Later when the relay says the envelope needs longer to fit
+      // (a big fan-out waits for the output budget to refill).
+      const delay = Math.min(10_000, Math.max(1000, retryAfterMs ?? 0));
       setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), delay);
       return;
     }
