@@ -806,6 +806,7 @@ export class Relay {
   }
 
   private receipt(sender: string, id: string, by: string, state: 'delivered' | 'read', at: number): void {
+    if (!this.store.getUser(sender)) return; // the sender was removed: nobody to queue it for
     if (this.store.queueLoad(sender).receipts >= this.limits.queueMaxReceipts) {
       // A tick lost is better than a queue without bound; the message itself is safe.
       this.stats.receiptsDropped += 1;
