@@ -1,8 +1,10 @@
 /**
  * The relay under test, alone in its own process: the real app (`startApp`)
  * with an on-disk SQLite data dir in a fresh temp folder (the default config,
- * WAL), on 127.0.0.1 port 0. Only the per-connection rate limit is raised (the
- * load generator sends far more than 30 frames per second per connection).
+ * WAL), on 127.0.0.1 port 0. The limits are the ones bench/run.ts passes: for the
+ * load generator every rate, byte, registration and queue limit is raised (it sends
+ * far more than 30 frames per second per connection, from 1,000 identities on one
+ * address); for the browser figures none is.
  *
  * Started by bench/run.ts as `node --import tsx bench/relay-process.ts '<limits JSON>'`;
  * answers `start`, `memory`, `cpu`, `stats` and `stop` over IPC.

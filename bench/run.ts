@@ -22,6 +22,7 @@ import { busyCores, GROUP_SIZE, LADDER_LABELS, LADDER_RUNGS, machineCpu, median,
 import { runCryptoBench, type CryptoFigures } from './crypto-bench.ts';
 import { runBrowserBench, type BrowserFigures } from './browser-bench.ts';
 import type { AppLimits } from '../server/app.ts';
+import { UNLIMITED } from '../server/relay.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -61,11 +62,11 @@ if (ladderSizes.some((n) => !sizes.includes(n))) throw new Error('--ladder-sizes
 const skipBaseline = flags['skip-baseline'];
 
 /**
- * The per-connection rate limit, raised for the bench (the default, 30 frames/s, is abuse protection),
- * and the cap on connections not logged in yet (50 per address by default): the load generator
- * connects up to 1,000 clients from 127.0.0.1 at once.
+ * Every rate, byte, registration and queue limit out of reach, and the cap on connections not
+ * logged in yet: the load generator sends far more than a person per connection, and connects and
+ * registers up to 1,000 identities from 127.0.0.1 at once.
  */
-const BENCH_LIMITS: Partial<AppLimits> = { rateBurst: 1_000_000, ratePerSecond: 1_000_000, pendingLoginsPerAddress: 100_000, pendingLoginsTotal: 100_000 };
+const BENCH_LIMITS: Partial<AppLimits> = { ...UNLIMITED, pendingLoginsPerAddress: 100_000, pendingLoginsTotal: 100_000 };
 
 const CONFIG = {
   /** Closed loop: at most this many envelopes per run (split over the N clients), for at most closedSeconds. */
@@ -577,7 +578,7 @@ function targetRow(figure: string, target: string, value: number | undefined | n
 async function main(): Promise<void> {
   const started = performance.now();
   log(`Backdoor Lab bench — ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), Node ${process.version}, ulimit -n ${nofile ?? '?'}${quick ? ', --quick' : ''}`);
-  log(`relay under test: startApp with an on-disk SQLite data dir (temp), rate limit raised to ${JSON.stringify(BENCH_LIMITS)} for the bench`);
+  log(`relay under test: startApp with an on-disk SQLite data dir (temp), rate, byte, registration and queue limits raised for the bench (${JSON.stringify(BENCH_LIMITS)})`);
 
   let cryptoFigures: CryptoFigures | null = null;
   if (!flags['skip-crypto']) {

@@ -13,6 +13,7 @@ import { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import {
   CloseCode,
+  DisplayName,
   ErrorCode,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
@@ -37,26 +38,98 @@ export interface RelayLimits {
   rateBurst: number;
   ratePerSecond: number;
   /**
-   * Frames dropped for rate before the connection is closed as a flood. The count is forgotten
-   * only once the client has been quiet long enough for its bucket to fill up again.
+   * Bytes a connection may send in (every frame's size), beside the frame bucket: burst and refill
+   * per second. A frame larger than the burst passes only when the bucket is full.
+   */
+  inputBurstBytes: number;
+  inputBytesPerSecond: number;
+  /**
+   * Bytes of output a connection may make the relay send: an envelope costs its size times its
+   * recipients (online or not: the queued ones go out later), a `lookup` the size of its answer.
+   */
+  outputBurstBytes: number;
+  outputBytesPerSecond: number;
+  /**
+   * Frames dropped for rate (any of the three buckets) before the connection is closed as a flood.
+   * The count is forgotten only once the client has been quiet long enough for all its buckets to
+   * fill up again.
    */
   floodCloseAfter: number;
   /** Unsent bytes buffered for one socket before it is cut off as a slow consumer. */
   maxBufferedBytes: number;
+  /** Time a socket closed by the relay has to finish the closing handshake before it is terminated. */
+  closeGraceMs: number;
   /** Time to answer the login challenge. */
   loginTimeoutMs: number;
   /** Interval between heartbeats; a socket that misses one is terminated. */
   heartbeatMs: number;
+  /** Directory entries in a welcome (online users first, then the most recently seen); the rest by `lookup`. */
+  welcomeDirectory: number;
+  /** Users the directory may hold. */
+  maxUsers: number;
+  /** New identities (PINs never seen) accepted from one network address per rolling window. */
+  registrationsPerAddress: number;
+  registrationWindowMs: number;
+  /**
+   * When the directory is full, an offline entry not seen for this long, with nothing queued for it
+   * and no envelope of its own waiting, is evicted to make room for a new one.
+   */
+  evictAfterMs: number;
+  /** Envelopes and bytes waiting in one recipient's queue, beyond which a new one is refused. */
+  queueMaxEnvelopes: number;
+  queueMaxBytes: number;
+  /** One sender's share of one recipient's queue (envelopes, bytes). */
+  queuePairEnvelopes: number;
+  queuePairBytes: number;
+  /** Receipts waiting in one user's queue; beyond it a receipt is not queued (counted in stats). */
+  queueMaxReceipts: number;
 }
+
+const MiB = 1024 * 1024;
 
 export const DEFAULT_LIMITS: RelayLimits = {
   maxFrameBytes: MAX_FRAME_BYTES,
   rateBurst: 60,
   ratePerSecond: 30,
+  inputBurstBytes: MiB,
+  inputBytesPerSecond: 256 * 1024,
+  outputBurstBytes: 4 * MiB,
+  outputBytesPerSecond: MiB,
   floodCloseAfter: 500,
-  maxBufferedBytes: 4 * 1024 * 1024,
+  maxBufferedBytes: 4 * MiB,
+  closeGraceMs: 1000,
   loginTimeoutMs: 10_000,
   heartbeatMs: 30_000,
+  welcomeDirectory: 500,
+  maxUsers: 5000,
+  registrationsPerAddress: 300,
+  registrationWindowMs: 60 * 60_000,
+  evictAfterMs: 10 * 60_000,
+  queueMaxEnvelopes: 1000,
+  queueMaxBytes: 16 * MiB,
+  queuePairEnvelopes: 250,
+  queuePairBytes: 4 * MiB,
+  queueMaxReceipts: 10_000,
+};
+
+/**
+ * Limits opened wide, for tests and the bench that drive the relay harder than any person: every
+ * rate, byte and registration limit out of reach. Spread it and set back the limit under test.
+ */
+export const UNLIMITED: Partial<RelayLimits> = {
+  rateBurst: 1e9,
+  ratePerSecond: 1e9,
+  inputBurstBytes: 1e15,
+  inputBytesPerSecond: 1e15,
+  outputBurstBytes: 1e15,
+  outputBytesPerSecond: 1e15,
+  maxUsers: 1e9,
+  registrationsPerAddress: 1e9,
+  queueMaxEnvelopes: 1e9,
+  queueMaxBytes: 1e15,
+  queuePairEnvelopes: 1e9,
+  queuePairBytes: 1e15,
+  queueMaxReceipts: 1e9,
 };
 
 /** Counters of the relay's defences at work, for /healthz, the tests and `npm run test:reliability`. */
@@ -65,8 +138,27 @@ export interface RelayStats {
   frames: number;
   /** Error replies sent (any code). */
   errors: number;
-  /** Frames dropped by the token bucket. */
+  /** Frames dropped for rate: by the frame bucket or by either byte bucket. */
   rateLimited: number;
+  /** Of those, frames dropped by the input byte bucket, and sends or lookups refused by the output bucket. */
+  inputLimited: number;
+  outputLimited: number;
+  /** Bytes received in frames. */
+  bytesIn: number;
+  /** Output charged to senders: envelope bytes × recipients, plus lookup answers. */
+  outputCharged: number;
+  /** Envelopes refused with queue_full. */
+  queueFull: number;
+  /** Read receipts asked for again (not queued a second time), and receipts not queued for a full queue. */
+  repeatedReads: number;
+  receiptsDropped: number;
+  /** New identities refused for the per-address limit, or because the directory was full. */
+  registrationsLimited: number;
+  directoryFull: number;
+  /** Stale directory entries evicted to make room for new ones. */
+  evictions: number;
+  /** The largest welcome frame sent (bytes). */
+  maxWelcomeBytes: number;
   floodCloses: number;
   slowConsumerCuts: number;
   heartbeatTerminations: number;
@@ -86,7 +178,10 @@ interface Session {
   pin: string | null;
   name: string;
   pk: string;
+  /** The three buckets: frames, bytes in, bytes of output caused (see RelayLimits). */
   tokens: number;
+  inBytes: number;
+  outBytes: number;
   lastRefill: number;
   dropped: number;
   alive: boolean;
@@ -110,7 +205,9 @@ export class Relay {
    * Token buckets of users who disconnected while theirs was not full: a login under the same
    * PIN carries on with it, so a flooder cannot reconnect to get a fresh burst and a clean record.
    */
-  private readonly buckets = new Map<string, { tokens: number; lastRefill: number; dropped: number }>();
+  private readonly buckets = new Map<string, Bucket>();
+  /** New identities per network address, the times of those still inside the window, oldest first. */
+  private readonly registrations = new Map<string, number[]>();
   private presenceTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
@@ -126,6 +223,17 @@ export class Relay {
     frames: 0,
     errors: 0,
     rateLimited: 0,
+    inputLimited: 0,
+    outputLimited: 0,
+    bytesIn: 0,
+    outputCharged: 0,
+    queueFull: 0,
+    repeatedReads: 0,
+    receiptsDropped: 0,
+    registrationsLimited: 0,
+    directoryFull: 0,
+    evictions: 0,
+    maxWelcomeBytes: 0,
     floodCloses: 0,
     slowConsumerCuts: 0,
     heartbeatTerminations: 0,
@@ -184,8 +292,62 @@ export class Relay {
     return this.policy;
   }
 
-  directory(): DirectoryEntry[] {
-    return this.store.allUsers().map((u) => ({ pin: u.pin, name: u.name, pk: u.pk, online: this.online.has(u.pin) }));
+  /**
+   * A bounded page of the directory, as the welcome carries it: online users (latest logins first),
+   * then the most recently seen. However many users the store holds, this stays under
+   * `limit` entries, so no number of throwaway identities makes a welcome too big to receive.
+   */
+  directory(limit = this.limits.welcomeDirectory): DirectoryEntry[] {
+    const page: DirectoryEntry[] = [];
+    const online = [...this.online.values()].reverse();
+    for (const session of online) {
+      if (page.length >= limit) return page;
+      if (session.pin) page.push({ pin: session.pin, name: session.name, pk: session.pk, online: true });
+    }
+    if (page.length >= limit) return page;
+    for (const u of this.store.recentUsers(limit - page.length + online.length)) {
+      if (page.length >= limit) break;
+      if (!this.online.has(u.pin)) page.push(entryOf(u, false));
+    }
+    return page;
+  }
+
+  /** How many users the directory holds. */
+  userCount(): number {
+    return this.store.userCount();
+  }
+
+  /**
+   * Remove a user from the directory, with what is queued for it and its envelopes still waiting
+   * for others (the teacher's "reset"; also what eviction does). An online user is disconnected
+   * with 4007; if its client logs in again, that is a new registration. Returns false for an
+   * unknown PIN.
+   */
+  removeUser(pin: string): boolean {
+    this.disconnectRemoved([pin]);
+    return this.store.removeUsers([pin]) === 1;
+  }
+
+  /**
+   * Forget the users who are offline and were last seen at least `notSeenForMs` ago (0: every
+   * offline user), with their queues, as removeUser does. Returns how many were removed.
+   */
+  forgetOffline(notSeenForMs = 0): number {
+    const pins = this.store.usersSeenBefore(Date.now() - notSeenForMs).filter((pin) => !this.online.has(pin));
+    for (const pin of pins) this.pendingPresence.delete(pin);
+    return this.store.removeUsers(pins);
+  }
+
+  private disconnectRemoved(pins: readonly string[]): void {
+    for (const pin of pins) {
+      this.pendingPresence.delete(pin);
+      const session = this.online.get(pin);
+      if (!session) continue;
+      this.online.delete(pin);
+      session.pin = null; // its close must not touch the store again
+      this.closeHard(session, CloseCode.Removed, 'removed from the directory');
+      this.emit({ kind: 'logout', at: Date.now(), pin });
+    }
   }
 
   onlineCount(): number {
@@ -227,6 +389,8 @@ export class Relay {
       name: '',
       pk: '',
       tokens: this.limits.rateBurst,
+      inBytes: this.limits.inputBurstBytes,
+      outBytes: this.limits.outputBurstBytes,
       lastRefill: Date.now(),
       dropped: 0,
       alive: true,
@@ -263,9 +427,9 @@ export class Relay {
     if (session.backlog?.timer) clearTimeout(session.backlog.timer);
     session.backlog = null;
     const pin = session.pin;
-    if (pin && session.tokens < this.limits.rateBurst) {
+    if (pin && !this.bucketsFull(session)) {
       this.buckets.delete(pin);
-      this.buckets.set(pin, { tokens: session.tokens, lastRefill: session.lastRefill, dropped: session.dropped });
+      this.buckets.set(pin, { tokens: session.tokens, inBytes: session.inBytes, outBytes: session.outBytes, lastRefill: session.lastRefill, dropped: session.dropped });
       if (this.buckets.size > 10_000) this.buckets.delete(this.buckets.keys().next().value!);
     }
     if (this.closed) return; // shutting down: the store may already be closed
@@ -300,23 +464,75 @@ export class Relay {
     clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     this.commitBatch();
-    for (const session of this.sessions) session.socket.close(CloseCode.GoingAway, 'relay shutting down');
+    for (const session of this.sessions) {
+      const socket = session.socket;
+      socket.close(CloseCode.GoingAway, 'relay shutting down');
+      // A socket paused by a rate limit cannot read its peer's answer: ws would wait 30 s for it.
+      if (socket.isPaused) socket.terminate();
+      else setTimeout(() => socket.terminate(), this.limits.closeGraceMs).unref();
+    }
   }
 
   // -------------------------------------------------------------------------
   // Frames
 
-  private refill(session: Session, now: number): void {
-    session.tokens = Math.min(this.limits.rateBurst, session.tokens + ((now - session.lastRefill) / 1000) * this.limits.ratePerSecond);
-    session.lastRefill = now;
-    if (session.tokens >= this.limits.rateBurst) session.dropped = 0; // quiet for a whole burst: forgiven
+  private refill(bucket: Bucket, now: number): void {
+    const limits = this.limits;
+    const seconds = (now - bucket.lastRefill) / 1000;
+    bucket.tokens = Math.min(limits.rateBurst, bucket.tokens + seconds * limits.ratePerSecond);
+    bucket.inBytes = Math.min(limits.inputBurstBytes, bucket.inBytes + seconds * limits.inputBytesPerSecond);
+    bucket.outBytes = Math.min(limits.outputBurstBytes, bucket.outBytes + seconds * limits.outputBytesPerSecond);
+    bucket.lastRefill = now;
+    if (this.bucketsFull(bucket)) bucket.dropped = 0; // quiet long enough for every bucket to fill: forgiven
   }
 
-  private takeToken(session: Session): boolean {
+  private bucketsFull(bucket: Bucket): boolean {
+    const limits = this.limits;
+    return bucket.tokens >= limits.rateBurst && bucket.inBytes >= limits.inputBurstBytes && bucket.outBytes >= limits.outputBurstBytes;
+  }
+
+  /**
+   * Seconds until `bucket` holds `cost` (or 0 if it does now). A cost above the burst is due once
+   * the bucket is full, so a large frame or a big fan-out is slowed, never refused for ever.
+   */
+  private static due(tokens: number, cost: number, burst: number, perSecond: number): number {
+    const need = Math.min(cost, burst);
+    return tokens >= need ? 0 : (need - tokens) / perSecond;
+  }
+
+  /**
+   * Charge the output a frame of this session causes (an envelope's bytes × recipients, a lookup's
+   * answer) to its output bucket; false, with a rate_limited reply and reading paused, if it does
+   * not fit now.
+   */
+  private spendOutput(session: Session, cost: number, what: string, ref?: string): boolean {
+    const limits = this.limits;
     this.refill(session, Date.now());
-    if (session.tokens < 1) return false;
-    session.tokens -= 1;
+    const wait = Relay.due(session.outBytes, cost, limits.outputBurstBytes, limits.outputBytesPerSecond);
+    if (wait > 0) {
+      this.stats.outputLimited += 1;
+      this.limited(session, wait, `output limit: ${what} would make the relay send ${cost} bytes; at most ${limits.outputBytesPerSecond} bytes per second (${limits.outputBurstBytes} at once) per connection`, ref);
+      return false;
+    }
+    session.outBytes -= cost;
+    this.stats.outputCharged += cost;
     return true;
+  }
+
+  /** A frame dropped for rate: reply (or close as a flood) and stop reading for `seconds`. */
+  private limited(session: Session, seconds: number, message: string, ref?: string): void {
+    this.stats.rateLimited += 1;
+    session.dropped += 1;
+    if (session.dropped >= this.limits.floodCloseAfter) {
+      this.log.info('closing flooding connection', { pin: session.pin ?? '-' });
+      this.stats.floodCloses += 1;
+      this.closeHard(session, CloseCode.Flooding, 'flooding: rate limit exceeded', true);
+      return;
+    }
+    this.error(session, ErrorCode.RateLimited, message, ref, Math.ceil(seconds * 1000));
+    // Stop reading until the bucket is due: the sender's own TCP window then holds its excess, so
+    // a flood costs the relay almost nothing and other users do not wait behind it.
+    this.pauseFor(session, seconds);
   }
 
   private onFrame(session: Session, data: RawData, isBinary: boolean): void {
@@ -325,21 +541,22 @@ export class Relay {
     this.stats.frames += 1;
     this.openBatch();
     try {
-      if (!this.takeToken(session)) {
-        this.stats.rateLimited += 1;
-        session.dropped += 1;
-        if (session.dropped >= this.limits.floodCloseAfter) {
-          this.log.info('closing flooding connection', { pin: session.pin ?? '-' });
-          this.stats.floodCloses += 1;
-          this.closeHard(session, CloseCode.Flooding, 'flooding: rate limit exceeded', true);
-        } else {
-          this.error(session, ErrorCode.RateLimited, `rate limit: at most ${this.limits.ratePerSecond} frames per second`, isBinary ? undefined : sendRef(data));
-          // Stop reading until the bucket has a token again: the sender's own TCP window then holds
-          // its excess, so a flood costs the relay almost nothing and other users do not wait behind it.
-          this.pauseFor(session, (1 - session.tokens) / this.limits.ratePerSecond);
-        }
+      const limits = this.limits;
+      const size = frameSize(data);
+      this.stats.bytesIn += size;
+      this.refill(session, Date.now());
+      if (session.tokens < 1) {
+        this.limited(session, (1 - session.tokens) / limits.ratePerSecond, `rate limit: at most ${limits.ratePerSecond} frames per second`, isBinary ? undefined : sendRef(data));
         return;
       }
+      const wait = Relay.due(session.inBytes, size, limits.inputBurstBytes, limits.inputBytesPerSecond);
+      if (wait > 0) {
+        this.stats.inputLimited += 1;
+        this.limited(session, wait, `rate limit: at most ${limits.inputBytesPerSecond} bytes per second (${limits.inputBurstBytes} at once)`, isBinary ? undefined : sendRef(data));
+        return;
+      }
+      session.tokens -= 1;
+      session.inBytes -= size;
       if (isBinary) {
         this.error(session, ErrorCode.BadFrame, 'binary frames are not accepted: send JSON text');
         return;
@@ -376,15 +593,17 @@ export class Relay {
 
   /**
    * Close with a code and a reason, and end the socket for good if the peer does not finish the
-   * closing handshake within a second. With `stopReading`, nothing more is read from it at all:
-   * a flooder's queued frames are never processed and a slow consumer's buffer is dropped.
+   * closing handshake within `closeGraceMs`. With `stopReading` (a flooder), nothing more is read
+   * from it at all, so its queued frames cost nothing; it then cannot finish the handshake and is
+   * terminated when the grace ends. A socket still read from (a slow consumer) ends as soon as its
+   * peer has read up to the close frame and answered it.
    */
   private closeHard(session: Session, code: number, reason: string, stopReading = false): void {
     this.commitBatch(); // what was sent before the close goes out before it
     const socket = session.socket;
     socket.close(code, reason);
     if (stopReading) socket.pause();
-    setTimeout(() => socket.terminate(), 1000).unref();
+    setTimeout(() => socket.terminate(), this.limits.closeGraceMs).unref();
   }
 
   private dispatch(session: Session, msg: ClientMessage): void {
@@ -398,6 +617,8 @@ export class Relay {
         return this.onAck(session.pin, msg.qids);
       case 'read':
         return this.onRead(session, session.pin, msg.to, msg.ids);
+      case 'lookup':
+        return this.onLookup(session, msg.pins);
       default:
         return assertNever(msg);
     }
@@ -425,6 +646,16 @@ export class Relay {
       return;
     }
     const now = Date.now();
+    if (!existing) {
+      const refusal = this.admit(session.address, now);
+      if (refusal) {
+        this.emit({ kind: 'rejected', at: now, pin, code: refusal.code, message: refusal.message });
+        this.log.info('login refused', { reason: refusal.code, pin, address: session.address });
+        this.error(session, refusal.code, refusal.message);
+        this.closeHard(session, CloseCode.LoginFailed, `login failed: ${refusal.code}`);
+        return;
+      }
+    }
     this.store.upsertUser(pin, msg.pk, msg.name, now);
     const previous = this.online.get(pin);
     if (previous) {
@@ -436,12 +667,13 @@ export class Relay {
     const saved = this.buckets.get(pin);
     if (saved) {
       this.buckets.delete(pin);
-      this.refill(session, now); // bring this connection's bucket up to now, then keep the lower of the two
-      const refilled = saved.tokens + ((now - saved.lastRefill) / 1000) * this.limits.ratePerSecond;
-      if (refilled < this.limits.rateBurst) {
-        session.tokens = Math.min(session.tokens, refilled);
-        session.dropped = Math.max(session.dropped, saved.dropped);
-      }
+      // Bring both this connection's buckets and the saved ones up to now, then keep the lower of each.
+      this.refill(session, now);
+      this.refill(saved, now);
+      session.tokens = Math.min(session.tokens, saved.tokens);
+      session.inBytes = Math.min(session.inBytes, saved.inBytes);
+      session.outBytes = Math.min(session.outBytes, saved.outBytes);
+      session.dropped = Math.max(session.dropped, saved.dropped);
     }
     this.endPending(session);
     session.pin = pin;
@@ -449,7 +681,9 @@ export class Relay {
     session.pk = msg.pk;
     this.online.set(pin, session);
     this.log.info('login', { pin, name: msg.name });
-    this.send(session, { type: 'welcome', pin, name: msg.name, directory: this.directory(), policy: this.policy });
+    const welcome = JSON.stringify({ type: 'welcome', pin, name: msg.name, directory: this.directory(), total: this.store.userCount(), policy: this.policy } satisfies ServerMessage);
+    if (welcome.length > this.stats.maxWelcomeBytes) this.stats.maxWelcomeBytes = welcome.length;
+    this.sendRaw(session, welcome);
     session.backlog = { rows: this.store.pendingFor(pin), next: 0, cursor: 0, timer: null };
     this.pumpBacklog(session);
     this.queuePresence(pin);
@@ -469,15 +703,22 @@ export class Relay {
     }
     const unknown = env.to.filter((to) => !this.store.getUser(to));
     if (unknown.length) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${unknown.join(', ')}`, env.id);
-    // Recipients must learn the sender's key before its first envelope: flush a pending presence first.
-    if (this.pendingPresence.has(pin)) this.flushPresence();
     if (policyCovers(this.policy, env.from, env.to) && env.escrow?.kid !== this.policy.escrowKid) {
       // The relay can see the field is present and well formed; it cannot see whether it opens.
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.EscrowRequired, message: 'no escrow field under the tap' });
       return this.error(session, ErrorCode.EscrowRequired, `the tap is on: add an escrow field for key ${this.policy.escrowKid}`, env.id);
     }
-
     const json = JSON.stringify(env); // serialized once, fanned out as is
+    const full = this.queueRefusal(pin, env.to, json.length);
+    if (full) {
+      this.stats.queueFull += 1;
+      this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.QueueFull, message: full });
+      return this.error(session, ErrorCode.QueueFull, full, env.id);
+    }
+    if (!this.spendOutput(session, json.length * env.to.length, `this envelope (${json.length} bytes to ${env.to.length} recipients)`, env.id)) return;
+    // Recipients should learn the sender's key before its first envelope: flush a pending presence first.
+    if (this.pendingPresence.has(pin)) this.flushPresence(pin);
+
     const now = Date.now();
     const qids = this.store.acceptEnvelope(env, json, now);
     this.send(session, { type: 'accepted', id: env.id, duplicate: false });
@@ -498,13 +739,88 @@ export class Relay {
     }
   }
 
+  /**
+   * All or nothing: the first recipient whose queue (or this sender's share of it) cannot take
+   * `bytes` more, as the error message to send; null when every recipient's can.
+   */
+  private queueRefusal(sender: string, to: readonly string[], bytes: number): string | null {
+    const limits = this.limits;
+    const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
+    for (const pin of to) {
+      const load = this.store.queueLoad(pin);
+      if (load.envelopes + 1 > limits.queueMaxEnvelopes || load.envelopeBytes + bytes > limits.queueMaxBytes) {
+        return `the queue of ${pin} is full (${load.envelopes} envelopes, ${mib(load.envelopeBytes)} waiting; at most ${limits.queueMaxEnvelopes} or ${mib(limits.queueMaxBytes)}): not accepted for anyone; send it again once ${pin} has read some`;
+      }
+      const pair = this.store.pairLoad(sender, pin);
+      if (pair.envelopes + 1 > limits.queuePairEnvelopes || pair.bytes + bytes > limits.queuePairBytes) {
+        return `you have ${pair.envelopes} envelopes (${mib(pair.bytes)}) waiting for ${pin}, your share of its queue (at most ${limits.queuePairEnvelopes} or ${mib(limits.queuePairBytes)}): not accepted for anyone; send it again once ${pin} has read some`;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * May a new identity register from `address` now? Checks the per-address window, then room in
+   * the directory, evicting stale entries if it is full. Records the registration when allowed.
+   */
+  private admit(address: string, now: number): { code: ErrorCode; message: string } | null {
+    const limits = this.limits;
+    const key = addressKey(address);
+    const since = now - limits.registrationWindowMs;
+    const times = (this.registrations.get(key) ?? []).filter((t) => t > since);
+    if (times.length >= limits.registrationsPerAddress) {
+      this.stats.registrationsLimited += 1;
+      const minutes = Math.max(1, Math.ceil((times[0]! - since) / 60_000));
+      return {
+        code: ErrorCode.RegistrationLimited,
+        message: `too many new identities from ${key}: at most ${limits.registrationsPerAddress} per ${Math.round(limits.registrationWindowMs / 60_000)} minutes; log in with an identity you already have, or try again in ${minutes} min`,
+      };
+    }
+    const excess = this.store.userCount() - limits.maxUsers + 1;
+    if (excess > 0) {
+      const stale = this.store.staleUsers(now - limits.evictAfterMs, excess + this.online.size).filter((pin) => !this.online.has(pin)).slice(0, excess);
+      if (stale.length < excess) {
+        this.stats.directoryFull += 1;
+        return {
+          code: ErrorCode.DirectoryFull,
+          message: `the directory is full (${this.store.userCount()} users, at most ${limits.maxUsers}) and no entry is stale enough to make room; log in with an identity you already have`,
+        };
+      }
+      for (const pin of stale) this.pendingPresence.delete(pin);
+      this.stats.evictions += this.store.removeUsers(stale);
+      this.log.info('evicted stale directory entries', { count: stale.length });
+    }
+    times.push(now);
+    this.registrations.delete(key); // re-inserted last: the map is kept in order of last registration
+    this.registrations.set(key, times);
+    if (this.registrations.size > 10_000) this.registrations.delete(this.registrations.keys().next().value!);
+    return null;
+  }
+
+  private onLookup(session: Session, pins: string[]): void {
+    const users: DirectoryEntry[] = [];
+    const unknown: string[] = [];
+    for (const pin of new Set(pins)) {
+      const u = this.store.getUser(pin);
+      if (u) users.push(entryOf(u, this.online.has(u.pin)));
+      else unknown.push(pin);
+    }
+    const frame = JSON.stringify({ type: 'users', users, unknown } satisfies ServerMessage);
+    if (this.spendOutput(session, frame.length, `this lookup`)) this.sendRaw(session, frame);
+  }
+
   private onRead(session: Session, pin: string, to: string, ids: string[]): void {
     const now = Date.now();
     const bad: string[] = [];
-    for (const id of ids) {
+    for (const id of new Set(ids)) {
       const meta = this.store.envelopeMetadata(id);
       if (!meta || meta.sender !== to || !meta.recipients.split(',').includes(pin)) {
         bad.push(id);
+        continue;
+      }
+      // Once per message and reader: a read frame sent again must not fill the sender's queue.
+      if (this.store.readReceiptSent(id, pin)) {
+        this.stats.repeatedReads += 1;
         continue;
       }
       this.receipt(to, id, pin, 'read', now);
@@ -514,6 +830,12 @@ export class Relay {
   }
 
   private receipt(sender: string, id: string, by: string, state: 'delivered' | 'read', at: number): void {
+    if (!this.store.getUser(sender)) return; // the sender was removed: nobody to queue it for
+    if (this.store.queueLoad(sender).receipts >= this.limits.queueMaxReceipts) {
+      // A tick lost is better than a queue without bound; the message itself is safe.
+      this.stats.receiptsDropped += 1;
+      return;
+    }
     const payload = JSON.stringify({ id, by, state, at });
     const qid = this.store.enqueueReceipt(sender, id, payload, state, by, at);
     const target = this.online.get(sender);
@@ -573,18 +895,31 @@ export class Relay {
   private queuePresence(pin: string): void {
     const user = this.store.getUser(pin);
     if (!user) return;
-    this.pendingPresence.set(pin, { pin, name: user.name, pk: user.pk, online: this.online.has(pin) });
+    this.pendingPresence.set(pin, entryOf(user, this.online.has(pin)));
     this.presenceTimer ??= setTimeout(() => this.flushPresence(), 50);
   }
 
-  private flushPresence(): void {
+  /**
+   * Send at most PRESENCE_BATCH pending entries (`first` among them, if given) and leave the rest for
+   * the next tick, so a burst of registrations becomes a stream of small frames, never one huge one.
+   */
+  private flushPresence(first?: string): void {
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     this.presenceTimer = null;
     if (!this.pendingPresence.size) return;
-    const users = [...this.pendingPresence.values()].map((u) => ({ ...u, online: this.online.has(u.pin) }));
-    this.pendingPresence.clear();
+    const pins = [...this.pendingPresence.keys()];
+    if (first !== undefined && this.pendingPresence.has(first)) pins.unshift(first);
+    const users: DirectoryEntry[] = [];
+    for (const pin of pins) {
+      const entry = this.pendingPresence.get(pin);
+      if (!entry) continue;
+      this.pendingPresence.delete(pin);
+      users.push({ ...entry, online: this.online.has(pin) });
+      if (users.length >= PRESENCE_BATCH) break;
+    }
     const frame = JSON.stringify({ type: 'presence', users } satisfies ServerMessage);
     for (const session of this.online.values()) this.sendRaw(session, frame);
+    if (this.pendingPresence.size) this.presenceTimer = setTimeout(() => this.flushPresence(), 50);
   }
 
   // -------------------------------------------------------------------------
@@ -650,17 +985,70 @@ export class Relay {
       // Its queued items stay in the store and are delivered when it reconnects.
       this.log.info('cutting off slow consumer', { pin: session.pin ?? '-', buffered: socket.bufferedAmount });
       this.stats.slowConsumerCuts += 1;
-      this.closeHard(session, CloseCode.SlowConsumer, 'slow consumer: too much unread data', true);
+      this.closeHard(session, CloseCode.SlowConsumer, 'slow consumer: too much unread data');
       return;
     }
     socket.send(frame);
     if (socket.bufferedAmount > this.stats.maxBuffered) this.stats.maxBuffered = socket.bufferedAmount;
   }
 
-  private error(session: Session, code: ErrorCode, message: string, ref?: string): void {
+  private error(session: Session, code: ErrorCode, message: string, ref?: string, retryAfterMs?: number): void {
     this.stats.errors += 1;
-    this.send(session, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
+    this.send(session, {
+      type: 'error',
+      code,
+      message,
+      ...(ref === undefined ? {} : { ref }),
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    });
   }
+}
+
+/**
+ * A stored user as a directory entry. A name stored under older, looser rules that the protocol's
+ * DisplayName now refuses would make every frame carrying it unparseable for every client (one bad
+ * entry in a welcome would lock everyone out), so such a name is sent as the PIN instead.
+ */
+function entryOf(u: { pin: string; name: string; pk: string }, online: boolean): DirectoryEntry {
+  const name = DisplayName.safeParse(u.name);
+  return { pin: u.pin, name: name.success ? name.data : u.pin, pk: u.pk, online };
+}
+
+/** Directory entries in one presence frame; more wait for the next tick (50 ms later). */
+const PRESENCE_BATCH = 200;
+
+/** A connection's buckets, also kept for a PIN between its connections (see Relay.buckets). */
+interface Bucket {
+  tokens: number;
+  inBytes: number;
+  outBytes: number;
+  lastRefill: number;
+  dropped: number;
+}
+
+/**
+ * The network address registrations are counted by: an IPv4 address (also when it arrives
+ * IPv4-mapped on a dual-stack socket), or the /64 of an IPv6 address, since one host can
+ * take any number of addresses inside its /64.
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const bare = address.split('%')[0]!.toLowerCase();
+  const [head = '', tail] = bare.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+function frameSize(data: RawData): number {
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
+  return data.byteLength;
 }
 
 /** The TCP socket under a ws WebSocket (ws keeps it in `_socket`; not part of its typed API). */

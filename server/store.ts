@@ -29,9 +29,24 @@ export interface QueueRow {
   payload: string;
 }
 
-/** A queue row as acknowledged, with the envelope's sender (null for a receipt). */
+/** A queue row as acknowledged, with the envelope's sender (null for a receipt) and its size. */
 export interface AckedRow extends QueueRow {
   sender: string | null;
+  bytes: number;
+}
+
+/** What waits in one recipient's offline queue: envelopes (count, bytes) and receipts (count, bytes). */
+export interface QueueLoad {
+  envelopes: number;
+  envelopeBytes: number;
+  receipts: number;
+  receiptBytes: number;
+}
+
+/** What one sender has waiting in one recipient's queue. */
+export interface PairLoad {
+  envelopes: number;
+  bytes: number;
 }
 
 export interface MetadataRow {
@@ -75,6 +90,10 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, qid);
 CREATE INDEX IF NOT EXISTS queue_by_ref ON queue (ref);
+-- The welcome's page of the directory (most recently seen first) and the eviction of stale entries.
+CREATE INDEX IF NOT EXISTS users_by_last_seen ON users (last_seen);
+-- Whether a user still has envelopes waiting for others (such a user is never evicted).
+CREATE INDEX IF NOT EXISTS envelopes_by_sender ON envelopes (sender);
 -- What every relay learns even without a tap: who, to whom, when, how much.
 CREATE TABLE IF NOT EXISTS metadata (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -172,6 +191,14 @@ export class RelayStore {
   readonly db: Database.Database;
   private readonly stmt;
   private readonly users = new Map<string, UserRow>();
+  private userTotal = 0;
+  /**
+   * Queue quotas are checked on every `send`, so what waits per recipient and per sender→recipient
+   * pair is counted here, in memory, kept in step with every write, and rebuilt from the tables at
+   * start and after a rolled-back transaction.
+   */
+  private readonly loads = new Map<string, QueueLoad>();
+  private readonly pairs = new Map<string, PairLoad>();
 
   constructor(file: string) {
     this.db = openDatabase(file, 'relay');
@@ -184,6 +211,34 @@ export class RelayStore {
     this.stmt = {
       getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE pin = ?'),
       allUsers: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, pin'),
+      recentUsers: db.prepare<[number], UserRow>('SELECT * FROM users ORDER BY last_seen DESC, pin LIMIT ?'),
+      countUsers: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users'),
+      deleteUser: db.prepare('DELETE FROM users WHERE pin = ?'),
+      // Offline entries not seen since a time, with nothing queued for them and no envelope of theirs waiting.
+      stale: db.prepare<[number, number], { pin: string }>(
+        `SELECT u.pin FROM users u WHERE u.last_seen < ?
+           AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.recipient = u.pin)
+           AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.sender = u.pin)
+         ORDER BY u.last_seen, u.pin LIMIT ?`,
+      ),
+      offlineBefore: db.prepare<[number], { pin: string }>('SELECT pin FROM users WHERE last_seen <= ? ORDER BY last_seen, pin'),
+      deleteQueueOf: db.prepare('DELETE FROM queue WHERE recipient = ?'),
+      envelopesFrom: db.prepare<[string], { id: string }>('SELECT id FROM envelopes WHERE sender = ?'),
+      deleteQueueRef: db.prepare("DELETE FROM queue WHERE ref = ? AND kind = 'envelope'"),
+      deleteEnvelope: db.prepare('DELETE FROM envelopes WHERE id = ?'),
+      orphanEnvelopes: db.prepare("DELETE FROM envelopes WHERE NOT EXISTS (SELECT 1 FROM queue q WHERE q.ref = envelopes.id AND q.kind = 'envelope')"),
+      envelopeLoads: db.prepare<[], { recipient: string; sender: string; n: number; bytes: number }>(
+        `SELECT q.recipient, e.sender, COUNT(*) AS n, SUM(length(e.json)) AS bytes FROM queue q
+         JOIN envelopes e ON e.id = q.ref WHERE q.kind = 'envelope' GROUP BY q.recipient, e.sender`,
+      ),
+      receiptLoads: db.prepare<[], { recipient: string; n: number; bytes: number }>(
+        "SELECT recipient, COUNT(*) AS n, SUM(length(payload)) AS bytes FROM queue WHERE kind = 'receipt' GROUP BY recipient",
+      ),
+      // The delivered receipt still waiting for the same reader, which a read receipt makes redundant.
+      queuedDelivered: db.prepare<[string, string, string], { qid: number; bytes: number }>(
+        "SELECT qid, length(payload) AS bytes FROM queue WHERE ref = ? AND recipient = ? AND kind = 'receipt' AND payload LIKE ? LIMIT 1",
+      ),
+      readSent: db.prepare<[string, string], { one: number }>("SELECT 1 AS one FROM metadata WHERE ref = ? AND kind = 'receipt:read' AND sender = ? LIMIT 1"),
       upsertUser: db.prepare(
         `INSERT INTO users (pin, pk, name, created_at, last_seen) VALUES (@pin, @pk, @name, @now, @now)
          ON CONFLICT (pin) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen`,
@@ -196,7 +251,8 @@ export class RelayStore {
       pending: db.prepare<[string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE recipient = ? ORDER BY qid'),
       // With the envelope's sender (who gets the delivery receipt), while the envelope is still stored.
       getQueued: db.prepare<[number, string], AckedRow>(
-        `SELECT q.qid, q.recipient, q.kind, q.ref, q.payload, e.sender FROM queue q
+        `SELECT q.qid, q.recipient, q.kind, q.ref, q.payload, e.sender,
+                CASE q.kind WHEN 'envelope' THEN coalesce(length(e.json), 0) ELSE length(q.payload) END AS bytes FROM queue q
          LEFT JOIN envelopes e ON q.kind = 'envelope' AND e.id = q.ref WHERE q.qid = ? AND q.recipient = ?`,
       ),
       deleteQueued: db.prepare('DELETE FROM queue WHERE qid = ?'),
@@ -207,6 +263,62 @@ export class RelayStore {
       recentMetadata: db.prepare<[number], MetadataRow>('SELECT * FROM metadata ORDER BY seq DESC LIMIT ?'),
       queueDepth: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM queue'),
     };
+    this.recount();
+  }
+
+  /** Rebuild the counted totals (users, queue loads) from the tables. */
+  private recount(): void {
+    this.userTotal = this.stmt.countUsers.get()?.n ?? 0;
+    this.loads.clear();
+    this.pairs.clear();
+    for (const row of this.stmt.envelopeLoads.all()) {
+      const load = this.loadOf(row.recipient);
+      load.envelopes += row.n;
+      load.envelopeBytes += row.bytes;
+      this.pairs.set(pairKey(row.sender, row.recipient), { envelopes: row.n, bytes: row.bytes });
+    }
+    for (const row of this.stmt.receiptLoads.all()) {
+      const load = this.loadOf(row.recipient);
+      load.receipts += row.n;
+      load.receiptBytes += row.bytes;
+    }
+  }
+
+  private loadOf(pin: string): QueueLoad {
+    let load = this.loads.get(pin);
+    if (!load) this.loads.set(pin, (load = { envelopes: 0, envelopeBytes: 0, receipts: 0, receiptBytes: 0 }));
+    return load;
+  }
+
+  /** Count an item in (`sign` 1) or out of (-1) a recipient's queue. */
+  private count(recipient: string, kind: 'envelope' | 'receipt', bytes: number, sign: 1 | -1, sender?: string | null): void {
+    const load = this.loadOf(recipient);
+    if (kind === 'receipt') {
+      load.receipts += sign;
+      load.receiptBytes += sign * bytes;
+    } else {
+      load.envelopes += sign;
+      load.envelopeBytes += sign * bytes;
+      if (sender) {
+        const key = pairKey(sender, recipient);
+        const pair = this.pairs.get(key) ?? { envelopes: 0, bytes: 0 };
+        pair.envelopes += sign;
+        pair.bytes += sign * bytes;
+        if (pair.envelopes <= 0) this.pairs.delete(key);
+        else this.pairs.set(key, pair);
+      }
+    }
+    if (load.envelopes <= 0 && load.receipts <= 0) this.loads.delete(recipient);
+  }
+
+  /** What waits in `pin`'s queue now. */
+  queueLoad(pin: string): QueueLoad {
+    return { ...(this.loads.get(pin) ?? { envelopes: 0, envelopeBytes: 0, receipts: 0, receiptBytes: 0 }) };
+  }
+
+  /** What `sender` has waiting in `recipient`'s queue now. */
+  pairLoad(sender: string, recipient: string): PairLoad {
+    return { ...(this.pairs.get(pairKey(sender, recipient)) ?? { envelopes: 0, bytes: 0 }) };
   }
 
   /**
@@ -221,18 +333,75 @@ export class RelayStore {
     return row;
   }
 
-  /** Forget cached rows (after a rolled-back transaction, whose writes they may reflect). */
+  /** Forget cached rows and counts (after a rolled-back transaction, whose writes they may reflect). */
   clearCaches(): void {
     this.users.clear();
+    this.recount();
+  }
+
+  /** How many users the directory holds. */
+  userCount(): number {
+    return this.userTotal;
+  }
+
+  /** The most recently seen users, at most `limit` of them. */
+  recentUsers(limit: number): UserRow[] {
+    return this.stmt.recentUsers.all(limit);
+  }
+
+  /**
+   * Users that may be evicted to make room: not seen since `before`, nothing queued for them and
+   * no envelope of theirs still waiting for someone (a recipient needs the sender's key to open it).
+   * Oldest first; the caller skips those who are online.
+   */
+  staleUsers(before: number, limit: number): string[] {
+    return this.stmt.stale.all(before, limit).map((r) => r.pin);
+  }
+
+  /** PINs of users last seen at or before `at`, oldest first (the caller skips those online). */
+  usersSeenBefore(at: number): string[] {
+    return this.stmt.offlineBefore.all(at).map((r) => r.pin);
+  }
+
+  /**
+   * Remove users from the directory, with everything queued for them and every envelope of theirs
+   * still waiting for someone (without the sender's key no recipient could open it). The metadata
+   * log keeps its record. Returns how many users were removed.
+   */
+  removeUsers(pins: readonly string[]): number {
+    const run = this.db.transaction(() => {
+      let removed = 0;
+      for (const pin of pins) {
+        this.users.delete(pin);
+        if (this.stmt.deleteUser.run(pin).changes === 0) continue;
+        removed += 1;
+        this.stmt.deleteQueueOf.run(pin);
+        for (const { id } of this.stmt.envelopesFrom.all(pin)) {
+          this.stmt.deleteQueueRef.run(id);
+          this.stmt.deleteEnvelope.run(id);
+        }
+      }
+      if (removed) this.stmt.orphanEnvelopes.run();
+      return removed;
+    });
+    try {
+      return run();
+    } finally {
+      this.recount();
+    }
   }
 
   allUsers(): UserRow[] {
     return this.stmt.allUsers.all();
   }
 
-  upsertUser(pin: string, pk: string, name: string, now: number): void {
+  /** Register a user or update its name and last-seen time; true when the PIN is new. */
+  upsertUser(pin: string, pk: string, name: string, now: number): boolean {
+    const created = this.getUser(pin) === undefined;
     this.users.delete(pin);
     this.stmt.upsertUser.run({ pin, pk, name, now });
+    if (created) this.userTotal += 1;
+    return created;
   }
 
   touchUser(pin: string, now: number): void {
@@ -260,6 +429,7 @@ export class RelayStore {
       for (const pin of env.to) {
         const info = this.stmt.enqueue.run(pin, 'envelope', env.id, '', now);
         qids.set(pin, Number(info.lastInsertRowid));
+        this.count(pin, 'envelope', json.length, 1, env.from);
       }
       this.stmt.addMetadata.run(now, 'envelope', env.from, env.to.join(','), env.conv, env.id, json.length, env.escrow ? 1 : 0);
       return qids;
@@ -267,14 +437,31 @@ export class RelayStore {
     return run();
   }
 
-  /** Queue a receipt for the original sender; returns its qid. */
+  /**
+   * Queue a receipt for the original sender; returns its qid. A read receipt replaces the delivered
+   * receipt of the same reader still waiting (read implies delivered), so a message leaves at most
+   * one receipt per reader in its sender's queue.
+   */
   enqueueReceipt(recipient: string, ref: string, payload: string, state: string, by: string, now: number): number {
     const run = this.db.transaction(() => {
+      if (state === 'read') {
+        const stale = this.stmt.queuedDelivered.get(ref, recipient, `%"by":"${by}","state":"delivered"%`);
+        if (stale) {
+          this.stmt.deleteQueued.run(stale.qid);
+          this.count(recipient, 'receipt', stale.bytes, -1);
+        }
+      }
       const info = this.stmt.enqueue.run(recipient, 'receipt', ref, payload, now);
+      this.count(recipient, 'receipt', payload.length, 1);
       this.stmt.addMetadata.run(now, `receipt:${state}`, by, recipient, '', ref, payload.length, 0);
       return Number(info.lastInsertRowid);
     });
     return run();
+  }
+
+  /** Whether `by` has already sent a read receipt for envelope `id` (the metadata log remembers). */
+  readReceiptSent(id: string, by: string): boolean {
+    return this.stmt.readSent.get(id, by) !== undefined;
   }
 
   envelopeJson(id: string): string | undefined {
@@ -294,6 +481,7 @@ export class RelayStore {
         if (!row) continue;
         this.stmt.deleteQueued.run(qid);
         if (row.kind === 'envelope') this.stmt.dropEnvelopeIfDone.run(row.ref, row.ref);
+        this.count(pin, row.kind, row.bytes, -1, row.sender);
         done.push(row);
       }
       return done;
@@ -316,4 +504,8 @@ export class RelayStore {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+function pairKey(sender: string, recipient: string): string {
+  return `${sender}>${recipient}`;
 }

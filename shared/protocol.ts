@@ -17,6 +17,8 @@ export const MAX_TEXT_CHARS = 4000;
 /** Most recipients one envelope may name (a group of 64 including the sender). */
 export const MAX_RECIPIENTS = 63;
 export const MAX_NAME_CHARS = 40;
+/** Most PINs one `lookup` frame may ask for. */
+export const MAX_LOOKUP_PINS = 100;
 
 // ---------------------------------------------------------------------------
 // Field shapes
@@ -215,6 +217,11 @@ export const ClientMessage = z.discriminatedUnion('type', [
   /** The user saw these messages: tell their senders (the R in BBM). */
   z.object({ type: z.literal('read'), to: Pin, ids: z.array(EnvelopeId).min(1).max(1000) }).strict(),
   z.object({ type: z.literal('ping'), t: z.number() }).strict(),
+  /**
+   * Ask for the directory entries of these PINs (the senders of incoming envelopes, remembered
+   * contacts): the welcome carries only a page of the directory, never all of it.
+   */
+  z.object({ type: z.literal('lookup'), pins: z.array(Pin).min(1).max(MAX_LOOKUP_PINS) }).strict(),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
@@ -226,7 +233,13 @@ export type ReceiptState = z.infer<typeof ReceiptState>;
 
 export const ServerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('challenge'), v: z.literal(PROTOCOL_VERSION), nonce: b64(32, 32), policy: Policy }).strict(),
-  z.object({ type: z.literal('welcome'), pin: Pin, name: DisplayName, directory: z.array(DirectoryEntry), policy: Policy }).strict(),
+  /**
+   * Login succeeded. `directory` is a bounded page (online users first, then the most recently
+   * seen), `total` the number of users the relay knows; the others are found with `lookup`.
+   */
+  z
+    .object({ type: z.literal('welcome'), pin: Pin, name: DisplayName, directory: z.array(DirectoryEntry), total: z.number().int().min(0), policy: Policy })
+    .strict(),
   /** Directory changes since the last frame: new users and who went on- or offline. */
   z.object({ type: z.literal('presence'), users: z.array(DirectoryEntry) }).strict(),
   z.object({ type: z.literal('policy'), policy: Policy }).strict(),
@@ -237,7 +250,12 @@ export const ServerMessage = z.discriminatedUnion('type', [
   /** A queued receipt for a message this device sent; ack its qid. */
   z.object({ type: z.literal('receipt'), qid: z.number().int().min(1), id: EnvelopeId, by: Pin, state: ReceiptState, at: z.number() }).strict(),
   z.object({ type: z.literal('pong'), t: z.number() }).strict(),
-  z.object({ type: z.literal('error'), code: z.string(), message: z.string(), ref: z.string().optional() }).strict(),
+  /** The answer to `lookup`: the entries found, and the PINs the relay does not know. */
+  z.object({ type: z.literal('users'), users: z.array(DirectoryEntry), unknown: z.array(Pin) }).strict(),
+  /** `retryAfterMs`: on `rate_limited`, when the refused frame would fit the socket's budget. */
+  z
+    .object({ type: z.literal('error'), code: z.string(), message: z.string(), ref: z.string().optional(), retryAfterMs: z.number().int().min(0).optional() })
+    .strict(),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
@@ -327,6 +345,12 @@ export const ErrorCode = {
   UnknownRecipient: 'unknown_recipient',
   EscrowRequired: 'escrow_required',
   RateLimited: 'rate_limited',
+  /** A recipient's offline queue (or this sender's share of it) is full: the envelope was not accepted. */
+  QueueFull: 'queue_full',
+  /** Too many new identities from this network address in the last hour (then close 4001). */
+  RegistrationLimited: 'registration_limited',
+  /** The directory holds as many users as the relay allows and none can be evicted (then close 4001). */
+  DirectoryFull: 'directory_full',
   Internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -343,6 +367,8 @@ export const CloseCode = {
   SlowConsumer: 4004,
   Flooding: 4005,
   TooManyErrors: 4006,
+  /** The user was removed from the directory (the teacher's reset); logging in again registers anew. */
+  Removed: 4007,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

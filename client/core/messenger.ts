@@ -33,6 +33,7 @@ import {
   type Identity,
 } from '../../shared/crypto.ts';
 import { readersOf, type Readers } from './readers.ts';
+import { Lookups, loadDirectory, mergeDirectory, saveDirectory } from './directory.ts';
 
 /** The subset of the WebSocket API the core needs; browser WebSocket and `ws` both fit. */
 export interface SocketLike {
@@ -162,8 +163,9 @@ export class Messenger {
   readonly groups: GroupBook;
   /** Envelope ids already received: a replay is acknowledged and dropped. */
   private readonly seen = new Set<string>();
-  /** Envelopes whose sender is not in the directory yet. */
+  /** Envelopes whose sender is not in the directory yet: its entry has been asked for (`lookup`). */
   private readonly waiting: { qid: number; env: Envelope }[] = [];
+  private readonly lookups = new Lookups();
   private readonly storage: KeyValueStore;
   private stopped = false;
   private attempt = 0;
@@ -179,6 +181,7 @@ export class Messenger {
     this.storage = options.storage ?? memoryStore();
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
     this.groups = new GroupBook(this.storage);
+    for (const entry of loadDirectory(this.storage)) this.directory.set(entry.pin, entry);
     this.restore();
   }
 
@@ -312,8 +315,7 @@ export class Messenger {
         return;
       case 'welcome':
         this.attempt = 0;
-        this.directory.clear();
-        for (const entry of msg.directory) this.directory.set(entry.pin, entry);
+        this.onWelcomeDirectory(msg.directory);
         this.setPolicy(msg.policy);
         this.setStatus('online');
         this.emit({ type: 'directory' });
@@ -321,10 +323,12 @@ export class Messenger {
         for (const env of this.outbox.values()) this.transmit(env);
         return;
       case 'presence':
-        for (const entry of msg.users) this.directory.set(entry.pin, entry);
+        mergeDirectory(this.directory, msg.users, this.contactPins());
         this.emit({ type: 'directory' });
         this.retryWaiting();
         return;
+      case 'users':
+        return this.onUsers(msg.users, msg.unknown);
       case 'policy':
         this.setPolicy(msg.policy);
         return;
@@ -339,10 +343,58 @@ export class Messenger {
       case 'pong':
         return;
       case 'error':
-        return this.onError(msg.code, msg.message, msg.ref);
+        return this.onError(msg.code, msg.message, msg.ref, msg.retryAfterMs);
       default:
         return assertNever(msg);
     }
+  }
+
+  /**
+   * The welcome's page of the directory joins the entries kept from before (the page is bounded;
+   * the relay may know many more users). The page lists online users first, so once it holds an
+   * offline entry every kept entry outside it is offline. Then the entries still missing are asked
+   * for: remembered contacts (for who is online now) and senders of envelopes waiting.
+   */
+  private onWelcomeDirectory(page: DirectoryEntry[]): void {
+    this.lookups.reset();
+    const inPage = new Set(page.map((e) => e.pin));
+    if (page.some((e) => !e.online)) {
+      for (const [pin, entry] of this.directory) if (!inPage.has(pin) && entry.online) this.directory.set(pin, { ...entry, online: false });
+    }
+    mergeDirectory(this.directory, page, this.contactPins());
+    const missing = [...this.contactPins(), ...this.waiting.map((w) => w.env.from)].filter((pin) => pin !== this.pin && !inPage.has(pin));
+    this.lookup(missing.slice(0, 500));
+  }
+
+  /** Ask the relay for the directory entries of these PINs; the answer comes as a `directory` event. */
+  lookup(pins: string[]): void {
+    for (const batch of this.lookups.frames(pins)) if (batch.length) this.send({ type: 'lookup', pins: batch });
+  }
+
+  private onUsers(users: DirectoryEntry[], unknown: string[]): void {
+    this.lookups.answered([...users.map((u) => u.pin), ...unknown]);
+    mergeDirectory(this.directory, users, this.contactPins());
+    this.emit({ type: 'directory' });
+    this.retryWaiting();
+    // The relay does not know these senders (removed, or never registered): their envelopes cannot
+    // be checked, so they are shown as unreadable and acknowledged rather than fetched for ever.
+    const gone = this.waiting.filter((w) => unknown.includes(w.env.from));
+    for (const item of gone) {
+      this.waiting.splice(this.waiting.indexOf(item), 1);
+      this.unverifiable(item.qid, item.env);
+    }
+  }
+
+  /** PINs this device has talked with (its remembered contacts): kept in the directory whatever else comes. */
+  private contactPins(): Set<string> {
+    const pins = new Set<string>();
+    for (const m of this.messages.values()) {
+      pins.add(m.from);
+      for (const pin of m.to) pins.add(pin);
+    }
+    for (const w of this.waiting) pins.add(w.env.from);
+    pins.delete(this.pin);
+    return pins;
   }
 
   private setPolicy(policy: Policy): void {
@@ -481,7 +533,7 @@ export class Messenger {
     this.save();
   }
 
-  private onError(code: string, text: string, ref?: string): void {
+  private onError(code: string, text: string, ref?: string, retryAfterMs?: number): void {
     this.emit(ref === undefined ? { type: 'error', code, message: text } : { type: 'error', code, message: text, ref });
     if (!ref) return;
     const message = this.messages.get(ref);
@@ -496,7 +548,11 @@ export class Messenger {
       return;
     }
     if (code === ErrorCode.RateLimited) {
-      setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), 1000);
+      // Never sooner than 1 s: envelopes refused together retry together, and each refusal counts
+      // toward the relay's flood close. Later when the relay says the envelope needs longer to fit
+      // (a big fan-out waits for the output budget to refill).
+      const delay = Math.min(10_000, Math.max(1000, retryAfterMs ?? 0));
+      setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), delay);
       return;
     }
     this.outbox.delete(ref);
@@ -516,6 +572,7 @@ export class Messenger {
     const sender = this.directory.get(env.from);
     if (!sender) {
       this.waiting.push({ qid, env });
+      this.lookup([env.from]);
       return;
     }
     this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
@@ -560,6 +617,31 @@ export class Messenger {
       readBy: [],
       readers: readersOf(env, true),
       ...(opened.ok ? {} : { error: opened.reason }),
+      seen: false,
+    };
+    this.messages.set(env.id, message);
+    this.ack(qid);
+    this.emit({ type: 'message', message });
+    this.save();
+  }
+
+  /** An envelope whose sender the relay does not know: shown as unreadable, acknowledged. */
+  private unverifiable(qid: number, env: Envelope): void {
+    this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
+    this.seen.add(env.id);
+    const message: ChatMessage = {
+      id: env.id,
+      chat: chatKey(env, this.pin),
+      from: env.from,
+      to: env.to,
+      ts: env.ts,
+      direction: 'in',
+      text: '',
+      state: 'unreadable',
+      deliveredTo: [],
+      readBy: [],
+      readers: readersOf(env, true),
+      error: `the relay does not know the sender ${env.from}: its key, and so its signature, cannot be checked`,
       seen: false,
     };
     this.messages.set(env.id, message);
@@ -675,6 +757,7 @@ export class Messenger {
     this.saveTimer = null;
     const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], seen: [...this.seen].slice(-5000) };
     this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
+    saveDirectory(this.storage, this.directory, this.contactPins());
   }
 }
 

@@ -283,8 +283,9 @@ export function fuzzFrame(rng: Rng, t: Templates): FuzzFrame {
 
 /**
  * What the relay must do with a frame: refuse it (an error reply, or a close with a named
- * reason), or nothing in particular when the generator happened to make a valid ping or ack
- * (a ping is answered with a pong and an ack of unknown items is ignored; neither is bad).
+ * reason), or nothing in particular when the generator happened to make a valid ping, ack or
+ * lookup (a ping is answered with a pong, an ack of unknown items is ignored, a lookup is
+ * answered with what the directory holds; none is bad).
  * Schema-valid hellos, sends and reads from the corpus are still refused: a random login
  * signature, an unknown recipient, a sender that is not the session, ids of no message.
  */
@@ -293,5 +294,5 @@ export function mustRefuse(frame: FuzzFrame): boolean {
   const bytes = typeof frame.data === 'string' ? Buffer.from(frame.data) : frame.data;
   if (bytes.length > MAX_FRAME_BYTES || !isUtf8(bytes)) return true;
   const parsed = parseClientMessage(bytes.toString('utf8'));
-  return !parsed.ok || (parsed.value.type !== 'ping' && parsed.value.type !== 'ack');
+  return !parsed.ok || (parsed.value.type !== 'ping' && parsed.value.type !== 'ack' && parsed.value.type !== 'lookup');
 }

@@ -4,10 +4,10 @@
  * loses nothing, and every bad frame is answered by an error reply or a close
  * with a named reason.
  *
- * Rate limiting: this relay runs with the token bucket opened wide (burst and
- * refill of 1e9), and the corpus is spread over several sockets, so that every
+ * Rate limiting: this relay runs with its rate and byte budgets opened wide
+ * (`UNLIMITED`), and the corpus is spread over several sockets, so that every
  * frame reaches the parser instead of being turned away as "rate_limited"
- * (the bucket has its own test in limits.test.ts).
+ * (the budgets have their own tests in limits.test.ts and hostile-relay.test.ts).
  *
  * Accounting: each fuzz socket sends one frame, then a probe ping with a unique
  * value, and waits for the probe's pong or for the close. Whatever arrived before
@@ -21,6 +21,7 @@ import { CloseCode, type ServerMessage } from '../../shared/protocol.ts';
 import { newIdentity, type Identity } from '../../shared/crypto.ts';
 import { memoryLogger } from '../../server/log.ts';
 import { startTestRelay, user, knows, until, type TestUser } from '../helpers/relay.ts';
+import { UNLIMITED } from '../../server/relay.ts';
 import { RawClient, Rng, SIZE, reportFigures, sleep } from './support.ts';
 import { fuzzFrame, makeTemplates, mustRefuse, type FuzzFrame } from './fuzz-corpus.ts';
 
@@ -34,7 +35,7 @@ let app: Relay;
 const log = memoryLogger();
 
 beforeAll(async () => {
-  app = await startTestRelay({ log, limits: { rateBurst: 1e9, ratePerSecond: 1e9 } });
+  app = await startTestRelay({ log, limits: UNLIMITED });
 });
 afterAll(async () => {
   await app?.close();
@@ -251,7 +252,7 @@ describe('fuzz: malformed frames from raw clients while a watchdog pair talks', 
     const errorCodes = [...tally.errorCodes].sort((x, y) => y[1] - x[1]).map(([code, n]) => `${code}×${n}`).join(' ');
     reportFigures('fuzz', {
       'seed': SIZE.seed,
-      'fuzz sockets': `${FUZZ_SOCKETS} (half logged in), token bucket opened wide for this relay`,
+      'fuzz sockets': `${FUZZ_SOCKETS} (half logged in), rate and byte budgets opened wide for this relay`,
       'frames sent (total)': tally.sent,
       'malformed frames (must be refused)': tally.mustRefuse,
       'valid-shaped frames (ping/ack by chance)': tally.validShaped,

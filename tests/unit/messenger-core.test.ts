@@ -52,6 +52,7 @@ function loggedIn(policy: Policy = OFF) {
     pin: m.pin,
     name: 'Alice',
     policy,
+    total: 2,
     directory: [
       { pin: m.pin, name: 'Alice', pk: toB64(m.identity.signPk), online: true },
       { pin: bob.pin, name: 'Bob', pk: toB64(bob.signPk), online: true },

@@ -337,8 +337,8 @@ describe('parseServerMessage', () => {
   const entry = { pin: BOB, name: 'Bob', pk: bytes(32), online: true };
   const valid: Array<[string, Json]> = [
     ['challenge', { type: 'challenge', v: 1, nonce: bytes(32), policy: POLICY }],
-    ['welcome', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [entry], policy: TAP }],
-    ['welcome with an empty directory', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [], policy: POLICY }],
+    ['welcome', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [entry], total: 1, policy: TAP }],
+    ['welcome with an empty directory', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [], total: 0, policy: POLICY }],
     ['presence', { type: 'presence', users: [entry, { ...entry, pin: CAROL, online: false }] }],
     ['policy (warrant)', { type: 'policy', policy: { ...TAP, scope: 'warrant', pins: [BOB] } }],
     ['accepted', { type: 'accepted', id: ID, duplicate: false }],
@@ -370,7 +370,7 @@ describe('parseServerMessage', () => {
     ['a policy with an extra field', { type: 'policy', policy: { ...POLICY, ghost: true } }, 'policy: Unrecognized key: "ghost"'],
     ['a directory name with a control character', { type: 'presence', users: [{ ...entry, name: 'Bob\u0007' }] }, 'users.0.name: '],
     ['a directory key of 33 bytes', { type: 'presence', users: [{ ...entry, pk: bytes(33) }] }, 'users.0.pk: must decode to 32 bytes'],
-    ['a welcome with a lower-case PIN', { type: 'welcome', pin: 'abcdef12', name: 'A', directory: [], policy: POLICY }, 'pin: '],
+    ['a welcome with a lower-case PIN', { type: 'welcome', pin: 'abcdef12', name: 'A', directory: [], total: 0, policy: POLICY }, 'pin: '],
     ['an error without a message', { type: 'error', code: 'x' }, 'message: '],
     ['a client-to-relay type', { type: 'ping', t: 1 }, 'type: '],
   ])('refuses %s, naming the field', (_name, frame, field) => {
