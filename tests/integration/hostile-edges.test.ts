@@ -22,7 +22,7 @@ import { DEFAULT_EDGE_LIMITS } from '../../server/edge-limits.ts';
 import { PART_BYTES } from '../../server/feed-socket.ts';
 import { allowedHosts, checkHostAndOrigin } from '../../server/hosts.ts';
 import { consoleLogger, memoryLogger } from '../../server/log.ts';
-import { DEFAULT_LIMITS } from '../../server/relay.ts';
+import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
 import { startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
@@ -127,7 +127,7 @@ async function bigTraffic(app: TestApp, count: number): Promise<void> {
 
 describe('relay view: a bounded, paced backlog and slow viewers cut', () => {
   it('sixty relay-view sockets that never read hold the relay to its buffer bound: at most feedMaxBufferedBytes unsent per viewer, never the whole backlog', async () => {
-    const app = await relay({ limits: { rateBurst: 1e9, ratePerSecond: 1e9, viewersPerAddress: 100 } });
+    const app = await relay({ limits: { ...UNLIMITED, viewersPerAddress: 100 } });
     const bound = DEFAULT_EDGE_LIMITS.feedMaxBufferedBytes;
     await bigTraffic(app, 200); // 200 envelopes of 61 KB: 12 MB if the backlog were bounded by count alone
 
@@ -204,7 +204,7 @@ describe('relay view: a bounded, paced backlog and slow viewers cut', () => {
 
   it('a live viewer that stops reading is cut with 4004 "slow consumer" once the relay would hold more than the bound for it', async () => {
     const bound = 256 * 1024;
-    const app = await relay({ limits: { rateBurst: 1e9, ratePerSecond: 1e9, feedMaxBufferedBytes: bound } });
+    const app = await relay({ limits: { ...UNLIMITED, feedMaxBufferedBytes: bound } });
     const ws = new WebSocket(`${app.wsUrl}/relay-view`);
     cleanup.push(() => ws.terminate());
     const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
@@ -258,7 +258,7 @@ describe('relay view: a bounded, paced backlog and slow viewers cut', () => {
   });
 
   it('a console gets its snapshot within the buffer bound: the newest intercepts in parts (snapshot, then intercept frames), all of them, in order', async () => {
-    const app = await relay({ limits: { rateBurst: 1e9, ratePerSecond: 1e9, consoleSnapshotItems: 50 } });
+    const app = await relay({ limits: { ...UNLIMITED, consoleSnapshotItems: 50 } });
     await bigTraffic(app, 60);
     const ws = new WebSocket(`${app.wsUrl}/regulator`);
     cleanup.push(() => ws.terminate());
