@@ -7,7 +7,8 @@
  * "Group of 30" is thirty people: the sender and 29 recipients, so 30 wraps.
  */
 import sodium from 'libsodium-wrappers';
-import { cryptoReady, newIdentity, openEnvelope, sealEnvelope, type Identity } from '../shared/crypto.ts';
+import { cryptoReady, newIdentity, type Identity } from '../shared/crypto.ts';
+import { openEnvelope, sealEnvelope } from '../shared/envelope.ts';
 import type { Envelope } from '../shared/protocol.ts';
 
 export interface CryptoCase {

@@ -161,7 +161,7 @@ function onSend(ws: WebSocket, pin: string, env: Envelope): void {
   const json = JSON.stringify(env); // serialized once, fanned out as is
   const at = Date.now();
   if (records) {
-    records.metadata.run(at, 'envelope', env.from, env.to.join(','), env.conv, env.id, json.length, env.escrow ? 1 : 0);
+    records.metadata.run(at, 'envelope', env.from, env.to.join(','), env.conv, env.id, json.length, env.keys.model === 'e2e-escrow' ? 1 : 0);
     records.archive.run(at, env.id, env.from, pkOf.get(pin) ?? '', json);
   }
   send(ws, `{"type":"accepted","id":"${env.id}","duplicate":false}`);

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { cryptoReady, signLogin, toB64, type Identity } from '../shared/crypto.ts';
 import { benchIdentity, benchName, percentile, serve, sleep } from './common.ts';
+import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 
 type Mode = 'relay' | 'baseline';
 
@@ -150,7 +151,7 @@ function onFrame(client: Client, frame: string, loggedIn: () => void): void {
     } else if (frame.startsWith('{"type":"challenge"')) {
       const { nonce } = JSON.parse(frame) as { nonce: string };
       const id = identity(client.i);
-      client.ws.send(JSON.stringify({ type: 'hello', v: 1, pk: toB64(id.signPk), name: benchName(client.i), sig: signLogin(nonce, id) }));
+      client.ws.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(id.signPk), name: benchName(client.i), sig: signLogin(nonce, id) }));
     } else if (frame.startsWith('{"type":"welcome"')) {
       loggedIn();
     } else if (frame.startsWith('{"type":"error"')) {

@@ -23,6 +23,7 @@ import { runCryptoBench, type CryptoFigures } from './crypto-bench.ts';
 import { runBrowserBench, type BrowserFigures } from './browser-bench.ts';
 import type { AppLimits } from '../server/app.ts';
 import { UNLIMITED } from '../server/relay.ts';
+import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -156,7 +157,7 @@ async function preparePool(): Promise<string> {
  */
 async function sealPool(kind: 'dm' | 'group', counts: number[]): Promise<string> {
   // (The 1:1 pool's cache key is its layout alone, as it was before group pools existed.)
-  const spec = JSON.stringify(kind === 'dm' ? { v: 1, counts } : { v: 1, kind, counts });
+  const spec = JSON.stringify(kind === 'dm' ? { v: PROTOCOL_VERSION, counts } : { v: PROTOCOL_VERSION, kind, counts });
   const dir = join(tmpdir(), 'backdoor-lab-bench-pool', createHash('sha256').update(spec).digest('hex').slice(0, 16));
   const total = counts.reduce((a, b) => a + b, 0);
   const what = kind === 'dm' ? 'envelope pool' : 'group envelope pool';

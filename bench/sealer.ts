@@ -10,7 +10,8 @@
  * to the other 29 members of the sender's group of 30 (groupOf), the group's name in the body.
  */
 import { writeFileSync } from 'node:fs';
-import { cryptoReady, sealEnvelope, type Identity } from '../shared/crypto.ts';
+import { cryptoReady, type Identity } from '../shared/crypto.ts';
+import { sealEnvelope } from '../shared/envelope.ts';
 import { benchIdentity, groupOf, peerOf, serve } from './common.ts';
 
 const TEXTS = [

@@ -12,8 +12,10 @@
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import WebSocket from 'ws';
-import { cryptoReady, newIdentity, sealEnvelope, signLogin, toB64 } from '../shared/crypto.ts';
+import { cryptoReady, newIdentity, signLogin, toB64 } from '../shared/crypto.ts';
+import { sealEnvelope } from '../shared/envelope.ts';
 import { spawnTs, sleep, type MemorySample } from './common.ts';
+import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 
 const idleCount = Number(process.argv[2] ?? 200);
 const stalledCount = Number(process.argv[3] ?? 60);
@@ -52,7 +54,7 @@ const login = async (id: ReturnType<typeof newIdentity>, name: string) => {
   ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
   while (!frames.some((f) => f.type === 'challenge')) await sleep(5);
   const nonce = frames.find((f) => f.type === 'challenge')!.nonce!;
-  ws.send(JSON.stringify({ type: 'hello', v: 1, pk: toB64(id.signPk), name, sig: signLogin(nonce, id) }));
+  ws.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(id.signPk), name, sig: signLogin(nonce, id) }));
   while (!frames.some((f) => f.type === 'welcome')) await sleep(5);
   return { ws, frames };
 };

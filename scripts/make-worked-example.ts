@@ -18,23 +18,8 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sodium from 'libsodium-wrappers';
-import {
-  cryptoReady,
-  escrowKeyPairFromSecret,
-  fromHex,
-  headerBytes,
-  loginTranscript,
-  newIdentity,
-  openEnvelope,
-  openWithEscrow,
-  safetyNumber,
-  sealEnvelope,
-  signedBytes,
-  toB64,
-  toHex,
-  verifyLogin,
-  type Identity,
-} from '../shared/crypto.ts';
+import { cryptoReady, escrowKeyPairFromSecret, fromHex, loginTranscript, newIdentity, safetyNumber, toB64, toHex, verifyLogin, type Identity } from '../shared/crypto.ts';
+import { headerBytes, openEnvelope, openWithEscrow, sealEnvelope, signedBytes } from '../shared/envelope.ts';
 import { Envelope, PROTOCOL_VERSION, type MessageBody } from '../shared/protocol.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -141,11 +126,14 @@ export function buildWorkedExample() {
     ts: sealed.ts,
     nonce: sealed.nonce,
     body: sealed.body,
-    wraps: [
-      { to: alice.pin, key: toB64(boxes.alice.sealed) },
-      { to: bob.pin, key: toB64(boxes.bob.sealed) },
-    ],
-    escrow: { kid: escrow.kid, key: toB64(boxes.escrow.sealed) },
+    keys: {
+      model: 'e2e-escrow' as const,
+      wraps: [
+        { to: alice.pin, key: toB64(boxes.alice.sealed) },
+        { to: bob.pin, key: toB64(boxes.bob.sealed) },
+      ],
+      escrow: { kid: escrow.kid, key: toB64(boxes.escrow.sealed) },
+    },
   };
   const signed = signedBytes(unsigned);
   const env: Envelope = Envelope.parse({ ...unsigned, sig: toB64(sodium.crypto_sign_detached(signed, alice.signSk)) });

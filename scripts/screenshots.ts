@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { Page } from 'playwright-core';
 import { startApp } from '../server/app.ts';
-import { fromB64, sealEnvelope } from '../shared/crypto.ts';
+import { fromB64 } from '../shared/crypto.ts';
+import { sealEnvelope } from '../shared/envelope.ts';
 import { focusTab, launchChromium, messageWith, openChat, openDm, typeAndSend } from '../tests/helpers/browser.ts';
 import { rawClient } from '../tests/helpers/raw-client.ts';
 

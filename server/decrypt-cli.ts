@@ -8,22 +8,23 @@
 import { open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
-import { Envelope, PublicKey, describeBody, groupNameOf } from '../shared/protocol.ts';
-import { cryptoReady, escrowKeyPairFromSecret, fromB64, fromHex, openWithEscrow, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
+import { openArchived, parseArchiveLine, personOf } from '../shared/archive.ts';
+import { wordsFor } from '../shared/failures.ts';
+import { cryptoReady, escrowKeyPairFromSecret, fromB64, fromHex, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 
 const HELP = `Backdoor Lab offline decryptor: open an exported intercept archive with an escrow key.
 
 Usage: npm run decrypt -- --archive FILE --key FILE [--json]
 
   --archive FILE   archive.jsonl as exported from GET /api/regulator/archive.jsonl
-                   (one JSON object per line: {"seq","at","senderPk","env"})
+                   (one JSON object per line: {"seq","at","senderPk","names","env"};
+                   protocol v1 and v2 envelopes, older lines without "names")
   --key FILE       the escrow key: the JSON file from GET /api/regulator/escrow-key,
                    or a file holding only the 32-byte X25519 secret key in base64 (or hex)
   --json           print one JSON object instead of text
   --help           this text
 
-It prints every message the key opens (time, sender PIN -> recipient PINs, text),
+It prints every message the key opens (time, sender -> recipients by name and PIN, text),
 every envelope it cannot open with the reason, every unreadable line by number,
 and the counts. Blank lines are ignored.
 
@@ -33,13 +34,6 @@ or when some lines could not be read (they are reported; the rest are still open
 
 /** A usage or input error: reported on stderr, exit 2. */
 class CliError extends Error {}
-
-const ArchiveLineSchema = z.object({
-  seq: z.number().int(),
-  at: z.number(),
-  senderPk: z.union([PublicKey, z.literal('')]),
-  env: Envelope,
-});
 
 type Outcome = 'opened' | 'end-to-end' | 'not-opened';
 
@@ -51,8 +45,13 @@ interface Item {
   ts: number;
   from: string;
   to: string[];
+  /** "Name (PIN)" for the sender and each recipient, where the archive line names them. */
+  fromName: string;
+  toNames: string[];
   conv: string;
   status: Outcome;
+  /** Why it did not open: a stable code (shared/failures.ts). */
+  code?: string;
   text?: string;
   group?: string;
   reason?: string;
@@ -151,33 +150,29 @@ async function decryptArchive(path: string, key: EscrowKeyPair): Promise<Report>
         report.badLines += 1;
         report.errors.push({ line: lineNo, reason });
       };
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        bad('not valid JSON');
+      const parsed = parseArchiveLine(text);
+      if (!parsed.ok) {
+        bad(parsed.reason);
         continue;
       }
-      const parsed = ArchiveLineSchema.safeParse(json);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        bad(`not an archive line: ${issue?.path.length ? issue.path.join('.') : '(line)'}: ${issue?.message ?? 'invalid'}`);
-        continue;
-      }
-      const { seq, at, senderPk, env } = parsed.data;
+      const line = parsed.value;
+      const { seq, at, env } = line;
       report.envelopes += 1;
-      const base = { line: lineNo, seq, id: env.id, at, ts: env.ts, from: env.from, to: env.to, conv: env.conv };
-      const result = openWithEscrow(env, key, senderPk ? fromB64(senderPk) : undefined);
-      if (result.ok) {
-        report.opened += 1;
-        const group = groupNameOf(result.value);
-        report.items.push({ ...base, status: 'opened', text: describeBody(result.value), ...(group !== undefined ? { group } : {}) });
-      } else if (env.escrow === null) {
-        report.endToEnd += 1;
-        report.items.push({ ...base, status: 'end-to-end', reason: result.reason });
-      } else {
-        report.notOpened += 1;
-        report.items.push({ ...base, status: 'not-opened', reason: result.reason });
+      const base = { line: lineNo, seq, id: env.id, at, ts: env.ts, from: env.from, to: env.to, fromName: personOf(line, env.from), toNames: env.to.map((p) => personOf(line, p)), conv: env.conv };
+      const verdict = openArchived(line, key);
+      switch (verdict.status) {
+        case 'opened':
+          report.opened += 1;
+          report.items.push({ ...base, status: 'opened', text: verdict.text, ...(verdict.group !== undefined ? { group: verdict.group } : {}) });
+          break;
+        case 'end-to-end':
+          report.endToEnd += 1;
+          report.items.push({ ...base, status: 'end-to-end', code: verdict.code, reason: verdict.reason });
+          break;
+        case 'not-opened':
+          report.notOpened += 1;
+          report.items.push({ ...base, status: 'not-opened', code: verdict.code, reason: verdict.reason });
+          break;
       }
     }
   } catch (err) {
@@ -210,12 +205,13 @@ function renderText(r: Report): { out: string; err: string } {
       continue;
     }
     const item = row.item;
-    const route = `${item.from} -> ${item.to.join(', ')}`;
+    // Names passed the display-name rules when the line was parsed: no control, bidi or invisible characters.
+    const route = `${item.fromName} -> ${item.toNames.join(', ')}`;
     if (item.status === 'opened') {
       const group = item.group !== undefined ? ` [group ${quote(item.group)}]` : '';
       out.push(`OPENED  ${new Date(item.ts).toISOString()}  ${route}${group}: ${quote(item.text ?? '')}`);
     } else {
-      out.push(`CLOSED  ${item.id}  ${route}: ${item.reason ?? ''}`);
+      out.push(`CLOSED  ${item.id}  ${route}: ${item.code ? `${wordsFor(item.code)} (${item.code})` : (item.reason ?? '')}`);
     }
   }
   out.push(summary(r));

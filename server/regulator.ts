@@ -9,27 +9,17 @@
  * module's SQLite file and leaves it only through the audited export.
  */
 import type Database from 'better-sqlite3';
-import { Envelope, Pin, describeBody, groupNameOf, type AuditEntry, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
-import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, openWithEscrow, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
+import { Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
+import { ARCHIVE_TABLE, formatArchiveLine, lineOfRow, migrateArchive, openArchived, type ArchiveLine, type ArchiveRow } from '../shared/archive.ts';
 import { openDatabase, StoreError } from './store.ts';
 
-export interface ArchivedEnvelope {
-  seq: number;
-  at: number;
-  senderPk: string;
-  env: Envelope;
-}
+/** An archived envelope: one line of archive.jsonl (shared/archive.ts defines both). */
+export type ArchivedEnvelope = ArchiveLine;
+export type { ArchiveLine };
 
 export type Intercept = InterceptItem;
 export type { TapSettings };
-
-/** One line of archive.jsonl: the format `npm run decrypt` and any PyNaCl script read. */
-export interface ArchiveLine {
-  seq: number;
-  at: number;
-  senderPk: string;
-  env: Envelope;
-}
 
 /** The exported escrow key file (`GET /api/regulator/escrow-key`). */
 export interface EscrowKeyFile {
@@ -47,14 +37,7 @@ CREATE TABLE IF NOT EXISTS escrow_key (
   sk TEXT NOT NULL,
   created_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS archive (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  at INTEGER NOT NULL,
-  env_id TEXT NOT NULL,
-  sender TEXT NOT NULL,
-  sender_pk TEXT NOT NULL,
-  json TEXT NOT NULL
-);
+${ARCHIVE_TABLE}
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   at INTEGER NOT NULL,
@@ -88,6 +71,7 @@ export class Regulator {
     this.db = openDatabase(file, 'regulator');
     try {
       this.db.exec(SCHEMA);
+      migrateArchive(this.db);
     } catch (err) {
       throw new StoreError(`regulator database ${file} has an unexpected layout: ${(err as Error).message}`);
     }
@@ -95,13 +79,9 @@ export class Regulator {
     this.stmt = {
       getKey: db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM escrow_key ORDER BY created_at LIMIT 1'),
       putKey: db.prepare('INSERT INTO escrow_key (kid, pk, sk, created_at) VALUES (?, ?, ?, ?)'),
-      archive: db.prepare('INSERT INTO archive (at, env_id, sender, sender_pk, json) VALUES (?, ?, ?, ?, ?)'),
-      since: db.prepare<[number, number], { seq: number; at: number; sender_pk: string; json: string }>(
-        'SELECT seq, at, sender_pk, json FROM archive WHERE seq > ? ORDER BY seq LIMIT ?',
-      ),
-      latest: db.prepare<[number], { seq: number; at: number; sender_pk: string; json: string }>(
-        'SELECT seq, at, sender_pk, json FROM archive ORDER BY seq DESC LIMIT ?',
-      ),
+      archive: db.prepare('INSERT INTO archive (at, env_id, sender, sender_pk, json, names) VALUES (?, ?, ?, ?, ?, ?)'),
+      since: db.prepare<[number, number], ArchiveRow>('SELECT seq, at, sender_pk, json, names FROM archive WHERE seq > ? ORDER BY seq LIMIT ?'),
+      latest: db.prepare<[number], ArchiveRow>('SELECT seq, at, sender_pk, json, names FROM archive ORDER BY seq DESC LIMIT ?'),
       count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM archive'),
       nthNewest: db.prepare<[number], { seq: number }>('SELECT seq FROM archive ORDER BY seq DESC LIMIT 1 OFFSET ?'),
       audit: db.prepare('INSERT INTO audit (at, action, detail) VALUES (?, ?, ?)'),
@@ -114,7 +94,7 @@ export class Regulator {
     this.applyPolicy();
     this.unsubscribe = relay.observe(
       (event) => {
-        if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env);
+        if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env, event.names);
       },
       () => this.commitArchive(),
     );
@@ -205,25 +185,26 @@ export class Regulator {
     }
   }
 
-  private intercept(at: number, senderPk: string, env: Envelope): void {
+  private intercept(at: number, senderPk: string, env: Envelope, names: Record<string, string>): void {
     if (!this.archiveOpen && !this.db.inTransaction) {
       this.db.exec('BEGIN');
       this.archiveOpen = true;
       setImmediate(() => this.commitArchive());
     }
-    const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env));
+    const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env), JSON.stringify(names));
     if (this.archiveCount !== null) this.archiveCount += 1;
     if (!this.listeners.size) return;
-    const item = this.open({ seq: Number(info.lastInsertRowid), at, senderPk, env });
+    const item = this.open({ seq: Number(info.lastInsertRowid), at, senderPk, names, env });
     for (const listener of this.listeners) listener(item);
   }
 
-  /** Try the escrow key on one archived envelope. */
+  /** Try the escrow key on one archived envelope: opened, end-to-end, or a field that does not open (and why). */
   open(item: ArchivedEnvelope): Intercept {
-    const result = openWithEscrow(item.env, this.key, item.senderPk ? fromB64(item.senderPk) : undefined);
-    return result.ok
-      ? { ...item, readable: true, text: describeBody(result.value), group: groupNameOf(result.value) ?? null, reason: null }
-      : { ...item, readable: false, text: null, group: null, reason: result.reason };
+    const verdict = openArchived(item, this.key);
+    const base = { seq: item.seq, at: item.at, senderPk: item.senderPk, ...(item.names ? { names: item.names } : {}), env: item.env };
+    return verdict.status === 'opened'
+      ? { ...base, status: 'opened', readable: true, code: null, text: verdict.text, group: verdict.group ?? null, reason: null }
+      : { ...base, status: verdict.status, readable: false, code: verdict.code, text: null, group: null, reason: verdict.reason };
   }
 
   onIntercept(listener: (item: Intercept) => void): () => void {
@@ -231,11 +212,12 @@ export class Regulator {
     return () => this.listeners.delete(listener);
   }
 
-  private rows(rows: { seq: number; at: number; sender_pk: string; json: string }[]): ArchivedEnvelope[] {
+  /** Rows that parse as archive lines (v1 or v2); a damaged row is skipped, never thrown. */
+  private rows(rows: ArchiveRow[]): ArchivedEnvelope[] {
     const out: ArchivedEnvelope[] = [];
     for (const row of rows) {
-      const env = Envelope.safeParse(JSON.parse(row.json));
-      if (env.success) out.push({ seq: row.seq, at: row.at, senderPk: row.sender_pk, env: env.data });
+      const line = lineOfRow(row);
+      if (line.ok) out.push(line.value);
     }
     return out;
   }
@@ -265,10 +247,11 @@ export class Regulator {
     this.record('archive exported', `${this.archiveSize()} envelopes`);
     let after = 0;
     for (;;) {
-      const page = this.archived(after, 500);
-      if (!page.length) return;
-      for (const item of page) yield `${JSON.stringify({ seq: item.seq, at: item.at, senderPk: item.senderPk, env: item.env } satisfies ArchiveLine)}\n`;
-      after = page[page.length - 1]!.seq;
+      // Paged by the rows read, not the rows that parsed: a page of damaged rows does not end the export.
+      const rows = this.stmt.since.all(after, 500);
+      if (!rows.length) return;
+      for (const item of this.rows(rows)) yield `${formatArchiveLine(item)}\n`;
+      after = rows[rows.length - 1]!.seq;
     }
   }
 

@@ -703,7 +703,8 @@ export class Relay {
     }
     const unknown = env.to.filter((to) => !this.store.getUser(to));
     if (unknown.length) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${unknown.join(', ')}`, env.id);
-    if (policyCovers(this.policy, env.from, env.to) && env.escrow?.kid !== this.policy.escrowKid) {
+    const escrowKid = env.keys.model === 'e2e-escrow' ? env.keys.escrow.kid : null;
+    if (policyCovers(this.policy, env.from, env.to) && escrowKid !== this.policy.escrowKid) {
       // The relay can see the field is present and well formed; it cannot see whether it opens.
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.EscrowRequired, message: 'no escrow field under the tap' });
       return this.error(session, ErrorCode.EscrowRequired, `the tap is on: add an escrow field for key ${this.policy.escrowKid}`, env.id);
@@ -720,7 +721,7 @@ export class Relay {
     if (this.pendingPresence.has(pin)) this.flushPresence(pin);
 
     const now = Date.now();
-    const qids = this.store.acceptEnvelope(env, json, now);
+    const qids = this.store.acceptEnvelope({ id: env.id, from: env.from, to: env.to, conv: env.conv, escrow: escrowKid !== null }, json, now);
     this.send(session, { type: 'accepted', id: env.id, duplicate: false });
     const online: string[] = [];
     for (const [to, qid] of qids) {
@@ -729,7 +730,14 @@ export class Relay {
       online.push(to);
       this.sendRaw(target, `{"type":"envelope","qid":${qid},"env":${json}}`);
     }
-    this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk });
+    if (this.observers.size) {
+      const names: Record<string, string> = {};
+      for (const p of [env.from, ...env.to]) {
+        const user = this.store.getUser(p);
+        if (user) names[p] = entryOf(user, false).name;
+      }
+      this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk, names });
+    }
   }
 
   private onAck(pin: string, qids: number[]): void {

@@ -419,7 +419,7 @@ export class RelayStore {
    * log its metadata (which also remembers its id). Returns the qid per recipient.
    */
   acceptEnvelope(
-    env: { id: string; from: string; to: string[]; conv: string; escrow: unknown },
+    env: { id: string; from: string; to: string[]; conv: string; escrow: boolean },
     json: string,
     now: number,
   ): Map<string, number> {

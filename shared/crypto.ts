@@ -1,11 +1,11 @@
 /**
- * Envelope crypto with libsodium, shared by the browser client, Node bots, the
- * regulator and the tests. One function per concern; failures come back as
- * values, never as exceptions. The byte layouts are documented, with a worked
- * example, in docs/wire-format.md.
+ * Crypto primitives with libsodium, shared by the browser client, Node bots, the
+ * regulator and the tests: identities, PINs, safety numbers, escrow key pairs,
+ * the login signature and key unwrapping. Envelopes are in shared/envelope.ts,
+ * one module per key model in shared/crypto/. Failures come back as values,
+ * never as exceptions. Byte layouts and a worked example: docs/wire-format.md.
  */
 import sodium from 'libsodium-wrappers';
-import { PROTOCOL_VERSION, type Envelope, type EscrowField, MessageBody } from './protocol.ts';
 
 export async function cryptoReady(): Promise<void> {
   await sodium.ready;
@@ -118,7 +118,7 @@ export function escrowKeyPairFromSecret(sk: Uint8Array): EscrowKeyPair {
 // ---------------------------------------------------------------------------
 // Login
 
-export const LOGIN_CONTEXT = 'backdoor-lab/v1 login';
+export const LOGIN_CONTEXT = 'backdoor-lab/v2 login';
 
 /** What a client signs to log in: the context, the relay's fresh nonce and its own key. */
 export function loginTranscript(nonceB64: string, signPkB64: string): Uint8Array {
@@ -136,81 +136,6 @@ export function verifyLogin(nonceB64: string, signPkB64: string, sigB64: string)
   }
 }
 
-// ---------------------------------------------------------------------------
-// Envelope byte layouts
-
-/** The header, bound to the body as AEAD associated data. */
-export function headerBytes(env: Pick<Envelope, 'v' | 'id' | 'from' | 'to' | 'conv' | 'ts'>): Uint8Array {
-  return utf8(
-    [`backdoor-lab/v${env.v}`, `id=${env.id}`, `from=${env.from}`, `to=${env.to.join(',')}`, `conv=${env.conv}`, `ts=${env.ts}`].join('\n'),
-  );
-}
-
-/** Everything the sender signs: the header text and every other field but the signature. */
-export function signedBytes(env: Omit<Envelope, 'sig'>): Uint8Array {
-  const header = sodium.to_string(headerBytes(env));
-  const wraps = env.wraps.map((w) => `${w.to}:${w.key}`).join(',');
-  const escrow = env.escrow ? `${env.escrow.kid}:${env.escrow.key}` : '-';
-  return utf8(['backdoor-lab/v1 signature', header, `nonce=${env.nonce}`, `body=${env.body}`, `wraps=${wraps}`, `escrow=${escrow}`].join('\n'));
-}
-
-// ---------------------------------------------------------------------------
-// Sealing
-
-export interface Recipient {
-  pin: string;
-  signPk: Uint8Array;
-}
-
-export interface SealInput {
-  sender: Identity;
-  to: Recipient[];
-  conv: string;
-  body: MessageBody;
-  /** The regulator's escrow key, when the policy covers this message. */
-  escrow?: { pk: Uint8Array; kid: string } | null;
-  /** Fixed values, for the worked example and tests only. */
-  fixed?: { id?: string; ts?: number; nonce?: Uint8Array; key?: Uint8Array };
-}
-
-export function sealEnvelope(input: SealInput): { env: Envelope; key: Uint8Array } {
-  const { sender, fixed } = input;
-  const key = fixed?.key ?? sodium.crypto_aead_xchacha20poly1305_ietf_keygen();
-  const nonce = fixed?.nonce ?? sodium.randombytes_buf(sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
-  const head = {
-    v: PROTOCOL_VERSION as typeof PROTOCOL_VERSION,
-    id: fixed?.id ?? toHex(sodium.randombytes_buf(16)),
-    from: sender.pin,
-    to: input.to.map((r) => r.pin),
-    conv: input.conv,
-    ts: fixed?.ts ?? Date.now(),
-  };
-  const body = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(JSON.stringify(input.body), headerBytes(head), null, nonce, key);
-  const wraps = [
-    { to: sender.pin, key: toB64(sodium.crypto_box_seal(key, sender.boxPk)) },
-    ...input.to.map((r) => ({ to: r.pin, key: toB64(sodium.crypto_box_seal(key, boxKeyOf(r.signPk))) })),
-  ];
-  const escrow: EscrowField | null = input.escrow
-    ? { kid: input.escrow.kid, key: toB64(sodium.crypto_box_seal(key, input.escrow.pk)) }
-    : null;
-  const unsigned = { ...head, nonce: toB64(nonce), body: toB64(body), wraps, escrow };
-  const sig = toB64(sodium.crypto_sign_detached(signedBytes(unsigned), sender.signSk));
-  return { env: { ...unsigned, sig }, key };
-}
-
-// ---------------------------------------------------------------------------
-// Opening
-
-export function verifyEnvelope(env: Envelope, senderSignPk: Uint8Array): boolean {
-  if (pinOf(senderSignPk) !== env.from) return false;
-  try {
-    const { sig, ...unsigned } = env;
-    return sodium.crypto_sign_verify_detached(fromB64(sig), signedBytes(unsigned), senderSignPk);
-  } catch {
-    return false;
-  }
-}
-
 /** Unwrap a sealed message key with an X25519 key pair (a user's or the regulator's). */
 export function unwrapKey(sealedB64: string, boxPk: Uint8Array, boxSk: Uint8Array): Result<Uint8Array> {
   try {
@@ -220,47 +145,3 @@ export function unwrapKey(sealedB64: string, boxPk: Uint8Array, boxSk: Uint8Arra
   }
 }
 
-/** Decrypt the body with a message key. Fails if any header field or body byte changed. */
-export function decryptBody(env: Envelope, key: Uint8Array): Result<MessageBody> {
-  let plain: string;
-  try {
-    plain = sodium.to_string(
-      sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, fromB64(env.body), headerBytes(env), fromB64(env.nonce), key),
-    );
-  } catch {
-    return { ok: false, reason: 'the body does not decrypt: wrong key, or header or body altered' };
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(plain);
-  } catch {
-    return { ok: false, reason: 'the decrypted body is not JSON' };
-  }
-  const parsed = MessageBody.safeParse(json);
-  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, reason: 'the decrypted body is malformed' };
-}
-
-/** A participant opens an envelope: signature first, then its own wrap, then the body. */
-export function openEnvelope(env: Envelope, reader: Identity, senderSignPk: Uint8Array): Result<MessageBody> {
-  if (!verifyEnvelope(env, senderSignPk)) return { ok: false, reason: 'bad signature: not from the claimed sender, or altered' };
-  const wrap = env.wraps.find((w) => w.to === reader.pin);
-  if (!wrap) return { ok: false, reason: 'no key wrap for this reader' };
-  const key = unwrapKey(wrap.key, reader.boxPk, reader.boxSk);
-  return key.ok ? decryptBody(env, key.value) : key;
-}
-
-/**
- * The escrow holder opens an envelope through its escrow field. The signature
- * is checked when the sender's key is known; a forged field simply fails to open.
- */
-export function openWithEscrow(env: Envelope, escrow: EscrowKeyPair, senderSignPk?: Uint8Array): Result<MessageBody> {
-  if (senderSignPk && !verifyEnvelope(env, senderSignPk)) return { ok: false, reason: 'bad signature' };
-  if (!env.escrow) return { ok: false, reason: 'no escrow field: end-to-end only' };
-  if (env.escrow.kid !== escrow.kid) return { ok: false, reason: `escrow field is for another key (${env.escrow.kid})` };
-  const key = unwrapKey(env.escrow.key, escrow.pk, escrow.sk);
-  if (!key.ok) return { ok: false, reason: 'escrow field does not open: forged or corrupted' };
-  return decryptBody(env, key.value);
-}
-
-/** Length in bytes of the plaintext inside an envelope's body (ciphertext minus the 16-byte tag). */
-export const bodyPlainLength = (env: Envelope): number => fromB64(env.body).length - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES;

@@ -19,28 +19,9 @@ import { fromB64, pinOf, toB64, toHex, type Identity } from './crypto.ts';
 
 export { GroupState, type GroupMember };
 
-/** Why a group message or a member list was not accepted: stable codes, worded for people by the UI. */
-export const GroupFailure = {
-  /** A message in a group conversation that carries no signed member list (a v1 client, or a forger). */
-  Unsigned: 'group_unsigned',
-  /** The member list's signature, key binding or layout does not check out. */
-  BadState: 'group_state_invalid',
-  /** The member list is for another group than the envelope's conversation. */
-  WrongGroup: 'group_id_mismatch',
-  /** The sender is not on the member list this client holds. */
-  NotMember: 'not_a_member',
-  /** The sender is on the list, but under another key than the one that signed the envelope. */
-  MemberKeyMismatch: 'member_key_mismatch',
-  /** The envelope went to another set of people than the list's members. */
-  RecipientsMismatch: 'recipients_mismatch',
-  /** Sent under an older member list than this client holds, to a set of people that is no longer the group. */
-  Stale: 'group_state_stale',
-  /** The creator signed two different lists with the same version number. */
-  Conflict: 'group_state_conflict',
-  /** This client is not on the list it was sent. */
-  NotForMe: 'not_in_group',
-} as const;
-export type GroupFailure = (typeof GroupFailure)[keyof typeof GroupFailure];
+import { GroupFailure } from './failures.ts';
+
+export { GroupFailure };
 
 export type GroupCheck = { ok: true; state: GroupState; updated: boolean } | { ok: false; code: GroupFailure; message: string };
 

@@ -8,7 +8,8 @@
  */
 import { z } from 'zod';
 
-export const PROTOCOL_VERSION = 1;
+/** Version 2 puts the key model in the signed envelope (`keys`); version 1 envelopes still open (archives, old queues). */
+export const PROTOCOL_VERSION = 2;
 
 /** Largest frame the relay accepts; a bigger one closes the socket with 1009. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -84,33 +85,85 @@ export const EscrowField = z
 export type EscrowField = z.infer<typeof EscrowField>;
 
 /**
- * The envelope: everything the relay sees of a message. `from` is set by the
- * sender and checked by the relay against the authenticated session.
+ * Every key model an envelope's `keys.model` may name: how the message key is protected, and so
+ * who can read the message. One crypto module per model (shared/crypto/). Names listed here but not
+ * in `KeyModel` below are reserved for the lab's later models and refused by the parser by name.
+ */
+export const KEY_MODEL_NAMES = ['e2e', 'e2e-escrow', 'app-key', 'server-key', 'ratchet', 'ghost'] as const;
+export type KeyModelName = (typeof KEY_MODEL_NAMES)[number];
+
+const Wraps = z.array(KeyWrap).min(1).max(MAX_RECIPIENTS + 1);
+
+/** End to end: the message key sealed to the sender's own key and each recipient's, nobody else's. */
+export const E2eKeys = z.object({ model: z.literal('e2e'), wraps: Wraps }).strict();
+/** End to end with escrow (the regulator tap): the same wraps, and the key sealed to the escrow key as well. */
+export const EscrowKeys = z.object({ model: z.literal('e2e-escrow'), wraps: Wraps, escrow: EscrowField }).strict();
+
+/** The signed, tagged field that says how an envelope's message key is protected. */
+export const KeyModel = z.discriminatedUnion('model', [E2eKeys, EscrowKeys]);
+export type KeyModel = z.infer<typeof KeyModel>;
+export type E2eKeys = z.infer<typeof E2eKeys>;
+export type EscrowKeys = z.infer<typeof EscrowKeys>;
+
+/** The PINs a key model holds wraps for (each model has them: the sender's own copy and each recipient's). */
+export function wrapPins(keys: KeyModel): string[] {
+  switch (keys.model) {
+    case 'e2e':
+    case 'e2e-escrow':
+      return keys.wraps.map((w) => w.to);
+    default:
+      return assertNever(keys);
+  }
+}
+
+const routing = {
+  id: EnvelopeId,
+  from: Pin,
+  to: z.array(Pin).min(1, 'to must name at least one recipient').max(MAX_RECIPIENTS),
+  conv: ConversationId,
+  ts: z.number().int().min(0).max(8.64e15),
+  nonce: Nonce24,
+  body: b64(17, MAX_FRAME_BYTES),
+};
+
+function checkRouting(env: { from: string; to: string[]; conv: string }, wraps: string[], ctx: z.RefinementCtx, wrapsPath: (string | number)[]): void {
+  if (new Set(env.to).size !== env.to.length) ctx.addIssue({ code: 'custom', message: 'to must not repeat a PIN', path: ['to'] });
+  if (env.to.includes(env.from)) ctx.addIssue({ code: 'custom', message: 'to must not include the sender', path: ['to'] });
+  if (env.conv === 'dm' && env.to.length !== 1) ctx.addIssue({ code: 'custom', message: 'a dm names exactly one recipient', path: ['to'] });
+  const want = [env.from, ...env.to].sort().join(',');
+  if (want !== [...wraps].sort().join(',')) ctx.addIssue({ code: 'custom', message: 'wraps must hold one key for the sender and each recipient', path: wrapsPath });
+}
+
+/**
+ * The envelope (protocol version 2): everything the relay sees of a message. `from` is set by the
+ * sender and checked by the relay against the authenticated session; `keys` says how the message
+ * key is protected, and is covered by the signature and bound into the body's associated data.
  */
 export const Envelope = z
-  .object({
-    v: z.literal(PROTOCOL_VERSION),
-    id: EnvelopeId,
-    from: Pin,
-    to: z.array(Pin).min(1, 'to must name at least one recipient').max(MAX_RECIPIENTS),
-    conv: ConversationId,
-    ts: z.number().int().min(0).max(8.64e15),
-    nonce: Nonce24,
-    body: b64(17, MAX_FRAME_BYTES),
-    wraps: z.array(KeyWrap).min(1).max(MAX_RECIPIENTS + 1),
-    escrow: EscrowField.nullable(),
-    sig: Signature,
-  })
+  .object({ v: z.literal(PROTOCOL_VERSION), ...routing, keys: KeyModel, sig: Signature })
   .strict()
-  .superRefine((env, ctx) => {
-    if (new Set(env.to).size !== env.to.length) ctx.addIssue({ code: 'custom', message: 'to must not repeat a PIN', path: ['to'] });
-    if (env.to.includes(env.from)) ctx.addIssue({ code: 'custom', message: 'to must not include the sender', path: ['to'] });
-    if (env.conv === 'dm' && env.to.length !== 1) ctx.addIssue({ code: 'custom', message: 'a dm names exactly one recipient', path: ['to'] });
-    const want = [env.from, ...env.to].sort().join(',');
-    const got = env.wraps.map((w) => w.to).sort().join(',');
-    if (want !== got) ctx.addIssue({ code: 'custom', message: 'wraps must hold one key for the sender and each recipient', path: ['wraps'] });
-  });
+  .superRefine((env, ctx) => checkRouting(env, wrapPins(env.keys), ctx, ['keys', 'wraps']));
 export type Envelope = z.infer<typeof Envelope>;
+
+/**
+ * A protocol version 1 envelope (until 2026-12): the wraps and the escrow field at the top level,
+ * the key model implicit. Never sent any more; still opened from archives and old queues.
+ */
+export const EnvelopeV1 = z
+  .object({ v: z.literal(1), ...routing, wraps: Wraps, escrow: EscrowField.nullable(), sig: Signature })
+  .strict()
+  .superRefine((env, ctx) => checkRouting(env, env.wraps.map((w) => w.to), ctx, ['wraps']));
+export type EnvelopeV1 = z.infer<typeof EnvelopeV1>;
+
+/** An envelope of either version, as an archive or a queue may hold it. */
+export const AnyEnvelope = z.discriminatedUnion('v', [Envelope, EnvelopeV1]);
+export type AnyEnvelope = z.infer<typeof AnyEnvelope>;
+
+/** The key model of an envelope of either version (a v1 envelope's is implicit in its escrow field). */
+export function keysOf(env: AnyEnvelope): KeyModel {
+  if (env.v === PROTOCOL_VERSION) return env.keys;
+  return env.escrow ? { model: 'e2e-escrow', wraps: env.wraps, escrow: env.escrow } : { model: 'e2e', wraps: env.wraps };
+}
 
 /** Most members a group may have (the sender and MAX_RECIPIENTS others). */
 export const MAX_GROUP_MEMBERS = MAX_RECIPIENTS + 1;
@@ -246,7 +299,8 @@ export const ServerMessage = z.discriminatedUnion('type', [
   /** The relay stored the envelope and will deliver it (the "sent" tick). */
   z.object({ type: z.literal('accepted'), id: EnvelopeId, duplicate: z.boolean() }).strict(),
   /** A queued envelope for this device; ack its qid once stored. */
-  z.object({ type: z.literal('envelope'), qid: z.number().int().min(1), env: Envelope }).strict(),
+  /** A queued envelope for this device (of either version: a queue may hold version 1 envelopes); ack its qid once stored. */
+  z.object({ type: z.literal('envelope'), qid: z.number().int().min(1), env: AnyEnvelope }).strict(),
   /** A queued receipt for a message this device sent; ack its qid. */
   z.object({ type: z.literal('receipt'), qid: z.number().int().min(1), id: EnvelopeId, by: Pin, state: ReceiptState, at: z.number() }).strict(),
   z.object({ type: z.literal('pong'), t: z.number() }).strict(),
@@ -264,7 +318,18 @@ export type ServerMessage = z.infer<typeof ServerMessage>;
 // These are the relay's own view of traffic: metadata in clear, content as ciphertext.
 
 export const TrafficEvent = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('envelope'), at: z.number(), env: Envelope, bytes: z.number().int(), online: z.array(Pin), senderPk: PublicKey }).strict(),
+  z
+    .object({
+      kind: z.literal('envelope'),
+      at: z.number(),
+      env: Envelope,
+      bytes: z.number().int(),
+      online: z.array(Pin),
+      senderPk: PublicKey,
+      /** The display names the relay has for the sender and the recipients (it knows who is who). */
+      names: z.record(Pin, DisplayName),
+    })
+    .strict(),
   z.object({ kind: z.literal('receipt'), at: z.number(), id: EnvelopeId, by: Pin, to: Pin, state: ReceiptState }).strict(),
   z.object({ kind: z.literal('login'), at: z.number(), pin: Pin, name: DisplayName, address: z.string() }).strict(),
   z.object({ kind: z.literal('logout'), at: z.number(), pin: Pin }).strict(),
@@ -286,14 +351,21 @@ export const ViewerMessage = z.discriminatedUnion('type', [
 export type ViewerMessage = z.infer<typeof ViewerMessage>;
 export const parseViewerMessage = (raw: string): Parsed<ViewerMessage> => parseWith(ViewerMessage, raw);
 
-/** An archived envelope as the regulator console shows it: opened where the escrow key opens it. */
+/**
+ * An archived envelope as the regulator console shows it, with what its escrow key does with it:
+ * opened; end-to-end (no escrow field); or not opened (a field that does not open with the
+ * regulator's key: forged, sealed to another key, or altered), with the stable code saying which.
+ */
 export const InterceptItem = z
   .object({
     seq: z.number().int(),
     at: z.number(),
     senderPk: z.string(),
-    env: Envelope,
+    names: z.record(Pin, DisplayName).optional(),
+    env: AnyEnvelope,
+    status: z.enum(['opened', 'end-to-end', 'not-opened']),
     readable: z.boolean(),
+    code: z.string().nullable(),
     text: z.string().nullable(),
     group: z.string().nullable(),
     reason: z.string().nullable(),

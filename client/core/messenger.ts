@@ -8,10 +8,12 @@ import {
   CloseCode,
   DisplayName,
   ErrorCode,
+  PROTOCOL_VERSION,
   assertNever,
   parseServerMessage,
   policyCovers,
   type ClientMessage,
+  type AnyEnvelope,
   type DirectoryEntry,
   type Envelope,
   groupNameOf,
@@ -21,17 +23,9 @@ import {
 } from '../../shared/protocol.ts';
 import { changeGroup, checkGroupMessage, createGroup, type GroupMember, type GroupState } from '../../shared/groups.ts';
 import { GroupBook } from './groups.ts';
-import {
-  fromB64,
-  identityFromSigningKey,
-  newIdentity,
-  openEnvelope,
-  sealEnvelope,
-  signLogin,
-  toB64,
-  toHex,
-  type Identity,
-} from '../../shared/crypto.ts';
+import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
+import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
+import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { readersOf, type Readers } from './readers.ts';
 import { Lookups, loadDirectory, mergeDirectory, saveDirectory } from './directory.ts';
 
@@ -98,6 +92,8 @@ export interface ChatMessage {
   /** Who holds a key that opens this envelope, worked out from the envelope itself. */
   readers: Readers;
   error?: string;
+  /** The stable code of why an incoming message did not open (shared/failures.ts). */
+  errorCode?: FailureCode;
   /** Set on incoming messages once the user has seen them. */
   seen?: boolean;
 }
@@ -105,7 +101,7 @@ export interface ChatMessage {
 export interface WireRecord {
   direction: 'out' | 'in';
   at: number;
-  env: Envelope;
+  env: AnyEnvelope;
   bytes: number;
 }
 
@@ -116,10 +112,39 @@ export type MessengerEvent =
   | { type: 'policy'; policy: Policy }
   | { type: 'message'; message: ChatMessage }
   | { type: 'wire'; record: WireRecord }
-  | { type: 'error'; code: string; message: string; ref?: string };
+  | { type: 'error'; code: string; message: string; ref?: string }
+  /** An incoming envelope that was not shown at all (a replay), with its stable code. */
+  | { type: 'dropped'; id: string; code: FailureCode };
+
+/**
+ * How a client answers the tap when the policy covers a message. Every honest client complies; a
+ * bot in a lab scenario may omit the escrow field, forge it (random bytes under the right key id),
+ * or redirect it (sealed to another key while naming the regulator's key id) — through this same
+ * code, so what the relay and the regulator see is what a real rogue client would send.
+ */
+export type SealingPolicy = { escrow: 'comply' } | { escrow: 'omit' } | { escrow: 'forge' } | { escrow: 'redirect'; to: { pk: Uint8Array } };
+
+/** The seal plan for one message: end to end unless the tap covers it, then as the sealing policy says. */
+export function planFor(sealing: SealingPolicy, covered: { pk: Uint8Array; kid: string } | null): SealPlan {
+  if (!covered) return { model: 'e2e' };
+  switch (sealing.escrow) {
+    case 'comply':
+      return { model: 'e2e-escrow', escrow: covered };
+    case 'omit':
+      return { model: 'e2e' };
+    case 'forge':
+      return { model: 'e2e-escrow', forged: { kid: covered.kid } };
+    case 'redirect':
+      return { model: 'e2e-escrow', escrow: { pk: sealing.to.pk, kid: covered.kid } };
+    default:
+      return assertNever(sealing);
+  }
+}
 
 export interface MessengerOptions {
   name: string;
+  /** How to answer the tap (default: comply). */
+  sealing?: SealingPolicy;
   connect: () => SocketLike;
   storage?: KeyValueStore;
   identity?: Identity;
@@ -164,7 +189,7 @@ export class Messenger {
   /** Envelope ids already received: a replay is acknowledged and dropped. */
   private readonly seen = new Set<string>();
   /** Envelopes whose sender is not in the directory yet: its entry has been asked for (`lookup`). */
-  private readonly waiting: { qid: number; env: Envelope }[] = [];
+  private readonly waiting: { qid: number; env: AnyEnvelope }[] = [];
   private readonly lookups = new Lookups();
   private readonly storage: KeyValueStore;
   private stopped = false;
@@ -176,8 +201,12 @@ export class Messenger {
   private ackBudget = ACK_BURST;
   private ackBudgetAt = 0;
 
+  /** How this client answers the tap; a bot may change it between messages. */
+  sealing: SealingPolicy;
+
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
+    this.sealing = options.sealing ?? { escrow: 'comply' };
     this.storage = options.storage ?? memoryStore();
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
     this.groups = new GroupBook(this.storage);
@@ -311,7 +340,7 @@ export class Messenger {
     switch (msg.type) {
       case 'challenge':
         this.policy = msg.policy;
-        this.send({ type: 'hello', v: 1, pk: toB64(this.identity.signPk), name: this.name, sig: signLogin(msg.nonce, this.identity) });
+        this.send({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(this.identity.signPk), name: this.name, sig: signLogin(msg.nonce, this.identity) });
         return;
       case 'welcome':
         this.attempt = 0;
@@ -504,17 +533,14 @@ export class Messenger {
 
   private seal(to: string[], conv: string, body: MessageBody, id?: string): Envelope {
     const policy = this.policy;
-    const escrow =
-      policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid
-        ? { pk: fromB64(policy.escrowPk), kid: policy.escrowKid }
-        : null;
+    const covered = policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid ? { pk: fromB64(policy.escrowPk), kid: policy.escrowKid } : null;
     const recipients = to.map((pin) => ({ pin, signPk: fromB64(this.directory.get(pin)!.pk) }));
     return sealEnvelope({
       sender: this.identity,
       to: recipients,
       conv,
       body,
-      escrow,
+      plan: planFor(this.sealing, covered),
       ...(id ? { fixed: { id } } : {}),
     }).env;
   }
@@ -563,10 +589,11 @@ export class Messenger {
   // -------------------------------------------------------------------------
   // Receiving
 
-  private onEnvelope(qid: number, env: Envelope): void {
+  private onEnvelope(qid: number, env: AnyEnvelope): void {
     if (this.seen.has(env.id)) {
       // A replay of an envelope already received: acknowledge it so the relay forgets it, show nothing.
       this.ack(qid);
+      this.emit({ type: 'dropped', id: env.id, code: OpenFailure.Replay });
       return;
     }
     const sender = this.directory.get(env.from);
@@ -616,7 +643,7 @@ export class Messenger {
       deliveredTo: [],
       readBy: [],
       readers: readersOf(env, true),
-      ...(opened.ok ? {} : { error: opened.reason }),
+      ...(opened.ok ? {} : { error: opened.reason, errorCode: opened.code }),
       seen: false,
     };
     this.messages.set(env.id, message);
@@ -626,7 +653,7 @@ export class Messenger {
   }
 
   /** An envelope whose sender the relay does not know: shown as unreadable, acknowledged. */
-  private unverifiable(qid: number, env: Envelope): void {
+  private unverifiable(qid: number, env: AnyEnvelope): void {
     this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
     this.seen.add(env.id);
     const message: ChatMessage = {
@@ -642,6 +669,7 @@ export class Messenger {
       readBy: [],
       readers: readersOf(env, true),
       error: `the relay does not know the sender ${env.from}: its key, and so its signature, cannot be checked`,
+      errorCode: OpenFailure.UnknownSender,
       seen: false,
     };
     this.messages.set(env.id, message);
@@ -790,7 +818,7 @@ export function describeNote(kind: 'group-created' | 'group-changed', state: Gro
 }
 
 /** The chat an envelope belongs to, from one participant's point of view. */
-export function chatKey(env: Pick<Envelope, 'conv' | 'from' | 'to'>, me: string): string {
+export function chatKey(env: Pick<AnyEnvelope, 'conv' | 'from' | 'to'>, me: string): string {
   if (env.conv !== 'dm') return env.conv;
   return `dm:${env.from === me ? env.to[0] : env.from}`;
 }

@@ -1,13 +1,16 @@
 /**
- * Who can read a message, worked out from the envelope that was actually sent:
- * every PIN that has a key wrap, plus the holder of the escrow key when the
- * envelope carries an escrow field. Never from the tap switch: a message sent
- * before the tap went on stays end-to-end, and one sent under it stays open to
- * the escrow key after the tap goes off.
+ * Who can read a message, worked out from the envelope that was actually sent (its signed key
+ * model, shared/envelope.ts `whoCanRead`): every PIN that has a key wrap, plus the holder of the
+ * escrow key when the envelope's model is end to end with escrow. Never from the tap switch: a
+ * message sent before the tap went on stays end-to-end, and one sent under it stays open to the
+ * escrow key after the tap goes off.
  */
-import type { Envelope } from '../../shared/protocol.ts';
+import { whoCanRead } from '../../shared/envelope.ts';
+import { keysOf, type AnyEnvelope, type KeyModelName } from '../../shared/protocol.ts';
 
 export interface Readers {
+  /** The envelope's key model. */
+  model: KeyModelName;
   /** PINs holding a wrap of the message key: the sender's own copy and each recipient. */
   participants: string[];
   /** The escrow key id the message key is also sealed to, or null for end-to-end only. */
@@ -20,12 +23,17 @@ export interface Readers {
 }
 
 /** `received`: the envelope was sealed by another client, so its escrow field cannot be checked here. */
-export function readersOf(env: Pick<Envelope, 'wraps' | 'escrow'>, received = false): Readers {
-  const escrowKid = env.escrow?.kid ?? null;
-  return { participants: env.wraps.map((w) => w.to), escrowKid, ...(received && escrowKid !== null ? { escrowUnverified: true as const } : {}) };
+export function readersOf(env: AnyEnvelope, received = false): Readers {
+  const who = whoCanRead(env);
+  return {
+    model: keysOf(env).model,
+    participants: who.members,
+    escrowKid: who.escrowKid,
+    ...(received && who.escrowKid !== null ? { escrowUnverified: true as const } : {}),
+  };
 }
 
-/** One line for the chat: "Alice, Bob" or "Alice, Bob and the regulator (escrow key 3fa1…)". */
+/** One line for the chat: "only Alice and Bob (end-to-end)" or "Alice, Bob and the regulator (escrow key 3fa1…)". */
 export function describeReaders(readers: Readers, nameOf: (pin: string) => string): string {
   const names = readers.participants.map(nameOf);
   const people = names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : (names[0] ?? '');

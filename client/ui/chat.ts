@@ -10,7 +10,8 @@
  */
 import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
-import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, type Policy } from '../../shared/protocol.ts';
+import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, keysOf, type Policy } from '../../shared/protocol.ts';
+import { escrowLabel, wordsFor } from './words.ts';
 import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type WireRecord } from '../core/messenger.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
@@ -26,22 +27,6 @@ interface ChatEntry {
   last: ChatMessage | undefined;
   unread: number;
 }
-
-/** Plain words for the codes a group message is kept apart with (shared/groups.ts). */
-const FLAG_WORDS: Record<string, string> = {
-  group_unsigned: 'It names a group but carries no signed member list, so anyone could have sent it as a group message.',
-  group_state_invalid: 'Its member list is not validly signed by the group\'s creator: forged or altered.',
-  group_id_mismatch: 'Its member list belongs to a different group.',
-  not_a_member: 'The sender is not a member of this group.',
-  member_key_mismatch: 'The sender is on the member list, but with a different key from the one that signed the message.',
-  recipients_mismatch: 'It was not sent to exactly the group\'s members.',
-  group_state_stale: 'It was sent under an older member list, to people who are no longer exactly the group.',
-  group_state_conflict: 'The group\'s creator signed two different member lists with the same version number.',
-  not_in_group: 'You are not on this group\'s member list.',
-  unreadable: 'It does not open, so its group cannot be checked.',
-  group_note_in_dm: 'A group note sent as a direct message.',
-};
-export const flagWords = (code: string): string => FLAG_WORDS[code] ?? code;
 
 const UI_KEY = 'backdoor-lab.ui';
 
@@ -624,11 +609,13 @@ class ChatPage {
           'div',
           { class: 'flag', testid: 'flag', data: { code: msg.flag.code }, attrs: { role: 'note' } },
           el('strong', { text: `Not shown in ${msg.group ? `"${msg.group}"` : 'the group'}: ` }),
-          flagWords(msg.flag.code),
+          wordsFor(msg.flag.code),
         ),
       );
     }
-    if (msg.state === 'unreadable') li.append(el('div', { class: 'text error', testid: 'message-text', text: `Could not open this message: ${msg.error ?? 'unknown reason'}` }));
+    if (msg.state === 'unreadable') {
+      li.append(el('div', { class: 'text error', testid: 'message-text', data: { code: msg.errorCode ?? '' }, text: `Could not open this message. ${msg.errorCode ? wordsFor(msg.errorCode) : (msg.error ?? 'unknown reason')}` }));
+    }
     else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
     const meta = el('div', { class: 'meta' }, el('time', { text: clock(msg.ts), attrs: { datetime: new Date(msg.ts).toISOString() } }));
     if (mine) meta.append(' ', this.stateBadge(msg));
@@ -719,6 +706,8 @@ class ChatPage {
   private wireItem(r: WireRecord): HTMLElement {
     const m = this.m;
     const env = r.env;
+    const keys = keysOf(env);
+    const escrow = escrowLabel(env, r.direction === 'out' ? 'sender' : 'recipient');
     const name = (pin: string) => `${m.nameOf(pin)} (${pin})`;
     const key = `${r.direction}:${env.id}`;
     const row = (label: string, ...value: (Node | string)[]) => el('div', { class: 'kv' }, el('span', { class: 'k', text: label }), el('span', { class: 'v' }, ...value));
@@ -738,6 +727,7 @@ class ChatPage {
       row('to', env.to.map(name).join(', ')),
       row('conv', env.conv),
       row('ts', `${env.ts} (${clockMs(env.ts)})`),
+      row('model', el('code', { class: 'mono', testid: 'wire-model', text: keys.model }), el('span', { class: 'hint', text: keys.model === 'e2e' ? ' end to end' : ' end to end, with escrow' })),
       row('nonce', el('code', { class: 'mono', text: b64ToHex(env.nonce) })),
       row('body', expandable(bodyHex, 64, `${key}:body`, this.expanded, 'ciphertext'), el('span', { class: 'hint', text: ' hex, XChaCha20-Poly1305' })),
       row(
@@ -745,14 +735,20 @@ class ChatPage {
         el(
           'ul',
           { class: 'wraps' },
-          ...env.wraps.map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
+          ...keys.wraps.map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
         ),
       ),
       row(
         'escrow',
-        env.escrow
-          ? el('span', { class: 'escrow-yes', testid: 'wire-escrow' }, `regulator key ${env.escrow.kid}: `, expandable(b64ToHex(env.escrow.key), 24, `${key}:escrow`, this.expanded))
-          : el('span', { class: 'escrow-no', testid: 'wire-escrow', text: 'none' }),
+        keys.model === 'e2e-escrow'
+          ? el(
+              'span',
+              { class: 'escrow-yes', testid: 'wire-escrow', data: { escrow: escrow.kind }, title: escrow.long },
+              `${escrow.short}: `,
+              expandable(b64ToHex(keys.escrow.key), 24, `${key}:escrow`, this.expanded),
+              el('span', { class: 'hint', text: escrow.kind === 'sealed' ? ' (this tab sealed it)' : ' (only the regulator can check it opens)' }),
+            )
+          : el('span', { class: 'escrow-no', testid: 'wire-escrow', data: { escrow: escrow.kind }, text: escrow.short }),
       ),
       row('sig', expandable(b64ToHex(env.sig), 24, `${key}:sig`, this.expanded)),
     );

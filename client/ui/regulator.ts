@@ -17,6 +17,7 @@ import {
   type TapSettings,
 } from '../../shared/protocol.ts';
 import { b64Bytes, bytes, clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
+import { wordsFor } from './words.ts';
 
 const TOKEN_KEY = 'backdoor-lab.admin-token';
 const MAX_ITEMS = 500;
@@ -174,6 +175,12 @@ class Console {
       if (this.names.size !== before) this.renderWarrantPins();
     };
     ws.onclose = () => setTimeout(() => this.watchNames(), 2000);
+  }
+
+  /** A PIN with the name the relay had for it when it passed this envelope (the archive keeps it), else the name known now. */
+  private whoIn(item: InterceptItem, pin: string): string {
+    const name = item.names?.[pin];
+    return name ? `${name} (${pin})` : this.who(pin);
   }
 
   private who(pin: string): string {
@@ -338,12 +345,12 @@ class Console {
     const env = item.env;
     const li = el(
       'li',
-      { class: `intercept ${item.readable ? 'read' : 'sealed'}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable) } },
+      { class: `intercept ${item.readable ? 'read' : item.status === 'end-to-end' ? 'sealed' : 'forged'}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable), status: item.status, code: item.code ?? '' } },
       el(
         'div',
         { class: 'meta' },
         el('time', { text: clock(item.at), title: clockMs(item.at) }),
-        el('span', { class: 'route', text: `${this.who(env.from)} → ${env.to.map((p) => this.who(p)).join(', ')}` }),
+        el('span', { class: 'route', text: `${this.whoIn(item, env.from)} → ${env.to.map((p) => this.whoIn(item, p)).join(', ')}` }),
         el('span', { class: 'hint', text: `${env.conv === 'dm' ? '1:1' : `group ${env.conv}`} · ${bytes(b64Bytes(env.body))} body` }),
       ),
     );
@@ -357,14 +364,25 @@ class Console {
           el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' }),
         ),
       );
-    } else {
+    } else if (item.status === 'end-to-end') {
+      // No escrow field at all: the key was sealed only to the participants.
       li.append(
         el(
           'div',
           { class: 'verdict sealed' },
           el('span', { class: 'badge', text: 'SEALED' }),
-          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted' }),
-          el('span', { class: 'reason', text: item.reason ? ` (${item.reason})` : '' }),
+          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted: no escrow field' }),
+        ),
+      );
+    } else {
+      // An escrow field is there, but it does not open with this key: that is not end-to-end, and the page says so.
+      li.append(
+        el(
+          'div',
+          { class: 'verdict forged' },
+          el('span', { class: 'badge', text: 'NO ENTRY' }),
+          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — the escrow field is there but does not open (forged, or sealed to another key)' }),
+          el('span', { class: 'reason', testid: 'intercept-reason', text: ` ${item.code ? wordsFor(item.code) : (item.reason ?? '')}` }),
         ),
       );
     }

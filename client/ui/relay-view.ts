@@ -5,7 +5,8 @@
  * loads no crypto at all: there is nothing here it could decrypt with.
  */
 import './no-eval.ts';
-import { parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
+import { parseViewerMessage, wrapPins, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
+import { escrowLabel } from './words.ts';
 import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 
 const MAX_ROWS = 300;
@@ -106,15 +107,16 @@ class RelayView {
     switch (event.kind) {
       case 'envelope': {
         const env = event.env;
+        const escrow = escrowLabel(env, 'relay');
         this.envelopes += 1;
         this.envelopeBytes += event.bytes;
-        if (env.escrow) this.escrowed += 1;
+        if (escrow.kind !== 'none') this.escrowed += 1;
         const queued = env.to.filter((pin) => !event.online.includes(pin));
         const hex = b64ToHex(env.body);
         this.row(
           el(
             'tr',
-            { class: `kind-envelope${env.escrow ? ' escrowed' : ''}`, testid: 'traffic-row', data: { kind: 'envelope', id: env.id } },
+            { class: `kind-envelope${escrow.kind !== 'none' ? ' escrowed' : ''}`, testid: 'traffic-row', data: { kind: 'envelope', id: env.id } },
             el('td', { class: 'time', text: clockMs(event.at) }),
             el('td', null, el('span', { class: 'kind', text: 'message' })),
             el('td', null, this.who(env.from)),
@@ -123,15 +125,15 @@ class RelayView {
             el('td', { class: 'num', text: bytes(event.bytes) }, el('div', { class: 'hint', text: `body ${b64Bytes(env.body)} B` })),
             el(
               'td',
-              { testid: 'escrow-cell' },
-              env.escrow ? el('span', { class: 'yes', title: `escrow key ${env.escrow.kid}` }, 'yes', el('span', { class: 'pin', text: `key ${env.escrow.kid.slice(0, 8)}…` })) : el('span', { class: 'no', text: 'no' }),
+              { testid: 'escrow-cell', data: { escrow: escrow.kind }, title: escrow.long },
+              escrow.kid ? el('span', { class: 'yes' }, 'present', el('span', { class: 'pin', text: `key ${escrow.kid.slice(0, 8)}…` }), el('span', { class: 'hint', text: 'cannot check' })) : el('span', { class: 'no', text: 'none: end-to-end' }),
             ),
             el(
               'td',
               { class: 'content' },
               el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: env.id })),
               el('div', null, expandable(hex, 48, `body:${env.id}`, this.expanded, 'ciphertext')),
-              el('div', { class: 'hint', text: `${env.wraps.length} key wraps${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+              el('div', { class: 'hint', text: `${wrapPins(env.keys).length} key wraps${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
             ),
           ),
         );

@@ -7,7 +7,8 @@ import { describe, expect, test } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { MAX_TEXT_CHARS, type Envelope } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
-import { fromB64, sealEnvelope } from '../../shared/crypto.ts';
+import { fromB64 } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import { rawClient } from '../helpers/raw-client.ts';
 import { until } from '../helpers/relay.ts';
 

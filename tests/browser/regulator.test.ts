@@ -7,7 +7,10 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { Envelope } from '../../shared/protocol.ts';
-import { escrowKeyPairFromSecret, fromB64, openWithEscrow } from '../../shared/crypto.ts';
+import { escrowKeyPairFromSecret, fromB64 } from '../../shared/crypto.ts';
+import { openArchived, parseArchiveLine } from '../../shared/archive.ts';
+import { OpenFailure } from '../../shared/failures.ts';
+import { openWithEscrow } from '../../shared/envelope.ts';
 import { knows, until, user } from '../helpers/relay.ts';
 import { browserSuite, focusTab, messageWith, openChat, openDm, typeAndSend, watchProblems, withContext as withBrowserContext } from '../helpers/browser.ts';
 
@@ -57,7 +60,7 @@ describe('regulator console', () => {
       const beforeId = await idOf(alice.page, before);
       await intercept(console_, beforeId).waitFor();
       expect(await intercept(console_, beforeId).getAttribute('data-readable')).toBe('false');
-      expect(await intercept(console_, beforeId).innerText()).toContain('unreadable — end-to-end encrypted');
+      expect(await intercept(console_, beforeId).innerText()).toContain('unreadable — end-to-end encrypted: no escrow field');
       expect(await console_.getByTestId('intercepts').textContent()).not.toContain(before);
       expect(await alice.page.getByTestId('tap-banner').count()).toBe(0);
 
@@ -146,6 +149,78 @@ describe('regulator console', () => {
       expect(consoleProblems.errors).toEqual([]);
       expect(alice.problems.errors).toEqual([]);
       expect(bob.problems.errors).toEqual([]);
+    });
+  });
+
+  test('every page labels an envelope by what is true of its bytes: the console says opened, escrow field that does not open (a forger), or end-to-end; the relay view and a recipient say only "present, cannot check"; the sender says what it sealed', async () => {
+    await withContext(async (ctx) => {
+      const console_ = await ctx.newPage();
+      await console_.goto(`${suite.app.url}/regulator#token=${TOKEN}`);
+      await console_.locator('[data-testid="tap-state"][data-tap="false"]').waitFor();
+      const relayView = await ctx.newPage();
+      await relayView.goto(`${suite.app.url}/relay`);
+      const alice = await openChat(ctx, suite.app.url, 'Alma');
+      const bob = await openChat(ctx, suite.app.url, 'Boris');
+      // A rogue client on the real client code: it fills the escrow field with random bytes under the right key id.
+      const forger = await user(suite.app.wsUrl, 'Forger', undefined, { escrow: 'forge' });
+      await knows(forger, bob.pin);
+      await setTap(console_, true, true);
+      await until(() => forger.m.policy?.tap === true, 'the forger has the tap policy');
+
+      await openDm(alice.page, bob.pin);
+      await typeAndSend(alice.page, 'labels: sealed to the regulator too');
+      const tappedId = await idOf(alice.page, 'labels: sealed to the regulator too');
+      const forged = forger.m.sendText([bob.pin], 'labels: a forged escrow field');
+      await until(() => forger.m.messages.get(forged.id)?.state === 'sent', 'the relay accepted the forged field');
+      await setTap(console_, false, true);
+      await alice.page.getByTestId('tap-banner').waitFor({ state: 'detached' });
+      await typeAndSend(alice.page, 'labels: end to end again');
+      const plainId = await idOf(alice.page, 'labels: end to end again');
+
+      // The console: three different truths, each with its own words.
+      for (const [id, status, words] of [
+        [tappedId, 'opened', 'labels: sealed to the regulator too'],
+        [forged.id, 'not-opened', 'the escrow field is there but does not open'],
+        [plainId, 'end-to-end', 'end-to-end encrypted: no escrow field'],
+      ] as const) {
+        await console_.locator(`[data-testid="intercept"][data-id="${id}"][data-status="${status}"]`).waitFor();
+        expect(await intercept(console_, id).innerText(), status).toContain(words);
+      }
+      expect(await intercept(console_, forged.id).getAttribute('data-code')).toBe(OpenFailure.EscrowDoesNotOpen);
+      expect(await intercept(console_, forged.id).innerText()).not.toContain('end-to-end');
+
+      // The relay view cannot tell the genuine field from the forged one, and says so.
+      const cell = (id: string) => relayView.locator(`[data-testid="traffic-row"][data-id="${id}"] [data-testid="escrow-cell"]`);
+      await cell(plainId).waitFor();
+      expect(await cell(tappedId).getAttribute('data-escrow')).toBe('present');
+      expect(await cell(forged.id).getAttribute('data-escrow')).toBe('present');
+      expect(await cell(tappedId).getAttribute('title')).toContain('cannot tell whether it opens');
+      expect(await cell(plainId).getAttribute('data-escrow')).toBe('none');
+
+      // The wire panels: Alice sealed hers; Bob, receiving, can only see a field is there.
+      const wire = (page: Page, id: string, dir: string) => page.locator(`[data-testid="wire-record"][data-id="${id}"][data-direction="${dir}"] [data-testid="wire-escrow"]`);
+      await focusTab(alice.page);
+      expect(await wire(alice.page, tappedId, 'out').getAttribute('data-escrow')).toBe('sealed');
+      expect(await wire(alice.page, plainId, 'out').getAttribute('data-escrow')).toBe('none');
+      await focusTab(bob.page);
+      await bob.page.getByTestId('wire-scope-all').click();
+      await wire(bob.page, forged.id, 'in').waitFor();
+      expect(await wire(bob.page, tappedId, 'in').getAttribute('data-escrow')).toBe('present');
+      expect(await wire(bob.page, forged.id, 'in').getAttribute('data-escrow')).toBe('present');
+
+      // And each console label is what the real escrow key does with the archived bytes.
+      const keyFile = (await (await api('escrow-key')).json()) as { sk: string };
+      const escrow = escrowKeyPairFromSecret(fromB64(keyFile.sk));
+      const lines = (await (await api('archive.jsonl')).text()).split('\n').filter(Boolean).map((l) => parseArchiveLine(l));
+      const verdict = (id: string) => {
+        const line = lines.find((l) => l.ok && l.value.env.id === id);
+        if (!line?.ok) throw new Error(`${id} not in the archive`);
+        return openArchived(line.value, escrow);
+      };
+      expect(verdict(tappedId)).toMatchObject({ status: 'opened', text: 'labels: sealed to the regulator too' });
+      expect(verdict(forged.id)).toMatchObject({ status: 'not-opened', code: OpenFailure.EscrowDoesNotOpen });
+      expect(verdict(plainId)).toMatchObject({ status: 'end-to-end', code: OpenFailure.NoEscrowField });
+      forger.m.stop();
     });
   });
 

@@ -4,7 +4,7 @@
  */
 import WebSocket from 'ws';
 import { startApp, type App, type AppOptions } from '../../server/app.ts';
-import { Messenger, memoryStore, type KeyValueStore, type MessengerEvent, type SocketLike } from '../../client/core/messenger.ts';
+import { Messenger, memoryStore, type KeyValueStore, type MessengerEvent, type SealingPolicy, type SocketLike } from '../../client/core/messenger.ts';
 import { cryptoReady } from '../../shared/crypto.ts';
 
 export async function startTestRelay(options: AppOptions = {}): Promise<App & { wsUrl: string }> {
@@ -24,8 +24,8 @@ export interface TestUser {
 }
 
 /** A logged-in user. Pass `storage` again to come back as the same identity. */
-export async function user(wsUrl: string, name: string, storage: KeyValueStore = memoryStore()): Promise<TestUser> {
-  const m = new Messenger({ name, connect: connectTo(wsUrl), storage, backoff: { minMs: 50, maxMs: 500 } });
+export async function user(wsUrl: string, name: string, storage: KeyValueStore = memoryStore(), sealing?: SealingPolicy): Promise<TestUser> {
+  const m = new Messenger({ name, connect: connectTo(wsUrl), storage, backoff: { minMs: 50, maxMs: 500 }, ...(sealing ? { sealing } : {}) });
   const events: MessengerEvent[] = [];
   m.on((e) => events.push(e));
   await m.start();

@@ -10,7 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { newEscrowKeyPair, newIdentity, sealEnvelope, signedBytes, signLogin, toB64, toHex } from '../../shared/crypto.ts';
+import { newEscrowKeyPair, newIdentity, signLogin, toB64, toHex } from '../../shared/crypto.ts';
+import { sealEnvelope, signedBytes } from '../../shared/envelope.ts';
 import { PROTOCOL_VERSION, parseServerMessage, type Envelope, type Policy, type ServerMessage } from '../../shared/protocol.ts';
 import type { EscrowKeyFile } from '../../server/regulator.ts';
 import { startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
@@ -78,6 +79,9 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
   let keyJson: EscrowKeyFile;
   /** What was sent, by envelope id: the text and whether the escrow key must open it. */
   const sent = new Map<string, { text: string; opens: boolean; escrow: boolean; from: string; to: string[]; group?: string }>();
+  /** Display names by PIN, as the relay knew them: the decrypt command names people, not PINs alone. */
+  const names = new Map<string, string>();
+  const person = (pin: string) => (names.has(pin) ? `${names.get(pin)} (${pin})` : pin);
   const expected = () => {
     const list = [...sent.values()];
     return { m: list.length, n: list.filter((s) => s.opens).length, k: list.filter((s) => !s.escrow).length, j: list.filter((s) => s.escrow && !s.opens).length };
@@ -94,6 +98,7 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
       const bob = await user(app.wsUrl, 'Bob');
       const carol = await user(app.wsUrl, 'Carol');
       users.push(alice, bob, carol);
+      for (const u of users) names.set(u.m.pin, u.m.name);
       await until(() => users.every((u) => users.every((v) => u.m.directory.has(v.m.pin))), 'everyone knows everyone');
       const send = async (from: TestUser, to: TestUser[], text: string, opens: boolean, group?: string) => {
         let msg;
@@ -125,13 +130,11 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
       await send(bob, [alice], 'cli: "quoted", ünïcödé\nand a second line \u001b[31mred?', true);
       await send(carol, [alice, bob], 'cli: a group under the tap', true, 'Tapped group');
       // A sender who puts 80 random bytes in the escrow field under the right key id.
-      const forged = await sendRaw(app.wsUrl, (me) => {
-        const honest = sealEnvelope({ sender: me, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text: 'cli: forged escrow field' } }).env;
-        const { sig: _sig, ...rest } = honest;
-        const unsigned = { ...rest, escrow: { kid: policy.escrowKid!, key: toB64(sodium.randombytes_buf(80)) } };
-        return { ...unsigned, sig: toB64(sodium.crypto_sign_detached(signedBytes(unsigned), me.signSk)) };
-      });
+      const forged = await sendRaw(app.wsUrl, (me) =>
+        sealEnvelope({ sender: me, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text: 'cli: forged escrow field' }, plan: { model: 'e2e-escrow', forged: { kid: policy.escrowKid! } } }).env,
+      );
       sent.set(forged.id, { text: 'cli: forged escrow field', opens: false, escrow: true, from: forged.from, to: forged.to });
+      names.set(forged.from, 'Forger');
       await tap({ tap: false });
       await send(carol, [bob], 'cli: after the tap, end-to-end again', false);
 
@@ -164,10 +167,11 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
     for (const [id, s] of sent) {
       if (s.opens) {
         // Printed as a quoted literal, so control characters in a message cannot reach the terminal raw.
-        expect(run.stdout).toContain(`${s.from} -> ${s.to.join(', ')}${s.group ? ` [group ${JSON.stringify(s.group)}]` : ''}: ${JSON.stringify(s.text)}`);
+        expect(run.stdout).toContain(`${person(s.from)} -> ${s.to.map(person).join(', ')}${s.group ? ` [group ${JSON.stringify(s.group)}]` : ''}: ${JSON.stringify(s.text)}`);
       } else {
         expect(run.stdout).not.toContain(s.text);
-        expect(run.stdout).toMatch(new RegExp(`CLOSED +${id} +${s.from} -> ${s.to.join(', ')}: ${s.escrow ? 'escrow field does not open' : 'no escrow field'}`));
+        const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        expect(run.stdout).toMatch(new RegExp(`CLOSED +${id} +${esc(person(s.from))} -> ${esc(s.to.map(person).join(', '))}: .*\\((${s.escrow ? 'escrow_does_not_open' : 'no_escrow_field'})\\)`));
       }
     }
     expect(run.stdout).not.toContain('\u001b');
@@ -207,8 +211,25 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
     expect(run.code).toBe(0);
     const { m, k } = expected();
     expect(run.stdout).toContain(summaryOf(0, m, k, m - k));
-    expect(run.stdout).toContain(`escrow field is for another key (${keyJson.kid})`);
+    expect(run.stdout).toContain('Its escrow field is sealed to another escrow key. (escrow_kid_unknown)');
     for (const s of sent.values()) expect(run.stdout).not.toContain(s.text);
+  });
+
+  it('an archive written under protocol version 1 (before the key model was in the envelope) still opens with the decrypt command', async () => {
+    const v1 = JSON.parse(readFileSync(join(root, 'tests/fixtures/worked-example-v1.json'), 'utf8')) as {
+      inputs: { escrowSkHex: string; body: { text: string } };
+      derived: { alice: { signPkB64: string; pin: string }; bob: { pin: string } };
+      expected: { envelope: unknown };
+    };
+    const file = join(dir, 'archive-v1.jsonl');
+    writeFileSync(file, `${JSON.stringify({ seq: 1, at: 1700000000001, senderPk: v1.derived.alice.signPkB64, env: v1.expected.envelope })}\n`);
+    const keyHex = join(dir, 'escrow-v1.hex');
+    writeFileSync(keyHex, v1.inputs.escrowSkHex);
+    const run = await decrypt('--archive', file, '--key', keyHex);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`${v1.derived.alice.pin} -> ${v1.derived.bob.pin}: ${JSON.stringify(v1.inputs.body.text)}`);
+    expect(run.stdout).toContain(summaryOf(1, 1, 0, 0));
   });
 
   it('a missing archive or key file exits 2 with a message naming the file', async () => {

@@ -6,8 +6,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createGroup, GroupFailure } from '../../shared/groups.ts';
-import { decryptBody, sealEnvelope, toB64, unwrapKey } from '../../shared/crypto.ts';
-import type { Envelope, MessageBody } from '../../shared/protocol.ts';
+import { toB64, unwrapKey } from '../../shared/crypto.ts';
+import { decryptBody, sealEnvelope } from '../../shared/envelope.ts';
+import { keysOf, type AnyEnvelope, type Envelope, type MessageBody } from '../../shared/protocol.ts';
 import { knows, startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
 import { rawClient, type RawClient } from '../helpers/raw-client.ts';
 
@@ -42,12 +43,12 @@ const rcpt = (u: TestUser | RawClient) => ('m' in u ? { pin: u.m.pin, signPk: u.
 const pk = (u: TestUser) => ({ pin: u.m.pin, pk: toB64(u.m.identity.signPk) });
 
 /** Every envelope a raw client was sent, opened with its own key where it can. */
-function opened(c: RawClient): { env: Envelope; text: string | null }[] {
+function opened(c: RawClient): { env: AnyEnvelope; text: string | null }[] {
   return c.frames
     .filter((f): f is Extract<typeof f, { type: 'envelope' }> => f.type === 'envelope')
     .map((f) => {
       // Only whether this client's wrap opens the body (the signature is the members' business here).
-      const wrap = f.env.wraps.find((w) => w.to === c.identity.pin);
+      const wrap = keysOf(f.env).wraps.find((w) => w.to === c.identity.pin);
       const key = wrap ? unwrapKey(wrap.key, c.identity.boxPk, c.identity.boxSk) : null;
       const body = key?.ok ? decryptBody(f.env, key.value) : null;
       return { env: f.env, text: body?.ok ? body.value.text : null };

@@ -9,7 +9,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cryptoReady, newIdentity, sealEnvelope, type Identity } from '../../shared/crypto.ts';
+import { cryptoReady, newIdentity, type Identity } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, ErrorCode, MAX_RECIPIENTS, type Envelope, type MessageBody, type ServerMessage } from '../../shared/protocol.ts';
 import { DEFAULT_LIMITS, addressKey, type RelayLimits } from '../../server/relay.ts';
 import type { RelayStore } from '../../server/store.ts';

@@ -9,7 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Messenger, memoryStore, newGroupId, type KeyValueStore, type SocketLike } from '../../client/core/messenger.ts';
-import { newIdentity, sealEnvelope, signLogin, toB64, type Identity } from '../../shared/crypto.ts';
+import { newIdentity, signLogin, toB64, type Identity } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import {
   CloseCode,
   ErrorCode,
@@ -145,7 +146,7 @@ describe('messenger over a real relay', () => {
     expect(events).toHaveLength(1);
     const env = (events[0] as Extract<TrafficEvent, { kind: 'envelope' }>).env;
     expect([...env.to].sort()).toEqual([bob.m.pin, carol.m.pin].sort());
-    expect(env.wraps.map((w) => w.to).sort()).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].sort());
+    expect(env.keys.wraps.map((w) => w.to).sort()).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].sort());
 
     // A later message on the same sockets proves no second copy was still on its way.
     const marker = alice.m.sendGroup(group.id, 'group: marker');

@@ -15,8 +15,9 @@
  */
 import WebSocket from 'ws';
 import { createInterface } from 'node:readline';
-import { cryptoReady, fromB64, newIdentity, sealEnvelope, signLogin, toB64 } from '../../shared/crypto.ts';
-import { MAX_FRAME_BYTES, parseServerMessage } from '../../shared/protocol.ts';
+import { cryptoReady, fromB64, newIdentity, signLogin, toB64 } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, parseServerMessage } from '../../shared/protocol.ts';
 import { newGroupId } from '../../client/core/messenger.ts';
 
 const [wsUrl, targetPin, targetPk] = process.argv.slice(2);
@@ -55,7 +56,7 @@ function recipient(identity: ReturnType<typeof newIdentity>): Promise<void> {
       const parsed = parseServerMessage(text);
       if (!parsed.ok) return;
       if (parsed.value.type === 'challenge') {
-        socket.send(JSON.stringify({ type: 'hello', v: 1, pk: toB64(identity.signPk), name: 'Fanout target', sig: signLogin(parsed.value.nonce, identity) }));
+        socket.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(identity.signPk), name: 'Fanout target', sig: signLogin(parsed.value.nonce, identity) }));
       } else if (parsed.value.type === 'welcome') resolve();
     });
     socket.on('error', reject);
@@ -109,7 +110,7 @@ function connect(): void {
     const parsed = parseServerMessage(data.toString());
     if (!parsed.ok) return;
     const msg = parsed.value;
-    if (msg.type === 'challenge') socket.send(JSON.stringify({ type: 'hello', v: 1, pk: toB64(me.signPk), name: 'Flooder', sig: signLogin(msg.nonce, me) }));
+    if (msg.type === 'challenge') socket.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(me.signPk), name: 'Flooder', sig: signLogin(msg.nonce, me) }));
     else if (msg.type === 'welcome') {
       if (!ready) process.stdout.write('ready\n');
       ready = true;

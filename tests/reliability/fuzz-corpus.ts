@@ -5,8 +5,9 @@
  * keys, oversize frames, bad logins), generated from a seed.
  */
 import { isUtf8 } from 'node:buffer';
-import { MAX_FRAME_BYTES, parseClientMessage, type Envelope } from '../../shared/protocol.ts';
-import { newIdentity, sealEnvelope, toB64, type Identity } from '../../shared/crypto.ts';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, parseClientMessage, type Envelope } from '../../shared/protocol.ts';
+import { newIdentity, toB64, type Identity } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import type { Rng } from './support.ts';
 
 export interface FuzzFrame {
@@ -33,7 +34,7 @@ export function makeTemplates(sender: Identity, target: Identity): Templates {
     sender,
     target,
     frames: {
-      hello: { type: 'hello', v: 1, pk: toB64(stranger.signPk), name: 'Fuzz', sig: toB64(new Uint8Array(64).fill(1)) },
+      hello: { type: 'hello', v: PROTOCOL_VERSION, pk: toB64(stranger.signPk), name: 'Fuzz', sig: toB64(new Uint8Array(64).fill(1)) },
       send: { type: 'send', env: env as unknown as Json },
       ack: { type: 'ack', qids: [1, 2, 3] },
       read: { type: 'read', to: target.pin, ids: [env.id] },
@@ -82,7 +83,8 @@ const b64Of = (n: number, fill = 7): string => toB64(new Uint8Array(n).fill(fill
 function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
   const env = clone(t.env) as unknown as Record<string, Json>;
   const pin = t.env.from;
-  const field = rng.pick(['id', 'from', 'to', 'conv', 'ts', 'nonce', 'body', 'wraps', 'escrow', 'sig', 'v', 'extra', 'missing', 'semantic']);
+  const field = rng.pick(['id', 'from', 'to', 'conv', 'ts', 'nonce', 'body', 'wraps', 'escrow', 'keys', 'sig', 'v', 'extra', 'missing', 'semantic']);
+  const keys = env.keys as Record<string, Json>;
   const set = (v: Json) => {
     env[field] = v;
   };
@@ -109,8 +111,8 @@ function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
       set(rng.pick<Json>(['', 'AAAA', 'AAAAA', 7, b64Of(16)]));
       break;
     case 'wraps': {
-      const wraps = env.wraps as { to: string; key: string }[];
-      set(
+      const wraps = keys.wraps as { to: string; key: string }[];
+      keys.wraps = (
         rng.pick<Json>([
           [],
           wraps.slice(1),
@@ -119,18 +121,25 @@ function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
           wraps.map((w) => ({ ...w, key: '!!!!' })),
           wraps.map((w) => ({ ...w, extra: 1 })),
           'wraps',
-        ]),
+        ])
       );
       break;
     }
     case 'escrow':
-      set(rng.pick<Json>([{}, { kid: 'x', key: b64Of(80) }, 'yes', [], { kid: rng.hex(16).toUpperCase(), key: b64Of(80) }, { kid: rng.hex(16), key: b64Of(81) }]));
+      // The escrow field lives in the key model: malformed ones, and one in a model that has none.
+      keys.model = rng.pick<Json>(['e2e-escrow', 'e2e']);
+      keys.escrow = rng.pick<Json>([{}, { kid: 'x', key: b64Of(80) }, 'yes', [], { kid: rng.hex(16).toUpperCase(), key: b64Of(80) }, { kid: rng.hex(16), key: b64Of(81) }]);
+      break;
+    case 'keys':
+      // Another or no model name, a model of the lab not implemented yet, or no key model at all.
+      if (rng.next() < 0.2) delete env.keys;
+      else keys.model = rng.pick<Json>(['', 'E2E', 'app-key', 'server-key', 'ratchet', 'ghost', 'rot13', null, 7]);
       break;
     case 'sig':
       set(rng.pick<Json>([b64Of(63), b64Of(65), '', null]));
       break;
     case 'v':
-      set(rng.pick<Json>([2, '1', 0, null]));
+      set(rng.pick<Json>([1, 3, '2', 0, null]));
       break;
     case 'extra':
       // JSON.parse makes these own properties; the strict schema must refuse them, never merge them.
@@ -142,7 +151,7 @@ function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
       // Schema-valid but refused by the relay: an unknown recipient, or a sender that is not the session.
       if (rng.next() < 0.5) {
         env.to = ['0BADF00D'];
-        env.wraps = [
+        keys.wraps = [
           { to: pin, key: b64Of(80) },
           { to: '0BADF00D', key: b64Of(80) },
         ];
@@ -256,7 +265,7 @@ export function fuzzFrame(rng: Rng, t: Templates): FuzzFrame {
           '{"__proto__":{"type":"ping","t":1}}',
           '{"type":"ack","qids":[1],"constructor":{"prototype":{"polluted":"yes"}}}',
           '{"type":"send","env":{"__proto__":{"v":1}}}',
-          `{"type":"hello","v":1,"pk":"${t.frames.hello.pk}","name":"x","sig":"${t.frames.hello.sig}","__proto__":{"isAdmin":true}}`,
+          `{"type":"hello","v":2,"pk":"${t.frames.hello.pk}","name":"x","sig":"${t.frames.hello.sig}","__proto__":{"isAdmin":true}}`,
           '{"type":"read","to":"ABCDEF01","ids":[],"__proto__":[]}',
         ]),
       );

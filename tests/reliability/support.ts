@@ -5,7 +5,7 @@
  */
 import { appendFileSync } from 'node:fs';
 import WebSocket, { type ClientOptions } from 'ws';
-import { parseServerMessage, type ServerMessage } from '../../shared/protocol.ts';
+import { PROTOCOL_VERSION, parseServerMessage, type ServerMessage } from '../../shared/protocol.ts';
 import { signLogin, toB64, type Identity } from '../../shared/crypto.ts';
 
 // ---------------------------------------------------------------------------
@@ -180,9 +180,9 @@ export class RawClient {
   }
 
   /** The hello frame for this connection's challenge, signed by `identity`. */
-  hello(identity: Identity, name: string): { type: 'hello'; v: 1; pk: string; name: string; sig: string } {
+  hello(identity: Identity, name: string): { type: 'hello'; v: typeof PROTOCOL_VERSION; pk: string; name: string; sig: string } {
     if (!this.challenge) throw new Error('no challenge yet');
-    return { type: 'hello', v: 1, pk: toB64(identity.signPk), name, sig: signLogin(this.challenge.nonce, identity) };
+    return { type: 'hello', v: PROTOCOL_VERSION, pk: toB64(identity.signPk), name, sig: signLogin(this.challenge.nonce, identity) };
   }
 
   /** Log in as `identity` and wait for the welcome. */

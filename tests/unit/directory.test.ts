@@ -7,7 +7,8 @@
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Messenger, memoryStore, type KeyValueStore, type SocketLike } from '../../client/core/messenger.ts';
 import { Lookups, MAX_DIRECTORY_ENTRIES, loadDirectory, mergeDirectory, saveDirectory, trimDirectory } from '../../client/core/directory.ts';
-import { cryptoReady, newIdentity, sealEnvelope, toB64, type Identity } from '../../shared/crypto.ts';
+import { cryptoReady, newIdentity, toB64, type Identity } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import { ErrorCode, MAX_LOOKUP_PINS, parseClientMessage, type ClientMessage, type DirectoryEntry, type Policy, type ServerMessage } from '../../shared/protocol.ts';
 
 class FakeSocket implements SocketLike {
@@ -51,7 +52,7 @@ function loggedIn(page: DirectoryEntry[] = [], storage: KeyValueStore = memorySt
   const socket = new FakeSocket();
   const m = new Messenger({ name: 'Alice', connect: () => socket, storage });
   void m.start();
-  socket.deliver({ type: 'challenge', v: 1, nonce: NONCE, policy: OFF });
+  socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy: OFF });
   socket.deliver({ type: 'welcome', pin: m.pin, name: 'Alice', policy: OFF, total, directory: [{ pin: m.pin, name: 'Alice', pk: toB64(m.identity.signPk), online: true }, ...page] });
   return { socket, m, storage };
 }

@@ -4,7 +4,8 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Messenger, memoryStore, type SocketLike } from '../../client/core/messenger.ts';
-import { cryptoReady, newEscrowKeyPair, newIdentity, openWithEscrow, sealEnvelope, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import { cryptoReady, newEscrowKeyPair, newIdentity, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import { openWithEscrow, sealEnvelope } from '../../shared/envelope.ts';
 import { parseClientMessage, type ClientMessage, type Policy, type ServerMessage } from '../../shared/protocol.ts';
 
 class FakeSocket implements SocketLike {
@@ -46,7 +47,7 @@ function loggedIn(policy: Policy = OFF) {
   const socket = new FakeSocket();
   const m = new Messenger({ name: 'Alice', connect: () => socket, storage: memoryStore() });
   const ready = m.start();
-  socket.deliver({ type: 'challenge', v: 1, nonce: NONCE, policy });
+  socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy });
   socket.deliver({
     type: 'welcome',
     pin: m.pin,
@@ -75,13 +76,13 @@ describe('messenger core against a scripted relay', () => {
     const escrow = newEscrowKeyPair();
     const { socket, m } = loggedIn();
     m.sendText([bob.pin], 'before the tap');
-    expect(socket.last('send').env.escrow).toBeNull();
+    expect(socket.last('send').env.keys.model).toBe('e2e');
 
     const tap: Policy = { ...OFF, tap: true, escrowPk: toB64(escrow.pk), escrowKid: escrow.kid, epoch: 2 };
     socket.deliver({ type: 'policy', policy: tap });
     const sent = m.sendText([bob.pin], 'under the tap');
     const env = socket.last('send').env;
-    expect(env.escrow?.kid).toBe(escrow.kid);
+    expect(env.keys.model === 'e2e-escrow' && env.keys.escrow.kid).toBe(escrow.kid);
     const opened = openWithEscrow(env, escrow, m.identity.signPk);
     expect(opened.ok && opened.value.text).toBe('under the tap');
     expect(sent.readers.escrowKid).toBe(escrow.kid);
@@ -89,7 +90,7 @@ describe('messenger core against a scripted relay', () => {
     // A warrant for someone else does not cover Alice → Bob.
     socket.deliver({ type: 'policy', policy: { ...tap, scope: 'warrant', pins: ['00000000'], epoch: 3 } });
     m.sendText([bob.pin], 'not under the warrant');
-    expect(socket.last('send').env.escrow).toBeNull();
+    expect(socket.last('send').env.keys.model).toBe('e2e');
   });
 
   it('seals again under the new policy when the relay refuses for a missing escrow field, keeping the id', async () => {
@@ -97,12 +98,12 @@ describe('messenger core against a scripted relay', () => {
     const { socket, m } = loggedIn();
     const msg = m.sendText([bob.pin], 'in flight when the tap went on');
     const first = socket.last('send').env;
-    expect(first.escrow).toBeNull();
+    expect(first.keys.model).toBe('e2e');
     socket.deliver({ type: 'policy', policy: { ...OFF, tap: true, escrowPk: toB64(escrow.pk), escrowKid: escrow.kid, epoch: 2 } });
     socket.deliver({ type: 'error', code: 'escrow_required', message: 'add an escrow field', ref: msg.id });
     const second = socket.last('send').env;
     expect(second.id).toBe(first.id);
-    expect(second.escrow?.kid).toBe(escrow.kid);
+    expect(second.keys.model === 'e2e-escrow' && second.keys.escrow.kid).toBe(escrow.kid);
     expect(m.messages.get(msg.id)?.readers.escrowKid).toBe(escrow.kid);
     socket.deliver({ type: 'accepted', id: msg.id, duplicate: false });
     expect(m.messages.get(msg.id)?.state).toBe('sent');

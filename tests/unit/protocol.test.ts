@@ -35,9 +35,15 @@ const ID = '101112131415161718191a1b1c1d1e1f';
 
 type Json = Record<string, unknown>;
 
+/**
+ * A v2 envelope of the right shapes. `wraps` and `escrow` overrides go into the key model (`keys`):
+ * with an escrow field it is e2e-escrow, without it e2e; a `keys` override replaces the model whole.
+ */
 function dm(overrides: Json = {}): Json {
+  const { wraps = [{ to: ALICE, key: bytes(80, 1) }, { to: BOB, key: bytes(80, 2) }], escrow = null, ...rest } = overrides;
+  const keys = escrow === null ? { model: 'e2e', wraps } : { model: 'e2e-escrow', wraps, escrow };
   return {
-    v: 1,
+    v: 2,
     id: ID,
     from: ALICE,
     to: [BOB],
@@ -45,13 +51,9 @@ function dm(overrides: Json = {}): Json {
     ts: 1700000000000,
     nonce: bytes(24),
     body: bytes(40),
-    wraps: [
-      { to: ALICE, key: bytes(80, 1) },
-      { to: BOB, key: bytes(80, 2) },
-    ],
-    escrow: null,
+    keys,
     sig: bytes(64),
-    ...overrides,
+    ...rest,
   };
 }
 
@@ -82,7 +84,7 @@ function expectRefused(result: Parsed<unknown>, code: string, field: string | Re
 
 describe('parseClientMessage accepts valid frames', () => {
   it.each([
-    ['hello', { type: 'hello', v: 1, pk: bytes(32), name: 'Alice', sig: bytes(64) }],
+    ['hello', { type: 'hello', v: 2, pk: bytes(32), name: 'Alice', sig: bytes(64) }],
     ['send (dm)', { type: 'send', env: dm() }],
     ['send (dm, with escrow field)', { type: 'send', env: dm({ escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80) } }) }],
     ['send (group of 3)', { type: 'send', env: group([BOB, CAROL]) }],
@@ -100,7 +102,7 @@ describe('parseClientMessage accepts valid frames', () => {
   });
 
   it('names are trimmed, and may hold any printable Unicode', () => {
-    const result = parseClientMessage(JSON.stringify({ type: 'hello', v: 1, pk: bytes(32), name: '  Zoë 🐝  ', sig: bytes(64) }));
+    const result = parseClientMessage(JSON.stringify({ type: 'hello', v: 2, pk: bytes(32), name: '  Zoë 🐝  ', sig: bytes(64) }));
     expect(result.ok && result.value.type === 'hello' && result.value.name).toBe('Zoë 🐝');
   });
 });
@@ -138,14 +140,15 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     ['read to a lower-case PIN', { type: 'read', to: ALICE.toLowerCase(), ids: [ID] }, 'to: PIN must be 8 upper-case hex digits'],
     ['read with an upper-case id', { type: 'read', to: ALICE, ids: [ID.toUpperCase()] }, 'ids.0: id must be 32 lower-case hex digits'],
     ['read with no ids', { type: 'read', to: ALICE, ids: [] }, 'ids: '],
-    ['hello with v 2', { type: 'hello', v: 2, pk: bytes(32), name: 'A', sig: bytes(64) }, 'v: '],
-    ['hello with an empty name', { type: 'hello', v: 1, pk: bytes(32), name: '   ', sig: bytes(64) }, 'name: name must not be empty'],
-    ['hello with a name of 41 characters', { type: 'hello', v: 1, pk: bytes(32), name: 'x'.repeat(41), sig: bytes(64) }, 'name: name must be at most 40'],
-    ['hello with a newline in the name', { type: 'hello', v: 1, pk: bytes(32), name: 'Al\nice', sig: bytes(64) }, 'name: name must not contain control characters'],
-    ['hello with a name that is a number', { type: 'hello', v: 1, pk: bytes(32), name: 7, sig: bytes(64) }, 'name: '],
+    ['hello with v 1 (a client of the previous protocol)', { type: 'hello', v: 1, pk: bytes(32), name: 'A', sig: bytes(64) }, 'v: '],
+    ['hello with an empty name', { type: 'hello', v: 2, pk: bytes(32), name: '   ', sig: bytes(64) }, 'name: name must not be empty'],
+    ['hello with a name of 41 characters', { type: 'hello', v: 2, pk: bytes(32), name: 'x'.repeat(41), sig: bytes(64) }, 'name: name must be at most 40'],
+    ['hello with a newline in the name', { type: 'hello', v: 2, pk: bytes(32), name: 'Al\nice', sig: bytes(64) }, 'name: name must not contain control characters'],
+    ['hello with a name that is a number', { type: 'hello', v: 2, pk: bytes(32), name: 7, sig: bytes(64) }, 'name: '],
     ['send without env', { type: 'send' }, 'env: '],
     ['env as a string', { type: 'send', env: send(dm()) }, 'env: '],
-    ['env.v 2', { type: 'send', env: dm({ v: 2 }) }, 'env.v: '],
+    ['env.v 1 with a v2 body', { type: 'send', env: dm({ v: 1 }) }, 'env.v: '],
+    ['env.v 3', { type: 'send', env: dm({ v: 3 }) }, 'env.v: '],
     ['env.id upper-case', { type: 'send', env: dm({ id: ID.toUpperCase() }) }, 'env.id: id must be 32 lower-case hex digits'],
     ['env.id too short', { type: 'send', env: dm({ id: ID.slice(2) }) }, 'env.id: '],
     ['env.from lower-case', { type: 'send', env: dm({ from: ALICE.toLowerCase() }) }, 'env.from: PIN must be 8 upper-case hex digits'],
@@ -156,13 +159,18 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     ['env.ts a string', { type: 'send', env: dm({ ts: '1700000000000' }) }, 'env.ts: '],
     ['env.ts negative', { type: 'send', env: dm({ ts: -1 }) }, 'env.ts: '],
     ['env.ts fractional', { type: 'send', env: dm({ ts: 1.5 }) }, 'env.ts: '],
-    ['env.wraps empty', { type: 'send', env: dm({ wraps: [] }) }, 'env.wraps: '],
-    ['env.wraps item not an object', { type: 'send', env: dm({ wraps: ['AAAA'] }) }, 'env.wraps.0: '],
-    ['env.wraps item with a bad PIN', { type: 'send', env: dm({ wraps: [{ to: 'alice', key: bytes(80) }, { to: BOB, key: bytes(80) }] }) }, 'env.wraps.0.to: '],
-    ['env.escrow missing', { type: 'send', env: (({ escrow: _e, ...rest }) => rest)(dm()) }, 'env.escrow: '],
-    ['env.escrow.kid upper-case', { type: 'send', env: dm({ escrow: { kid: '9DA6AC5719B8CBE9', key: bytes(80) } }) }, 'env.escrow.kid: kid must be 16 lower-case hex digits'],
-    ['env.escrow.kid too short', { type: 'send', env: dm({ escrow: { kid: '9da6ac57', key: bytes(80) } }) }, 'env.escrow.kid: '],
-    ['env.escrow a string', { type: 'send', env: dm({ escrow: '-' }) }, 'env.escrow: '],
+    ['env.keys.wraps empty', { type: 'send', env: dm({ wraps: [] }) }, 'env.keys.wraps: '],
+    ['env.keys.wraps item not an object', { type: 'send', env: dm({ wraps: ['AAAA'] }) }, 'env.keys.wraps.0: '],
+    ['env.keys.wraps item with a bad PIN', { type: 'send', env: dm({ wraps: [{ to: 'alice', key: bytes(80) }, { to: BOB, key: bytes(80) }] }) }, 'env.keys.wraps.0.to: '],
+    ['env.keys missing', { type: 'send', env: (({ keys: _k, ...rest }) => rest)(dm()) }, 'env.keys: '],
+    ['env.keys.model unknown', { type: 'send', env: dm({ keys: { model: 'rot13', wraps: [] } }) }, 'env.keys.model: '],
+    ['env.keys.model reserved but not implemented (app-key)', { type: 'send', env: dm({ keys: { model: 'app-key', kid: '9da6ac5719b8cbe9', key: bytes(72) } }) }, 'env.keys.model: '],
+    ['env.keys e2e-escrow without its escrow field', { type: 'send', env: dm({ keys: { model: 'e2e-escrow', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }] } }) }, 'env.keys.escrow: '],
+    ['env.keys e2e with an escrow field', { type: 'send', env: dm({ keys: { model: 'e2e', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80) } } }) }, 'env.keys: Unrecognized key: "escrow"'],
+    ['a v1 envelope (top-level wraps and escrow) in a send', { type: 'send', env: { ...(({ keys: _k, ...rest }) => rest)(dm({ v: 1 })), wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: null } }, 'env.'],
+    ['env.keys.escrow.kid upper-case', { type: 'send', env: dm({ escrow: { kid: '9DA6AC5719B8CBE9', key: bytes(80) } }) }, 'env.keys.escrow.kid: kid must be 16 lower-case hex digits'],
+    ['env.keys.escrow.kid too short', { type: 'send', env: dm({ escrow: { kid: '9da6ac57', key: bytes(80) } }) }, 'env.keys.escrow.kid: '],
+    ['env.keys.escrow a string', { type: 'send', env: dm({ escrow: '-' }) }, 'env.keys.escrow: '],
     ['env.sig missing', { type: 'send', env: (({ sig: _s, ...rest }) => rest)(dm()) }, 'env.sig: '],
   ])('%s is bad_frame naming the field', (_name, frame, field) => {
     expectRefused(parseClientMessage(JSON.stringify(frame)), ErrorCode.BadFrame, field);
@@ -171,8 +179,8 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
   it.each([
     ['at the top level', JSON.stringify({ type: 'ping', t: 1, extra: true }), '(frame): Unrecognized key: "extra"'],
     ['in the envelope', send(dm({ extra: 1 })), 'env: Unrecognized key: "extra"'],
-    ['in a wrap', send(dm({ wraps: [{ to: ALICE, key: bytes(80), extra: 1 }, { to: BOB, key: bytes(80) }] })), 'env.wraps.0: Unrecognized key: "extra"'],
-    ['in the escrow field', send(dm({ escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80), extra: 1 } })), 'env.escrow: Unrecognized key: "extra"'],
+    ['in a wrap', send(dm({ wraps: [{ to: ALICE, key: bytes(80), extra: 1 }, { to: BOB, key: bytes(80) }] })), 'env.keys.wraps.0: Unrecognized key: "extra"'],
+    ['in the escrow field', send(dm({ escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80), extra: 1 } })), 'env.keys.escrow: Unrecognized key: "extra"'],
     ['named __proto__', '{"type":"ping","t":1,"__proto__":{"polluted":true}}', '(frame): Unrecognized key: "__proto__"'],
     ['named constructor', '{"type":"ping","t":1,"constructor":{}}', '(frame): Unrecognized key: "constructor"'],
   ])('an extra field %s is bad_frame naming the key', (_name, raw, message) => {
@@ -198,14 +206,14 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     it.each([
       ['body', { body: 'not base64!' }, 'env.body: must be canonical standard base64'],
       ['sig', { sig: '@'.repeat(88) }, 'env.sig: must be canonical standard base64'],
-      ['a wrap key', { wraps: [{ to: ALICE, key: '*'.repeat(108) }, { to: BOB, key: bytes(80) }] }, 'env.wraps.0.key: must be canonical standard base64'],
-      ['the escrow key', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80).slice(0, -1) } }, 'env.escrow.key: must be canonical standard base64'],
+      ['a wrap key', { wraps: [{ to: ALICE, key: '*'.repeat(108) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must be canonical standard base64'],
+      ['the escrow key', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80).slice(0, -1) } }, 'env.keys.escrow.key: must be canonical standard base64'],
     ])('%s', (_name, overrides, message) => {
       expectRefused(parseClientMessage(send(dm(overrides))), ErrorCode.BadFrame, message);
     });
 
     it('hello pk without padding', () => {
-      const frame = { type: 'hello', v: 1, pk: bytes(32).replace(/=+$/, ''), name: 'A', sig: bytes(64) };
+      const frame = { type: 'hello', v: 2, pk: bytes(32).replace(/=+$/, ''), name: 'A', sig: bytes(64) };
       expectRefused(parseClientMessage(JSON.stringify(frame)), ErrorCode.BadFrame, 'pk: must be canonical standard base64');
     });
   });
@@ -218,7 +226,7 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
       ['hello sig of 63 bytes', { sig: bytes(63) }, 'sig: must decode to 64 bytes'],
       ['hello sig of 65 bytes', { sig: bytes(65) }, 'sig: must decode to 64 bytes'],
     ])('%s', (_name, overrides, message) => {
-      const frame = { type: 'hello', v: 1, pk: bytes(32), name: 'A', sig: bytes(64), ...overrides };
+      const frame = { type: 'hello', v: 2, pk: bytes(32), name: 'A', sig: bytes(64), ...overrides };
       expectRefused(parseClientMessage(JSON.stringify(frame)), ErrorCode.BadFrame, message);
     });
 
@@ -229,10 +237,10 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
       ['body of 16 bytes (a tag and nothing else)', { body: bytes(16) }, 'env.body: must decode to 17..65536 bytes'],
       ['body over 64 KiB', { body: bytes(MAX_FRAME_BYTES + 1) }, 'env.body: '],
       ['sig of 32 bytes', { sig: bytes(32) }, 'env.sig: must decode to 64 bytes'],
-      ['a wrap key of 79 bytes', { wraps: [{ to: ALICE, key: bytes(79) }, { to: BOB, key: bytes(80) }] }, 'env.wraps.0.key: must decode to 80 bytes'],
-      ['a wrap key of 81 bytes', { wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(81) }] }, 'env.wraps.1.key: must decode to 80 bytes'],
-      ['a wrap key of 48 bytes (an unsealed box)', { wraps: [{ to: ALICE, key: bytes(48) }, { to: BOB, key: bytes(80) }] }, 'env.wraps.0.key: must decode to 80 bytes'],
-      ['an escrow key of 32 bytes', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(32) } }, 'env.escrow.key: must decode to 80 bytes'],
+      ['a wrap key of 79 bytes', { wraps: [{ to: ALICE, key: bytes(79) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must decode to 80 bytes'],
+      ['a wrap key of 81 bytes', { wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(81) }] }, 'env.keys.wraps.1.key: must decode to 80 bytes'],
+      ['a wrap key of 48 bytes (an unsealed box)', { wraps: [{ to: ALICE, key: bytes(48) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must decode to 80 bytes'],
+      ['an escrow key of 32 bytes', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(32) } }, 'env.keys.escrow.key: must decode to 80 bytes'],
     ])('%s', (_name, overrides, message) => {
       expectRefused(parseClientMessage(send(dm(overrides))), ErrorCode.BadFrame, message);
     });
@@ -266,7 +274,7 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
       ['two wraps for the recipient', [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }, { to: BOB, key: bytes(80) }]],
       ['two wraps for the sender and none for the recipient', [{ to: ALICE, key: bytes(80) }, { to: ALICE, key: bytes(80) }]],
     ])('wraps not matching the recipients (%s) are refused', (_name, wraps) => {
-      expectRefused(parseClientMessage(send(dm({ wraps }))), ErrorCode.BadFrame, 'env.wraps: wraps must hold one key for the sender and each recipient');
+      expectRefused(parseClientMessage(send(dm({ wraps }))), ErrorCode.BadFrame, 'env.keys.wraps: wraps must hold one key for the sender and each recipient');
     });
 
     it('wraps may come in any order', () => {
@@ -303,7 +311,7 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
       ['nested arrays in ping t', `{"type":"ping","t":${arrays}}`, 't: '],
       ['nested objects as env', `{"type":"send","env":${objects}}`, 'env.'],
       ['nested arrays in env.to', send(dm({ to: ['X'] })).replace('["X"]', arrays), 'env.to.0: '],
-      ['nested objects in a wrap', send(dm({ wraps: ['X'] })).replace('["X"]', `[${objects}]`), 'env.wraps.0'],
+      ['nested objects in a wrap', send(dm({ wraps: ['X'] })).replace('["X"]', `[${objects}]`), 'env.keys.wraps.0'],
       ['nested arrays in ack qids', `{"type":"ack","qids":${arrays}}`, 'qids.0: '],
     ])('%s', (_name, raw, field) => {
       expect(raw.length).toBeLessThan(MAX_FRAME_BYTES * 4);
@@ -336,7 +344,7 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
 describe('parseServerMessage', () => {
   const entry = { pin: BOB, name: 'Bob', pk: bytes(32), online: true };
   const valid: Array<[string, Json]> = [
-    ['challenge', { type: 'challenge', v: 1, nonce: bytes(32), policy: POLICY }],
+    ['challenge', { type: 'challenge', v: 2, nonce: bytes(32), policy: POLICY }],
     ['welcome', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [entry], total: 1, policy: TAP }],
     ['welcome with an empty directory', { type: 'welcome', pin: ALICE, name: 'Alice', directory: [], total: 0, policy: POLICY }],
     ['presence', { type: 'presence', users: [entry, { ...entry, pin: CAROL, online: false }] }],
@@ -362,7 +370,7 @@ describe('parseServerMessage', () => {
     ['accepted with duplicate as a string', { type: 'accepted', id: ID, duplicate: 'true' }, 'duplicate: '],
     ['an envelope frame with qid past 2^53', '{"type":"envelope","qid":9007199254740993,"env":' + JSON.stringify(dm()) + '}', 'qid: '],
     ['an envelope frame with a bad envelope', { type: 'envelope', qid: 1, env: dm({ to: [BOB, BOB], conv: 'g-0123456789abcdef' }) }, 'env.'],
-    ['a challenge nonce of 24 bytes', { type: 'challenge', v: 1, nonce: bytes(24), policy: POLICY }, 'nonce: must decode to 32 bytes'],
+    ['a challenge nonce of 24 bytes', { type: 'challenge', v: 2, nonce: bytes(24), policy: POLICY }, 'nonce: must decode to 32 bytes'],
     ['a policy scope other than all or warrant', { type: 'policy', policy: { ...POLICY, scope: 'some' } }, 'policy.scope: '],
     ['a policy escrow key of 31 bytes', { type: 'policy', policy: { ...TAP, escrowPk: bytes(31) } }, 'policy.escrowPk: must decode to 32 bytes'],
     ['a policy kid in upper case', { type: 'policy', policy: { ...TAP, escrowKid: '9DA6AC5719B8CBE9' } }, 'policy.escrowKid: '],

@@ -11,26 +11,12 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import sodium from 'libsodium-wrappers';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  cryptoReady,
-  decryptBody,
-  escrowKeyPairFromSecret,
-  escrowKid,
-  headerBytes,
-  loginTranscript,
-  openEnvelope,
-  openWithEscrow,
-  pinOf,
-  safetyNumber,
-  sealEnvelope,
-  signedBytes,
-  signLogin,
-  unwrapKey,
-  verifyEnvelope,
-  verifyLogin,
-  type Identity,
-} from '../../shared/crypto.ts';
-import { Envelope, parseServerMessage } from '../../shared/protocol.ts';
+import { cryptoReady, escrowKeyPairFromSecret, escrowKid, loginTranscript, newEscrowKeyPair, pinOf, safetyNumber, signLogin, unwrapKey, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import { decryptBody, headerBytes, openEnvelope, openWithEscrow, sealEnvelope, signedBytes, verifyEnvelope } from '../../shared/envelope.ts';
+import { AnyEnvelope, Envelope, EnvelopeV1, parseServerMessage } from '../../shared/protocol.ts';
+import { headerBytesV1, signedBytesV1 } from '../../shared/envelope-v1.ts';
+import { openArchived, parseArchiveLine } from '../../shared/archive.ts';
+import { OpenFailure } from '../../shared/failures.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -142,12 +128,13 @@ beforeAll(async () => {
   key = unhex(inputs.contentKeyHex);
   header = utf8(
     [
-      'backdoor-lab/v1',
+      'backdoor-lab/v2',
       `id=${inputs.id}`,
       `from=${alice.pin}`,
       `to=${bob.pin}`,
       `conv=${inputs.conv}`,
       `ts=${inputs.ts}`,
+      'model=e2e-escrow',
     ].join('\n'),
   );
 });
@@ -207,7 +194,7 @@ describe('worked example: login', () => {
   it('the login transcript and Alice’s signature over it are reproduced byte for byte', () => {
     const nonceB64 = b64(unhex(inputs.loginNonceHex));
     expect(nonceB64).toBe(fx.login.nonceB64);
-    const transcript = utf8(`backdoor-lab/v1 login\nnonce=${nonceB64}\npk=${b64(alice.signPk)}`);
+    const transcript = utf8(`backdoor-lab/v2 login\nnonce=${nonceB64}\npk=${b64(alice.signPk)}`);
     expect(hex(transcript)).toBe(fx.login.transcriptHex);
     expect(new TextDecoder().decode(transcript)).toBe(fx.login.transcriptText);
     expect(hex(loginTranscript(nonceB64, b64(alice.signPk)))).toBe(fx.login.transcriptHex);
@@ -218,7 +205,7 @@ describe('worked example: login', () => {
 });
 
 describe('worked example: envelope bytes', () => {
-  it('the header (associated data) is the six documented lines, and headerBytes agrees', () => {
+  it('the header (associated data) is the seven documented lines, the key model last, and headerBytes agrees', () => {
     expect(hex(header)).toBe(expected.headerHex);
     expect(new TextDecoder().decode(header)).toBe(expected.headerText);
     expect(hex(headerBytes(expected.envelope))).toBe(expected.headerHex);
@@ -244,12 +231,13 @@ describe('worked example: envelope bytes', () => {
       escrow: { pk: escrowPk, kid: derived.escrow.kid },
       fixed: { id: inputs.id, ts: inputs.ts, nonce: unhex(inputs.nonceHex), key },
     });
-    const { wraps, escrow, sig, ...rest } = env;
-    const { wraps: _w, escrow: _e, sig: _s, ...want } = expected.envelope;
-    expect(rest).toEqual(want);
+    const { keys, sig, ...rest } = env;
+    const { keys: want, sig: _s, ...wantRest } = expected.envelope;
+    expect(rest).toEqual(wantRest);
     // Its wraps are sealed with random ephemeral keys, so they differ from the example but open to the same K.
-    expect(wraps.map((w) => w.to)).toEqual([alice.pin, bob.pin]);
-    expect(escrow?.kid).toBe(derived.escrow.kid);
+    expect(keys.model).toBe(want.model);
+    expect(keys.wraps.map((w) => w.to)).toEqual([alice.pin, bob.pin]);
+    expect(keys.model === 'e2e-escrow' && keys.escrow.kid).toBe(derived.escrow.kid);
     expect(sig).not.toBe(expected.envelope.sig);
     const opened = openEnvelope(env, bob, alice.signPk);
     expect(opened).toEqual({ ok: true, value: inputs.body });
@@ -284,18 +272,21 @@ describe('worked example: envelope bytes', () => {
     expect(() => sodium.crypto_box_seal_open(unhex(expected.boxes.bob.sealedHex), alice.boxPk, alice.boxSk)).toThrow();
   });
 
-  it('wraps and the escrow field of the envelope are those sealed boxes', () => {
-    expect(expected.envelope.wraps).toEqual([
-      { to: alice.pin, key: expected.boxes.alice.sealedB64 },
-      { to: bob.pin, key: expected.boxes.bob.sealedB64 },
-    ]);
-    expect(expected.envelope.escrow).toEqual({ kid: derived.escrow.kid, key: expected.boxes.escrow.sealedB64 });
+  it('the key model of the envelope is e2e-escrow, its wraps and escrow field those sealed boxes', () => {
+    expect(expected.envelope.keys).toEqual({
+      model: 'e2e-escrow',
+      wraps: [
+        { to: alice.pin, key: expected.boxes.alice.sealedB64 },
+        { to: bob.pin, key: expected.boxes.bob.sealedB64 },
+      ],
+      escrow: { kid: derived.escrow.kid, key: expected.boxes.escrow.sealedB64 },
+    });
   });
 
   it('the signed bytes are the documented lines, and signedBytes agrees', () => {
     const env = expected.envelope;
     const text = [
-      'backdoor-lab/v1 signature',
+      'backdoor-lab/v2 signature',
       new TextDecoder().decode(header),
       `nonce=${b64(unhex(inputs.nonceHex))}`,
       `body=${expected.envelope.body}`,
@@ -319,7 +310,7 @@ describe('worked example: envelope bytes', () => {
 
   it('the whole envelope JSON is reproduced from the inputs, key order included', () => {
     const env = {
-      v: 1,
+      v: 2,
       id: inputs.id,
       from: alice.pin,
       to: [bob.pin],
@@ -327,11 +318,14 @@ describe('worked example: envelope bytes', () => {
       ts: inputs.ts,
       nonce: b64(unhex(inputs.nonceHex)),
       body: b64(unhex(expected.bodyCiphertextHex)),
-      wraps: [
-        { to: alice.pin, key: b64(sealWith(key, alice.boxPk, unhex(inputs.ephemeralSkHex.alice)).sealed) },
-        { to: bob.pin, key: b64(sealWith(key, bob.boxPk, unhex(inputs.ephemeralSkHex.bob)).sealed) },
-      ],
-      escrow: { kid: derived.escrow.kid, key: b64(sealWith(key, escrowPk, unhex(inputs.ephemeralSkHex.escrow)).sealed) },
+      keys: {
+        model: 'e2e-escrow',
+        wraps: [
+          { to: alice.pin, key: b64(sealWith(key, alice.boxPk, unhex(inputs.ephemeralSkHex.alice)).sealed) },
+          { to: bob.pin, key: b64(sealWith(key, bob.boxPk, unhex(inputs.ephemeralSkHex.bob)).sealed) },
+        ],
+        escrow: { kid: derived.escrow.kid, key: b64(sealWith(key, escrowPk, unhex(inputs.ephemeralSkHex.escrow)).sealed) },
+      },
       sig: b64(sodium.crypto_sign_detached(utf8(expected.signedText), alice.signSk)),
     };
     expect(JSON.stringify(env)).toBe(expected.envelopeJson);
@@ -450,5 +444,45 @@ describe('worked example: docs/wire-format.md shows the fixture', () => {
     expect(hello?.pk).toBe(derived.alice.signPkB64);
     expect(hello?.sig).toBe(fx.login.sig);
     expect(verifyLogin(challenge?.nonce ?? '', hello?.pk ?? '', hello?.sig ?? '')).toBe(true);
+  });
+});
+
+describe('the version 1 worked example: an archive of the previous protocol still opens', () => {
+  const v1 = JSON.parse(readFileSync(resolve(ROOT, 'tests/fixtures/worked-example-v1.json'), 'utf8')) as {
+    inputs: Fixture['inputs'];
+    derived: Fixture['derived'];
+    expected: Omit<Fixture['expected'], 'envelope'> & { envelope: unknown };
+  };
+
+  it('its envelope parses as a v1 envelope (and as an envelope of either version), not as a v2 one', () => {
+    expect(EnvelopeV1.safeParse(v1.expected.envelope).success).toBe(true);
+    expect(AnyEnvelope.safeParse(v1.expected.envelope).success).toBe(true);
+    expect(Envelope.safeParse(v1.expected.envelope).success).toBe(false);
+  });
+
+  it('its v1 header and signed bytes are rebuilt from the documented v1 layouts, and its signature verifies', () => {
+    const env = EnvelopeV1.parse(v1.expected.envelope);
+    const head = ['backdoor-lab/v1', `id=${env.id}`, `from=${env.from}`, `to=${env.to.join(',')}`, `conv=${env.conv}`, `ts=${env.ts}`].join('\n');
+    expect(head).toBe(v1.expected.headerText);
+    expect(new TextDecoder().decode(headerBytesV1(env))).toBe(head);
+    const signed = ['backdoor-lab/v1 signature', head, `nonce=${env.nonce}`, `body=${env.body}`, `wraps=${env.wraps.map((w) => `${w.to}:${w.key}`).join(',')}`, `escrow=${env.escrow ? `${env.escrow.kid}:${env.escrow.key}` : '-'}`].join('\n');
+    expect(signed).toBe(v1.expected.signedText);
+    const { sig: _sig, ...unsigned } = env;
+    expect(new TextDecoder().decode(signedBytesV1(unsigned))).toBe(signed);
+    expect(verifyEnvelope(env, unhex(v1.derived.alice.signPkHex))).toBe(true);
+  });
+
+  it('Bob and the regulator open it, and as an archive line it opens with the escrow key through the shared archive reader', () => {
+    const env = EnvelopeV1.parse(v1.expected.envelope);
+    const alicePk = unhex(v1.derived.alice.signPkHex);
+    const bobV1 = identityFromSeed(v1.inputs.bobSeedHex);
+    const escrow = escrowKeyPairFromSecret(unhex(v1.inputs.escrowSkHex));
+    expect(openEnvelope(env, bobV1, alicePk)).toEqual({ ok: true, value: v1.inputs.body });
+    expect(openWithEscrow(env, escrow, alicePk)).toEqual({ ok: true, value: v1.inputs.body });
+    const line = parseArchiveLine(JSON.stringify({ seq: 1, at: 1700000000001, senderPk: v1.derived.alice.signPkB64, env }));
+    expect(line.ok).toBe(true);
+    if (!line.ok) return;
+    expect(openArchived(line.value, escrow)).toMatchObject({ status: 'opened', text: v1.inputs.body.text });
+    expect(openArchived(line.value, newEscrowKeyPair())).toMatchObject({ status: 'not-opened', code: OpenFailure.EscrowKidUnknown });
   });
 });

@@ -1,0 +1,91 @@
+/**
+ * Why a message did not open, or was not let into a group: stable codes, one list for the whole
+ * project. Code compares codes, tests assert codes, and the pages word them for people
+ * (client/ui/words.ts); the `reason` that travels with a code is for logs and the curious.
+ */
+
+/** Opening an envelope, as a recipient, the sender, the regulator or an attacker with a key. */
+export const OpenFailure = {
+  /** The sender's directory key does not have the PIN the envelope claims. */
+  SenderKeyMismatch: 'sender_key_mismatch',
+  /** The sender is not known (not in the directory this client holds). */
+  UnknownSender: 'unknown_sender',
+  /** The signature does not verify: altered, or not from the claimed sender. */
+  BadSignature: 'bad_signature',
+  /** The envelope holds no key wrap for this reader. */
+  NotAddressedToMe: 'not_addressed_to_me',
+  /** This reader's wrap does not open with its key. */
+  WrapDoesNotOpen: 'wrap_does_not_open',
+  /** The key model has no escrow field: end to end only. */
+  NoEscrowField: 'no_escrow_field',
+  /** The escrow field is sealed to another escrow key (another key id). */
+  EscrowKidUnknown: 'escrow_kid_unknown',
+  /** The escrow field names this key but does not open with it: forged or corrupted. */
+  EscrowDoesNotOpen: 'escrow_does_not_open',
+  /** A key was unwrapped but the body does not decrypt with it (a forged key, or an altered body or header). */
+  BodyDoesNotDecrypt: 'body_does_not_decrypt',
+  /** The body decrypts but is not a valid message body. */
+  BodyMalformed: 'body_malformed',
+  /** An envelope id this client has already shown: dropped. */
+  Replay: 'replay',
+  /** A key model this code does not implement. */
+  UnsupportedModel: 'unsupported_model',
+} as const;
+export type OpenFailure = (typeof OpenFailure)[keyof typeof OpenFailure];
+
+/** Why a group message or a member list was not accepted (shared/groups.ts). */
+export const GroupFailure = {
+  /** A message in a group conversation that carries no signed member list (an old client, or a forger). */
+  Unsigned: 'group_unsigned',
+  /** The member list's signature, key binding or layout does not check out. */
+  BadState: 'group_state_invalid',
+  /** The member list is for another group than the envelope's conversation. */
+  WrongGroup: 'group_id_mismatch',
+  /** The sender is not on the member list this client holds. */
+  NotMember: 'not_a_member',
+  /** The sender is on the list, but under another key than the one that signed the envelope. */
+  MemberKeyMismatch: 'member_key_mismatch',
+  /** The envelope went to another set of people than the list's members. */
+  RecipientsMismatch: 'recipients_mismatch',
+  /** Sent under an older member list than this client holds, to a set of people that is no longer the group. */
+  Stale: 'group_state_stale',
+  /** The creator signed two different lists with the same version number. */
+  Conflict: 'group_state_conflict',
+  /** This client is not on the list it was sent. */
+  NotForMe: 'not_in_group',
+} as const;
+export type GroupFailure = (typeof GroupFailure)[keyof typeof GroupFailure];
+
+export type FailureCode = OpenFailure | GroupFailure;
+
+/** A value, or a stable failure code with a reason. */
+export type Outcome<T, C extends string = OpenFailure> = { ok: true; value: T } | { ok: false; code: C; reason: string };
+
+export const fail = <C extends string>(code: C, reason: string): { ok: false; code: C; reason: string } => ({ ok: false, code, reason });
+
+/** Plain words for each code, the same sentence on every page and in the decrypt command. */
+const WORDS: Record<FailureCode, string> = {
+  sender_key_mismatch: 'The sender\'s key is not the one its PIN is derived from.',
+  unknown_sender: 'The sender is not in the directory, so the signature cannot be checked.',
+  bad_signature: 'The signature does not verify: the envelope was altered, or is not from the claimed sender.',
+  not_addressed_to_me: 'It holds no key for you: it was not sent to you.',
+  wrap_does_not_open: 'Your key wrap does not open with your key.',
+  no_escrow_field: 'It has no escrow field: end-to-end only.',
+  escrow_kid_unknown: 'Its escrow field is sealed to another escrow key.',
+  escrow_does_not_open: 'Its escrow field names the regulator\'s key but does not open with it: forged or corrupted.',
+  body_does_not_decrypt: 'The key does not decrypt the body: a forged key, or the header or body was altered.',
+  body_malformed: 'It decrypts, but what is inside is not a valid message.',
+  replay: 'It was already received once; the copy was dropped.',
+  unsupported_model: 'It uses a key model this page does not know.',
+  group_unsigned: 'It names a group but carries no signed member list, so anyone could have sent it as a group message.',
+  group_state_invalid: 'Its member list is not validly signed by the group\'s creator: forged or altered.',
+  group_id_mismatch: 'Its member list belongs to a different group.',
+  not_a_member: 'The sender is not a member of this group.',
+  member_key_mismatch: 'The sender is on the member list, but with a different key from the one that signed the message.',
+  recipients_mismatch: 'It was not sent to exactly the group\'s members.',
+  group_state_stale: 'It was sent under an older member list, to people who are no longer exactly the group.',
+  group_state_conflict: 'The group\'s creator signed two different member lists with the same version number.',
+  not_in_group: 'You are not on this group\'s member list.',
+};
+
+export const wordsFor = (code: string): string => (code in WORDS ? WORDS[code as FailureCode] : code);
