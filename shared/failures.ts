@@ -56,7 +56,16 @@ export const GroupFailure = {
 } as const;
 export type GroupFailure = (typeof GroupFailure)[keyof typeof GroupFailure];
 
-export type FailureCode = OpenFailure | GroupFailure;
+/** Why a client refused a directory entry the relay sent (client/core/directory.ts). */
+export const DirectoryFailure = {
+  /** The entry's PIN is not the one its key is derived from: the relay (or someone in its place) lied. */
+  PinNotDerived: 'pin_not_derived',
+  /** The relay offered another key for a PIN this client already knows: it keeps the first one (trust on first use). */
+  KeyChanged: 'key_changed',
+} as const;
+export type DirectoryFailure = (typeof DirectoryFailure)[keyof typeof DirectoryFailure];
+
+export type FailureCode = OpenFailure | GroupFailure | DirectoryFailure;
 
 /** A value, or a stable failure code with a reason. */
 export type Outcome<T, C extends string = OpenFailure> = { ok: true; value: T } | { ok: false; code: C; reason: string };
@@ -86,6 +95,8 @@ const WORDS: Record<FailureCode, string> = {
   group_state_stale: 'It was sent under an older member list, to people who are no longer exactly the group.',
   group_state_conflict: 'The group\'s creator signed two different member lists with the same version number.',
   not_in_group: 'You are not on this group\'s member list.',
+  pin_not_derived: 'The relay sent a key for this PIN that the PIN is not derived from: refused.',
+  key_changed: 'The relay offered a different key for a PIN this tab already knows. This tab keeps the key it saw first; compare safety numbers in person before trusting anything else.',
 };
 
 export const wordsFor = (code: string): string => (code in WORDS ? WORDS[code as FailureCode] : code);

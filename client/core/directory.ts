@@ -6,7 +6,9 @@
  * an incoming envelope, remembered contacts), and bounds what it keeps so that
  * no number of throwaway identities grows a tab without limit.
  */
-import { DirectoryEntry, MAX_LOOKUP_PINS } from '../../shared/protocol.ts';
+import { fromB64, pinOf } from '../../shared/crypto.ts';
+import { DirectoryFailure } from '../../shared/failures.ts';
+import { DirectoryEntry, MAX_LOOKUP_PINS, PublicKey } from '../../shared/protocol.ts';
 import type { KeyValueStore } from './messenger.ts';
 
 const STORAGE_KEY = 'backdoor-lab.directory';
@@ -24,7 +26,7 @@ export function loadDirectory(storage: KeyValueStore): DirectoryEntry[] {
     if (!Array.isArray(list)) return [];
     return list.flatMap((item) => {
       const parsed = DirectoryEntry.safeParse(item);
-      return parsed.success ? [{ ...parsed.data, online: false }] : [];
+      return parsed.success && derived(parsed.data.pin, parsed.data.pk) ? [{ ...parsed.data, online: false }] : [];
     });
   } catch {
     return [];
@@ -84,5 +86,91 @@ export class Lookups {
   /** A new connection: nothing is in flight any more. */
   reset(): void {
     this.asked.clear();
+  }
+}
+
+const PINNED_KEY = 'backdoor-lab.pinned-keys';
+
+/** A directory entry this client refused, and why. */
+export interface RefusedEntry {
+  pin: string;
+  code: DirectoryFailure;
+  /** The key the relay offered. */
+  offered: string;
+  /** The key this client keeps for the PIN (for a key change). */
+  kept?: string;
+}
+
+/**
+ * Trust on first use. The key this client first saw for each PIN is kept (in memory and in its
+ * storage); an entry whose PIN is not derived from its key is refused, and so is an entry that
+ * offers another key for a PIN already known. The relay checks both too, so either one means the
+ * relay — or someone in its place — lies. The messenger reports each refusal as an event; a later
+ * issue builds verification and key transparency on it.
+ */
+export class KeyPins {
+  private readonly keys = new Map<string, string>();
+
+  constructor(private readonly storage: KeyValueStore) {
+    const raw = storage.getItem(PINNED_KEY);
+    if (!raw) return;
+    try {
+      const saved: unknown = JSON.parse(raw);
+      if (!saved || typeof saved !== 'object') return;
+      for (const [pin, pk] of Object.entries(saved as Record<string, unknown>)) {
+        if (typeof pk === 'string' && PublicKey.safeParse(pk).success && derived(pin, pk)) this.keys.set(pin, pk);
+      }
+    } catch {
+      // Unreadable: keys are pinned again as they are seen.
+    }
+  }
+
+  /** The key kept for a PIN, if any. */
+  keyOf(pin: string): string | undefined {
+    return this.keys.get(pin);
+  }
+
+  /** Sort the relay's entries into those this client takes and those it refuses. New PINs are pinned. */
+  check(entries: readonly DirectoryEntry[], keep: ReadonlySet<string>): { accepted: DirectoryEntry[]; refused: RefusedEntry[] } {
+    const accepted: DirectoryEntry[] = [];
+    const refused: RefusedEntry[] = [];
+    let changed = false;
+    for (const entry of entries) {
+      if (!derived(entry.pin, entry.pk)) {
+        refused.push({ pin: entry.pin, code: DirectoryFailure.PinNotDerived, offered: entry.pk });
+        continue;
+      }
+      const first = this.keys.get(entry.pin);
+      if (first === undefined) {
+        this.keys.set(entry.pin, entry.pk);
+        changed = true;
+      } else if (first !== entry.pk) {
+        refused.push({ pin: entry.pin, code: DirectoryFailure.KeyChanged, offered: entry.pk, kept: first });
+        continue;
+      }
+      accepted.push(entry);
+    }
+    if (changed) this.save(keep);
+    return { accepted, refused };
+  }
+
+  /** Saved with the contacts first; beyond MAX_DIRECTORY_ENTRIES the oldest other pins are forgotten. */
+  private save(keep: ReadonlySet<string>): void {
+    if (this.keys.size > MAX_DIRECTORY_ENTRIES) {
+      for (const pin of this.keys.keys()) {
+        if (this.keys.size <= MAX_DIRECTORY_ENTRIES) break;
+        if (!keep.has(pin)) this.keys.delete(pin);
+      }
+    }
+    this.storage.setItem(PINNED_KEY, JSON.stringify(Object.fromEntries(this.keys)));
+  }
+}
+
+/** True when `pin` is the PIN of the Ed25519 public key `pk` (base64). */
+function derived(pin: string, pk: string): boolean {
+  try {
+    return pinOf(fromB64(pk)) === pin;
+  } catch {
+    return false;
   }
 }

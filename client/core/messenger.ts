@@ -27,7 +27,7 @@ import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
 import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { readersOf, type Readers } from './readers.ts';
-import { Lookups, loadDirectory, mergeDirectory, saveDirectory } from './directory.ts';
+import { KeyPins, Lookups, loadDirectory, mergeDirectory, saveDirectory, type RefusedEntry } from './directory.ts';
 
 /** The subset of the WebSocket API the core needs; browser WebSocket and `ws` both fit. */
 export interface SocketLike {
@@ -114,7 +114,9 @@ export type MessengerEvent =
   | { type: 'wire'; record: WireRecord }
   | { type: 'error'; code: string; message: string; ref?: string }
   /** An incoming envelope that was not shown at all (a replay), with its stable code. */
-  | { type: 'dropped'; id: string; code: FailureCode };
+  | { type: 'dropped'; id: string; code: FailureCode }
+  /** The relay sent a directory entry this client refused (see KeyPins): the UI says so. */
+  | ({ type: 'key-refused' } & RefusedEntry);
 
 /**
  * How a client answers the tap when the policy covers a message. Every honest client complies; a
@@ -191,6 +193,10 @@ export class Messenger {
   /** Envelopes whose sender is not in the directory yet: its entry has been asked for (`lookup`). */
   private readonly waiting: { qid: number; env: AnyEnvelope }[] = [];
   private readonly lookups = new Lookups();
+  /** The key first seen for each PIN (trust on first use). */
+  private readonly keyPins: KeyPins;
+  /** Directory entries refused, by PIN: a key the PIN is not derived from, or another key for a known PIN. */
+  readonly refusedKeys = new Map<string, RefusedEntry & { at: number }>();
   private readonly storage: KeyValueStore;
   private stopped = false;
   private attempt = 0;
@@ -210,7 +216,8 @@ export class Messenger {
     this.storage = options.storage ?? memoryStore();
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
     this.groups = new GroupBook(this.storage);
-    for (const entry of loadDirectory(this.storage)) this.directory.set(entry.pin, entry);
+    this.keyPins = new KeyPins(this.storage);
+    for (const entry of this.keyPins.check(loadDirectory(this.storage), new Set()).accepted) this.directory.set(entry.pin, entry);
     this.restore();
   }
 
@@ -352,7 +359,7 @@ export class Messenger {
         for (const env of this.outbox.values()) this.transmit(env);
         return;
       case 'presence':
-        mergeDirectory(this.directory, msg.users, this.contactPins());
+        this.acceptEntries(msg.users);
         this.emit({ type: 'directory' });
         this.retryWaiting();
         return;
@@ -390,9 +397,26 @@ export class Messenger {
     if (page.some((e) => !e.online)) {
       for (const [pin, entry] of this.directory) if (!inPage.has(pin) && entry.online) this.directory.set(pin, { ...entry, online: false });
     }
-    mergeDirectory(this.directory, page, this.contactPins());
+    this.acceptEntries(page);
     const missing = [...this.contactPins(), ...this.waiting.map((w) => w.env.from)].filter((pin) => pin !== this.pin && !inPage.has(pin));
     this.lookup(missing.slice(0, 500));
+  }
+
+  /**
+   * Take the relay's entries into the directory, except those the pinned keys refuse: an entry whose
+   * PIN is not its key's, or another key for a PIN already known (the first key is kept). Each
+   * refusal is an event the UI shows.
+   */
+  private acceptEntries(entries: readonly DirectoryEntry[]): void {
+    const keep = this.contactPins();
+    const { accepted, refused } = this.keyPins.check(entries, keep);
+    mergeDirectory(this.directory, accepted, keep);
+    for (const r of refused) {
+      const known = this.refusedKeys.get(r.pin);
+      if (known && known.offered === r.offered) continue;
+      this.refusedKeys.set(r.pin, { ...r, at: Date.now() });
+      this.emit({ type: 'key-refused', ...r });
+    }
   }
 
   /** Ask the relay for the directory entries of these PINs; the answer comes as a `directory` event. */
@@ -402,7 +426,7 @@ export class Messenger {
 
   private onUsers(users: DirectoryEntry[], unknown: string[]): void {
     this.lookups.answered([...users.map((u) => u.pin), ...unknown]);
-    mergeDirectory(this.directory, users, this.contactPins());
+    this.acceptEntries(users);
     this.emit({ type: 'directory' });
     this.retryWaiting();
     // The relay does not know these senders (removed, or never registered): their envelopes cannot

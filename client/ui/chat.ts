@@ -222,6 +222,7 @@ class ChatPage {
     m.on((event) => {
       // A tab that was duplicated shares this identity; the relay keeps one session, and the message stays up.
       if (event.type === 'error' && !event.ref) this.say(`${event.code}: ${event.message}`, event.code === 'replaced' ? Infinity : 8000);
+      if (event.type === 'key-refused') this.say(`${m.nameOf(event.pin)} (${event.pin}): ${wordsFor(event.code)}`, 15_000);
       this.schedule();
     });
     this.render();
@@ -501,7 +502,8 @@ class ChatPage {
     const other = entry.kind === 'dm' ? m.directory.get(entry.members[0] ?? '') : undefined;
     // The head is redrawn only when it changes, so an open safety number (or member form) stays open.
     const contacts = m.contacts().map((c) => [c.pin, c.name]);
-    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts])) this.drawHead(entry, who, other);
+    const refused = entry.kind === 'dm' ? m.refusedKeys.get(entry.members[0] ?? '') : undefined;
+    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts, refused?.offered])) this.drawHead(entry, who, other);
 
     const messages = m.messagesIn(chat);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
@@ -530,6 +532,17 @@ class ChatPage {
   private drawHead(entry: ChatEntry, who: string, other: { name: string; pk: string } | undefined): void {
     const m = this.m;
     const head: HTMLElement[] = [el('h2', { testid: 'conv-title', text: entry.title }), el('p', { class: 'sub', testid: 'conv-sub', text: who })];
+    const refused = entry.kind === 'dm' ? m.refusedKeys.get(entry.members[0] ?? '') : undefined;
+    if (refused) {
+      head.push(
+        el(
+          'p',
+          { class: 'flag', testid: 'key-warning', data: { code: refused.code }, attrs: { role: 'alert' } },
+          el('strong', { text: refused.code === 'key_changed' ? 'Key change refused. ' : 'Directory entry refused. ' }),
+          wordsFor(refused.code),
+        ),
+      );
+    }
     if (other) {
       const details = el('details', { class: 'safety', testid: 'safety' });
       details.append(

@@ -3,7 +3,10 @@
  * after his tab was closed, two names are two people, and a second tab of Bob offers to take him
  * over and can be taken back. Real Chromium, one browser context = one browser's storage.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
+import { fromB64, fromHex, newIdentity, safetyNumber, toB64 } from '../../shared/crypto.ts';
+import { rawClient } from '../helpers/raw-client.ts';
 import type { BrowserContext, Page } from 'playwright-core';
 import { browserSuite, focusTab, messageWith, openChat, openDm, typeAndSend, waitReady, withContext as withBrowserContext } from '../helpers/browser.ts';
 
@@ -73,6 +76,36 @@ describe('people stay themselves', () => {
       await messageWith(first.page, 'are you there?').waitFor();
       await typeAndSend(alice.page, 'welcome back');
       await messageWith(first.page, 'welcome back').waitFor();
+    });
+  });
+});
+
+describe('directory entries are checked in the tab', () => {
+  test('when the relay offers another key for a PIN the tab already knows (a real 32-bit PIN collision), the tab keeps the first key and the chat says so', async () => {
+    await withContext(async (ctx) => {
+      const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as { pin: string; first: { seedHex: string }; second: { seedHex: string } };
+      const first = newIdentity(fromHex(collision.first.seedHex));
+      const second = newIdentity(fromHex(collision.second.seedHex));
+      const alice = await openChat(ctx, suite.app.url, 'Alice');
+      const carol = await rawClient(suite.app.wsUrl, { identity: first, name: 'Carol' });
+      try {
+        await alice.page.locator(`[data-testid="contact"][data-pin="${collision.pin}"]`).waitFor();
+        // A relay that lies: it swaps Carol's stored key for another with the same PIN, and announces it.
+        suite.app.store.db.prepare('UPDATE users SET pk = ? WHERE pin = ?').run(toB64(second.signPk), collision.pin);
+        suite.app.store.clearCaches();
+        (suite.app.relay as unknown as { queuePresence(pin: string): void }).queuePresence(collision.pin);
+        await openDm(alice.page, collision.pin);
+        const warning = alice.page.getByTestId('key-warning');
+        await warning.waitFor();
+        expect(await warning.getAttribute('data-code')).toBe('key_changed');
+        expect(await warning.textContent()).toContain('keeps the key it saw first');
+        // The safety number shown is still the one of the key first seen.
+        await alice.page.getByTestId('safety').locator('summary').click();
+        const aliceKey = (await suite.app.relay.directory()).find((d) => d.pin === alice.pin)!.pk;
+        expect(await alice.page.getByTestId('safety-number').textContent()).toBe(safetyNumber(fromB64(aliceKey), first.signPk));
+      } finally {
+        carol.ws.terminate();
+      }
     });
   });
 });

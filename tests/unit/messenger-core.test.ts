@@ -3,9 +3,11 @@
  * without a relay. The test plays the relay frame by frame.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Messenger, memoryStore, type SocketLike } from '../../client/core/messenger.ts';
-import { cryptoReady, newEscrowKeyPair, newIdentity, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
-import { openWithEscrow, sealEnvelope } from '../../shared/envelope.ts';
+import { Messenger, memoryStore, type MessengerEvent, type SocketLike } from '../../client/core/messenger.ts';
+import { DirectoryFailure, OpenFailure } from '../../shared/failures.ts';
+import { readFileSync } from 'node:fs';
+import { cryptoReady, fromHex, newEscrowKeyPair, newIdentity, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import { openEnvelope, openWithEscrow, sealEnvelope } from '../../shared/envelope.ts';
 import { parseClientMessage, type ClientMessage, type Policy, type ServerMessage } from '../../shared/protocol.ts';
 
 class FakeSocket implements SocketLike {
@@ -161,5 +163,66 @@ describe('messenger core against a scripted relay', () => {
     const c = new Messenger({ name: 'Alice', connect: () => new FakeSocket(), storage: memoryStore() });
     expect(b.pin).toBe(a.pin);
     expect(c.pin).not.toBe(a.pin);
+  });
+});
+
+describe('directory entries are checked (trust on first use)', () => {
+  it('an entry whose PIN is not derived from its key is refused with pin_not_derived and never enters the directory', () => {
+    const { socket, m } = loggedIn();
+    const events: MessengerEvent[] = [];
+    m.on((e) => events.push(e));
+    const impostor = newIdentity();
+    socket.deliver({ type: 'presence', users: [{ pin: '0BADF00D', name: 'Carol', pk: toB64(impostor.signPk), online: true }] });
+    expect(m.directory.has('0BADF00D')).toBe(false);
+    expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: '0BADF00D', code: DirectoryFailure.PinNotDerived }));
+    expect(() => m.sendText(['0BADF00D'], 'hello?')).toThrow(/not in the directory/);
+  });
+
+  it('another key for a PIN already known is refused with key_changed: the first key is kept, messages are sealed to it, and an envelope signed by the offered key does not open', async () => {
+    // Two real keys that share a PIN (a 32-bit birthday collision, tests/fixtures/pin-collision.json).
+    const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as { pin: string; first: { seedHex: string }; second: { seedHex: string } };
+    const first = newIdentity(fromHex(collision.first.seedHex));
+    const second = newIdentity(fromHex(collision.second.seedHex));
+    expect([first.pin, second.pin]).toEqual([collision.pin, collision.pin]);
+    const { socket, m } = loggedIn();
+    const events: MessengerEvent[] = [];
+    m.on((e) => events.push(e));
+    socket.deliver({ type: 'presence', users: [{ pin: first.pin, name: 'Carol', pk: toB64(first.signPk), online: true }] });
+    expect(m.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
+    // The relay (or someone in its place) now says Carol's key is another one with the same PIN.
+    socket.deliver({ type: 'presence', users: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }] });
+    expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged, kept: toB64(first.signPk), offered: toB64(second.signPk) }));
+    expect(m.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
+    expect(m.refusedKeys.get(first.pin)).toMatchObject({ code: DirectoryFailure.KeyChanged });
+    // Still sealed to the key first seen: the first Carol opens it, the second cannot.
+    m.sendText([first.pin], 'to the Carol I met first');
+    const env = socket.last('send').env;
+    expect(openEnvelope(env, first, m.identity.signPk).ok).toBe(true);
+    expect(openEnvelope(env, second, m.identity.signPk).ok).toBe(false);
+    // An envelope from that PIN signed by the offered key is checked against the kept key: it does not open.
+    const forged = sealEnvelope({ sender: second, to: [{ pin: m.pin, signPk: m.identity.signPk }], conv: 'dm', body: { text: 'trust me' } }).env;
+    socket.deliver({ type: 'envelope', qid: 7, env: forged });
+    expect(m.messages.get(forged.id)).toMatchObject({ state: 'unreadable', errorCode: OpenFailure.BadSignature });
+  });
+
+  it('the first key seen survives a reload: a new messenger on the same storage still refuses another key for that PIN', () => {
+    const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as { first: { seedHex: string }; second: { seedHex: string } };
+    const first = newIdentity(fromHex(collision.first.seedHex));
+    const second = newIdentity(fromHex(collision.second.seedHex));
+    const storage = memoryStore();
+    const socket = new FakeSocket();
+    const m = new Messenger({ name: 'Alice', connect: () => socket, storage });
+    void m.start();
+    socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy: OFF });
+    socket.deliver({ type: 'welcome', pin: m.pin, name: 'Alice', policy: OFF, total: 2, directory: [{ pin: first.pin, name: 'Carol', pk: toB64(first.signPk), online: true }] });
+    m.stop();
+    const again = new Messenger({ name: 'Alice', connect: () => socket, storage });
+    const events: MessengerEvent[] = [];
+    again.on((e) => events.push(e));
+    void again.start();
+    socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy: OFF });
+    socket.deliver({ type: 'welcome', pin: again.pin, name: 'Alice', policy: OFF, total: 2, directory: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }] });
+    expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged }));
+    expect(again.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
   });
 });
