@@ -23,6 +23,7 @@ import { allowedHosts, checkHostAndOrigin, parsePublicHost, type AllowedHosts, t
 import { ViewFeed } from './view-feed.ts';
 import { ConsoleFeed } from './console-feed.ts';
 import type { FeedSocket } from './feed-socket.ts';
+import { wsTransport } from './transport.ts';
 
 /** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
 export type AppLimits = RelayLimits & EdgeLimits;
@@ -196,7 +197,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     if (path === '/ws') {
       const full = pendingRefusal(address);
       if (full) return capped('refusedPendingLogins', full);
-      return relayWss.handleUpgrade(req, socket, head, (ws) => relay.handleConnection(ws, address));
+      return relayWss.handleUpgrade(req, socket, head, (ws) => relay.handleConnection(wsTransport(ws), address));
     }
     if (path === '/ws/relay-view') {
       const full = viewerCaps.refusal(address);

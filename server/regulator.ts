@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS settings (
 
 /** The narrow part of the relay the regulator talks to: the tap feed out, the public policy in. */
 export interface TapPoint {
-  observe(observer: (event: TrafficEvent) => void, flush?: () => void): () => void;
+  observe(name: string, observer: (event: TrafficEvent) => void, options?: { hidden?: boolean; flush?: () => void }): () => void;
   setPolicy(policy: Omit<Policy, 'epoch'>): Policy;
   getPolicy(): Policy;
 }
@@ -93,10 +93,11 @@ export class Regulator {
     this.settings = this.loadSettings();
     this.applyPolicy();
     this.unsubscribe = relay.observe(
+      'regulator tap (lawful-intercept handover)',
       (event) => {
         if (event.kind === 'envelope') this.intercept(event.at, event.senderPk, event.env, event.names);
       },
-      () => this.commitArchive(),
+      { flush: () => this.commitArchive() },
     );
   }
 

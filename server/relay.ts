@@ -9,8 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
-import { Socket } from 'node:net';
-import type { WebSocket, RawData } from 'ws';
+import type { FrameData, Transport } from './transport.ts';
 import {
   CloseCode,
   DisplayName,
@@ -22,7 +21,7 @@ import {
   policyCovers,
   type ClientMessage,
   type DirectoryEntry,
-  type Envelope,
+  Envelope,
   type Policy,
   type ServerMessage,
   type TrafficEvent,
@@ -171,8 +170,24 @@ export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announce
 
 export type TrafficObserver = (event: TrafficEvent) => void;
 
+/** An observer as `observerList()` shows it. */
+export interface ObserverInfo {
+  name: string;
+  /** Attached without telling anyone (the insider tap): only whoever lists observers sees it. */
+  hidden: boolean;
+  /** When it was attached (ms since the epoch). */
+  since: number;
+}
+interface ObserverEntry extends ObserverInfo {
+  observer: TrafficObserver;
+}
+
+export type InPathVerdict = { action: 'pass' } | { action: 'replace'; env: Envelope } | { action: 'refuse'; code: ErrorCode; message: string };
+/** See Relay.setInPath. */
+export type InPathHook = (env: Envelope, sender: { pin: string; pk: string }) => InPathVerdict;
+
 interface Session {
-  socket: WebSocket;
+  socket: Transport;
   address: string;
   nonce: string;
   pin: string | null;
@@ -196,6 +211,8 @@ export class Relay {
   private readonly sessions = new Set<Session>();
   private readonly online = new Map<string, Session>();
   private readonly observers = new Set<TrafficObserver>();
+  private readonly observerEntries = new Set<ObserverEntry>();
+  private inPath: InPathHook | null = null;
   private readonly flushers = new Set<() => void>();
   private readonly pendingPresence = new Map<string, DirectoryEntry>();
   /** Connections not logged in yet, per remote address (the app caps them at the upgrade). */
@@ -255,17 +272,38 @@ export class Relay {
   // Observers and policy
 
   /**
-   * Subscribe to every traffic event; returns the unsubscribe function. An observer that batches
-   * its own writes passes `flush`: the relay calls it before each group commit, so whatever the
-   * observer keeps of a turn's traffic is written before anything of that turn leaves the relay.
+   * Subscribe to every traffic event, under a name; returns the unsubscribe function. Every observer
+   * is listed by `observerList()` — a hidden one too, marked so, for whoever may see it (the teacher;
+   * the insider scenario's reveal). An observer that batches its own writes passes `flush`: the
+   * relay calls it before each group commit, so whatever the observer keeps of a turn's traffic is
+   * written before anything of that turn leaves the relay.
    */
-  observe(observer: TrafficObserver, flush?: () => void): () => void {
+  observe(name: string, observer: TrafficObserver, options: { hidden?: boolean; flush?: () => void } = {}): () => void {
+    const entry: ObserverEntry = { name, hidden: options.hidden === true, since: Date.now(), observer };
+    this.observerEntries.add(entry);
     this.observers.add(observer);
+    const flush = options.flush;
     if (flush) this.flushers.add(flush);
     return () => {
+      this.observerEntries.delete(entry);
       this.observers.delete(observer);
       if (flush) this.flushers.delete(flush);
     };
+  }
+
+  /** Every observer attached right now, hidden ones included (marked), oldest first. */
+  observerList(): ObserverInfo[] {
+    return [...this.observerEntries].map(({ name, hidden, since }) => ({ name, hidden, since }));
+  }
+
+  /**
+   * The in-path hook: called with every envelope the relay is about to accept, after its checks and
+   * before it is stored and fanned out. It may pass it, refuse it with a code (the sender gets an
+   * error naming the envelope; nothing is stored), or replace it with another envelope for the same
+   * id, sender and recipients (the server-held key model re-wraps keys here). One hook at a time.
+   */
+  setInPath(hook: InPathHook | null): void {
+    this.inPath = hook;
   }
 
   private emit(event: TrafficEvent): void {
@@ -380,7 +418,8 @@ export class Relay {
   // -------------------------------------------------------------------------
   // Connections
 
-  handleConnection(socket: WebSocket, address: string): void {
+  /** A new connection, from a WebSocket (server/app.ts wraps it with wsTransport) or an in-memory pair (bots, tests). */
+  handleConnection(socket: Transport, address: string): void {
     const session: Session = {
       socket,
       address,
@@ -535,7 +574,7 @@ export class Relay {
     this.pauseFor(session, seconds);
   }
 
-  private onFrame(session: Session, data: RawData, isBinary: boolean): void {
+  private onFrame(session: Session, data: FrameData, isBinary: boolean): void {
     // A socket being closed (flood, slow consumer, failed login) gets no more service.
     if (session.socket.readyState !== 1) return;
     this.stats.frames += 1;
@@ -690,7 +729,8 @@ export class Relay {
     this.emit({ kind: 'login', at: now, pin, name: msg.name, address: session.address });
   }
 
-  private onSend(session: Session, pin: string, env: Envelope): void {
+  private onSend(session: Session, pin: string, offered: Envelope): void {
+    let env = offered;
     if (env.from !== pin) {
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.Impersonation, message: `claimed to be ${env.from}` });
       this.log.info('impersonation refused', { pin, claimed: env.from });
@@ -708,6 +748,14 @@ export class Relay {
       // The relay can see the field is present and well formed; it cannot see whether it opens.
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.EscrowRequired, message: 'no escrow field under the tap' });
       return this.error(session, ErrorCode.EscrowRequired, `the tap is on: add an escrow field for key ${this.policy.escrowKid}`, env.id);
+    }
+    if (this.inPath) {
+      const verdict = this.runInPath(env, session);
+      if (verdict.action === 'refuse') {
+        this.emit({ kind: 'rejected', at: Date.now(), pin, code: verdict.code, message: verdict.message });
+        return this.error(session, verdict.code, verdict.message, env.id);
+      }
+      if (verdict.action === 'replace') env = verdict.env;
     }
     const json = JSON.stringify(env); // serialized once, fanned out as is
     const full = this.queueRefusal(pin, env.to, json.length);
@@ -738,6 +786,21 @@ export class Relay {
       }
       this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk, names });
     }
+  }
+
+  /** The in-path hook, held to its contract: it never throws into the relay, and a replacement keeps the routing and parses. */
+  private runInPath(env: Envelope, session: Session): InPathVerdict {
+    try {
+      const verdict = this.inPath!(env, { pin: session.pin ?? '', pk: session.pk });
+      if (verdict.action !== 'replace') return verdict;
+      const parsed = Envelope.safeParse(verdict.env);
+      const same = parsed.success && parsed.data.id === env.id && parsed.data.from === env.from && parsed.data.to.join() === env.to.join() && parsed.data.conv === env.conv;
+      if (same) return { action: 'replace', env: parsed.data };
+      this.log.error('in-path hook returned an envelope with other routing or an invalid one', { pin: session.pin ?? '-' });
+    } catch (err) {
+      this.log.error('in-path hook failed', { pin: session.pin ?? '-', error: (err as Error).message });
+    }
+    return { action: 'refuse', code: ErrorCode.Internal, message: 'the relay could not process this envelope' };
   }
 
   private onAck(pin: string, qids: number[]): void {
@@ -968,16 +1031,15 @@ export class Relay {
     // Each socket's frames of this turn leave in one write: its TCP socket stays corked until all
     // are queued (ws uncorks after each frame, but corks nest). Fewer writes is most of the saving
     // the bench's cost ladder shows for corking (docs/performance.md).
-    const corked: Socket[] = [];
+    const corked = new Set<Transport>();
     for (const [session, frame] of out) {
-      const tcp = tcpOf(session.socket);
-      if (tcp && !tcp.writableCorked) {
-        tcp.cork();
-        corked.push(tcp);
+      if (!corked.has(session.socket)) {
+        session.socket.cork();
+        corked.add(session.socket);
       }
       this.sendNow(session, frame);
     }
-    for (const tcp of corked) tcp.uncork();
+    for (const socket of corked) socket.uncork();
   }
 
   private sendRaw(session: Session, frame: string): void {
@@ -1054,18 +1116,14 @@ export function addressKey(address: string): string {
     .join(':')}::/64`;
 }
 
-function frameSize(data: RawData): number {
+function frameSize(data: FrameData): number {
+  if (typeof data === 'string') return Buffer.byteLength(data);
   if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
   return data.byteLength;
 }
 
-/** The TCP socket under a ws WebSocket (ws keeps it in `_socket`; not part of its typed API). */
-function tcpOf(socket: WebSocket): Socket | undefined {
-  const tcp = (socket as unknown as { _socket?: unknown })._socket;
-  return tcp instanceof Socket ? tcp : undefined;
-}
-
-function asBuffer(data: RawData): Buffer {
+function asBuffer(data: FrameData): Buffer {
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);
@@ -1075,7 +1133,7 @@ function asBuffer(data: RawData): Buffer {
  * The envelope id of a rate-limited `send`, read from the head of the raw frame without parsing
  * it (parsing is what the limit saves), so the client can retry exactly that envelope.
  */
-function sendRef(data: RawData): string | undefined {
+function sendRef(data: FrameData): string | undefined {
   const head = asBuffer(data).subarray(0, 200).toString('latin1');
   if (!head.includes('"send"')) return undefined;
   return /"id"\s*:\s*"([0-9a-f]{32})"/.exec(head)?.[1];

@@ -13,7 +13,7 @@ import type { EdgeLimits } from './edge-limits.ts';
 import { FeedSocket, PART_BYTES } from './feed-socket.ts';
 
 export interface ViewSource {
-  observe(observer: (event: TrafficEvent) => void): () => void;
+  observe(name: string, observer: (event: TrafficEvent) => void): () => void;
   directory(): DirectoryEntry[];
 }
 
@@ -54,7 +54,7 @@ export class ViewFeed {
     private readonly source: ViewSource,
     private readonly limits: EdgeLimits,
   ) {
-    this.unobserve = source.observe((event) => this.push(event));
+    this.unobserve = source.observe('relay view (public)', (event) => this.push(event));
   }
 
   add(ws: WebSocket): FeedSocket {

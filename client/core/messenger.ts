@@ -590,12 +590,16 @@ export class Messenger {
     const env = this.outbox.get(ref);
     if (!message || !env) return;
     if (code === ErrorCode.EscrowRequired && this.policy?.tap) {
-      // The tap changed while this was in flight: seal it again under the policy now in force.
+      // The tap changed while this was in flight: seal it again under the policy now in force —
+      // once: a client whose sealing policy omits the field would only be refused again.
       const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
-      this.outbox.set(ref, resealed);
-      this.update(message, { readers: readersOf(resealed) });
-      this.transmit(resealed);
-      return;
+      const kid = (e: Envelope) => (e.keys.model === 'e2e-escrow' ? e.keys.escrow.kid : null);
+      if (kid(resealed) !== null && kid(resealed) !== kid(env)) {
+        this.outbox.set(ref, resealed);
+        this.update(message, { readers: readersOf(resealed) });
+        this.transmit(resealed);
+        return;
+      }
     }
     if (code === ErrorCode.RateLimited) {
       // Never sooner than 1 s: envelopes refused together retry together, and each refusal counts

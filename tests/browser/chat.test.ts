@@ -21,7 +21,7 @@ const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> =>
 /** The envelopes the relay handles, captured in-process from its observer interface. */
 function captureEnvelopes(): { envelopes: Envelope[]; stop: () => void } {
   const envelopes: Envelope[] = [];
-  const stop = suite.app.relay.observe((event) => {
+  const stop = suite.app.relay.observe('test: envelope capture', (event) => {
     if (event.kind === 'envelope') envelopes.push(event.env);
   });
   return { envelopes, stop };

@@ -38,7 +38,7 @@ afterEach(async () => {
 async function relay(dataDir: string | null = null): Promise<TestRelay & { traffic: TrafficEvent[] }> {
   const app = await startTestRelay({ dataDir });
   const traffic: TrafficEvent[] = [];
-  app.relay.observe((e) => traffic.push(e));
+  app.relay.observe('test: traffic log', (e) => traffic.push(e));
   cleanups.push(() => app.close());
   return Object.assign(app, { traffic });
 }
