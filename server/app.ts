@@ -7,6 +7,7 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
@@ -14,7 +15,7 @@ import { cryptoReady } from '../shared/crypto.ts';
 import { CloseCode, DisplayName, NAME_REFUSALS } from '../shared/protocol.ts';
 import { Relay, type RelayLimits } from './relay.ts';
 import { Regulator } from './regulator.ts';
-import { RelayStore } from './store.ts';
+import { RelayStore, StoreError } from './store.ts';
 import { buildBundles, createHttpApp } from './http.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { AdminGuard, adminTokenProblem, retryAfterSeconds } from './admin-guard.ts';
@@ -101,6 +102,24 @@ function cleanStoredNames(store: RelayStore, log: Logger): void {
   }
 }
 
+/** The file in the data folder that keeps the generated admin token across restarts. */
+export const ADMIN_TOKEN_FILE = 'admin-token';
+
+/** The admin token kept in `dataDir`, made (random, 32 hex digits, readable by the owner only) on first use. */
+export function storedAdminToken(dataDir: string): string {
+  const file = join(dataDir, ADMIN_TOKEN_FILE);
+  if (existsSync(file)) {
+    const token = readFileSync(file, 'utf8').split(/\r?\n/, 1)[0]!.trim();
+    const problem = adminTokenProblem(token);
+    if (problem) throw new StoreError(`the admin token kept in ${file} ${problem}. Delete the file to get a new one, or choose one with --admin-token-file.`);
+    return token;
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const token = randomBytes(16).toString('hex');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
 export async function startApp(options: AppOptions = {}): Promise<App> {
   await cryptoReady();
   const log = options.log ?? silentLogger;
@@ -109,7 +128,9 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     const problem = adminTokenProblem(options.adminToken);
     if (problem) throw new Error(`admin token ${problem}`);
   }
-  const adminToken = options.adminToken ?? randomBytes(16).toString('hex');
+  // A chosen token wins; otherwise the one kept in the data folder (made on the first start), so the
+  // console link still works after a restart. --ephemeral keeps a fresh one in memory only.
+  const adminToken = options.adminToken ?? (dataDir === null ? randomBytes(16).toString('hex') : storedAdminToken(dataDir));
   const publicHosts = options.publicHosts ?? [];
   for (const name of publicHosts) parsePublicHost(name); // throws with a clear message before anything starts
   const { relay: relayLimits, edge: limits } = splitLimits(options.limits);

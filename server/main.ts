@@ -26,7 +26,8 @@ Usage: npm start -- [options]
   --data DIR               folder for the SQLite files (default ./data)
   --ephemeral              keep everything in memory; nothing survives a restart
   --admin-token T          the teacher's token, 16 to 200 printable characters
-                           (default: a fresh random one, printed below). Other processes on
+                           (default: a random one, made on the first start and kept in
+                           DIR/admin-token, or new each run with --ephemeral). Other processes on
                            this machine can read a command line: prefer one of these two:
   --admin-token-file FILE  read the token from FILE (its first line)
                            or set BACKDOOR_LAB_ADMIN_TOKEN in the environment
@@ -138,6 +139,8 @@ async function main(): Promise<void> {
     '',
     'Backdoor Lab is running.',
     `  storage:            ${opts.ephemeral ? 'in memory (--ephemeral): nothing survives a restart' : `${opts.data}/ (SQLite)`}`,
+    `  admin token:        ${token ? 'the one you chose' : opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/admin-token: the console link below stays valid after a restart`}`,
+    `  escrow key:         ${opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/regulator.db since the first start, until that folder is deleted`}`,
     '',
     'Open each link in its own browser tab; every tab is a different person:',
     `  Alice's chat:       ${app.url}/?name=Alice`,

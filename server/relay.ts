@@ -323,6 +323,9 @@ export class Relay {
 
   /** Set the tap policy (public parts only: the escrow public key, never its secret) and tell every client. */
   setPolicy(policy: Omit<Policy, 'epoch'>): Policy {
+    // The epoch moves only when the policy does: setting the same policy again tells nobody anything.
+    const { epoch: _epoch, ...current } = this.policy;
+    if (JSON.stringify(current) === JSON.stringify({ ...current, ...policy }) && this.policy.epoch > 0) return this.policy;
     this.policy = { ...policy, epoch: this.policy.epoch + 1 };
     const frame = JSON.stringify({ type: 'policy', policy: this.policy } satisfies ServerMessage);
     for (const session of this.online.values()) this.sendRaw(session, frame);

@@ -419,3 +419,22 @@ describe('the regulator across a restart', () => {
     expect(opened.ok && opened.value.text).toBe('harvest now, decrypt later');
   });
 });
+
+describe('the tap policy', () => {
+  it('the policy epoch moves only when the policy changes: applying the same settings again sends no policy frame and keeps the epoch', async () => {
+    const app = await startTestRelay();
+    cleanups.push(() => app.close());
+    const alice = await user(app.wsUrl, 'Alice');
+    cleanups.push(() => alice.m.stop());
+    const on: TapSettings = { tap: true, scope: 'all', pins: [], announced: true };
+    const first = await setTap(app, on);
+    await until(() => alice.m.policy?.epoch === first.epoch, 'Alice has the policy');
+    const frames = alice.events.filter((e) => e.type === 'policy').length;
+    const again = await setTap(app, on);
+    expect(again.epoch).toBe(first.epoch);
+    const off = await setTap(app, { tap: false });
+    expect(off.epoch).toBe(first.epoch + 1);
+    await until(() => alice.m.policy?.epoch === off.epoch, 'Alice has the new policy');
+    expect(alice.events.filter((e) => e.type === 'policy').length).toBe(frames + 1);
+  });
+});

@@ -4,8 +4,11 @@
  * wrapper sat between npm and the server, and the server kept running with the port taken.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startApp } from '../../server/app.ts';
 import { describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -66,4 +69,34 @@ describe('npm start', () => {
       if (npm.exitCode === null) npm.kill('SIGKILL');
     }
   }, 60_000);
+});
+
+describe('what survives a restart', () => {
+  it('the generated admin token and the escrow key are kept in the data folder, so the console link still works after a restart; --ephemeral keeps neither', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'backdoor-lab-restart-'));
+    try {
+      const first = await startApp({ port: 0, host: '127.0.0.1', dataDir: dir });
+      const token = first.adminToken;
+      const kid = first.regulator.kid;
+      expect(token).toMatch(/^[0-9a-f]{32}$/);
+      expect(statSync(join(dir, 'admin-token')).mode & 0o077).toBe(0); // readable by its owner only
+      await first.close();
+      const second = await startApp({ port: 0, host: '127.0.0.1', dataDir: dir });
+      try {
+        expect(second.adminToken).toBe(token);
+        expect(second.regulator.kid).toBe(kid);
+        const res = await fetch(`${second.url}/api/regulator/tap`, { headers: { authorization: `Bearer ${token}` } });
+        expect(res.status).toBe(200);
+      } finally {
+        await second.close();
+      }
+      const a = await startApp({ port: 0, host: '127.0.0.1', dataDir: null });
+      const b = await startApp({ port: 0, host: '127.0.0.1', dataDir: null });
+      expect(a.adminToken).not.toBe(b.adminToken);
+      expect(a.regulator.kid).not.toBe(b.regulator.kid);
+      await Promise.all([a.close(), b.close()]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
