@@ -4,7 +4,7 @@
  * exported over GET /api/regulator/archive.jsonl, opened with openWithEscrow
  * exactly as an offline decryptor would.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import sodium from 'libsodium-wrappers';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -127,10 +127,10 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   let bob: TestUser;
   let carol: TestUser;
   let all: TestUser[];
-  /** Every envelope the relay accepted, by id: its text and whether the escrow key must open it. */
-  const ledger = new Map<string, { text: string; opens: boolean }>();
+  /** Every envelope the relay accepted in this test, by id: its text and whether the escrow key must open it. */
+  let ledger: Map<string, { text: string; opens: boolean }>;
   /** Every identity in play (messengers and raw clients), for the "who can read" check. */
-  const identities = new Map<string, Identity>();
+  let identities: Map<string, Identity>;
 
   /** The archive holds every accepted envelope, and the real key opens exactly those the ledger says. */
   async function checkArchive(): Promise<{ key: EscrowKeyPair; lines: ArchiveLine[] }> {
@@ -152,7 +152,24 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     if (sent.note) ledger.set(sent.note, { text: '', opens });
   }
 
-  beforeAll(async () => {
+  /** A forger under the tap: a raw client whose escrow field is 80 random bytes under the right key id. */
+  async function forge(text: string): Promise<string> {
+    const kid = app.relay.getPolicy().escrowKid!;
+    const mallory = await raw(app.wsUrl, 'Forger');
+    identities.set(mallory.identity.pin, mallory.identity);
+    await until(() => bob.m.directory.has(mallory.identity.pin), 'Bob knows the forger');
+    const forged = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text }, plan: { model: 'e2e-escrow', forged: { kid } } }).env;
+    mallory.send({ type: 'send', env: forged });
+    await mallory.next('accepted', (f) => f.id === forged.id);
+    ledger.set(forged.id, { text, opens: false });
+    await until(() => bob.m.messages.get(forged.id)?.text === text, 'Bob reads the forged-escrow message');
+    return forged.id;
+  }
+
+  /** Each test starts from a fresh relay, data folder and three people: no test depends on another's traffic or tap. */
+  beforeEach(async () => {
+    ledger = new Map();
+    identities = new Map();
     dataDir = mkdtempSync(join(tmpdir(), 'backdoor-lab-regulator-'));
     // One test below tries a wrong token on each of six routes in a row: the lockout after five
     // (tested in hostile-edges.test.ts) is pushed out of the way.
@@ -165,7 +182,7 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     await until(() => all.every((u) => all.every((v) => u.m.directory.has(v.m.pin))), 'everyone knows everyone');
   });
 
-  afterAll(async () => {
+  afterEach(async () => {
     for (const u of all ?? []) u.m.stop();
     await app?.close();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -186,6 +203,7 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   });
 
   it('with the tap on for all traffic the escrow key opens every new compliant message and exactly those; earlier ones stay closed', async () => {
+    await sendAndLog(alice, [bob], 'before: the tap is not on yet', false);
     const policy = await setTap(app, { tap: true, scope: 'all', announced: true });
     expect(policy).toMatchObject({ tap: true, scope: 'all', escrowKid: app.regulator.kid, escrowPk: app.regulator.publicKey });
     await policyReached(app, all);
@@ -210,6 +228,9 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   });
 
   it('with the tap off again new messages stay closed while those captured before still open', async () => {
+    await setTap(app, { tap: true, scope: 'all', announced: true });
+    await policyReached(app, all);
+    await sendAndLog(alice, [bob], 'on: captured while the tap was on', true);
     await setTap(app, { tap: false });
     expect(app.relay.getPolicy()).toMatchObject({ tap: false, escrowPk: null, escrowKid: null });
     await policyReached(app, all);
@@ -276,6 +297,8 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   });
 
   it('a forged escrow field is accepted by the relay but the regulator gets nothing', async () => {
+    await setTap(app, { tap: true, scope: 'all', announced: true });
+    await policyReached(app, all);
     const kid = app.relay.getPolicy().escrowKid!;
     expect(kid).not.toBeNull();
     const mallory = await raw(app.wsUrl, 'Forger');
@@ -324,6 +347,16 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   });
 
   it('every "who can read" claim is true of the bytes: the escrow key opens exactly the messages claiming it, and exactly the listed participants open each', async () => {
+    // A history with every kind: end to end, tapped (1:1 and a group), a forged field, end to end again.
+    await sendAndLog(alice, [bob], 'history: end to end', false);
+    await setTap(app, { tap: true, scope: 'all', announced: true });
+    await policyReached(app, all);
+    await sendAndLog(bob, [alice], 'history: tapped', true);
+    await sendAndLog(carol, [alice, bob], 'history: a tapped group', true, 'Tapped');
+    await forge('history: a forged field');
+    await setTap(app, { tap: false });
+    await policyReached(app, all);
+    await sendAndLog(alice, [carol], 'history: end to end again', false);
     const { key, lines } = await checkArchive();
     const byId = new Map(lines.map((l) => [l.env.id, l]));
     let claimedEscrow = 0;
@@ -370,8 +403,10 @@ describe('the regulator tap, checked with the exported escrow key against the ex
   });
 
   it('the relay never holds the escrow private key: not in its database nor its policy, though the regulator\'s database has it', async () => {
+    await setTap(app, { tap: true, scope: 'all', announced: true });
+    await policyReached(app, all);
+    for (const [i, [from, to]] of ([[alice, bob], [bob, carol], [carol, alice]] as const).entries()) await sendAndLog(from, [to], `tapped ${i}`, true);
     expect(app.relay.getPolicy().tap).toBe(true);
-    expect(ledger.size).toBeGreaterThan(10);
     const { key } = await exportKey(app);
     const relayDump = dumpSqlite(join(dataDir, 'relay.db'));
     expect(findSecret(relayDump.text, key.sk)).toEqual([]);

@@ -148,16 +148,19 @@ describe('client/core/directory.ts', () => {
     expect([...directory.keys()]).toEqual([many[0]!.pin]);
   });
 
-  it('saves contacts first and at most 1,000 entries, and loads only entries that pass the schema, all offline', () => {
+  it('saves contacts first and at most 1,000 entries, and loads only entries that pass the schema and whose PIN is their key\'s, all offline', () => {
     const storage = memoryStore();
     const directory = new Map<string, DirectoryEntry>();
-    for (let i = 0; i < 1500; i++) directory.set((0x20000000 + i).toString(16).toUpperCase(), { pin: (0x20000000 + i).toString(16).toUpperCase(), name: `U${i}`, pk: toB64(bob.signPk), online: true });
-    saveDirectory(storage, directory, new Set(['20000000']));
+    const people = Array.from({ length: 1500 }, () => newIdentity());
+    for (const [i, p] of people.entries()) directory.set(p.pin, entry(p, `U${i}`, true));
+    const contact = people[700]!.pin;
+    saveDirectory(storage, directory, new Set([contact]));
     const loaded = loadDirectory(storage);
     expect(loaded.length).toBe(1000);
-    expect(loaded[0]?.pin).toBe('20000000');
+    expect(loaded[0]?.pin).toBe(contact);
     expect(loaded.every((e) => !e.online)).toBe(true);
-    storage.setItem('backdoor-lab.directory', JSON.stringify([{ pin: 'bad', name: 'x', pk: 'y', online: true }, loaded[1]]));
+    const wrongPin = { ...loaded[2]!, pin: '0BADF00D' }; // well formed, but the PIN is not its key's
+    storage.setItem('backdoor-lab.directory', JSON.stringify([{ pin: 'bad', name: 'x', pk: 'y', online: true }, wrongPin, loaded[1]]));
     expect(loadDirectory(storage).map((e) => e.pin)).toEqual([loaded[1]!.pin]);
     storage.setItem('backdoor-lab.directory', '{not json');
     expect(loadDirectory(storage)).toEqual([]);
