@@ -25,6 +25,8 @@ import { ViewFeed } from './view-feed.ts';
 import { ConsoleFeed } from './console-feed.ts';
 import type { FeedSocket } from './feed-socket.ts';
 import { wsTransport } from './transport.ts';
+import { Enterprise, type RoomModel } from './enterprise.ts';
+import type { Policy } from '../shared/protocol.ts';
 
 /** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
 export type AppLimits = RelayLimits & EdgeLimits;
@@ -66,6 +68,10 @@ export interface App {
   /** The Host names this relay answers (bind address, localhost names, LAN addresses, public hosts). */
   hosts: AllowedHosts;
   edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard };
+  /** The relay in its enterprise role: the server-held key model's server key, and what the operator can hand over. */
+  enterprise: Enterprise;
+  /** Choose the room's key model (end to end, BBM's shared app key, BES's server-held keys); kept across restarts. */
+  setRoom(model: RoomModel): Policy;
   close(): Promise<void>;
 }
 
@@ -146,6 +152,14 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     store.close();
     throw err;
   }
+  const enterprise = new Enterprise(store);
+  relay.setInPath(enterprise.hook());
+  const savedRoom = store.setting('room.model');
+  const setRoom = (model: RoomModel): Policy => {
+    store.putSetting('room.model', model);
+    return relay.setRoom(enterprise.room(model));
+  };
+  if (savedRoom === 'app-key' || savedRoom === 'server-key') relay.setRoom(enterprise.room(savedRoom));
   const guard = new AdminGuard(limits);
   const stats: EdgeStats = { refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();
@@ -278,6 +292,8 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     server,
     hosts,
     edge: { limits, stats, views, consoles, guard },
+    enterprise,
+    setRoom,
     close,
   };
 }

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS settings (
 /** The narrow part of the relay the regulator talks to: the tap feed out, the public policy in. */
 export interface TapPoint {
   observe(name: string, observer: (event: TrafficEvent) => void, options?: { hidden?: boolean; flush?: () => void }): () => void;
-  setPolicy(policy: Omit<Policy, 'epoch'>): Policy;
+  setPolicy(policy: Omit<Policy, 'epoch' | 'room'>): Policy;
   getPolicy(): Policy;
 }
 

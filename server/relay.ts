@@ -166,7 +166,7 @@ export interface RelayStats {
   maxBuffered: number;
 }
 
-export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0 };
+export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null } };
 
 export type TrafficObserver = (event: TrafficEvent) => void;
 
@@ -182,7 +182,17 @@ interface ObserverEntry extends ObserverInfo {
   observer: TrafficObserver;
 }
 
-export type InPathVerdict = { action: 'pass' } | { action: 'replace'; env: Envelope } | { action: 'refuse'; code: ErrorCode; message: string };
+export type InPathVerdict =
+  | { action: 'pass' }
+  /** `read`: what the hook read of it (the enterprise server, in the server-held key model), shown to the relay's observers. */
+  | { action: 'replace'; env: Envelope; read?: { text: string; group?: string } }
+  | { action: 'refuse'; code: ErrorCode; message: string };
+/** Which envelope key models a room's model lets through: the tap's escrow is part of an end-to-end room. */
+export function modelAllowed(room: Policy['room']['model'], model: Envelope['keys']['model']): boolean {
+  if (room === 'e2e') return model === 'e2e' || model === 'e2e-escrow';
+  return model === room;
+}
+
 /** See Relay.setInPath. */
 export type InPathHook = (env: Envelope, sender: { pin: string; pk: string }) => InPathVerdict;
 
@@ -321,12 +331,19 @@ export class Relay {
     return this.policy;
   }
 
+  /** Set the room's key model (the teacher's choice) and tell every client; the tap settings stay. */
+  setRoom(room: Policy['room']): Policy {
+    const { epoch: _epoch, ...current } = this.policy;
+    return this.setPolicy({ ...current, room });
+  }
+
   /** Set the tap policy (public parts only: the escrow public key, never its secret) and tell every client. */
-  setPolicy(policy: Omit<Policy, 'epoch'>): Policy {
+  setPolicy(policy: Omit<Policy, 'epoch' | 'room'> & { room?: Policy['room'] }): Policy {
     // The epoch moves only when the policy does: setting the same policy again tells nobody anything.
     const { epoch: _epoch, ...current } = this.policy;
-    if (JSON.stringify(current) === JSON.stringify({ ...current, ...policy }) && this.policy.epoch > 0) return this.policy;
-    this.policy = { ...policy, epoch: this.policy.epoch + 1 };
+    const next = { ...current, ...policy };
+    if (JSON.stringify(current) === JSON.stringify(next) && this.policy.epoch > 0) return this.policy;
+    this.policy = { ...next, epoch: this.policy.epoch + 1 };
     const frame = JSON.stringify({ type: 'policy', policy: this.policy } satisfies ServerMessage);
     for (const session of this.online.values()) this.sendRaw(session, frame);
     this.emit({ kind: 'policy', at: Date.now(), policy: this.policy });
@@ -734,6 +751,7 @@ export class Relay {
 
   private onSend(session: Session, pin: string, offered: Envelope): void {
     let env = offered;
+    let serverRead: { text: string; group?: string } | undefined;
     if (env.from !== pin) {
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.Impersonation, message: `claimed to be ${env.from}` });
       this.log.info('impersonation refused', { pin, claimed: env.from });
@@ -746,6 +764,11 @@ export class Relay {
     }
     const unknown = env.to.filter((to) => !this.store.getUser(to));
     if (unknown.length) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${unknown.join(', ')}`, env.id);
+    if (!modelAllowed(this.policy.room.model, env.keys.model)) {
+      this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.WrongModel, message: `${env.keys.model} in a ${this.policy.room.model} room` });
+      return this.error(session, ErrorCode.WrongModel, `this room uses the key model ${this.policy.room.model}: seal it again as the policy says (this envelope is ${env.keys.model})`, env.id);
+    }
+    if (offered.delivery !== undefined) return this.error(session, ErrorCode.BadFrame, 'delivery wraps are added by the enterprise server, never sent by a client', env.id);
     const escrowKid = env.keys.model === 'e2e-escrow' ? env.keys.escrow.kid : null;
     if (policyCovers(this.policy, env.from, env.to) && escrowKid !== this.policy.escrowKid) {
       // The relay can see the field is present and well formed; it cannot see whether it opens.
@@ -758,7 +781,10 @@ export class Relay {
         this.emit({ kind: 'rejected', at: Date.now(), pin, code: verdict.code, message: verdict.message });
         return this.error(session, verdict.code, verdict.message, env.id);
       }
-      if (verdict.action === 'replace') env = verdict.env;
+      if (verdict.action === 'replace') {
+        env = verdict.env;
+        serverRead = verdict.read;
+      }
     }
     const json = JSON.stringify(env); // serialized once, fanned out as is
     const full = this.queueRefusal(pin, env.to, json.length);
@@ -787,7 +813,7 @@ export class Relay {
         const user = this.store.getUser(p);
         if (user) names[p] = entryOf(user, false).name;
       }
-      this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk, names });
+      this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk, names, ...(serverRead ? { serverRead: { text: serverRead.text, group: serverRead.group ?? null } } : {}) });
     }
   }
 
@@ -798,7 +824,7 @@ export class Relay {
       if (verdict.action !== 'replace') return verdict;
       const parsed = Envelope.safeParse(verdict.env);
       const same = parsed.success && parsed.data.id === env.id && parsed.data.from === env.from && parsed.data.to.join() === env.to.join() && parsed.data.conv === env.conv;
-      if (same) return { action: 'replace', env: parsed.data };
+      if (same) return { action: 'replace', env: parsed.data, ...(verdict.read ? { read: verdict.read } : {}) };
       this.log.error('in-path hook returned an envelope with other routing or an invalid one', { pin: session.pin ?? '-' });
     } catch (err) {
       this.log.error('in-path hook failed', { pin: session.pin ?? '-', error: (err as Error).message });

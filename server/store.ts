@@ -62,6 +62,19 @@ export interface MetadataRow {
 }
 
 const SCHEMA = `
+-- The enterprise server's own key pair (the server-held key model): the relay in its BES role.
+-- Not a user's key and not the escrow key: the operator's, which is the point of that model.
+CREATE TABLE IF NOT EXISTS server_key (
+  kid TEXT PRIMARY KEY,
+  pk TEXT NOT NULL,
+  sk TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+-- Room settings the teacher chose (the key model in force), kept across restarts.
+CREATE TABLE IF NOT EXISTS settings (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
   pin TEXT PRIMARY KEY,
   pk TEXT NOT NULL,
@@ -499,6 +512,23 @@ export class RelayStore {
 
   queueDepth(): number {
     return this.stmt.queueDepth.get()?.n ?? 0;
+  }
+
+  /** The enterprise server's key pair as stored (base64), if one was made. */
+  serverKey(): { kid: string; pk: string; sk: string } | undefined {
+    return this.db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM server_key ORDER BY created_at LIMIT 1').get();
+  }
+
+  putServerKey(kid: string, pk: string, sk: string, now: number): void {
+    this.db.prepare('INSERT INTO server_key (kid, pk, sk, created_at) VALUES (?, ?, ?, ?)').run(kid, pk, sk, now);
+  }
+
+  setting(name: string): string | undefined {
+    return this.db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?').get(name)?.value;
+  }
+
+  putSetting(name: string, value: string): void {
+    this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(name, value);
   }
 
   close(): void {

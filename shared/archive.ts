@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { fromB64, type EscrowKeyPair } from './crypto.ts';
-import { openWithEscrow } from './envelope.ts';
+import { openWithAppKey, openWithEscrow } from './envelope.ts';
 import { OpenFailure, type OpenFailure as OpenCode } from './failures.ts';
 import { AnyEnvelope, DisplayName, Pin, PublicKey, describeBody, groupNameOf, keysOf, type MessageBody } from './protocol.ts';
 
@@ -95,14 +95,23 @@ export const formatArchiveLine = (line: ArchiveLine): string => JSON.stringify(l
  * altered), with the stable code saying which.
  */
 export type ArchiveVerdict =
-  | { status: 'opened'; body: MessageBody; text: string; group: string | undefined }
+  | { status: 'opened'; via: 'escrow key' | 'app key'; body: MessageBody; text: string; group: string | undefined }
   | { status: 'end-to-end'; code: typeof OpenFailure.NoEscrowField; reason: string }
   | { status: 'not-opened'; code: OpenCode; reason: string };
 
 export function openArchived(line: Pick<ArchiveLine, 'env' | 'senderPk'>, key: EscrowKeyPair): ArchiveVerdict {
-  const result = openWithEscrow(line.env, key, line.senderPk ? fromB64(line.senderPk) : undefined);
-  if (result.ok) return { status: 'opened', body: result.value, text: describeBody(result.value), group: groupNameOf(result.value) };
-  if (keysOf(line.env).model !== 'e2e-escrow' && result.code === OpenFailure.NoEscrowField) return { status: 'end-to-end', code: OpenFailure.NoEscrowField, reason: result.reason };
+  const senderPk = line.senderPk ? fromB64(line.senderPk) : undefined;
+  const model = keysOf(line.env).model;
+  if (model === 'app-key') {
+    // Whoever holds the escrow key has the app too: every copy ships the shared key (BBM PIN messages).
+    const viaApp = openWithAppKey(line.env, undefined, senderPk);
+    if (viaApp.ok) return { status: 'opened', via: 'app key', body: viaApp.value, text: describeBody(viaApp.value), group: groupNameOf(viaApp.value) };
+    return { status: 'not-opened', code: viaApp.code, reason: viaApp.reason };
+  }
+  if (model === 'server-key') return { status: 'not-opened', code: OpenFailure.ServerHeld, reason: 'the enterprise server holds the key: a demand on its operator opens it' };
+  const result = openWithEscrow(line.env, key, senderPk);
+  if (result.ok) return { status: 'opened', via: 'escrow key', body: result.value, text: describeBody(result.value), group: groupNameOf(result.value) };
+  if (model === 'e2e' && result.code === OpenFailure.NoEscrowField) return { status: 'end-to-end', code: OpenFailure.NoEscrowField, reason: result.reason };
   return { status: 'not-opened', code: result.code, reason: result.reason };
 }
 

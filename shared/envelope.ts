@@ -9,6 +9,8 @@ import sodium from 'libsodium-wrappers';
 import { fromB64, pinOf, toB64, toHex, type EscrowKeyPair, type Identity } from './crypto.ts';
 import { e2e } from './crypto/e2e.ts';
 import { escrow } from './crypto/escrow.ts';
+import { appKey, appKeyModel } from './crypto/app-key.ts';
+import { serverKeyModel, type ServerKeyPair } from './crypto/server-key.ts';
 import type { Reader, Recipient, WhoCanRead } from './crypto/model.ts';
 import { headerBytesV1, signedBytesV1 } from './envelope-v1.ts';
 import { OpenFailure, fail, type Outcome } from './failures.ts';
@@ -27,28 +29,40 @@ function keyLines(keys: KeyModel): string[] {
       return e2e.signedLines(keys);
     case 'e2e-escrow':
       return escrow.signedLines(keys);
+    case 'app-key':
+      return appKeyModel.signedLines(keys);
+    case 'server-key':
+      return serverKeyModel.signedLines(keys);
     default:
       return assertNever(keys);
   }
 }
 
-function openKeys(keys: KeyModel, reader: Reader): Outcome<Uint8Array> {
+function openKeys(env: Pick<Envelope, 'delivery'>, keys: KeyModel, reader: Reader): Outcome<Uint8Array> {
   switch (keys.model) {
     case 'e2e':
       return e2e.open(keys, reader);
     case 'e2e-escrow':
       return escrow.open(keys, reader);
+    case 'app-key':
+      return appKeyModel.open(keys, reader);
+    case 'server-key':
+      return serverKeyModel.open(keys, env, reader);
     default:
       return assertNever(keys);
   }
 }
 
-function readersOfKeys(keys: KeyModel): WhoCanRead {
+function readersOfKeys(env: Pick<Envelope, 'delivery' | 'to'>, keys: KeyModel): WhoCanRead {
   switch (keys.model) {
     case 'e2e':
       return e2e.whoCanRead(keys);
     case 'e2e-escrow':
       return escrow.whoCanRead(keys);
+    case 'app-key':
+      return appKeyModel.whoCanRead(keys);
+    case 'server-key':
+      return serverKeyModel.whoCanRead(keys, env);
     default:
       return assertNever(keys);
   }
@@ -58,7 +72,9 @@ function readersOfKeys(keys: KeyModel): WhoCanRead {
 export type SealPlan =
   | { model: 'e2e' }
   | { model: 'e2e-escrow'; escrow: { pk: Uint8Array; kid: string } }
-  | { model: 'e2e-escrow'; forged: { kid: string } };
+  | { model: 'e2e-escrow'; forged: { kid: string } }
+  | { model: 'app-key' }
+  | { model: 'server-key'; server: { pk: Uint8Array; kid: string } };
 
 function sealKeys(plan: SealPlan, key: Uint8Array, sender: Identity, to: readonly Recipient[]): KeyModel {
   switch (plan.model) {
@@ -66,6 +82,10 @@ function sealKeys(plan: SealPlan, key: Uint8Array, sender: Identity, to: readonl
       return e2e.seal(key, sender, to);
     case 'e2e-escrow':
       return 'forged' in plan ? escrow.forge(key, sender, to, plan.forged.kid) : escrow.seal(key, sender, to, plan.escrow);
+    case 'app-key':
+      return appKeyModel.seal(key);
+    case 'server-key':
+      return serverKeyModel.seal(key, sender, plan.server);
     default:
       return assertNever(plan);
   }
@@ -82,7 +102,7 @@ export function headerBytes(env: Pick<Envelope, 'id' | 'from' | 'to' | 'conv' | 
 }
 
 /** Everything the sender signs: the header text, the nonce, the body and the key model's own lines. */
-export function signedBytes(env: Omit<Envelope, 'sig'>): Uint8Array {
+export function signedBytes(env: Omit<Envelope, 'sig' | 'delivery'>): Uint8Array {
   const header = sodium.to_string(headerBytes(env));
   return utf8([`backdoor-lab/v${PROTOCOL_VERSION} signature`, header, `nonce=${env.nonce}`, `body=${env.body}`, ...keyLines(env.keys)].join('\n'));
 }
@@ -123,6 +143,7 @@ export function sealEnvelope(input: SealInput): { env: Envelope; key: Uint8Array
   const body = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(JSON.stringify(input.body), headerBytes({ ...head, keys }), null, nonce, key);
   const unsigned = { ...head, nonce: toB64(nonce), body: toB64(body), keys };
   const sig = toB64(sodium.crypto_sign_detached(signedBytes(unsigned), sender.signSk));
+  // (A server-held key envelope leaves without `delivery`: the server adds it.)
   return { env: { ...unsigned, sig }, key };
 }
 
@@ -135,6 +156,7 @@ export function verifyEnvelope(env: AnyEnvelope, senderSignPk: Uint8Array): bool
   try {
     const { sig, ...unsigned } = env;
     const bytes = unsigned.v === PROTOCOL_VERSION ? signedBytes(unsigned) : signedBytesV1(unsigned);
+    // (`delivery`, a server-held key envelope's re-wraps, is the server's addition: not in the signed bytes.)
     return sodium.crypto_sign_verify_detached(fromB64(sig), bytes, senderSignPk);
   } catch {
     return false;
@@ -143,7 +165,7 @@ export function verifyEnvelope(env: AnyEnvelope, senderSignPk: Uint8Array): bool
 
 /** Recover the message key as `reader`, by the envelope's key model. */
 export function openKey(env: AnyEnvelope, reader: Reader): Outcome<Uint8Array> {
-  return openKeys(keysOf(env), reader);
+  return openKeys(env.v === PROTOCOL_VERSION ? env : {}, keysOf(env), reader);
 }
 
 /** Decrypt the body with a message key. Fails if any header field (the key model included) or body byte changed. */
@@ -185,7 +207,13 @@ export const openEnvelope = (env: AnyEnvelope, reader: Identity, senderSignPk: U
 export const openWithEscrow = (env: AnyEnvelope, key: EscrowKeyPair, senderSignPk?: Uint8Array): Outcome<MessageBody> => openAs(env, { kind: 'escrow', key }, senderSignPk);
 
 /** Who can read an envelope, from its key model alone. */
-export const whoCanRead = (env: AnyEnvelope): WhoCanRead => readersOfKeys(keysOf(env));
+export const whoCanRead = (env: AnyEnvelope): WhoCanRead => readersOfKeys(env.v === PROTOCOL_VERSION ? env : { to: env.to }, keysOf(env));
+
+/** Anyone with the app key opens an app-key envelope (and nothing else). */
+export const openWithAppKey = (env: AnyEnvelope, key: Uint8Array = appKey().key, senderSignPk?: Uint8Array): Outcome<MessageBody> => openAs(env, { kind: 'app', key }, senderSignPk);
+
+/** The enterprise server opens a server-held key envelope with its key. */
+export const openAsServer = (env: AnyEnvelope, key: ServerKeyPair, senderSignPk?: Uint8Array): Outcome<MessageBody> => openAs(env, { kind: 'server', key }, senderSignPk);
 
 /** Length in bytes of the plaintext inside an envelope's body (ciphertext minus the 16-byte tag). */
 export const bodyPlainLength = (env: AnyEnvelope): number => fromB64(env.body).length - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES;

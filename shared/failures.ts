@@ -30,6 +30,8 @@ export const OpenFailure = {
   Replay: 'replay',
   /** A key model this code does not implement. */
   UnsupportedModel: 'unsupported_model',
+  /** Server-held keys: only the enterprise server's key opens it (a demand on its operator does). */
+  ServerHeld: 'server_held',
 } as const;
 export type OpenFailure = (typeof OpenFailure)[keyof typeof OpenFailure];
 
@@ -86,6 +88,7 @@ const WORDS: Record<FailureCode, string> = {
   body_malformed: 'It decrypts, but what is inside is not a valid message.',
   replay: 'It was already received once; the copy was dropped.',
   unsupported_model: 'It uses a key model this page does not know.',
+  server_held: 'Its key is held by the enterprise server: only the server, or whoever compels its operator, opens it.',
   group_unsigned: 'It names a group but carries no signed member list, so anyone could have sent it as a group message.',
   group_state_invalid: 'Its member list is not validly signed by the group\'s creator: forged or altered.',
   group_id_mismatch: 'Its member list belongs to a different group.',

@@ -99,18 +99,43 @@ export const E2eKeys = z.object({ model: z.literal('e2e'), wraps: Wraps }).stric
 /** End to end with escrow (the regulator tap): the same wraps, and the key sealed to the escrow key as well. */
 export const EscrowKeys = z.object({ model: z.literal('e2e-escrow'), wraps: Wraps, escrow: EscrowField }).strict();
 
+const Kid = z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits');
+
+/**
+ * The shared app key (consumer BBM's PIN messages): the message key is encrypted (secretbox) with one
+ * key that every copy of the app ships, so anyone with the app — or the key — opens every message.
+ */
+export const AppKeys = z.object({ model: z.literal('app-key'), kid: Kid, nonce: Nonce24, key: b64(48, 48) }).strict();
+
+/**
+ * Server-held keys (BES): the message key sealed to the enterprise server's key (and to the
+ * sender's own), so the server opens it and re-wraps it for the recipients (the envelope's
+ * `delivery`, added by the server, not signed by the sender).
+ */
+export const ServerKeys = z.object({ model: z.literal('server-key'), kid: Kid, server: SealedKey, wraps: z.array(KeyWrap).length(1) }).strict();
+
 /** The signed, tagged field that says how an envelope's message key is protected. */
-export const KeyModel = z.discriminatedUnion('model', [E2eKeys, EscrowKeys]);
+export const KeyModel = z.discriminatedUnion('model', [E2eKeys, EscrowKeys, AppKeys, ServerKeys]);
 export type KeyModel = z.infer<typeof KeyModel>;
 export type E2eKeys = z.infer<typeof E2eKeys>;
 export type EscrowKeys = z.infer<typeof EscrowKeys>;
+export type AppKeys = z.infer<typeof AppKeys>;
+export type ServerKeys = z.infer<typeof ServerKeys>;
 
-/** The PINs a key model holds wraps for (each model has them: the sender's own copy and each recipient's). */
-export function wrapPins(keys: KeyModel): string[] {
+/**
+ * The PINs a key model must hold wraps for, or null when it names no one (the app key opens for
+ * anyone). End to end: the sender and every recipient. Server-held: the sender alone (the server
+ * wraps for the recipients).
+ */
+export function requiredWrapPins(env: { from: string; to: string[] }, keys: KeyModel): { want: string[]; got: string[] } | null {
   switch (keys.model) {
     case 'e2e':
     case 'e2e-escrow':
-      return keys.wraps.map((w) => w.to);
+      return { want: [env.from, ...env.to], got: keys.wraps.map((w) => w.to) };
+    case 'server-key':
+      return { want: [env.from], got: keys.wraps.map((w) => w.to) };
+    case 'app-key':
+      return null;
     default:
       return assertNever(keys);
   }
@@ -126,12 +151,13 @@ const routing = {
   body: b64(17, MAX_FRAME_BYTES),
 };
 
-function checkRouting(env: { from: string; to: string[]; conv: string }, wraps: string[], ctx: z.RefinementCtx, wrapsPath: (string | number)[]): void {
+function checkRouting(env: { from: string; to: string[]; conv: string }, wraps: { want: string[]; got: string[] } | null, ctx: z.RefinementCtx, wrapsPath: (string | number)[]): void {
   if (new Set(env.to).size !== env.to.length) ctx.addIssue({ code: 'custom', message: 'to must not repeat a PIN', path: ['to'] });
   if (env.to.includes(env.from)) ctx.addIssue({ code: 'custom', message: 'to must not include the sender', path: ['to'] });
   if (env.conv === 'dm' && env.to.length !== 1) ctx.addIssue({ code: 'custom', message: 'a dm names exactly one recipient', path: ['to'] });
-  const want = [env.from, ...env.to].sort().join(',');
-  if (want !== [...wraps].sort().join(',')) ctx.addIssue({ code: 'custom', message: 'wraps must hold one key for the sender and each recipient', path: wrapsPath });
+  if (wraps && [...wraps.want].sort().join(',') !== [...wraps.got].sort().join(',')) {
+    ctx.addIssue({ code: 'custom', message: wraps.want.length === 1 ? 'wraps must hold one key, for the sender' : 'wraps must hold one key for the sender and each recipient', path: wrapsPath });
+  }
 }
 
 /**
@@ -140,9 +166,26 @@ function checkRouting(env: { from: string; to: string[]; conv: string }, wraps: 
  * key is protected, and is covered by the signature and bound into the body's associated data.
  */
 export const Envelope = z
-  .object({ v: z.literal(PROTOCOL_VERSION), ...routing, keys: KeyModel, sig: Signature })
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    ...routing,
+    keys: KeyModel,
+    sig: Signature,
+    /**
+     * Server-held keys only: the enterprise server's re-wraps of the message key, one per recipient.
+     * Added by the server after it opened the key; not covered by the sender's signature (a wrong
+     * one only fails to decrypt the body, which the header binds).
+     */
+    delivery: z.array(KeyWrap).min(1).max(MAX_RECIPIENTS).optional(),
+  })
   .strict()
-  .superRefine((env, ctx) => checkRouting(env, wrapPins(env.keys), ctx, ['keys', 'wraps']));
+  .superRefine((env, ctx) => {
+    checkRouting(env, requiredWrapPins(env, env.keys), ctx, ['keys', 'wraps']);
+    if (env.delivery !== undefined) {
+      if (env.keys.model !== 'server-key') ctx.addIssue({ code: 'custom', message: 'only a server-held key envelope has a delivery', path: ['delivery'] });
+      else if ([...env.delivery.map((w) => w.to)].sort().join(',') !== [...env.to].sort().join(',')) ctx.addIssue({ code: 'custom', message: 'delivery must hold one key for each recipient', path: ['delivery'] });
+    }
+  });
 export type Envelope = z.infer<typeof Envelope>;
 
 /**
@@ -152,7 +195,7 @@ export type Envelope = z.infer<typeof Envelope>;
 export const EnvelopeV1 = z
   .object({ v: z.literal(1), ...routing, wraps: Wraps, escrow: EscrowField.nullable(), sig: Signature })
   .strict()
-  .superRefine((env, ctx) => checkRouting(env, env.wraps.map((w) => w.to), ctx, ['wraps']));
+  .superRefine((env, ctx) => checkRouting(env, { want: [env.from, ...env.to], got: env.wraps.map((w) => w.to) }, ctx, ['wraps']));
 export type EnvelopeV1 = z.infer<typeof EnvelopeV1>;
 
 /** An envelope of either version, as an archive or a queue may hold it. */
@@ -242,13 +285,25 @@ export const Policy = z
     escrowKid: z.string().regex(/^[0-9a-f]{16}$/).nullable(),
     /** Incremented on every change, so clients can tell a fresh policy from a stale one. */
     epoch: z.number().int().min(0),
+    /**
+     * The room's key model, chosen by the teacher: end to end (the default; the tap adds escrow),
+     * BBM's shared app key, or BES-style server-held keys (with the enterprise server's public key).
+     */
+    room: z
+      .object({
+        model: z.enum(['e2e', 'app-key', 'server-key']),
+        serverPk: PublicKey.nullable(),
+        serverKid: Kid.nullable(),
+      })
+      .strict(),
   })
   .strict();
 export type Policy = z.infer<typeof Policy>;
+export type RoomModel = Policy['room']['model'];
 
-/** Whether a message from `from` to `to` falls under the tap. */
+/** Whether a message from `from` to `to` falls under the tap (which escrows end-to-end messages; other models need none). */
 export function policyCovers(policy: Policy, from: string, to: readonly string[]): boolean {
-  if (!policy.tap || policy.escrowPk === null) return false;
+  if (!policy.tap || policy.escrowPk === null || policy.room.model !== 'e2e') return false;
   if (policy.scope === 'all') return true;
   return policy.pins.includes(from) || to.some((pin) => policy.pins.includes(pin));
 }
@@ -328,6 +383,8 @@ export const TrafficEvent = z.discriminatedUnion('kind', [
       senderPk: PublicKey,
       /** The display names the relay has for the sender and the recipients (it knows who is who). */
       names: z.record(Pin, DisplayName),
+      /** Server-held keys: what the enterprise server read of it (it opens every such message). */
+      serverRead: z.object({ text: z.string(), group: z.string().nullable() }).strict().optional(),
     })
     .strict(),
   z.object({ kind: z.literal('receipt'), at: z.number(), id: EnvelopeId, by: Pin, to: Pin, state: ReceiptState }).strict(),
@@ -416,6 +473,8 @@ export const ErrorCode = {
   Impersonation: 'impersonation',
   UnknownRecipient: 'unknown_recipient',
   EscrowRequired: 'escrow_required',
+  /** The envelope's key model is not the one the room uses (the teacher chose another). */
+  WrongModel: 'wrong_model',
   RateLimited: 'rate_limited',
   /** A recipient's offline queue (or this sender's share of it) is full: the envelope was not accepted. */
   QueueFull: 'queue_full',

@@ -126,6 +126,18 @@ export type MessengerEvent =
  */
 export type SealingPolicy = { escrow: 'comply' } | { escrow: 'omit' } | { escrow: 'forge' } | { escrow: 'redirect'; to: { pk: Uint8Array } };
 
+/**
+ * The seal plan for one message in the room's key model: BBM's shared app key, BES's server-held
+ * key (to the server the policy names), or end to end — with escrow when the tap covers it, as the
+ * sealing policy says.
+ */
+export function roomPlan(policy: Policy | null, sealing: SealingPolicy, covered: { pk: Uint8Array; kid: string } | null): SealPlan {
+  const room = policy?.room;
+  if (room?.model === 'app-key') return { model: 'app-key' };
+  if (room?.model === 'server-key' && room.serverPk && room.serverKid) return { model: 'server-key', server: { pk: fromB64(room.serverPk), kid: room.serverKid } };
+  return planFor(sealing, covered);
+}
+
 /** The seal plan for one message: end to end unless the tap covers it, then as the sealing policy says. */
 export function planFor(sealing: SealingPolicy, covered: { pk: Uint8Array; kid: string } | null): SealPlan {
   if (!covered) return { model: 'e2e' };
@@ -564,7 +576,7 @@ export class Messenger {
       to: recipients,
       conv,
       body,
-      plan: planFor(this.sealing, covered),
+      plan: roomPlan(policy, this.sealing, covered),
       ...(id ? { fixed: { id } } : {}),
     }).env;
   }
@@ -589,6 +601,16 @@ export class Messenger {
     const message = this.messages.get(ref);
     const env = this.outbox.get(ref);
     if (!message || !env) return;
+    if (code === ErrorCode.WrongModel) {
+      // The teacher changed the room's key model while this was in flight: seal it again, once.
+      const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
+      if (resealed.keys.model !== env.keys.model) {
+        this.outbox.set(ref, resealed);
+        this.update(message, { readers: readersOf(resealed) });
+        this.transmit(resealed);
+        return;
+      }
+    }
     if (code === ErrorCode.EscrowRequired && this.policy?.tap) {
       // The tap changed while this was in flight: seal it again under the policy now in force —
       // once: a client whose sealing policy omits the field would only be refused again.

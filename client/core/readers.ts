@@ -15,6 +15,10 @@ export interface Readers {
   participants: string[];
   /** The escrow key id the message key is also sealed to, or null for end-to-end only. */
   escrowKid: string | null;
+  /** Set when the message key is encrypted with the app's shared key: anyone with the app reads it. */
+  appKid?: string;
+  /** Set when the message key is wrapped to the enterprise server: the server (and its operator) reads it. */
+  serverKid?: string;
   /**
    * Set on a received message with an escrow field: someone else sealed it, and only the escrow
    * key's holder can check that it opens, so a sender may have forged it (the Clipper LEAF problem).
@@ -29,14 +33,18 @@ export function readersOf(env: AnyEnvelope, received = false): Readers {
     model: keysOf(env).model,
     participants: who.members,
     escrowKid: who.escrowKid,
+    ...(who.appKid ? { appKid: who.appKid } : {}),
+    ...(who.serverKid ? { serverKid: who.serverKid } : {}),
     ...(received && who.escrowKid !== null ? { escrowUnverified: true as const } : {}),
   };
 }
 
 /** One line for the chat: "only Alice and Bob (end-to-end)" or "Alice, Bob and the regulator (escrow key 3fa1…)". */
 export function describeReaders(readers: Readers, nameOf: (pin: string) => string): string {
+  if (readers.appKid) return 'anyone with the app: the key is the shared app key every copy ships (BBM PIN messages: "scrambled, not encrypted")';
   const names = readers.participants.map(nameOf);
   const people = names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : (names[0] ?? '');
+  if (readers.serverKid) return `${names.join(', ')} and the enterprise server (key ${readers.serverKid}): it opens every message, and so can its operator`;
   if (readers.escrowKid && readers.escrowUnverified) {
     return `${names.join(', ')} and, if the sender's escrow field is genuine, the regulator (escrow key ${readers.escrowKid}; only the regulator can check)`;
   }

@@ -30,6 +30,14 @@ interface ChatEntry {
 
 const UI_KEY = 'backdoor-lab.ui';
 
+/** The key models in words, for the wire panel. */
+const MODEL_WORDS: Record<string, string> = {
+  e2e: 'end to end',
+  'e2e-escrow': 'end to end, with escrow',
+  'app-key': 'the shared app key (BBM PIN messages): anyone with the app reads it',
+  'server-key': 'server-held key (BES): the enterprise server reads it',
+};
+
 function start(): void {
   const params = new URLSearchParams(location.search);
   const raw = params.get('name');
@@ -740,17 +748,21 @@ class ChatPage {
       row('to', env.to.map(name).join(', ')),
       row('conv', env.conv),
       row('ts', `${env.ts} (${clockMs(env.ts)})`),
-      row('model', el('code', { class: 'mono', testid: 'wire-model', text: keys.model }), el('span', { class: 'hint', text: keys.model === 'e2e' ? ' end to end' : ' end to end, with escrow' })),
+      row('model', el('code', { class: 'mono', testid: 'wire-model', text: keys.model }), el('span', { class: 'hint', text: ` ${MODEL_WORDS[keys.model]}` })),
       row('nonce', el('code', { class: 'mono', text: b64ToHex(env.nonce) })),
       row('body', expandable(bodyHex, 64, `${key}:body`, this.expanded, 'ciphertext'), el('span', { class: 'hint', text: ' hex, XChaCha20-Poly1305' })),
-      row(
-        'wraps',
-        el(
-          'ul',
-          { class: 'wraps' },
-          ...keys.wraps.map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
-        ),
-      ),
+      'wraps' in keys
+        ? row(
+            'wraps',
+            el(
+              'ul',
+              { class: 'wraps' },
+              ...[...keys.wraps, ...(env.v === 2 && env.delivery ? env.delivery : [])].map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
+            ),
+          )
+        : null,
+      keys.model === 'app-key' ? row('app key', `${keys.kid}: `, expandable(b64ToHex(keys.key), 24, `${key}:app`, this.expanded), el('span', { class: 'hint', text: ' the message key, encrypted with the key every copy of the app ships' })) : null,
+      keys.model === 'server-key' ? row('server', `${keys.kid}: `, expandable(b64ToHex(keys.server), 24, `${key}:server`, this.expanded), el('span', { class: 'hint', text: ' the message key, sealed to the enterprise server (the recipients\' wraps are the server\'s)' })) : null,
       row(
         'escrow',
         keys.model === 'e2e-escrow'

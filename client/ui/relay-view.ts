@@ -5,12 +5,26 @@
  * loads no crypto at all: there is nothing here it could decrypt with.
  */
 import './no-eval.ts';
-import { parseViewerMessage, wrapPins, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
+import { keysOf, parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
 import { escrowLabel } from './words.ts';
 import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 
 const MAX_ROWS = 300;
 const MAX_SESSION_ROWS = 100;
+
+/** What the relay can say about an envelope's key model, from the bytes alone. */
+function modelWords(env: import('../../shared/protocol.ts').Envelope): string {
+  const keys = keysOf(env);
+  switch (keys.model) {
+    case 'e2e':
+    case 'e2e-escrow':
+      return `${keys.wraps.length} key wraps (end to end)`;
+    case 'app-key':
+      return 'the shared app key: anyone with the app can read it, the relay too';
+    case 'server-key':
+      return `wrapped to this enterprise server (key ${keys.kid}): the server reads it`;
+  }
+}
 
 class RelayView {
   private readonly names = new Map<string, string>();
@@ -133,7 +147,10 @@ class RelayView {
               { class: 'content' },
               el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: env.id })),
               el('div', null, expandable(hex, 48, `body:${env.id}`, this.expanded, 'ciphertext')),
-              el('div', { class: 'hint', text: `${wrapPins(env.keys).length} key wraps${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+              event.serverRead
+                ? el('div', { class: 'server-read', testid: 'server-read' }, el('strong', { text: 'The enterprise server read it: ' }), event.serverRead.group ? `[${event.serverRead.group}] ` : '', event.serverRead.text)
+                : null,
+              el('div', { class: 'hint', text: `${modelWords(env)}${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
             ),
           ),
         );

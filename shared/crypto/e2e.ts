@@ -37,9 +37,10 @@ export const e2e = {
   },
   open(keys: E2eKeys, reader: Reader): Outcome<Uint8Array> {
     if (reader.kind === 'escrow') return fail(OpenFailure.NoEscrowField, 'no escrow field: end-to-end only');
+    if (reader.kind !== 'member') return fail(OpenFailure.NotAddressedToMe, 'end to end: only the sender and the recipients hold a key');
     return openOwnWrap(keys.wraps, reader.identity);
   },
   whoCanRead(keys: E2eKeys): WhoCanRead {
-    return { members: keys.wraps.map((w) => w.to), escrowKid: null };
+    return { members: keys.wraps.map((w) => w.to), escrowKid: null, appKid: null, serverKid: null };
   },
 } as const;

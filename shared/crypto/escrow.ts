@@ -26,11 +26,12 @@ export const escrow = {
   },
   open(keys: EscrowKeys, reader: Reader): Outcome<Uint8Array> {
     if (reader.kind === 'member') return openOwnWrap(keys.wraps, reader.identity);
+    if (reader.kind !== 'escrow') return fail(OpenFailure.NotAddressedToMe, 'end to end with escrow: only the participants and the escrow key hold a key');
     if (keys.escrow.kid !== reader.key.kid) return fail(OpenFailure.EscrowKidUnknown, `the escrow field is sealed to another key (${keys.escrow.kid})`);
     const key = unwrapKey(keys.escrow.key, reader.key.pk, reader.key.sk);
     return key.ok ? key : fail(OpenFailure.EscrowDoesNotOpen, 'the escrow field names this key but does not open with it: forged or corrupted');
   },
   whoCanRead(keys: EscrowKeys): WhoCanRead {
-    return { members: keys.wraps.map((w) => w.to), escrowKid: keys.escrow.kid };
+    return { members: keys.wraps.map((w) => w.to), escrowKid: keys.escrow.kid, appKid: null, serverKid: null };
   },
 } as const;

@@ -48,7 +48,8 @@ function opened(c: RawClient): { env: AnyEnvelope; text: string | null }[] {
     .filter((f): f is Extract<typeof f, { type: 'envelope' }> => f.type === 'envelope')
     .map((f) => {
       // Only whether this client's wrap opens the body (the signature is the members' business here).
-      const wrap = keysOf(f.env).wraps.find((w) => w.to === c.identity.pin);
+      const keys = keysOf(f.env);
+      const wrap = 'wraps' in keys ? keys.wraps.find((w) => w.to === c.identity.pin) : undefined;
       const key = wrap ? unwrapKey(wrap.key, c.identity.boxPk, c.identity.boxSk) : null;
       const body = key?.ok ? decryptBody(f.env, key.value) : null;
       return { env: f.env, text: body?.ok ? body.value.text : null };

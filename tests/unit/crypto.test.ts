@@ -7,7 +7,7 @@ import sodium from 'libsodium-wrappers';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { boxKeyOf, cryptoReady, escrowKeyPairFromSecret, escrowKid, fromB64, identityFromSigningKey, loginTranscript, newEscrowKeyPair, newIdentity, pinOf, safetyNumber, signLogin, toB64, toHex, unwrapKey, verifyLogin, type EscrowKeyPair, type Identity } from '../../shared/crypto.ts';
 import { bodyPlainLength, decryptBody, headerBytes, openEnvelope, openWithEscrow, sealEnvelope, signedBytes, verifyEnvelope, type SealInput } from '../../shared/envelope.ts';
-import { Envelope, type EscrowField, type KeyWrap, type MessageBody } from '../../shared/protocol.ts';
+import { Envelope, type E2eKeys, type EscrowField, type EscrowKeys, type KeyWrap, type MessageBody } from '../../shared/protocol.ts';
 import { OpenFailure } from '../../shared/failures.ts';
 
 /**
@@ -46,10 +46,14 @@ function resign(env: Envelope, sender: Identity): Envelope {
 const rejectedBySignature = (result: { ok: boolean; code?: string }): boolean => !result.ok && (result.code === OpenFailure.BadSignature || result.code === OpenFailure.SenderKeyMismatch);
 
 /** The envelope's wraps and escrow field, and copies with them replaced (the key model is one signed field). */
-const wrapsOf = (env: Envelope): KeyWrap[] => env.keys.wraps;
+const e2eKeys = (env: Envelope): E2eKeys | EscrowKeys => {
+  if (env.keys.model !== 'e2e' && env.keys.model !== 'e2e-escrow') throw new Error(`not an end-to-end envelope: ${env.keys.model}`);
+  return env.keys;
+};
+const wrapsOf = (env: Envelope): KeyWrap[] => e2eKeys(env).wraps;
 const escrowOf = (env: Envelope): EscrowField | null => (env.keys.model === 'e2e-escrow' ? env.keys.escrow : null);
-const withWraps = (env: Envelope, wraps: KeyWrap[]): Envelope => ({ ...env, keys: { ...env.keys, wraps } });
-const withEscrow = (env: Envelope, escrow: EscrowField | null): Envelope => ({ ...env, keys: escrow ? { model: 'e2e-escrow', wraps: env.keys.wraps, escrow } : { model: 'e2e', wraps: env.keys.wraps } });
+const withWraps = (env: Envelope, wraps: KeyWrap[]): Envelope => ({ ...env, keys: { ...e2eKeys(env), wraps } });
+const withEscrow = (env: Envelope, escrow: EscrowField | null): Envelope => ({ ...env, keys: escrow ? { model: 'e2e-escrow', wraps: wrapsOf(env), escrow } : { model: 'e2e', wraps: wrapsOf(env) } });
 
 let alice: Identity;
 let bob: Identity;
@@ -347,7 +351,7 @@ describe('tampering', () => {
       ['ts (+1 ms)', (e) => ({ ...e, ts: e.ts + 1 })],
       ['ts (-1 ms)', (e) => ({ ...e, ts: e.ts - 1 })],
       ['v', (e) => ({ ...e, v: 3 as unknown as 2 })],
-      ['the key model (e2e-escrow relabelled e2e, field kept aside)', (e) => ({ ...e, keys: { model: 'e2e', wraps: e.keys.wraps } })],
+      ['the key model (e2e-escrow relabelled e2e, field kept aside)', (e) => ({ ...e, keys: { model: 'e2e', wraps: wrapsOf(e) } })],
     ];
     it.each(cases)('changing %s is rejected', (_name, change) => {
       const bad = change(env);

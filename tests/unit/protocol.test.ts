@@ -68,8 +68,8 @@ function group(to: string[], overrides: Json = {}): Json {
 
 const send = (env: Json): string => JSON.stringify({ type: 'send', env });
 
-const POLICY: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0 };
-const TAP: Policy = { tap: true, scope: 'all', pins: [], announced: true, escrowPk: bytes(32, 9), escrowKid: '9da6ac5719b8cbe9', epoch: 1 };
+const POLICY: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null } };
+const TAP: Policy = { tap: true, scope: 'all', pins: [], announced: true, escrowPk: bytes(32, 9), escrowKid: '9da6ac5719b8cbe9', epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null } };
 
 /** Assert a refusal: the code, and a message that names the field (its dotted path). */
 function expectRefused(result: Parsed<unknown>, code: string, field: string | RegExp): void {
@@ -164,7 +164,10 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     ['env.keys.wraps item with a bad PIN', { type: 'send', env: dm({ wraps: [{ to: 'alice', key: bytes(80) }, { to: BOB, key: bytes(80) }] }) }, 'env.keys.wraps.0.to: '],
     ['env.keys missing', { type: 'send', env: (({ keys: _k, ...rest }) => rest)(dm()) }, 'env.keys: '],
     ['env.keys.model unknown', { type: 'send', env: dm({ keys: { model: 'rot13', wraps: [] } }) }, 'env.keys.model: '],
-    ['env.keys.model reserved but not implemented (app-key)', { type: 'send', env: dm({ keys: { model: 'app-key', kid: '9da6ac5719b8cbe9', key: bytes(72) } }) }, 'env.keys.model: '],
+    ['env.keys.model reserved but not implemented (ratchet)', { type: 'send', env: dm({ keys: { model: 'ratchet', header: bytes(40) } }) }, 'env.keys.model: '],
+    ['env.keys app-key with a short key', { type: 'send', env: dm({ keys: { model: 'app-key', kid: '9da6ac5719b8cbe9', nonce: bytes(24), key: bytes(32) } }) }, 'env.keys.key: must decode to 48 bytes'],
+    ['env.keys server-key with a wrap for a recipient', { type: 'send', env: dm({ keys: { model: 'server-key', kid: '9da6ac5719b8cbe9', server: bytes(80), wraps: [{ to: BOB, key: bytes(80) }] } }) }, 'env.keys.wraps: wraps must hold one key, for the sender'],
+    ['a delivery on an end-to-end envelope', { type: 'send', env: dm({ delivery: [{ to: BOB, key: bytes(80) }] }) }, 'env.delivery: only a server-held key envelope has a delivery'],
     ['env.keys e2e-escrow without its escrow field', { type: 'send', env: dm({ keys: { model: 'e2e-escrow', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }] } }) }, 'env.keys.escrow: '],
     ['env.keys e2e with an escrow field', { type: 'send', env: dm({ keys: { model: 'e2e', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80) } } }) }, 'env.keys: Unrecognized key: "escrow"'],
     ['a v1 envelope (top-level wraps and escrow) in a send', { type: 'send', env: { ...(({ keys: _k, ...rest }) => rest)(dm({ v: 1 })), wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: null } }, 'env.'],

@@ -1,0 +1,95 @@
+/**
+ * BlackBerry's key models as rooms on a real relay (issue 11): the teacher chooses the room's key
+ * model, every client seals under it, and what each party can read is true of the bytes — the
+ * enterprise server reads every server-held key message (and the relay view shows it reading), a
+ * participant who was never sent a shared-app-key message opens it from the public relay view,
+ * and a demand on the operator hands over plaintext exactly where the operator holds a key.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { openWithAppKey } from '../../shared/envelope.ts';
+import { OpenFailure } from '../../shared/failures.ts';
+import { ErrorCode, keysOf, parseViewerMessage, type Envelope, type TrafficEvent } from '../../shared/protocol.ts';
+import { knows, startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
+
+type TestRelay = Awaited<ReturnType<typeof startTestRelay>>;
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+async function room(): Promise<{ app: TestRelay; alice: TestUser; bob: TestUser; carol: TestUser; traffic: TrafficEvent[] }> {
+  const app = await startTestRelay();
+  cleanups.push(() => app.close());
+  const traffic: TrafficEvent[] = [];
+  app.relay.observe('test: traffic', (e) => traffic.push(e));
+  const [alice, bob, carol] = await Promise.all(['Alice', 'Bob', 'Carol'].map((n) => user(app.wsUrl, n)));
+  for (const u of [alice!, bob!, carol!]) cleanups.push(() => u.m.stop());
+  await knows(alice!, bob!.m.pin, carol!.m.pin);
+  await knows(bob!, alice!.m.pin);
+  return { app, alice: alice!, bob: bob!, carol: carol!, traffic };
+}
+
+const policyModel = (users: TestUser[], model: string) => until(() => users.every((u) => u.m.policy?.room.model === model), `every client is in a ${model} room`);
+
+describe('the room\'s key model, chosen by the teacher', () => {
+  it('server-held keys (BES): clients seal to the enterprise server, the server reads every message (the relay view shows it) and wraps the key for the recipient, who reads it; the regulator alone cannot, a demand on the operator can', async () => {
+    const { app, alice, bob, carol, traffic } = await room();
+    app.setRoom('server-key');
+    await policyModel([alice, bob, carol], 'server-key');
+    expect(alice.m.policy?.room).toMatchObject({ model: 'server-key', serverKid: app.enterprise.key.kid });
+    const sent = alice.m.sendText([bob.m.pin], 'quarterly numbers, via the enterprise server');
+    expect(sent.readers).toMatchObject({ serverKid: app.enterprise.key.kid });
+    await until(() => bob.m.messages.get(sent.id)?.text === 'quarterly numbers, via the enterprise server', 'Bob reads it');
+    const event = traffic.find((e): e is Extract<TrafficEvent, { kind: 'envelope' }> => e.kind === 'envelope' && e.env.id === sent.id)!;
+    expect(event.env.keys.model).toBe('server-key');
+    expect(event.env.delivery?.map((w) => w.to)).toEqual([bob.m.pin]);
+    expect(event.serverRead).toEqual({ text: 'quarterly numbers, via the enterprise server', group: null });
+    // Carol was not sent it and has no wrap: she cannot open it.
+    expect(carol.m.messages.has(sent.id)).toBe(false);
+    // The regulator's escrow key does not open it; the operator, served a demand, hands over the plaintext.
+    const line = app.regulator.archived().find((l) => l.env.id === sent.id)!;
+    expect(app.regulator.open(line)).toMatchObject({ status: 'not-opened', code: OpenFailure.ServerHeld });
+    expect(app.enterprise.handOver(line.env)).toEqual({ status: 'plaintext', by: 'server key', text: 'quarterly numbers, via the enterprise server' });
+  });
+
+  it('the shared app key (BBM PIN messages): a participant who was never sent a message opens it from the public relay view with the key every copy of the app ships', async () => {
+    const { app, alice, bob, carol } = await room();
+    const frames: string[] = [];
+    const viewer = new WebSocket(`${app.url.replace('http', 'ws')}/ws/relay-view`);
+    viewer.on('message', (d) => frames.push(d.toString()));
+    cleanups.push(() => viewer.terminate());
+    app.setRoom('app-key');
+    await policyModel([alice, bob, carol], 'app-key');
+    const sent = alice.m.sendText([bob.m.pin], 'PIN to PIN: scrambled, not encrypted');
+    await until(() => bob.m.messages.has(sent.id), 'Bob gets it');
+    expect(carol.m.messages.has(sent.id)).toBe(false);
+    const seen = () =>
+      frames
+        .map((f) => parseViewerMessage(f))
+        .flatMap((p) => (p.ok ? (p.value.type === 'traffic' ? [p.value.event] : p.value.events) : []))
+        .find((e): e is Extract<TrafficEvent, { kind: 'envelope' }> => e.kind === 'envelope' && e.env.id === sent.id);
+    await until(() => seen() !== undefined, 'the relay view shows the envelope');
+    const env: Envelope = seen()!.env;
+    expect(keysOf(env).model).toBe('app-key');
+    expect(openWithAppKey(env, undefined, alice.m.identity.signPk)).toMatchObject({ ok: true, value: { text: 'PIN to PIN: scrambled, not encrypted' } });
+    // The regulator has the app too: its console reads it; the operator hands it over.
+    const line = app.regulator.archived().find((l) => l.env.id === sent.id)!;
+    expect(app.regulator.open(line)).toMatchObject({ status: 'opened', text: 'PIN to PIN: scrambled, not encrypted' });
+    expect(app.enterprise.handOver(line.env)).toMatchObject({ status: 'plaintext', by: 'app key' });
+  });
+
+  it('end to end: the operator served a demand has metadata and ciphertext only, and a room change in flight makes the client seal again under the new model', async () => {
+    const { app, alice, bob } = await room();
+    const first = alice.m.sendText([bob.m.pin], 'end to end');
+    await until(() => bob.m.messages.has(first.id), 'delivered');
+    const line = app.regulator.archived().find((l) => l.env.id === first.id)!;
+    expect(app.enterprise.handOver(line.env)).toMatchObject({ status: 'ciphertext only' });
+    // The relay's room changes before Alice has heard of it: her e2e envelope is refused, and she seals it again.
+    app.setRoom('server-key');
+    const second = alice.m.sendText([bob.m.pin], 'sent as the room changed');
+    await until(() => bob.m.messages.get(second.id)?.text === 'sent as the room changed', 'Bob reads the resealed message');
+    expect(alice.events.some((e) => e.type === 'error' && e.code === ErrorCode.WrongModel && e.ref === second.id)).toBe(true);
+    expect(alice.m.messages.get(second.id)?.readers).toMatchObject({ serverKid: app.enterprise.key.kid });
+  });
+});
