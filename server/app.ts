@@ -71,7 +71,7 @@ export interface App {
   /** The relay in its enterprise role: the server-held key model's server key, and what the operator can hand over. */
   enterprise: Enterprise;
   /** Choose the room's key model (end to end, BBM's shared app key, BES's server-held keys); kept across restarts. */
-  setRoom(model: RoomModel): Policy;
+  setRoom(model: RoomModel, sealedSender?: boolean): Policy;
   close(): Promise<void>;
 }
 
@@ -155,11 +155,15 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const enterprise = new Enterprise(store);
   relay.setInPath(enterprise.hook());
   const savedRoom = store.setting('room.model');
-  const setRoom = (model: RoomModel): Policy => {
+  const setRoom = (model: RoomModel, sealedSender = false): Policy => {
+    const room = enterprise.room(model, sealedSender); // throws on a combination that cannot be
     store.putSetting('room.model', model);
-    return relay.setRoom(enterprise.room(model));
+    store.putSetting('room.sealedSender', String(sealedSender));
+    return relay.setRoom(room);
   };
-  if (savedRoom === 'app-key' || savedRoom === 'server-key') relay.setRoom(enterprise.room(savedRoom));
+  if (savedRoom === 'e2e' || savedRoom === 'app-key' || savedRoom === 'server-key') {
+    relay.setRoom(enterprise.room(savedRoom, savedRoom === 'e2e' && store.setting('room.sealedSender') === 'true'));
+  }
   const guard = new AdminGuard(limits);
   const stats: EdgeStats = { refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();

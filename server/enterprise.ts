@@ -31,8 +31,9 @@ export class Enterprise {
   }
 
   /** The room's part of the policy for a key model: the server's public key only where it is used. */
-  room(model: RoomModel): Policy['room'] {
-    return model === 'server-key' ? { model, serverPk: toB64(this.key.pk), serverKid: this.key.kid } : { model, serverPk: null, serverKid: null };
+  room(model: RoomModel, sealedSender = false): Policy['room'] {
+    if (sealedSender && model !== 'e2e') throw new Error('sealed sender is a mode of end-to-end rooms: the app key and the server-held key models show the sender to whoever holds their key anyway');
+    return model === 'server-key' ? { model, serverPk: toB64(this.key.pk), serverKid: this.key.kid, sealedSender } : { model, serverPk: null, serverKid: null, sealedSender };
   }
 
   /**

@@ -166,7 +166,7 @@ export interface RelayStats {
   maxBuffered: number;
 }
 
-export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null } };
+export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
 
 export type TrafficObserver = (event: TrafficEvent) => void;
 
@@ -187,6 +187,12 @@ export type InPathVerdict =
   /** `read`: what the hook read of it (the enterprise server, in the server-held key model), shown to the relay's observers. */
   | { action: 'replace'; env: Envelope; read?: { text: string; group?: string } }
   | { action: 'refuse'; code: ErrorCode; message: string };
+/** The frame that hands a stored sealed box (`{"sealed":true,"id","box"}`) to its recipient. */
+function sealedFrame(qid: number, json: string): string {
+  const { id, box } = JSON.parse(json) as { id: string; box: string };
+  return JSON.stringify({ type: 'sealed', qid, id, box } satisfies ServerMessage);
+}
+
 /** Which envelope key models a room's model lets through: the tap's escrow is part of an end-to-end room. */
 export function modelAllowed(room: Policy['room']['model'], model: Envelope['keys']['model']): boolean {
   if (room === 'e2e') return model === 'e2e' || model === 'e2e-escrow';
@@ -678,6 +684,8 @@ export class Relay {
         return this.onRead(session, session.pin, msg.to, msg.ids);
       case 'lookup':
         return this.onLookup(session, msg.pins);
+      case 'send-sealed':
+        return this.onSendSealed(session, session.pin, msg);
       default:
         return assertNever(msg);
     }
@@ -832,6 +840,33 @@ export class Relay {
     return { action: 'refuse', code: ErrorCode.Internal, message: 'the relay could not process this envelope' };
   }
 
+  /**
+   * Sealed sender: a box the relay cannot open, for one recipient. The relay stores, queues and
+   * forwards it, and records it without a sender — in the metadata log, the queue and what it hands
+   * its observers. (It arrives on the sender's logged-in connection, so a relay that wanted to could
+   * note who sent it; this one does not, and the lesson says so.) No delivered receipt can follow:
+   * the relay does not know whom to tell. Under the tap it is refused: the relay cannot see an
+   * escrow field inside the box.
+   */
+  private onSendSealed(session: Session, pin: string, msg: Extract<ClientMessage, { type: 'send-sealed' }>): void {
+    if (!this.policy.room.sealedSender) return this.error(session, ErrorCode.WrongModel, 'sealed sender is off in this room', msg.id);
+    if (policyCovers(this.policy, pin, [msg.to])) return this.error(session, ErrorCode.EscrowRequired, 'the tap is on: a sealed box hides the escrow field from the relay, so send the envelope unsealed', msg.id);
+    if (msg.to === pin) return this.error(session, ErrorCode.BadFrame, 'to must not be yourself', msg.id);
+    if (this.store.seenSender(msg.id) !== undefined) return this.send(session, { type: 'accepted', id: msg.id, duplicate: true });
+    if (!this.store.getUser(msg.to)) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${msg.to}`, msg.id);
+    const json = JSON.stringify({ sealed: true, id: msg.id, box: msg.box });
+    const full = this.queueRefusal('', [msg.to], json.length);
+    if (full) return this.error(session, ErrorCode.QueueFull, full, msg.id);
+    if (!this.spendOutput(session, json.length, `this sealed box (${json.length} bytes)`, msg.id)) return;
+    const now = Date.now();
+    const qids = this.store.acceptEnvelope({ id: msg.id, from: '', to: [msg.to], conv: '', escrow: false }, json, now);
+    this.send(session, { type: 'accepted', id: msg.id, duplicate: false });
+    const target = this.online.get(msg.to);
+    const live = Boolean(target && !target.backlog);
+    if (target && live) this.sendRaw(target, sealedFrame(qids.get(msg.to)!, json));
+    this.emit({ kind: 'sealed', at: now, id: msg.id, to: msg.to, bytes: json.length, online: live });
+  }
+
   private onAck(pin: string, qids: number[]): void {
     const now = Date.now();
     for (const row of this.store.ack(pin, qids)) {
@@ -949,7 +984,8 @@ export class Relay {
       return;
     }
     const json = this.store.envelopeJson(ref);
-    if (json) this.sendRaw(session, `{"type":"envelope","qid":${qid},"env":${json}}`);
+    if (!json) return;
+    this.sendRaw(session, json.startsWith('{"sealed":true') ? sealedFrame(qid, json) : `{"type":"envelope","qid":${qid},"env":${json}}`);
   }
 
   /**

@@ -30,6 +30,8 @@ export const OpenFailure = {
   Replay: 'replay',
   /** A key model this code does not implement. */
   UnsupportedModel: 'unsupported_model',
+  /** A sealed-sender box that does not open with this device's key, or holds no envelope for it. */
+  SealedBoxDoesNotOpen: 'sealed_box_does_not_open',
   /** Server-held keys: only the enterprise server's key opens it (a demand on its operator does). */
   ServerHeld: 'server_held',
 } as const;
@@ -88,6 +90,7 @@ const WORDS: Record<FailureCode, string> = {
   body_malformed: 'It decrypts, but what is inside is not a valid message.',
   replay: 'It was already received once; the copy was dropped.',
   unsupported_model: 'It uses a key model this page does not know.',
+ sealed_box_does_not_open: 'A sealed-sender box that does not open with your key, or holds no envelope for you.',
   server_held: 'Its key is held by the enterprise server: only the server, or whoever compels its operator, opens it.',
   group_unsigned: 'It names a group but carries no signed member list, so anyone could have sent it as a group message.',
   group_state_invalid: 'Its member list is not validly signed by the group\'s creator: forged or altered.',

@@ -294,6 +294,11 @@ export const Policy = z
         model: z.enum(['e2e', 'app-key', 'server-key']),
         serverPk: PublicKey.nullable(),
         serverKid: Kid.nullable(),
+        /**
+         * Sealed sender (end-to-end rooms, direct messages): the whole signed envelope travels inside
+         * a box sealed to the recipient, so the relay stores and forwards it without a sender.
+         */
+        sealedSender: z.boolean(),
       })
       .strict(),
   })
@@ -320,6 +325,11 @@ export const ClientMessage = z.discriminatedUnion('type', [
   /** Answer to the relay's challenge: a signature over the login transcript. */
   z.object({ type: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), pk: PublicKey, name: DisplayName, sig: Signature }).strict(),
   z.object({ type: z.literal('send'), env: Envelope }).strict(),
+  /**
+   * Sealed sender: `box` is crypto_box_seal of the whole signed envelope (its JSON) to the
+   * recipient's X25519 key; the relay sees only the id, the recipient, the size and the time.
+   */
+  z.object({ type: z.literal('send-sealed'), id: EnvelopeId, to: Pin, box: b64(48 + 200, MAX_FRAME_BYTES) }).strict(),
   /** The device has the queued items: the relay may delete them. */
   z.object({ type: z.literal('ack'), qids: z.array(z.number().int().min(1)).min(1).max(1000) }).strict(),
   /** The user saw these messages: tell their senders (the R in BBM). */
@@ -356,6 +366,8 @@ export const ServerMessage = z.discriminatedUnion('type', [
   /** A queued envelope for this device; ack its qid once stored. */
   /** A queued envelope for this device (of either version: a queue may hold version 1 envelopes); ack its qid once stored. */
   z.object({ type: z.literal('envelope'), qid: z.number().int().min(1), env: AnyEnvelope }).strict(),
+  /** A queued sealed-sender box for this device: open it, check the envelope inside, ack its qid. */
+  z.object({ type: z.literal('sealed'), qid: z.number().int().min(1), id: EnvelopeId, box: b64(48 + 200, MAX_FRAME_BYTES) }).strict(),
   /** A queued receipt for a message this device sent; ack its qid. */
   z.object({ type: z.literal('receipt'), qid: z.number().int().min(1), id: EnvelopeId, by: Pin, state: ReceiptState, at: z.number() }).strict(),
   z.object({ type: z.literal('pong'), t: z.number() }).strict(),
@@ -388,6 +400,8 @@ export const TrafficEvent = z.discriminatedUnion('kind', [
     })
     .strict(),
   z.object({ kind: z.literal('receipt'), at: z.number(), id: EnvelopeId, by: Pin, to: Pin, state: ReceiptState }).strict(),
+  /** A sealed-sender box: the relay knows the recipient, the size and the time — and records no sender. */
+  z.object({ kind: z.literal('sealed'), at: z.number(), id: EnvelopeId, to: Pin, bytes: z.number().int(), online: z.boolean() }).strict(),
   z.object({ kind: z.literal('login'), at: z.number(), pin: Pin, name: DisplayName, address: z.string() }).strict(),
   z.object({ kind: z.literal('logout'), at: z.number(), pin: Pin }).strict(),
   z.object({ kind: z.literal('rejected'), at: z.number(), pin: z.string(), code: z.string(), message: z.string() }).strict(),

@@ -26,6 +26,7 @@ import { GroupBook } from './groups.ts';
 import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
 import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
+import { openSealedBox, sealForRecipient } from '../../shared/sealed-sender.ts';
 import { readersOf, type Readers } from './readers.ts';
 import { KeyPins, Lookups, loadDirectory, mergeDirectory, saveDirectory, type RefusedEntry } from './directory.ts';
 
@@ -85,6 +86,8 @@ export interface ChatMessage {
   note?: GroupNote;
   /** Set on a message shown apart from the group it claims: why. */
   flag?: MessageFlag;
+  /** Sent or received as sealed sender: the relay never saw who sent it (and no receipts come back). */
+  sealedSender?: true;
   state: MessageState;
   /** Per recipient: who has the message on their device, and who has seen it. */
   deliveredTo: string[];
@@ -103,6 +106,8 @@ export interface WireRecord {
   at: number;
   env: AnyEnvelope;
   bytes: number;
+  /** It crossed the wire inside a sealed-sender box: the relay saw only the recipient, the size and the time. */
+  sealed?: true;
 }
 
 export type MessengerEvent =
@@ -198,6 +203,8 @@ export class Messenger {
   /** Envelopes sent but not yet accepted by the relay: resent after a reconnect. */
   private readonly outbox = new Map<string, Envelope>();
   private readonly bodies = new Map<string, MessageBody>();
+  /** Ids of envelopes that arrived in sealed-sender boxes (until they are shown). */
+  private readonly sealedIds = new Set<string>();
   /** The groups this client holds, each as its newest verified member list. */
   readonly groups: GroupBook;
   /** Envelope ids already received: a replay is acknowledged and dropped. */
@@ -384,6 +391,8 @@ export class Messenger {
         return this.onAccepted(msg.id);
       case 'envelope':
         return this.onEnvelope(msg.qid, msg.env);
+      case 'sealed':
+        return this.onSealed(msg.qid, msg.id, msg.box);
       case 'receipt':
         this.onReceipt(msg.id, msg.by, msg.state);
         this.ack(msg.qid);
@@ -582,9 +591,34 @@ export class Messenger {
   }
 
   private transmit(env: Envelope): void {
-    if (this.send({ type: 'send', env })) {
-      this.record({ direction: 'out', at: Date.now(), env, bytes: JSON.stringify(env).length });
+    const json = JSON.stringify(env);
+    // Sealed sender (a room mode, for direct messages, never under the tap): the whole signed
+    // envelope goes in a box sealed to the recipient, and the relay sees no sender.
+    const policy = this.policy;
+    const recipient = env.conv === 'dm' ? this.directory.get(env.to[0] ?? '') : undefined;
+    if (policy?.room.sealedSender && policy.room.model === 'e2e' && recipient && !policyCovers(policy, this.pin, env.to)) {
+      const box = sealForRecipient(env, fromB64(recipient.pk));
+      if (this.send({ type: 'send-sealed', id: env.id, to: recipient.pin, box })) {
+        this.record({ direction: 'out', at: Date.now(), env, bytes: box.length, sealed: true });
+        const message = this.messages.get(env.id);
+        if (message && !message.sealedSender) this.update(message, { sealedSender: true });
+      }
+      return;
     }
+    if (this.send({ type: 'send', env })) this.record({ direction: 'out', at: Date.now(), env, bytes: json.length });
+  }
+
+  /** A sealed-sender box: open it, and the envelope inside is received like any other (its signature names the sender). */
+  private onSealed(qid: number, id: string, box: string): void {
+    const opened = openSealedBox(box, id, this.identity);
+    if (!opened.ok) {
+      // Not for this device, or not an envelope: nothing to show, and nobody to tell (the relay knows no sender).
+      this.ack(qid);
+      this.emit({ type: 'dropped', id, code: OpenFailure.SealedBoxDoesNotOpen });
+      return;
+    }
+    this.sealedIds.add(id);
+    this.onEnvelope(qid, opened.value);
   }
 
   private onAccepted(id: string): void {
@@ -652,7 +686,8 @@ export class Messenger {
       this.lookup([env.from]);
       return;
     }
-    this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length });
+    const sealed = this.sealedIds.delete(env.id);
+    this.record({ direction: 'in', at: Date.now(), env, bytes: JSON.stringify(env).length, ...(sealed ? { sealed: true as const } : {}) });
     this.seen.add(env.id);
     const opened = openEnvelope(env, this.identity, fromB64(sender.pk));
     const body = opened.ok ? opened.value : null;
@@ -694,6 +729,7 @@ export class Messenger {
       readBy: [],
       readers: readersOf(env, true),
       ...(opened.ok ? {} : { error: opened.reason, errorCode: opened.code }),
+      ...(sealed ? { sealedSender: true as const } : {}),
       seen: false,
     };
     this.messages.set(env.id, message);
@@ -753,6 +789,8 @@ export class Messenger {
       const message = this.messages.get(id);
       if (!message || message.direction !== 'in' || message.seen) continue;
       message.seen = true;
+      // A sealed-sender message has no read receipt: the relay keeps no sender to send it to.
+      if (message.sealedSender) continue;
       bySender.set(message.from, [...(bySender.get(message.from) ?? []), id]);
     }
     for (const [to, list] of bySender) this.send({ type: 'read', to, ids: list });

@@ -156,6 +156,25 @@ class RelayView {
         );
         return;
       }
+      case 'sealed':
+        // Sealed sender: the relay has a recipient, a size and a time — and no sender.
+        this.envelopes += 1;
+        this.envelopeBytes += event.bytes;
+        this.row(
+          el(
+            'tr',
+            { class: 'kind-envelope sealed-sender', testid: 'traffic-row', data: { kind: 'sealed', id: event.id } },
+            el('td', { class: 'time', text: clockMs(event.at) }),
+            el('td', null, el('span', { class: 'kind', text: 'sealed' })),
+            el('td', { testid: 'sealed-from' }, el('span', { class: 'hidden-sender', text: 'hidden' })),
+            el('td', null, this.who(event.to)),
+            el('td', { class: 'conv', text: '?' }),
+            el('td', { class: 'num', text: bytes(event.bytes) }),
+            el('td', { testid: 'escrow-cell', data: { escrow: 'unknown' } }, el('span', { class: 'no', text: 'cannot see' })),
+            el('td', { class: 'content' }, el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: event.id })), el('div', { class: 'hint', text: 'sealed sender: the whole envelope, its sender and signature inside a box only the recipient opens. The relay still sees to whom, when and how much.' })),
+          ),
+        );
+        return;
       case 'receipt':
         this.receipts += 1;
         this.row(

@@ -5,7 +5,11 @@
  * participant who was never sent a shared-app-key message opens it from the public relay view,
  * and a demand on the operator hands over plaintext exactly where the operator holds a key.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { dumpSqlite } from '../helpers/scan.ts';
 import WebSocket from 'ws';
 import { openWithAppKey } from '../../shared/envelope.ts';
 import { OpenFailure } from '../../shared/failures.ts';
@@ -91,5 +95,58 @@ describe('the room\'s key model, chosen by the teacher', () => {
     await until(() => bob.m.messages.get(second.id)?.text === 'sent as the room changed', 'Bob reads the resealed message');
     expect(alice.events.some((e) => e.type === 'error' && e.code === ErrorCode.WrongModel && e.ref === second.id)).toBe(true);
     expect(alice.m.messages.get(second.id)?.readers).toMatchObject({ serverKid: app.enterprise.key.kid });
+  });
+});
+
+describe('sealed sender', () => {
+  it('the relay delivers a sealed-sender message and its stored records name no sender — not the metadata log, the queue, the stored box nor what it tells its observers — while the recipient still learns and verifies who wrote', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'backdoor-lab-sealed-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const app = await startTestRelay({ dataDir });
+    cleanups.push(() => app.close());
+    const traffic: TrafficEvent[] = [];
+    app.relay.observe('test: traffic', (e) => traffic.push(e));
+    const alice = await user(app.wsUrl, 'Alice');
+    const bob = await user(app.wsUrl, 'Bob');
+    cleanups.push(() => alice.m.stop(), () => bob.m.stop());
+    await knows(alice, bob.m.pin);
+    await knows(bob, alice.m.pin);
+    app.setRoom('e2e', true);
+    await until(() => alice.m.policy?.room.sealedSender === true, 'Alice is in a sealed-sender room');
+    const sent = alice.m.sendText([bob.m.pin], 'who sent this? the relay cannot say');
+    await until(() => bob.m.messages.get(sent.id)?.text === 'who sent this? the relay cannot say', 'Bob reads it');
+    expect(bob.m.messages.get(sent.id)).toMatchObject({ from: alice.m.pin, state: 'received', sealedSender: true });
+    await until(() => alice.m.messages.get(sent.id)?.state === 'sent', 'Alice has the ✓ (and no receipt can come back)');
+
+    expect(traffic.filter((e) => e.kind === 'envelope' && e.env.id === sent.id)).toEqual([]);
+    const sealed = traffic.find((e) => e.kind === 'sealed' && e.id === sent.id);
+    expect(sealed).toMatchObject({ kind: 'sealed', to: bob.m.pin });
+    expect(JSON.stringify(sealed)).not.toContain(alice.m.pin);
+    const meta = app.store.envelopeMetadata(sent.id)!;
+    expect(meta).toMatchObject({ sender: '', recipients: bob.m.pin });
+    // The whole relay database: Alice's PIN is there (she is in the directory), never next to this message.
+    const dump = dumpSqlite(join(dataDir, 'relay.db'));
+    const rows = JSON.stringify([...(dump.tables.metadata ?? []), ...(dump.tables.envelopes ?? []), ...(dump.tables.queue ?? [])].filter((r) => JSON.stringify(r).includes(sent.id)));
+    expect(rows).toContain(sent.id);
+    expect(rows).not.toContain(alice.m.pin);
+    expect(rows).not.toContain('who sent this');
+  });
+
+  it('under the tap a sealed box is refused (the relay could not see an escrow field inside), and a compliant client sends the message unsealed and escrowed instead', async () => {
+    const { app, alice, bob } = await room();
+    app.setRoom('e2e', true);
+    const res = await fetch(`${app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
+    expect(res.status).toBe(200);
+    await until(() => alice.m.policy?.tap === true && alice.m.policy.room.sealedSender, 'Alice has both');
+    const sent = alice.m.sendText([bob.m.pin], 'tapped, so not sealed');
+    await until(() => bob.m.messages.has(sent.id), 'Bob reads it');
+    expect(bob.m.messages.get(sent.id)?.sealedSender).toBeUndefined();
+    expect(app.regulator.open(app.regulator.archived().find((l) => l.env.id === sent.id)!)).toMatchObject({ status: 'opened' });
+  });
+
+  it('sealed sender is a mode of end-to-end rooms only', async () => {
+    const { app } = await room();
+    expect(() => app.setRoom('server-key', true)).toThrow(/end-to-end rooms/);
+    expect(app.relay.getPolicy().room.model).toBe('e2e');
   });
 });

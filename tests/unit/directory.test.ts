@@ -34,7 +34,7 @@ class FakeSocket implements SocketLike {
   }
 }
 
-const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null } };
+const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
 const NONCE = Buffer.alloc(32, 7).toString('base64');
 const entry = (id: Identity, name: string, online = false): DirectoryEntry => ({ pin: id.pin, name, pk: toB64(id.signPk), online });
 

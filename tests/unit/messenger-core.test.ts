@@ -35,7 +35,7 @@ class FakeSocket implements SocketLike {
   }
 }
 
-const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null } };
+const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
 const NONCE = Buffer.alloc(32, 7).toString('base64');
 
 let bob: Identity;

@@ -68,8 +68,8 @@ function group(to: string[], overrides: Json = {}): Json {
 
 const send = (env: Json): string => JSON.stringify({ type: 'send', env });
 
-const POLICY: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null } };
-const TAP: Policy = { tap: true, scope: 'all', pins: [], announced: true, escrowPk: bytes(32, 9), escrowKid: '9da6ac5719b8cbe9', epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null } };
+const POLICY: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+const TAP: Policy = { tap: true, scope: 'all', pins: [], announced: true, escrowPk: bytes(32, 9), escrowKid: '9da6ac5719b8cbe9', epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
 
 /** Assert a refusal: the code, and a message that names the field (its dotted path). */
 function expectRefused(result: Parsed<unknown>, code: string, field: string | RegExp): void {
