@@ -26,6 +26,7 @@ import { ConsoleFeed } from './console-feed.ts';
 import type { FeedSocket } from './feed-socket.ts';
 import { wsTransport } from './transport.ts';
 import { Enterprise, type RoomModel } from './enterprise.ts';
+import { Lab } from './lab/lab.ts';
 import type { Policy } from '../shared/protocol.ts';
 
 /** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
@@ -70,6 +71,8 @@ export interface App {
   edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard };
   /** The relay in its enterprise role: the server-held key model's server key, and what the operator can hand over. */
   enterprise: Enterprise;
+  /** The lab: scenarios, bots, people, the metadata picture, reset (the teacher panel's API). */
+  lab: Lab;
   /** Choose the room's key model (end to end, BBM's shared app key, BES's server-held keys); kept across restarts. */
   setRoom(model: RoomModel, sealedSender?: boolean): Policy;
   close(): Promise<void>;
@@ -168,7 +171,8 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const stats: EdgeStats = { refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();
   const startedAt = Date.now();
-  const http = createHttpApp({ relay, store, regulator, adminToken, guard, log, bundles, startedAt });
+  const lab = new Lab({ relay, regulator, store, enterprise, setRoom, log });
+  const http = createHttpApp({ relay, store, regulator, adminToken, guard, log, bundles, startedAt, lab, enterprise });
 
   // Known once the server listens (the port may be 0 until then); nothing is answered before that.
   let hosts: AllowedHosts | null = null;
@@ -276,6 +280,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
       clearInterval(heartbeat);
       views.close();
       consoles.close();
+      lab.close();
       relay.close();
       for (const feed of feeds) feed.ws.close(CloseCode.GoingAway, 'relay shutting down');
       for (const wss of [relayWss, viewWss, consoleWss]) wss.close();
@@ -297,6 +302,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     hosts,
     edge: { limits, stats, views, consoles, guard },
     enterprise,
+    lab,
     setRoom,
     close,
   };

@@ -9,12 +9,15 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { Pin } from '../shared/protocol.ts';
+import { Pin, keysOf } from '../shared/protocol.ts';
 import type { Relay } from './relay.ts';
 import type { Regulator } from './regulator.ts';
 import type { RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
 import { retryAfterSeconds, type AdminGuard } from './admin-guard.ts';
+import type { Enterprise } from './enterprise.ts';
+import type { Lab } from './lab/lab.ts';
+import { labRouter } from './lab/api.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html' } as const;
@@ -82,6 +85,9 @@ export interface HttpDeps {
   log: Logger;
   bundles: Map<string, string>;
   startedAt: number;
+  /** The lab (teacher panel API, at /api/lab) and the operator's handover for a demand. */
+  lab: Lab;
+  enterprise: Enterprise;
 }
 
 export function createHttpApp(deps: HttpDeps): express.Express {
@@ -126,7 +132,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
 
   // ---- The teacher's regulator API: every route needs the admin token.
   const admin = express.Router();
-  admin.use((req: Request, res: Response, next: NextFunction) => {
+  const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
     const address = req.socket.remoteAddress ?? '-';
     // Refusals are logged for the teacher, with the path only (never the query string or the presented token).
     const refused = (status: number) => deps.log.info('admin request refused', { status, method: req.method, path: req.path, address });
@@ -149,8 +155,27 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }
     deps.guard.succeeded(address);
     next();
-  });
+  };
+  admin.use(requireAdmin);
   admin.use(express.json({ limit: '64kb' }));
+  // "Serve a demand on the operator": what the relay's operator can hand over for each archived
+  // envelope, in the key model it was sent under (the regulator never holds the server's key).
+  admin.post('/demand', (req, res) => {
+    const limit = Math.min(1000, Math.max(1, Number((req.body as { limit?: unknown } | undefined)?.limit) || 200));
+    const items = regulator.archived(regulator.seqBeforeNewest(limit), limit).map((line) => ({
+      seq: line.seq,
+      at: line.at,
+      id: line.env.id,
+      from: line.env.from,
+      to: line.env.to,
+      names: line.names ?? {},
+      model: keysOf(line.env).model,
+      bytes: line.env.body.length,
+      ...deps.enterprise.handOver(line.env),
+    }));
+    regulator.recordDemand(items.length, items.filter((i) => i.status === 'plaintext').length);
+    res.json({ items, plaintext: items.filter((i) => i.status === 'plaintext').length, total: items.length });
+  });
   admin.get('/tap', (_req, res) => void res.json({ settings: regulator.tapSettings(), policy: relay.getPolicy() }));
   admin.post('/tap', (req, res) => {
     const parsed = TapBody.safeParse(req.body);
@@ -184,6 +209,11 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     res.json(file);
   });
   app.use('/api/regulator', admin);
+  const lab = express.Router();
+  lab.use(requireAdmin);
+  lab.use(express.json({ limit: '16kb' }));
+  lab.use(labRouter(deps.lab));
+  app.use('/api/lab', lab);
 
   app.use((_req, res) => void res.status(404).json({ error: 'not_found', message: 'no such page' }));
   // Malformed JSON bodies and other request errors: a clear 4xx, never a stack trace.

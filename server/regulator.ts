@@ -256,6 +256,26 @@ export class Regulator {
     }
   }
 
+  /** The teacher's "reset the room": the intercept archive is emptied (the key and the audit log stay), and the reset is audited. */
+  resetArchive(who: string): number {
+    this.commitArchive();
+    const n = this.archiveSize();
+    this.db.exec('DELETE FROM archive');
+    this.archiveCount = 0;
+    // Deleted rows linger in free pages and in the write-ahead log: rewrite the file without them.
+    if (!this.db.inTransaction) {
+      this.db.exec('VACUUM');
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    }
+    this.record('room reset', `the intercept archive (${n} envelopes) was emptied by ${who}`);
+    return n;
+  }
+
+  /** A demand was served on the relay's operator (what it could hand over is the operator's, not this key's). */
+  recordDemand(envelopes: number, plaintext: number): void {
+    this.record('demand served on the operator', `${envelopes} envelopes asked for; the operator handed over ${plaintext} in plaintext, the rest as metadata and ciphertext`);
+  }
+
   /** Export the escrow secret key. Recorded in the audit log, which the console shows. */
   exportKey(who: string): EscrowKeyFile {
     this.record('escrow key exported', `escrow key ${this.key.kid} exported by ${who}`);

@@ -402,6 +402,25 @@ export class Relay {
     return this.store.removeUsers(pins);
   }
 
+  /**
+   * The teacher's "reset the room": everyone is disconnected (4007, "the room was reset") and
+   * forgotten, with every queue, stored envelope and metadata record; budgets and registration
+   * counts start again. Returns how many users were forgotten.
+   */
+  resetRoom(): number {
+    this.commitBatch();
+    for (const [pin, session] of [...this.online]) {
+      this.online.delete(pin);
+      session.pin = null;
+      this.closeHard(session, CloseCode.Removed, 'the room was reset');
+      this.emit({ kind: 'logout', at: Date.now(), pin });
+    }
+    this.pendingPresence.clear();
+    this.buckets.clear();
+    this.registrations.clear();
+    return this.store.reset();
+  }
+
   private disconnectRemoved(pins: readonly string[]): void {
     for (const pin of pins) {
       this.pendingPresence.delete(pin);
@@ -412,6 +431,11 @@ export class Relay {
       this.closeHard(session, CloseCode.Removed, 'removed from the directory');
       this.emit({ kind: 'logout', at: Date.now(), pin });
     }
+  }
+
+  /** The PINs logged in right now. */
+  onlinePins(): string[] {
+    return [...this.online.keys()];
   }
 
   onlineCount(): number {

@@ -514,6 +514,27 @@ export class RelayStore {
     return this.stmt.queueDepth.get()?.n ?? 0;
   }
 
+  /**
+   * Reset the room: forget every user, every queued item, every stored envelope and the whole
+   * metadata log (the relay's memory of who talked to whom). The enterprise server's key and the
+   * room settings stay. Returns how many users were forgotten.
+   */
+  reset(): number {
+    const users = this.db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users').get()?.n ?? 0;
+    this.db.transaction(() => {
+      for (const table of ['queue', 'envelopes', 'metadata', 'users']) this.db.exec(`DELETE FROM ${table}`);
+    })();
+    // Deleted rows linger in free pages and in the write-ahead log: rewrite the file without them.
+    if (!this.db.inTransaction) {
+      this.db.exec('VACUUM');
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    }
+    this.users.clear();
+    this.loads.clear();
+    this.pairs.clear();
+    return users;
+  }
+
   /** The enterprise server's key pair as stored (base64), if one was made. */
   serverKey(): { kid: string; pk: string; sk: string } | undefined {
     return this.db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM server_key ORDER BY created_at LIMIT 1').get();

@@ -294,6 +294,12 @@ export class Messenger {
     socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (ev.code === CloseCode.Removed) {
+        // The teacher reset the room or removed this person: coming back on its own would register
+        // again behind the teacher's back. The page offers to join again.
+        this.stopped = true;
+        this.emit({ type: 'error', code: 'removed', message: ev.reason || 'removed from the directory' });
+      }
       if (ev.code === CloseCode.Replaced) {
         // The same identity logged in from another tab: reconnecting would take the session
         // back, and the two tabs would replace each other for ever. This one steps aside.

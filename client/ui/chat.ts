@@ -102,6 +102,17 @@ async function run(person: PersonTab): Promise<void> {
   };
   person.whenTaken(() => giveUp(`${person.name} is now open in another tab of this browser.`));
   m.on((event) => {
+    if (event.type === 'error' && event.code === 'removed') {
+      // The teacher reset the room (or removed this person): say so, and let them join again by choice.
+      m.stop();
+      page.unmount();
+      document.body.dataset.ready = 'removed';
+      const again = el('button', { text: 'Join again', testid: 'join-again', attrs: { type: 'button' }, on: { click: () => location.reload() } });
+      must('app').replaceChildren(
+        el('div', { class: 'card elsewhere', testid: 'removed-card' }, el('h2', { text: 'The teacher reset the room.' }), el('p', { text: `${event.message}. This tab's keys and history are still here; "Join again" logs ${person.name} in afresh.` }), again),
+      );
+      return;
+    }
     if (event.type === 'error' && event.code === 'replaced') {
       person.lost();
       giveUp(`${person.name} logged in from another tab or device, so this tab let go.`);

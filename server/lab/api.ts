@@ -1,0 +1,78 @@
+/**
+ * The lab's JSON API, behind the admin token like the regulator's (server/http.ts mounts it at
+ * /api/lab). A workshop leader can script a lesson with it; the teacher panel uses nothing else.
+ *
+ *   GET  /api/lab/scenarios              id, title, scene and narration of each scenario
+ *   POST /api/lab/scenarios/<id>/run     run one; its result and narration card
+ *   GET  /api/lab/current                the last scenario run (or null)
+ *   GET  /api/lab/people                 everyone in the directory: name, PIN, online, last seen, bot
+ *   POST /api/lab/bots {name}            start a bot participant; DELETE /api/lab/bots/<name> stops it
+ *   POST /api/lab/room {model, sealedSender}   the room's key model
+ *   GET  /api/lab/metadata               the metadata picture
+ *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
+ *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
+ */
+import express, { type Request, type Response } from 'express';
+import { z } from 'zod';
+import { LabError, type Lab } from './lab.ts';
+
+const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
+const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
+const Reset = z.object({ confirm: z.literal('reset') }).strict();
+
+function fail(res: Response, err: unknown): void {
+  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : 'bad_request', message: err.message });
+  res.status(400).json({ error: 'bad_request', message: (err as Error).message });
+}
+
+function body<T>(schema: z.ZodType<T>, req: Request, res: Response): T | null {
+  const parsed = schema.safeParse(req.body ?? {});
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  res.status(400).json({ error: 'bad_request', message: `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}` });
+  return null;
+}
+
+export function labRouter(lab: Lab): express.Router {
+  const r = express.Router();
+  r.get('/scenarios', (_req, res) => void res.json({ scenarios: lab.list() }));
+  r.post('/scenarios/:id/run', async (req, res) => {
+    try {
+      res.json(await lab.run(String(req.params.id)));
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.get('/current', (_req, res) => void res.json({ current: lab.current }));
+  r.get('/people', (_req, res) => void res.json({ people: lab.people(), bots: lab.botNames(), room: lab.deps.relay.getPolicy().room, tap: lab.deps.regulator.tapSettings() }));
+  r.post('/bots', async (req, res) => {
+    const b = body(BotBody, req, res);
+    if (!b) return;
+    try {
+      const bot = await lab.bot(b.name);
+      res.json({ name: bot.name, pin: bot.pin });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.delete('/bots/:name', (req, res) => {
+    if (!lab.stopBot(String(req.params.name))) return void res.status(404).json({ error: 'not_found', message: `no bot "${req.params.name}"` });
+    res.json({ stopped: req.params.name });
+  });
+  r.post('/room', (req, res) => {
+    const b = body(Room, req, res);
+    if (!b) return;
+    try {
+      res.json({ room: lab.deps.setRoom(b.model, b.sealedSender).room });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.get('/metadata', (_req, res) => void res.json(lab.metadata()));
+  r.post('/forget-offline', (_req, res) => void res.json({ forgotten: lab.forgetOffline() }));
+  r.post('/reset', (req, res) => {
+    if (!body(Reset, req, res)) return;
+    res.json(lab.reset(`the teacher (${req.socket.remoteAddress ?? 'unknown address'})`));
+  });
+  return r;
+}
