@@ -4,11 +4,12 @@
  * wrapper sat between npm and the server, and the server kept running with the port taken.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApp } from '../../server/app.ts';
+import { knows, until, user } from '../helpers/relay.ts';
 import { describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -99,4 +100,41 @@ describe('what survives a restart', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('npm run bot', () => {
+  it('a bot started from a terminal logs in, answers a person through the real relay with its script, then echoes, and stops on SIGTERM', async () => {
+    const app = await startApp({ port: 0, host: '127.0.0.1', dataDir: null });
+    const dir = mkdtempSync(join(tmpdir(), 'backdoor-lab-bot-'));
+    const scriptFile = join(dir, 'bob.txt');
+    writeFileSync(scriptFile, 'Hello Alice!\nSee you at six.\n');
+    const bot = spawn('npm', ['run', '--silent', 'bot', '--', '--name', 'Bob', '--url', `${app.url.replace('http', 'ws')}/ws`, '--script', scriptFile], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    bot.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    bot.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const alice = await user(`${app.url.replace('http', 'ws')}/ws`, 'Alice');
+    try {
+      const pin = await waitFor(() => /online as PIN ([0-9A-F]{8})/.exec(out)?.[1], `the bot to log in (${out})`);
+      await knows(alice, pin);
+      const replies = () => [...alice.m.messages.values()].filter((m) => m.direction === 'in' && m.from === pin).map((m) => m.text);
+      const first = alice.m.sendText([pin], 'Hi Bob');
+      await until(() => replies().length === 1, 'the first reply', 15_000);
+      await until(() => alice.m.messages.get(first.id)?.state === 'read', 'Bob read it (R)');
+      alice.m.sendText([pin], 'Are you coming?');
+      await until(() => replies().length === 2, 'the second reply', 15_000);
+      alice.m.sendText([pin], 'Bring the map');
+      await until(() => replies().length === 3, 'the echo', 15_000);
+      expect(replies()).toEqual(['↩ Hello Alice!', '↩ See you at six.', '↩ Bob got it: "Bring the map"']);
+      expect(out).toContain('Alice');
+      const children = childrenOf(bot.pid!);
+      process.kill(bot.pid!, 'SIGTERM');
+      await waitFor(() => ([bot.pid!, ...children].every((p) => !alive(p)) ? true : undefined), 'the bot to stop', 10_000);
+      await until(() => alice.m.directory.get(pin)?.online === false, 'the bot goes offline');
+    } finally {
+      if (bot.exitCode === null) bot.kill('SIGKILL');
+      alice.m.stop();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
