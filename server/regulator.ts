@@ -9,7 +9,7 @@
  * module's SQLite file and leaves it only through the audited export.
  */
 import type Database from 'better-sqlite3';
-import { Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { DisplayName, Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
 import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 import { ARCHIVE_TABLE, formatArchiveLine, lineOfRow, migrateArchive, openArchived, type ArchiveLine, type ArchiveRow } from '../shared/archive.ts';
 import { openDatabase, StoreError } from './store.ts';
@@ -55,6 +55,17 @@ export interface TapPoint {
   observe(name: string, observer: (event: TrafficEvent) => void, options?: { hidden?: boolean; flush?: () => void }): () => void;
   setPolicy(policy: Omit<Policy, 'epoch' | 'room'>): Policy;
   getPolicy(): Policy;
+}
+
+/** Stored names (JSON) with every name the protocol now refuses replaced by its PIN. */
+function namesAsShown(json: string): string {
+  try {
+    const names: unknown = JSON.parse(json || '{}');
+    if (!names || typeof names !== 'object') return '{}';
+    return JSON.stringify(Object.fromEntries(Object.entries(names).map(([pin, name]) => [pin, DisplayName.safeParse(name).success ? name : pin])));
+  } catch {
+    return '{}';
+  }
 }
 
 export class Regulator {
@@ -213,11 +224,16 @@ export class Regulator {
     return () => this.listeners.delete(listener);
   }
 
-  /** Rows that parse as archive lines (v1 or v2); a damaged row is skipped, never thrown. */
+  /**
+   * Rows that parse as archive lines (v1 or v2); a damaged row is skipped, never thrown. A row
+   * archived under older display-name rules, with a name the protocol now refuses, is read with
+   * that name shown as its PIN (as the relay sends such names), so it is not lost from view.
+   */
   private rows(rows: ArchiveRow[]): ArchivedEnvelope[] {
     const out: ArchivedEnvelope[] = [];
     for (const row of rows) {
-      const line = lineOfRow(row);
+      let line = lineOfRow(row);
+      if (!line.ok) line = lineOfRow({ ...row, names: namesAsShown(row.names) });
       if (line.ok) out.push(line.value);
     }
     return out;

@@ -1,0 +1,224 @@
+/**
+ * Issue 9, the second round of the hostile workshop (the findings of the attack on the relay's
+ * edges): connections that never finish their request, the open-file limit, totals a few
+ * addresses could take for everyone, logged-in sockets that never read, the regulator's archive,
+ * the welcome page filled by idle identities, invisible names, and login churn.
+ *
+ * Real relays on 127.0.0.1 port 0 (one in a child process, with its own open-file limit). Other
+ * loopback SOURCE addresses (127.0.0.2, 127.0.0.3 ...; all on the lo interface on Linux) stand for
+ * other machines on the class network; 127.0.0.1 is the teacher's laptop. Nothing here asserts a
+ * timing ratio: timeouts are set short and waited for with room to spare.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { cryptoReady, newIdentity, type Identity } from '../../shared/crypto.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
+import { CloseCode, DisplayName, ErrorCode, MAX_MARKS_PER_CHAR } from '../../shared/protocol.ts';
+import { startTestRelay } from '../helpers/relay.ts';
+import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const TOKEN = 'test-admin-token';
+type TestApp = Awaited<ReturnType<typeof startTestRelay>>;
+
+beforeAll(async () => {
+  await cryptoReady();
+});
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function relay(options: Parameters<typeof startTestRelay>[0] = {}): Promise<TestApp> {
+  const app = await startTestRelay(options);
+  cleanup.push(() => app.close());
+  return app;
+}
+
+/** Wait until `check` holds, polling; fail with `what` after `ms`. */
+async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await sleep(10);
+  }
+}
+
+/** A WebSocket upgrade from a loopback source address: the open socket (closed at cleanup), or the HTTP status of the refusal. */
+function upgrade(url: string, from = '127.0.0.1'): Promise<{ ws: WebSocket; result: 'open' | number; closed: Promise<number> }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { localAddress: from });
+    cleanup.push(() => ws.terminate());
+    const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+    ws.on('open', () => resolve({ ws, result: 'open', closed }));
+    ws.on('unexpected-response', (_req, res) => {
+      ws.on('error', () => {});
+      res.resume();
+      resolve({ ws, result: res.statusCode ?? 0, closed });
+    });
+    ws.on('error', () => resolve({ ws, result: -1, closed }));
+  });
+}
+
+/** GET a page from a loopback source address: the status, or -1 if the connection failed. */
+function page(port: number, from: string, path = '/'): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path, localAddress: from, headers: { host: `127.0.0.1:${port}` }, agent: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(-1));
+    req.end();
+  });
+}
+
+/** A TCP connection that sends `first` (or nothing) and then never another byte. */
+function holdOpen(port: number, from: string, first = 'GET /ws HTT'): { socket: Socket; closed: Promise<void>; got: () => string } {
+  const socket = netConnect({ host: '127.0.0.1', port, localAddress: from });
+  let got = '';
+  socket.on('error', () => {});
+  socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  socket.on('connect', () => first && socket.write(first));
+  cleanup.push(() => socket.destroy());
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  return { socket, closed, got: () => got };
+}
+
+const connections = (app: TestApp) => new Promise<number>((r) => app.server.getConnections((_e, n) => r(n)));
+const addresses = (n: number, first = 2) => Array.from({ length: n }, (_, i) => `127.0.0.${i + first}`);
+
+async function loggedIn(app: TestApp, name: string, from = '127.0.0.1', identity: Identity = newIdentity()): Promise<RawClient & { identity: Identity }> {
+  const c = await RawClient.connect(app.wsUrl, { localAddress: from });
+  cleanup.push(() => c.close());
+  await c.login(identity, name);
+  return Object.assign(c, { identity });
+}
+
+/** An envelope of about `bytes` (the relay never opens bodies: a random one will do). */
+function bigEnvelope(from: Identity, to: Identity, bytes = 45_000) {
+  const { env } = sealEnvelope({ sender: from, to: [{ pin: to.pin, signPk: to.signPk }], conv: 'dm', body: { text: 'x' } });
+  return { ...env, id: randomBytes(16).toString('hex'), body: randomBytes(Math.floor((bytes * 3) / 4)).toString('base64') };
+}
+
+/** Stop reading a logged-in client's socket: whatever the relay sends from now on waits on the relay's side. */
+function stopReading(c: RawClient): void {
+  (c.ws as unknown as { _socket: Socket })._socket.pause();
+}
+
+/**
+ * server/main.ts in a child process on 127.0.0.1 port 0, with a hard open-file limit of `files` (when
+ * given) and more flags; resolves with its port once it prints its links (its output in `out`).
+ */
+async function childRelay(files: number | null, more: string[] = []): Promise<{ port: number; proc: ChildProcess; out: () => string }> {
+  const args = ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--host', '127.0.0.1', '--admin-token', 'child-relay-admin-token-0123', ...more];
+  const proc =
+    files === null
+      ? spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('bash', ['-c', `ulimit -Sn ${files} && ulimit -Hn ${files} && exec "$0" "$@"`, process.execPath, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  cleanup.push(
+    () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+        setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+      }),
+  );
+  let out = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the relay did not start: ${out}`)), 30_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.once('exit', (code) => reject(new Error(`the relay exited ${code}: ${out}`)));
+  });
+  return { port, proc, out: () => out };
+}
+
+// ---------------------------------------------------------------------------
+// Finding 13: names that look like nothing
+
+describe('display names that look like nothing', () => {
+  const refused: [string, string, RegExp][] = [
+    ['only U+3164 HANGUL FILLER', '\u3164', /invisible characters/],
+    ['only U+115F HANGUL CHOSEONG FILLER', '\u115F', /invisible characters/],
+    ['only U+FFA0 HALFWIDTH HANGUL FILLER', '\uFFA0', /invisible characters/],
+    ['only U+2800 BRAILLE PATTERN BLANK', '\u2800', /at least one visible letter, digit, symbol or punctuation mark/],
+    ['U+034F COMBINING GRAPHEME JOINER inside', 'Al\u034Fice', /invisible characters/],
+    ['two U+FE0F after a letter', 'Alice\uFE0F\uFE0F', /invisible characters/],
+    ['U+E0100 VARIATION SELECTOR-17', 'Alice\u{E0100}', /invisible characters/],
+    ['U+17B4 KHMER VOWEL INHERENT AQ', 'Al\u17B4ice', /invisible characters/],
+    ['an invisible suffix (a second "Alice")', 'Alice\u3164', /invisible characters/],
+    ['30 stacked combining marks', `Bob${'\u0489\u0336'.repeat(15)}`, new RegExp(`more than ${MAX_MARKS_PER_CHAR} combining marks on one character`)],
+    ['combining marks alone', '\u0301\u0302', /at least one visible/],
+    ['U+FE0E (text presentation) after an emoji', '\u2764\uFE0E', /invisible characters/],
+  ];
+
+  it('DisplayName refuses invisible characters, blank names and towers of combining marks, each with one message of its own, and keeps "❤️", keycaps, accents and other scripts', () => {
+    for (const [what, name, message] of refused) {
+      const parsed = DisplayName.safeParse(name);
+      expect(parsed.success, what).toBe(false);
+      expect(parsed.error?.issues, what).toHaveLength(1);
+      expect(parsed.error?.issues[0]?.message, what).toMatch(message);
+    }
+    for (const name of ['\u2764\uFE0F', 'Ana \u2764\uFE0F', '1\uFE0F\u20E3', 'Zoë 🐝', 'Nguyễn', 'e\u0301\u0302\u0303\u0304', '👍🏽', '🇫🇷 Paris', 'नमस्ते', '李雷', '...']) {
+      expect(DisplayName.safeParse(name).success, JSON.stringify(name)).toBe(true);
+    }
+  });
+
+  it('the relay refuses a login named U+3164 with the rule in plain words, and a stored name the new rules refuse is sent as the PIN and cleaned at the next start', async () => {
+    const app = await relay();
+    const c = await RawClient.connect(app.wsUrl);
+    cleanup.push(() => c.close());
+    c.send(c.hello(newIdentity(), '\u3164'));
+    const error = await c.next('error');
+    expect(error.code).toBe(ErrorCode.BadFrame);
+    expect(error.message).toMatch(/^name: name must not contain invisible characters/);
+    expect(c.frames.some((f) => f.type === 'welcome')).toBe(false);
+
+    const dataDir = mkdtempSync(join(tmpdir(), 'names-'));
+    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const first = await startTestRelay({ dataDir });
+    const pin = 'ABCDEF01';
+    first.store.upsertUser(pin, randomBytes(32).toString('base64'), 'Alice\u3164', Date.now());
+    const newcomer = await RawClient.connect(first.wsUrl);
+    const me = newIdentity();
+    const welcome = await newcomer.login(me, 'Newcomer');
+    expect(newcomer.unparsed).toEqual([]);
+    expect(welcome.directory.find((d) => d.pin === pin)?.name, 'sent as the PIN').toBe(pin);
+    // An intercept archived under the older rules, with the sender's name as it was then.
+    const other = newIdentity();
+    const otherClient = await RawClient.connect(first.wsUrl);
+    await otherClient.login(other, 'Other');
+    newcomer.send({ type: 'send', env: sealEnvelope({ sender: me, to: [{ pin: other.pin, signPk: other.signPk }], conv: 'dm', body: { text: 'hi' } }).env });
+    await newcomer.next('accepted');
+    newcomer.close();
+    otherClient.close();
+    await first.close();
+    const db = new Database(join(dataDir, 'regulator.db'));
+    db.prepare('UPDATE archive SET names = ?').run(JSON.stringify({ [me.pin]: 'Newcomer\u3164', [other.pin]: 'Other' }));
+    db.close();
+    const second = await startTestRelay({ dataDir });
+    cleanup.push(() => second.close());
+    expect(second.store.getUser(pin)?.name, 'cleaned at start').toBe('Alice');
+    const [archived] = second.regulator.recent(10);
+    expect(archived?.names, 'the old intercept still shown, the refused name as the PIN').toEqual({ [me.pin]: me.pin, [other.pin]: 'Other' });
+  });
+});
+
