@@ -63,11 +63,11 @@ if (ladderSizes.some((n) => !sizes.includes(n))) throw new Error('--ladder-sizes
 const skipBaseline = flags['skip-baseline'];
 
 /**
- * Every rate, byte, registration and queue limit out of reach, and the cap on connections not
- * logged in yet: the load generator sends far more than a person per connection, and connects and
- * registers up to 1,000 identities from 127.0.0.1 at once.
+ * Every rate, byte, registration, login and queue limit out of reach, and the caps on connections
+ * not logged in yet and on sessions per address: the load generator sends far more than a person
+ * per connection, and connects and registers up to 1,000 identities from 127.0.0.1 at once.
  */
-const BENCH_LIMITS: Partial<AppLimits> = { ...UNLIMITED, pendingLoginsPerAddress: 100_000, pendingLoginsTotal: 100_000 };
+const BENCH_LIMITS: Partial<AppLimits> = { ...UNLIMITED, pendingLoginsPerAddress: 100_000, pendingLoginsTotal: 100_000, sessionsPerAddress: 100_000 };
 
 const CONFIG = {
   /** Closed loop: at most this many envelopes per run (split over the N clients), for at most closedSeconds. */

@@ -23,6 +23,8 @@ import WebSocket from 'ws';
 import { cryptoReady, newIdentity, type Identity } from '../../shared/crypto.ts';
 import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, DisplayName, ErrorCode, MAX_MARKS_PER_CHAR } from '../../shared/protocol.ts';
+import { memoryLogger } from '../../server/log.ts';
+import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
 import { startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
@@ -152,6 +154,121 @@ async function childRelay(files: number | null, more: string[] = []): Promise<{ 
 }
 
 // ---------------------------------------------------------------------------
+// Finding 6: logged-in sockets that never read
+
+describe('logged-in sockets that never read', () => {
+  it('a logged-in socket that has never read anything is cut (4004) once it would hold unreadBufferedBytes (512 KiB) unsent, long before maxBufferedBytes (4 MiB)', async () => {
+    const app = await relay({ limits: { ...UNLIMITED } });
+    const sender = await loggedIn(app, 'Sender');
+    const sink = await loggedIn(app, 'Sink', '127.0.0.2');
+    stopReading(sink);
+    let sent = 0;
+    while (app.relay.stats.slowConsumerCuts === 0 && sent < 1500) {
+      for (let i = 0; i < 10; i++, sent++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, sink.identity) });
+      await sleep(5);
+    }
+    await until(() => app.relay.stats.slowConsumerCuts === 1, 'the sink cut');
+    reportFigures('never-reading socket', { sentBytes: sent * 45_000, maxBuffered: app.relay.stats.maxBuffered, bound: DEFAULT_LIMITS.unreadBufferedBytes });
+    expect(app.relay.stats.maxBuffered).toBeLessThanOrEqual(512 * 1024);
+    expect(DEFAULT_LIMITS).toMatchObject({ unreadBufferedBytes: 512 * 1024, maxBufferedBytes: 4 * 1024 * 1024 });
+    await until(() => app.relay.onlineCount() === 1, 'the sink offline');
+  }, 30_000);
+
+  it('a socket that has acknowledged a delivery gets the larger bound (maxBufferedBytes) before it is cut', async () => {
+    const app = await relay({ limits: { ...UNLIMITED, unreadBufferedBytes: 256 * 1024, maxBufferedBytes: 2 * 1024 * 1024 } });
+    const sender = await loggedIn(app, 'Sender');
+    const reader = await loggedIn(app, 'Reader', '127.0.0.2');
+    sender.send({ type: 'send', env: bigEnvelope(sender.identity, reader.identity, 1000) });
+    const first = await reader.next('envelope');
+    reader.send({ type: 'ack', qids: [first.qid] });
+    await sleep(100);
+    stopReading(reader);
+    let sent = 0;
+    while (app.relay.stats.slowConsumerCuts === 0 && sent < 1500) {
+      for (let i = 0; i < 10; i++, sent++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, reader.identity) });
+      await sleep(5);
+    }
+    await until(() => app.relay.stats.slowConsumerCuts === 1, 'the reader cut');
+    expect(app.relay.stats.maxBuffered).toBeGreaterThan(256 * 1024);
+    expect(app.relay.stats.maxBuffered).toBeLessThanOrEqual(2 * 1024 * 1024);
+  }, 30_000);
+
+  it('all relay sockets together hold at most unsentTotalBytes unsent: past it the socket with the largest backlog is cut first', async () => {
+    const bound = 1024 * 1024;
+    const log = memoryLogger();
+    const app = await relay({ log, limits: { ...UNLIMITED, unsentTotalBytes: bound, unreadBufferedBytes: 4 * bound, maxBufferedBytes: 4 * bound } });
+    const sender = await loggedIn(app, 'Sender');
+    const sinks = await Promise.all([2, 3, 4, 5].map((n) => loggedIn(app, `Sink ${n}`, `127.0.0.${n}`)));
+    for (const s of sinks) stopReading(s);
+    let maxTotal = 0;
+    let sent = 0;
+    // The first sink gets three envelopes for each one the others get: its backlog is the largest.
+    while (app.relay.stats.unsentTotalCuts === 0 && sent < 5000) {
+      for (const [i, s] of sinks.entries()) for (let k = 0; k < (i === 0 ? 3 : 1); k++, sent++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, s.identity, 30_000) });
+      await sleep(5);
+      maxTotal = Math.max(maxTotal, app.relay.unsentTotal());
+    }
+    await until(() => app.relay.stats.unsentTotalCuts >= 1, 'a cut for the total');
+    maxTotal = Math.max(maxTotal, app.relay.unsentTotal());
+    reportFigures('unsent total', { bound, maxTotal, cuts: app.relay.stats.unsentTotalCuts, sentBytes: sent * 30_000 });
+    expect(maxTotal).toBeLessThanOrEqual(bound);
+    const firstCut = log.lines.find((l) => l.includes('cutting off slow consumer: unsent total'));
+    expect(firstCut, 'the largest backlog was cut first').toContain(sinks[0]!.identity.pin);
+    await until(() => !app.relay.directory().some((d) => d.online && d.pin === sinks[0]!.identity.pin), 'the largest backlog offline');
+    expect(DEFAULT_LIMITS.unsentTotalBytes).toBe(128 * 1024 * 1024);
+  }, 30_000);
+
+  it('logged-in sessions are capped per address: past sessionsPerAddress a login gets rate_limited and close 4001, another address still logs in, a closed session frees its place, and a login that replaces its own session is not counted twice', async () => {
+    const app = await relay({ limits: { sessionsPerAddress: 3 } });
+    const sessions = [];
+    for (let i = 0; i < 3; i++) sessions.push(await loggedIn(app, `Tab ${i}`, '127.0.0.2'));
+    const refused = await RawClient.connect(app.wsUrl, { localAddress: '127.0.0.2' });
+    cleanup.push(() => refused.close());
+    refused.send(refused.hello(newIdentity(), 'One too many'));
+    const error = await refused.next('error');
+    expect(error.code).toBe(ErrorCode.RateLimited);
+    expect(error.message).toMatch(/too many sessions logged in from 127\.0\.0\.2 \(3 at most\)/);
+    expect((await refused.waitClosed()).code).toBe(CloseCode.LoginFailed);
+    expect(app.relay.stats.sessionsLimited).toBe(1);
+    await loggedIn(app, 'Elsewhere', '127.0.0.3');
+    // The same identity again from the same address replaces its session: still 3.
+    await loggedIn(app, 'Tab 0 again', '127.0.0.2', sessions[0]!.identity);
+    sessions[1]!.close();
+    await until(() => app.relay.sessionsFrom('127.0.0.2') === 2, 'a place freed');
+    await loggedIn(app, 'Now there is room', '127.0.0.2');
+    expect(DEFAULT_LIMITS.sessionsPerAddress).toBe(200);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Findings 10 and 11: the welcome page and idle identities
+
+describe('the welcome page', () => {
+  it('is ordered by recent activity: identities that only log in, however many, cannot push a participant who has sent a message (online or not) out of a newcomer\'s welcome', async () => {
+    const app = await relay({ limits: { welcomeDirectory: 50 } });
+    const bob = await loggedIn(app, 'Bob');
+    const carol = await loggedIn(app, 'Carol');
+    bob.send({ type: 'send', env: sealEnvelope({ sender: bob.identity, to: [{ pin: carol.identity.pin, signPk: carol.identity.signPk }], conv: 'dm', body: { text: 'hi' } }).env });
+    await bob.next('accepted');
+    await sleep(5); // Carol's envelope is the later one
+    carol.send({ type: 'send', env: sealEnvelope({ sender: carol.identity, to: [{ pin: bob.identity.pin, signPk: bob.identity.signPk }], conv: 'dm', body: { text: 'hi Bob' } }).env });
+    await carol.next('accepted');
+    carol.close(); // Carol has talked, then left
+    await until(() => app.relay.onlineCount() === 1, 'Carol offline');
+    // 60 idle identities log in after the class, from two other addresses, and stay online.
+    for (const from of ['127.0.0.2', '127.0.0.3']) await Promise.all(Array.from({ length: 30 }, (_, i) => loggedIn(app, `Student ${i}`, from)));
+    expect(app.relay.onlineCount()).toBe(61);
+    const newcomer = await RawClient.connect(app.wsUrl);
+    cleanup.push(() => newcomer.close());
+    const welcome = await newcomer.login(newIdentity(), 'Newcomer');
+    const pins = welcome.directory.map((d) => d.pin);
+    expect(pins).toHaveLength(50);
+    expect(pins.slice(0, 2), 'the latest senders first').toEqual([carol.identity.pin, bob.identity.pin]);
+    expect(welcome.directory[0]).toMatchObject({ pin: carol.identity.pin, online: false });
+  });
+});
+
+// ---------------------------------------------------------------------------
 // Finding 13: names that look like nothing
 
 describe('display names that look like nothing', () => {
@@ -222,3 +339,46 @@ describe('display names that look like nothing', () => {
   });
 });
 
+// ---------------------------------------------------------------------------
+// Finding 14: login churn
+
+describe('login churn', () => {
+  it('logins are budgeted per address: past loginBurst a hello gets rate_limited with retryAfterMs and close 4001, without a signature check, while another address still logs in', async () => {
+    const app = await relay({ limits: { loginBurst: 5, loginsPerSecond: 0.01 } });
+    const me = newIdentity();
+    for (let i = 0; i < 5; i++) (await loggedIn(app, 'Churn', '127.0.0.2', me)).close();
+    const refused = await RawClient.connect(app.wsUrl, { localAddress: '127.0.0.2' });
+    cleanup.push(() => refused.close());
+    refused.send({ ...refused.hello(me, 'Churn'), sig: randomBytes(64).toString('base64') }); // a bad signature: never even checked
+    const error = await refused.next('error');
+    expect(error.code).toBe(ErrorCode.RateLimited);
+    expect(error.message).toMatch(/too many logins from 127\.0\.0\.2: at most 0\.01 a second \(5 at once\); try again in \d+ s/);
+    expect(error.retryAfterMs).toBeGreaterThan(0);
+    expect((await refused.waitClosed()).code).toBe(CloseCode.LoginFailed);
+    expect(app.relay.stats.loginsLimited).toBe(1);
+    await loggedIn(app, 'Someone else', '127.0.0.3');
+    expect(DEFAULT_LIMITS).toMatchObject({ loginBurst: 300, loginsPerSecond: 20 });
+  });
+
+  it('each welcome is charged to the output budget, which stays with the PIN between its connections: logging in again and again leaves no budget to send', async () => {
+    const app = await relay({ limits: { outputBurstBytes: 200_000, outputBytesPerSecond: 1 } });
+    app.store.db.transaction(() => {
+      for (let i = 0; i < 300; i++) app.store.upsertUser(randomBytes(4).toString('hex').toUpperCase(), randomBytes(32).toString('base64'), `filler ${i} ${'x'.repeat(30)}`, Date.now());
+    })();
+    const me = newIdentity();
+    const peer = await loggedIn(app, 'Peer');
+    let c = await loggedIn(app, 'Churn', '127.0.0.2', me);
+    for (let i = 0; i < 8; i++) {
+      c.close();
+      await until(() => app.relay.onlineCount() === 1, 'logged out');
+      c = await loggedIn(app, 'Churn', '127.0.0.2', me);
+    }
+    const from = c.frames.length;
+    c.send({ type: 'send', env: sealEnvelope({ sender: me, to: [{ pin: peer.identity.pin, signPk: peer.identity.signPk }], conv: 'dm', body: { text: 'hi' } }).env });
+    await c.waitFor(() => c.frames.slice(from).some((f) => f.type === 'error' || f.type === 'accepted'), 'an answer');
+    const error = c.frames.slice(from).find((f) => f.type === 'error');
+    expect(error, 'the envelope refused for the output budget').toMatchObject({ code: ErrorCode.RateLimited, message: expect.stringMatching(/^output limit/) });
+    expect(app.relay.stats.welcomeBytes).toBeGreaterThan(200_000);
+    reportFigures('welcome charged', { welcomes: app.relay.stats.welcomeBytes, largestWelcome: app.relay.stats.maxWelcomeBytes });
+  });
+});
