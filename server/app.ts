@@ -14,7 +14,7 @@ import { WebSocketServer } from 'ws';
 import { cryptoReady } from '../shared/crypto.ts';
 import { CloseCode, DisplayName, NAME_REFUSALS } from '../shared/protocol.ts';
 import { Relay, type RelayLimits } from './relay.ts';
-import { Regulator } from './regulator.ts';
+import { DEFAULT_REGULATOR_LIMITS, REGULATOR_LIMIT_KEYS, Regulator, type RegulatorLimits } from './regulator.ts';
 import { RelayStore, StoreError } from './store.ts';
 import { buildBundles, createHttpApp } from './http.ts';
 import { silentLogger, type Logger } from './log.ts';
@@ -28,8 +28,8 @@ import { wsTransport } from './transport.ts';
 import { Enterprise, type RoomModel } from './enterprise.ts';
 import type { Policy } from '../shared/protocol.ts';
 
-/** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
-export type AppLimits = RelayLimits & EdgeLimits;
+/** Every limit `startApp` takes: the relay's own (per session), the edge's (other sockets, the token) and the regulator's (its archive). */
+export type AppLimits = RelayLimits & EdgeLimits & RegulatorLimits;
 
 export interface AppOptions {
   port?: number;
@@ -75,15 +75,21 @@ export interface App {
   close(): Promise<void>;
 }
 
-function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLimits>; edge: EdgeLimits } {
+function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLimits>; edge: EdgeLimits; regulator: RegulatorLimits } {
   const relay: Partial<AppLimits> = { ...limits };
   const edge: EdgeLimits = { ...DEFAULT_EDGE_LIMITS };
+  const regulator: RegulatorLimits = { ...DEFAULT_REGULATOR_LIMITS };
   for (const key of EDGE_LIMIT_KEYS) {
     const value = limits[key];
     if (value !== undefined) edge[key] = value;
     delete relay[key];
   }
-  return { relay, edge };
+  for (const key of REGULATOR_LIMIT_KEYS) {
+    const value = limits[key];
+    if (value !== undefined) regulator[key] = value;
+    delete relay[key];
+  }
+  return { relay, edge, regulator };
 }
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string, headers: Record<string, string> = {}): void {
@@ -139,14 +145,14 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const adminToken = options.adminToken ?? (dataDir === null ? randomBytes(16).toString('hex') : storedAdminToken(dataDir));
   const publicHosts = options.publicHosts ?? [];
   for (const name of publicHosts) parsePublicHost(name); // throws with a clear message before anything starts
-  const { relay: relayLimits, edge: limits } = splitLimits(options.limits);
+  const { relay: relayLimits, edge: limits, regulator: regulatorLimits } = splitLimits(options.limits);
 
   const store = new RelayStore(dataDir === null ? ':memory:' : join(dataDir, 'relay.db'));
   cleanStoredNames(store, log);
   let regulator: Regulator;
   const relay = new Relay(store, log, relayLimits);
   try {
-    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay);
+    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay, { limits: regulatorLimits, log });
   } catch (err) {
     relay.close();
     store.close();

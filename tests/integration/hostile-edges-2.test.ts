@@ -25,6 +25,7 @@ import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, DisplayName, ErrorCode, MAX_MARKS_PER_CHAR } from '../../shared/protocol.ts';
 import { memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
+import { DEFAULT_REGULATOR_LIMITS } from '../../server/regulator.ts';
 import { startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
@@ -238,6 +239,82 @@ describe('logged-in sockets that never read', () => {
     await loggedIn(app, 'Now there is room', '127.0.0.2');
     expect(DEFAULT_LIMITS.sessionsPerAddress).toBe(200);
   });
+});
+
+// ---------------------------------------------------------------------------
+// Finding 5: the regulator's archive
+
+describe("the regulator's archive", () => {
+  it('stays within archiveMaxBytes: past it the oldest intercepts are deleted, the audit log, the console and the teacher\'s log say so plainly, and every envelope the relay accepted is still delivered', async () => {
+    const cap = 600_000;
+    const log = memoryLogger();
+    const app = await relay({ log, limits: { ...UNLIMITED, archiveMaxBytes: cap } });
+    const teacher = new WebSocket(`${app.wsUrl}/regulator`);
+    cleanup.push(() => teacher.terminate());
+    const frames: { type: string; audit?: { action: string; detail: string }[] }[] = [];
+    teacher.on('message', (d) => frames.push(JSON.parse(d.toString())));
+    await new Promise((r) => teacher.once('open', r));
+    teacher.send(JSON.stringify({ type: 'auth', token: TOKEN }));
+    const sender = await loggedIn(app, 'Sender');
+    const receiver = newIdentity();
+    (await loggedIn(app, 'Receiver', '127.0.0.1', receiver)).close(); // offline: all is queued for it
+    await until(() => app.relay.onlineCount() === 1, 'the receiver offline');
+    const count = 40;
+    const from = sender.frames.length;
+    let maxBytes = 0;
+    for (let i = 0; i < count; i++) {
+      sender.send({ type: 'send', env: bigEnvelope(sender.identity, receiver) });
+      await sender.waitFor(() => sender.frames.slice(from).filter((f) => f.type === 'accepted').length === i + 1, `envelope ${i + 1} accepted`);
+      maxBytes = Math.max(maxBytes, app.regulator.archiveByteSize());
+    }
+    expect(maxBytes, 'the archive never passes its cap').toBeLessThanOrEqual(cap);
+    expect(app.regulator.archiveSize()).toBeLessThan(count);
+    expect(app.regulator.archived(0, 1)[0]!.seq, 'the oldest are gone').toBeGreaterThan(1);
+    expect(app.regulator.archived(0, 1000).at(-1)!.seq, 'the newest is kept').toBe(count);
+    const entry = app.regulator.auditLog().filter((a) => a.action === 'archive full').at(-1); // the first (the log is newest first)
+    expect(entry?.detail).toMatch(/the archive reached its cap of 0\.6 MiB: the oldest \d+ intercepts \(seq 1-\d+, [\d.]+ MiB\) were deleted to make room, and the regulator can no longer read them \(the messages themselves were delivered\)/);
+    await until(() => frames.some((f) => f.type === 'state' && f.audit?.some((a) => a.action === 'archive full')), 'the console told');
+    expect(log.lines.some((l) => l.includes('intercept archive full: oldest intercepts deleted'))).toBe(true);
+    // Nothing the relay accepted is lost: the archive is the regulator's copy, not the queue.
+    const back = await loggedIn(app, 'Receiver', '127.0.0.1', receiver);
+    await back.waitFor(() => back.frames.filter((f) => f.type === 'envelope').length === count, `all ${count} delivered`, 20_000);
+    reportFigures('archive cap', { capBytes: cap, maxBytes, kept: app.regulator.archiveSize(), dropped: app.regulator.drops.intercepts, delivered: count });
+    expect(DEFAULT_REGULATOR_LIMITS.archiveMaxBytes).toBe(256 * 1024 * 1024);
+  }, 60_000);
+
+  it('main.ts takes the cap as --archive-max-mib, prints it, and refuses a value that is not a number of MiB with exit code 2', async () => {
+    const child = await childRelay(null, ['--quiet', '--archive-max-mib', '3']);
+    expect(child.out()).toMatch(/intercept archive: +at most 3 MiB; past it the oldest intercepts are deleted/);
+    const bad = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--archive-max-mib', 'lots'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    bad.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => bad.once('exit', (c) => r(c)));
+    expect(code).toBe(2);
+    expect(err).toMatch(/--archive-max-mib must be a number of MiB from 1 to 1048576, not "lots"/);
+  }, 60_000);
+
+  it('an archive on disk keeps its cap across a restart (its size is counted again at start)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'archive-cap-'));
+    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const cap = 300_000;
+    const first = await startTestRelay({ dataDir, limits: { ...UNLIMITED, archiveMaxBytes: cap } });
+    const a = newIdentity();
+    const b = newIdentity();
+    const sa = await RawClient.connect(first.wsUrl);
+    await sa.login(a, 'A');
+    const sb = await RawClient.connect(first.wsUrl);
+    await sb.login(b, 'B');
+    sb.close();
+    for (let i = 0; i < 10; i++) sa.send({ type: 'send', env: bigEnvelope(a, b) });
+    await sa.waitFor(() => sa.frames.filter((f) => f.type === 'accepted').length === 10, 'accepted');
+    const bytes = first.regulator.archiveByteSize();
+    sa.close();
+    await first.close();
+    const second = await startTestRelay({ dataDir, limits: { ...UNLIMITED, archiveMaxBytes: cap } });
+    cleanup.push(() => second.close());
+    expect(second.regulator.archiveByteSize()).toBe(bytes);
+    expect(bytes).toBeLessThanOrEqual(cap);
+  }, 30_000);
 });
 
 // ---------------------------------------------------------------------------
