@@ -23,6 +23,9 @@ import WebSocket from 'ws';
 import { cryptoReady, newIdentity, type Identity } from '../../shared/crypto.ts';
 import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, DisplayName, ErrorCode, MAX_MARKS_PER_CHAR } from '../../shared/protocol.ts';
+import { addressKey, isLoopback } from '../../server/addresses.ts';
+import { AdminGuard } from '../../server/admin-guard.ts';
+import { DEFAULT_EDGE_LIMITS, FairCaps, MAKE_ROOM_CLOSE, connectionCeiling, openFilesLimit } from '../../server/edge-limits.ts';
 import { memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
 import { DEFAULT_REGULATOR_LIMITS } from '../../server/regulator.ts';
@@ -153,6 +156,170 @@ async function childRelay(files: number | null, more: string[] = []): Promise<{ 
   });
   return { port, proc, out: () => out };
 }
+
+// ---------------------------------------------------------------------------
+// Finding 1: connections that never finish their HTTP request
+
+describe('connections before the WebSocket upgrade', () => {
+  it('of 600 connections from one address that never finish their request line, at most rawConnectionsPerAddress (256) are held: each one past it closes that address\'s oldest, and another address still gets the page', async () => {
+    const app = await relay();
+    const held = Array.from({ length: 600 }, () => holdOpen(app.port, '127.0.0.2'));
+    await Promise.all(held.map((h) => new Promise<void>((r) => (h.socket.readyState === 'open' ? r() : (h.socket.once('connect', () => r()), h.socket.once('close', () => r()))))));
+    await sleep(500); // the relay has seen every one by now
+    const open = await connections(app);
+    expect(open, 'connections held from one address before any upgrade').toBeLessThanOrEqual(256);
+    expect(DEFAULT_EDGE_LIMITS.rawConnectionsPerAddress).toBe(256);
+    expect(app.edge.caps.connections.size('127.0.0.2')).toBe(256);
+    expect(await page(app.port, '127.0.0.3'), 'the chat page from another address').toBe(200);
+    reportFigures('raw connections', { tried: held.length, held: open, closedToMakeRoom: app.edge.stats.madeRoom });
+  }, 60_000);
+
+  it('behind one address (a school NAT), a participant holding all its connections with requests that never finish cannot keep a classmate from loading the page: the oldest is closed for the newcomer', async () => {
+    const app = await relay();
+    const held = Array.from({ length: 300 }, () => holdOpen(app.port, '127.0.0.2'));
+    await Promise.all(held.map((h) => new Promise<void>((r) => (h.socket.readyState === 'open' ? r() : (h.socket.once('connect', () => r()), h.socket.once('close', () => r()))))));
+    await sleep(300);
+    expect(app.edge.caps.connections.size('127.0.0.2')).toBe(256);
+    expect(await page(app.port, '127.0.0.2'), "a classmate's page behind the same address").toBe(200);
+    expect(await page(app.port, '127.0.0.2', '/assets/chat.js'), 'and its script').toBe(200);
+  }, 60_000);
+
+  it('a connection that never finishes its headers (silent, half a request line, or headers trickled) is answered 408 and closed after headersTimeoutMs, not held for a minute', async () => {
+    const app = await relay({ limits: { headersTimeoutMs: 1000 } });
+    const silent = holdOpen(app.port, '127.0.0.2', '');
+    const partial = holdOpen(app.port, '127.0.0.2', 'GET /ws HTT');
+    const trickle = holdOpen(app.port, '127.0.0.2', `GET / HTTP/1.1\r\nHost: 127.0.0.1:${app.port}\r\n`);
+    const drip = setInterval(() => trickle.socket.write('X-Drip: a\r\n'), 200);
+    cleanup.push(() => clearInterval(drip));
+    const t0 = Date.now();
+    // Node's own default (60 s, checked every 30 s) held such connections 60-90 s; 15 s is room enough for a busy machine.
+    const all = Promise.all([silent.closed, partial.closed, trickle.closed]).then(() => true);
+    expect(await Promise.race([all, sleep(15_000).then(() => false)]), 'all three closed within 15 s').toBe(true);
+    for (const c of [silent, partial, trickle]) expect(c.got()).toMatch(/^HTTP\/1\.1 408/);
+    reportFigures('headers timeout', { headersTimeoutMs: 1000, closedAfterMs: Date.now() - t0 });
+    // The defaults, and a keep-alive connection between requests is held no longer than keepAliveTimeoutMs.
+    expect(DEFAULT_EDGE_LIMITS).toMatchObject({ headersTimeoutMs: 5000, requestTimeoutMs: 15_000, keepAliveTimeoutMs: 5000 });
+    expect(app.server.headersTimeout).toBe(1000);
+    expect(app.server.keepAliveTimeout).toBe(5000);
+    expect(app.server.maxConnections).toBe(DEFAULT_EDGE_LIMITS.maxConnections);
+  });
+
+  it('the server holds fewer connections than the open-file limit: a tenth of it (at least 64) is kept for the relay\'s own files, read from /proc/self/limits, with a safe default where it cannot be read', () => {
+    const limits = 'Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n';
+    expect(openFilesLimit(limits)).toBe(1024);
+    expect(connectionCeiling(1024)).toBe(1024 - 103);
+    expect(connectionCeiling(256)).toBe(256 - 64);
+    expect(connectionCeiling(20_000)).toBe(10_000);
+    expect(connectionCeiling(Number.POSITIVE_INFINITY)).toBe(10_000);
+    expect(connectionCeiling(null)).toBe(2000);
+    expect(openFilesLimit('no such line')).toBeNull();
+    const mine = openFilesLimit();
+    if (mine !== null) expect(DEFAULT_EDGE_LIMITS.maxConnections).toBe(connectionCeiling(mine));
+    expect(DEFAULT_EDGE_LIMITS.maxConnections).toBeLessThan(mine ?? Number.POSITIVE_INFINITY);
+  });
+
+  it('at the process\'s open-file limit (a relay with 256 files), 400 connections from one address that never finish a request lock nobody out: another address gets the page and the login challenge', async () => {
+    const child = await childRelay(256, ['--quiet']);
+    const held = Array.from({ length: 400 }, () => holdOpen(child.port, '127.0.0.2', 'GET / HTT'));
+    await sleep(1500); // every one connected (or refused) by now
+    const stillOpen = held.filter((h) => !h.socket.destroyed && h.socket.readyState === 'open').length;
+    const pageStatus = await page(child.port, '127.0.0.3');
+    const challenge = await new Promise<string>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${child.port}/ws`, { localAddress: '127.0.0.3' });
+      const timer = setTimeout(() => (ws.terminate(), resolve('no challenge within 5 s')), 5000);
+      ws.on('message', (d) => (clearTimeout(timer), ws.close(), resolve(JSON.parse(d.toString()).type)));
+      ws.on('error', (e) => (clearTimeout(timer), resolve(`error: ${e.message}`)));
+    });
+    reportFigures('open-file limit', { fileLimit: 256, attackerConnections: held.length, attackerStillOpen: stillOpen, newcomerPage: pageStatus, newcomerLogin: challenge });
+    expect(pageStatus, 'the chat page from another address').toBe(200);
+    expect(challenge, 'the login challenge from another address').toBe('challenge');
+    expect(stillOpen, 'attacker connections held').toBeLessThan(256 - 64);
+  }, 60_000);
+});
+
+// ---------------------------------------------------------------------------
+// Finding 7: totals that a few addresses could take for everyone
+
+describe('totals that a few addresses cannot take for everyone', () => {
+  it('console sockets without the token have a small cap of their own and never count toward the consoles\' total: 4 addresses holding all they may do not keep the teacher on the laptop out', async () => {
+    const app = await relay({ limits: { consoleAuthTimeoutMs: 60_000 } }); // held for the whole test, as an attacker reopening them would
+    const url = `${app.wsUrl}/regulator`;
+    let opened = 0;
+    for (const from of addresses(4)) for (let i = 0; i < 5; i++) if ((await upgrade(url, from)).result === 'open') opened += 1;
+    expect(opened, 'sockets without the token, 3 per address').toBe(12);
+    expect(app.edge.consoles.open.size()).toBe(0);
+    const teacher = await upgrade(url, '127.0.0.1');
+    expect(teacher.result, "the teacher's console upgrade").toBe('open');
+    const snapshot = new Promise<string>((r) => teacher.ws.once('message', (d) => r(JSON.parse(d.toString()).type)));
+    teacher.ws.send(JSON.stringify({ type: 'auth', token: TOKEN }));
+    expect(await snapshot).toBe('snapshot');
+    expect(app.edge.consoles.open.size()).toBe(1);
+    expect(DEFAULT_EDGE_LIMITS).toMatchObject({ consolesPerAddress: 5, consolesTotal: 20, consolesWaitingPerAddress: 3, consolesWaitingTotal: 16, consoleAuthTimeoutMs: 3000 });
+  });
+
+  it('a console socket that does not send the token within consoleAuthTimeoutMs is closed (4002), which frees its place', async () => {
+    const app = await relay({ limits: { consoleAuthTimeoutMs: 300, consolesWaitingPerAddress: 1 } });
+    const first = await upgrade(`${app.wsUrl}/regulator`, '127.0.0.2');
+    expect(first.result).toBe('open');
+    expect((await upgrade(`${app.wsUrl}/regulator`, '127.0.0.2')).result).toBe(503);
+    expect(await first.closed).toBe(CloseCode.LoginTimeout);
+    await until(() => app.edge.consoles.waiting.size() === 0, 'the place freed');
+    expect((await upgrade(`${app.wsUrl}/regulator`, '127.0.0.2')).result).toBe('open');
+  });
+
+  it('10 addresses holding 50 connections each that never log in: a newcomer from the laptop and one from an 11th address still get in, and the connection closed to make room is the oldest of an address holding the most (1013)', async () => {
+    const app = await relay({ limits: { loginTimeoutMs: 120_000 } }); // held for the whole test, as an attacker reopening them would
+    // One at a time, round robin, so the addresses fill their shares evenly.
+    const held: Awaited<ReturnType<typeof upgrade>>[] = [];
+    for (let i = 0; i < 50; i++) for (const from of addresses(10)) held.push(await upgrade(app.wsUrl, from));
+    const open = held.filter((h) => h.result === 'open').length;
+    // The laptop's share (10 % of 500) is kept: the network got 450 of the 500, 45 an address.
+    expect(open).toBe(450);
+    expect(app.edge.caps.pendingLogins.size()).toBe(450);
+    expect(app.edge.stats.madeRoom).toBe(0);
+    const laptop = await upgrade(app.wsUrl, '127.0.0.1');
+    expect(laptop.result, 'a newcomer on the laptop').toBe('open');
+    const eleventh = await upgrade(app.wsUrl, '127.0.0.12');
+    expect(eleventh.result, 'a newcomer from an 11th address').toBe('open');
+    expect(app.edge.stats.madeRoom).toBe(1);
+    const closed = await Promise.race(held.filter((h) => h.result === 'open').map((h, i) => h.closed.then((code) => ({ i, code }))));
+    expect(closed.code).toBe(MAKE_ROOM_CLOSE);
+    expect(app.edge.caps.pendingLogins.size('127.0.0.12')).toBe(1);
+    reportFigures('pending logins total', { held: open, laptopReserved: app.edge.caps.pendingLogins.reserve, madeRoom: app.edge.stats.madeRoom });
+  }, 60_000);
+
+  it('10 addresses holding 20 relay views each: the projector on the laptop gets its place, and an 11th address gets one by closing the oldest of an address holding the most', async () => {
+    const app = await relay();
+    const url = `${app.wsUrl}/relay-view`;
+    const held: Awaited<ReturnType<typeof upgrade>>[] = [];
+    for (let i = 0; i < 20; i++) for (const from of addresses(10)) held.push(await upgrade(url, from));
+    expect(held.filter((h) => h.result === 'open').length).toBe(180);
+    expect((await upgrade(url, '127.0.0.1')).result, "the relay view on the teacher's laptop").toBe('open');
+    expect((await upgrade(url, '127.0.0.12')).result, 'a viewer from an 11th address').toBe('open');
+    const closed = await Promise.race(held.filter((h) => h.result === 'open').map((h) => h.closed));
+    expect(closed).toBe(MAKE_ROOM_CLOSE);
+    // Equal shares do not take turns closing each other: one more from an address holding 18 is refused.
+    expect((await upgrade(url, '127.0.0.2')).result).toBe(503);
+  }, 60_000);
+
+  it('every per-address cap counts an IPv6 address by its /64 and an IPv4-mapped address as IPv4; only 127.0.0.1 and ::1 are the laptop', () => {
+    const caps = new FairCaps('things', 2, 100, 10);
+    caps.add('2001:db8:1:2::a', () => {});
+    caps.add('2001:db8:1:2:ffff::b', () => {});
+    expect(caps.admit('2001:db8:1:2::c')?.scope).toBe('address');
+    expect(caps.admit('2001:db8:1:3::a')).toBeNull();
+    caps.add('::ffff:10.0.0.7', () => {});
+    caps.add('10.0.0.7', () => {});
+    expect(caps.admit('10.0.0.7')?.reason).toMatch(/too many things from your address \(2 at most\)/);
+    expect(addressKey('2001:db8:1:2::a')).toBe(addressKey('2001:db8:1:2:ffff::b'));
+    expect([isLoopback('127.0.0.1'), isLoopback('::1'), isLoopback('::ffff:127.0.0.1'), isLoopback('127.0.0.2')]).toEqual([true, true, true, false]);
+    // Wrong admin tokens too: a host's privacy addresses share one record.
+    const guard = new AdminGuard(DEFAULT_EDGE_LIMITS);
+    for (let i = 0; i < 5; i++) guard.failed(`2001:db8:1:2::${i + 1}`);
+    expect(guard.lockedFor('2001:db8:1:2::99')).toBeGreaterThan(0);
+    expect(guard.lockedFor('2001:db8:1:3::1')).toBe(0);
+  });
+});
 
 // ---------------------------------------------------------------------------
 // Finding 6: logged-in sockets that never read
