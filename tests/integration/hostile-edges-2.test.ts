@@ -258,7 +258,7 @@ describe('totals that a few addresses cannot take for everyone', () => {
   });
 
   it('a console socket that does not send the token within consoleAuthTimeoutMs is closed (4002), which frees its place', async () => {
-    const app = await relay({ limits: { consoleAuthTimeoutMs: 300, consolesWaitingPerAddress: 1 } });
+    const app = await relay({ limits: { consoleAuthTimeoutMs: 2000, consolesWaitingPerAddress: 1 } });
     const first = await upgrade(`${app.wsUrl}/regulator`, '127.0.0.2');
     expect(first.result).toBe('open');
     expect((await upgrade(`${app.wsUrl}/regulator`, '127.0.0.2')).result).toBe(503);
