@@ -5,8 +5,10 @@
  * Retry-After, without the token even being compared. A success, or a quiet spell, forgets it.
  *
  * Per address is all the relay can see: behind one NAT or a TLS proxy everyone shares a record,
- * so a participant's guesses lock the teacher out too (docs/security.md says so).
+ * so a participant's guesses lock the teacher out too (docs/security.md says so). An IPv6 address
+ * counts by its /64 (`addressKey`), so a host's many privacy addresses share one record.
  */
+import { addressKey } from './addresses.ts';
 import type { EdgeLimits } from './edge-limits.ts';
 
 type GuardLimits = Pick<EdgeLimits, 'adminFreeFailures' | 'adminLockoutMinMs' | 'adminLockoutMaxMs' | 'adminForgetMs'>;
@@ -30,37 +32,39 @@ export class AdminGuard {
 
   /** Milliseconds this address must still wait (0: it may try). */
   lockedFor(address: string): number {
-    const record = this.records.get(address);
+    const key = addressKey(address);
+    const record = this.records.get(key);
     if (!record) return 0;
     const now = this.now();
     if (now < record.lockedUntil) return record.lockedUntil - now;
-    if (now - Math.max(record.lastFailure, record.lockedUntil) >= this.limits.adminForgetMs) this.records.delete(address);
+    if (now - Math.max(record.lastFailure, record.lockedUntil) >= this.limits.adminForgetMs) this.records.delete(key);
     return 0;
   }
 
   /** Count a wrong token; returns the lockout it started (0 while failures are still free). */
   failed(address: string): number {
     this.lockedFor(address); // forget a stale record first
+    const key = addressKey(address);
     const now = this.now();
-    const record = this.records.get(address) ?? { failures: 0, lastFailure: now, lockedUntil: 0 };
-    this.records.delete(address); // re-inserted last: the map stays in order of last failure
+    const record = this.records.get(key) ?? { failures: 0, lastFailure: now, lockedUntil: 0 };
+    this.records.delete(key); // re-inserted last: the map stays in order of last failure
     record.failures += 1;
     record.lastFailure = now;
     const over = record.failures - this.limits.adminFreeFailures;
     const lock = over < 0 ? 0 : Math.min(this.limits.adminLockoutMaxMs, this.limits.adminLockoutMinMs * 2 ** Math.min(over, 40));
     record.lockedUntil = now + lock;
-    this.records.set(address, record);
+    this.records.set(key, record);
     if (this.records.size > MAX_RECORDS) this.records.delete(this.records.keys().next().value!);
     return lock;
   }
 
   succeeded(address: string): void {
-    this.records.delete(address);
+    this.records.delete(addressKey(address));
   }
 
   /** Failures on record for an address (for the tests and the log). */
   failures(address: string): number {
-    return this.records.get(address)?.failures ?? 0;
+    return this.records.get(addressKey(address))?.failures ?? 0;
   }
 }
 

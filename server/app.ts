@@ -5,6 +5,7 @@
  * Used by `main.ts`, the tests and the benchmark alike.
  */
 import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -14,23 +15,23 @@ import { WebSocketServer } from 'ws';
 import { cryptoReady } from '../shared/crypto.ts';
 import { CloseCode, DisplayName, NAME_REFUSALS } from '../shared/protocol.ts';
 import { Relay, type RelayLimits } from './relay.ts';
-import { Regulator } from './regulator.ts';
+import { DEFAULT_REGULATOR_LIMITS, REGULATOR_LIMIT_KEYS, Regulator, type RegulatorLimits } from './regulator.ts';
 import { RelayStore, StoreError } from './store.ts';
 import { buildBundles, createHttpApp } from './http.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { AdminGuard, adminTokenProblem, retryAfterSeconds } from './admin-guard.ts';
-import { ConnectionCaps, DEFAULT_EDGE_LIMITS, EDGE_LIMIT_KEYS, type EdgeLimits } from './edge-limits.ts';
+import { DEFAULT_EDGE_LIMITS, EDGE_LIMIT_KEYS, FairCaps, type EdgeLimits, type Refusal } from './edge-limits.ts';
 import { allowedHosts, checkHostAndOrigin, parsePublicHost, type AllowedHosts, type HostCheck } from './hosts.ts';
 import { ViewFeed } from './view-feed.ts';
 import { ConsoleFeed } from './console-feed.ts';
-import type { FeedSocket } from './feed-socket.ts';
+import { closeToMakeRoom, type FeedSocket } from './feed-socket.ts';
 import { wsTransport } from './transport.ts';
 import { Enterprise, type RoomModel } from './enterprise.ts';
 import { Lab } from './lab/lab.ts';
 import type { Policy } from '../shared/protocol.ts';
 
-/** Every limit `startApp` takes: the relay's own (per session) and the edge's (other sockets, the token). */
-export type AppLimits = RelayLimits & EdgeLimits;
+/** Every limit `startApp` takes: the relay's own (per session), the edge's (other sockets, the token) and the regulator's (its archive). */
+export type AppLimits = RelayLimits & EdgeLimits & RegulatorLimits;
 
 export interface AppOptions {
   port?: number;
@@ -47,6 +48,10 @@ export interface AppOptions {
 
 /** Refusals at the edge, for the tests and the figures. */
 export interface EdgeStats {
+  /** TCP connections destroyed at once by the cap on connections not upgraded (per address or in total). */
+  refusedConnections: number;
+  /** Connections closed to make room for another address when a total was full (every kind). */
+  madeRoom: number;
   /** Requests and upgrades refused for their Host or Origin (403). */
   refusedHost: number;
   /** Upgrades refused by a connection cap (503), by kind. */
@@ -68,7 +73,7 @@ export interface App {
   server: Server;
   /** The Host names this relay answers (bind address, localhost names, LAN addresses, public hosts). */
   hosts: AllowedHosts;
-  edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard };
+  edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard; caps: { connections: FairCaps; viewers: FairCaps; pendingLogins: FairCaps } };
   /** The relay in its enterprise role: the server-held key model's server key, and what the operator can hand over. */
   enterprise: Enterprise;
   /** The lab: scenarios, bots, people, the metadata picture, reset (the teacher panel's API). */
@@ -78,15 +83,21 @@ export interface App {
   close(): Promise<void>;
 }
 
-function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLimits>; edge: EdgeLimits } {
+function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLimits>; edge: EdgeLimits; regulator: RegulatorLimits } {
   const relay: Partial<AppLimits> = { ...limits };
   const edge: EdgeLimits = { ...DEFAULT_EDGE_LIMITS };
+  const regulator: RegulatorLimits = { ...DEFAULT_REGULATOR_LIMITS };
   for (const key of EDGE_LIMIT_KEYS) {
     const value = limits[key];
     if (value !== undefined) edge[key] = value;
     delete relay[key];
   }
-  return { relay, edge };
+  for (const key of REGULATOR_LIMIT_KEYS) {
+    const value = limits[key];
+    if (value !== undefined) regulator[key] = value;
+    delete relay[key];
+  }
+  return { relay, edge, regulator };
 }
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string, headers: Record<string, string> = {}): void {
@@ -142,14 +153,14 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const adminToken = options.adminToken ?? (dataDir === null ? randomBytes(16).toString('hex') : storedAdminToken(dataDir));
   const publicHosts = options.publicHosts ?? [];
   for (const name of publicHosts) parsePublicHost(name); // throws with a clear message before anything starts
-  const { relay: relayLimits, edge: limits } = splitLimits(options.limits);
+  const { relay: relayLimits, edge: limits, regulator: regulatorLimits } = splitLimits(options.limits);
 
   const store = new RelayStore(dataDir === null ? ':memory:' : join(dataDir, 'relay.db'));
   cleanStoredNames(store, log);
   let regulator: Regulator;
   const relay = new Relay(store, log, relayLimits);
   try {
-    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay);
+    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay, { limits: regulatorLimits, log });
   } catch (err) {
     relay.close();
     store.close();
@@ -168,7 +179,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     relay.setRoom(enterprise.room(savedRoom, savedRoom === 'e2e' && store.setting('room.sealedSender') === 'true'));
   }
   const guard = new AdminGuard(limits);
-  const stats: EdgeStats = { refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
+  const stats: EdgeStats = { refusedConnections: 0, madeRoom: 0, refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();
   const startedAt = Date.now();
   const lab = new Lab({ relay, regulator, store, enterprise, setRoom, log });
@@ -185,12 +196,58 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     }
     return check;
   };
-  const server = createServer((req, res) => {
+  // Slow requests: Node checks these every connectionsCheckingInterval (30 s by default, which with
+  // its 60 s headersTimeout let a connection that never finishes its request line live 60-90 s).
+  const headersTimeout = limits.headersTimeoutMs;
+  const server = createServer({ headersTimeout, requestTimeout: Math.max(headersTimeout, limits.requestTimeoutMs), connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersTimeout / 2))) }, (req, res) => {
     const check = hostCheck(req);
     if (check.ok) return void http(req, res);
     // DNS rebinding: a page on another name that resolves to this machine gets nothing, not even a page.
     res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
     res.end(JSON.stringify({ error: 'forbidden', message: check.reason }));
+  });
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // Below the open-file limit (edge-limits.ts): past it Node drops a newcomer before it reads a
+  // byte, so the relay's own files never meet EMFILE. Half of it may be connections not upgraded.
+  server.maxConnections = limits.maxConnections;
+  // An address at its own cap loses its oldest such connection to the newcomer (replaceOldest): an
+  // honest request needs a moment, one that never finishes has held its place longest.
+  const rawCaps = new FairCaps('connections open', limits.rawConnectionsPerAddress, Math.max(1, Math.min(limits.rawConnectionsTotal, Math.floor(limits.maxConnections / 2))), limits.loopbackReservePercent, true);
+  const rawRelease = new WeakMap<Socket, () => void>();
+  const refusalLogged = new Map<string, number>();
+  /** A refusal at the edge, logged at most once every 10 s per kind and address (a flood must not flood the terminal). */
+  const logRefusal = (what: string, address: string, refusal: Refusal) => {
+    const key = `${what} ${refusal.scope} ${address}`;
+    const now = Date.now();
+    if (now - (refusalLogged.get(key) ?? -Infinity) < 10_000) return;
+    refusalLogged.delete(key);
+    refusalLogged.set(key, now);
+    if (refusalLogged.size > 1000) refusalLogged.delete(refusalLogged.keys().next().value!);
+    log.info(`refused ${what}: connection cap`, { scope: refusal.scope, address });
+  };
+  let madeRoom = 0;
+  const noteRoomMade = (caps: FairCaps, before: number, what: string, address: string) => {
+    if (caps.evictions === before) return;
+    stats.madeRoom += caps.evictions - before;
+    madeRoom += 1;
+    if (madeRoom === 1 || madeRoom % 100 === 0) log.info(`${what}: full, so an older one was closed to make room (the oldest of the address holding the most)`, { for: address, times: madeRoom });
+  };
+  server.on('connection', (socket: Socket) => {
+    // Before a byte is read: one address cannot hold more than its share of the relay's sockets
+    // with connections that never finish a request (or hold keep-alive connections idle).
+    const address = socket.remoteAddress ?? 'unknown';
+    const before = rawCaps.evictions;
+    const full = rawCaps.admit(address);
+    if (full) {
+      stats.refusedConnections += 1;
+      logRefusal('connection', address, full);
+      socket.destroy();
+      return;
+    }
+    noteRoomMade(rawCaps, before, 'connections', address);
+    const release = rawCaps.add(address, () => socket.destroy());
+    rawRelease.set(socket, release);
+    socket.once('close', release);
   });
 
   const maxPayload = relay.limits.maxFrameBytes;
@@ -203,8 +260,8 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   // The public relay view and the regulator console: capped, paced, bounded (view-feed.ts, console-feed.ts).
   const views = new ViewFeed(relay, limits);
   const consoles = new ConsoleFeed({ regulator, policy: () => relay.getPolicy(), adminToken, guard, limits, log });
-  const viewerCaps = new ConnectionCaps('relay-view sockets', limits.viewersPerAddress, limits.viewersTotal);
-  const consoleCaps = new ConnectionCaps('regulator-console sockets', limits.consolesPerAddress, limits.consolesTotal);
+  const viewerCaps = new FairCaps('relay-view sockets open', limits.viewersPerAddress, limits.viewersTotal, limits.loopbackReservePercent);
+  const pendingCaps = new FairCaps('connections waiting to log in', limits.pendingLoginsPerAddress, limits.pendingLoginsTotal, limits.loopbackReservePercent);
   const feeds = new Set<FeedSocket>();
   const track = (feed: FeedSocket, release: () => void) => {
     feeds.add(feed);
@@ -219,44 +276,52 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   }, relay.limits.heartbeatMs);
   heartbeat.unref();
 
-  const pendingRefusal = (address: string): string | null => {
-    if (relay.pendingLogins() >= limits.pendingLoginsTotal) return `too many connections waiting to log in on this relay (${limits.pendingLoginsTotal} at most); try again later`;
-    if (relay.pendingLogins(address) >= limits.pendingLoginsPerAddress) return `too many connections waiting to log in from your address (${limits.pendingLoginsPerAddress} at most); log them in or close them`;
-    return null;
+  /** Admit one more connection of a kind (making room if the total is full), or refuse it with 503. */
+  const admit = (caps: FairCaps, what: string, address: string): Refusal | null => {
+    const before = caps.evictions;
+    const full = caps.admit(address);
+    if (!full) noteRoomMade(caps, before, what, address);
+    return full;
   };
 
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => socket.destroy());
+    // From here the WebSocket caps count it (or it is refused and ends).
+    rawRelease.get(req.socket)?.();
     const address = req.socket.remoteAddress ?? 'unknown';
     const check = hostCheck(req);
     // Cross-site WebSocket hijacking and DNS rebinding: another site's page must not act as a tab here.
     if (!check.ok) return refuseUpgrade(socket, 403, `Forbidden: ${check.reason}`);
     const path = (req.url ?? '').split('?')[0];
-    const capped = (kind: keyof Pick<EdgeStats, 'refusedViewers' | 'refusedConsoles' | 'refusedPendingLogins'>, reason: string) => {
+    const capped = (kind: keyof Pick<EdgeStats, 'refusedViewers' | 'refusedConsoles' | 'refusedPendingLogins'>, full: Refusal) => {
       stats[kind] += 1;
-      log.info('refused websocket: connection cap', { path, address });
-      refuseUpgrade(socket, 503, reason, { 'Retry-After': '10' });
+      logRefusal(`websocket ${path}`, address, full);
+      refuseUpgrade(socket, 503, full.reason, { 'Retry-After': '10' });
     };
     if (path === '/ws') {
-      const full = pendingRefusal(address);
+      const full = admit(pendingCaps, 'connections waiting to log in', address);
       if (full) return capped('refusedPendingLogins', full);
-      return relayWss.handleUpgrade(req, socket, head, (ws) => relay.handleConnection(wsTransport(ws), address));
+      return relayWss.handleUpgrade(req, socket, head, (ws) => {
+        const release = pendingCaps.add(address, () => closeToMakeRoom(ws));
+        ws.once('close', release);
+        relay.handleConnection(wsTransport(ws), address, release);
+      });
     }
     if (path === '/ws/relay-view') {
-      const full = viewerCaps.refusal(address);
+      const full = admit(viewerCaps, 'relay-view sockets', address);
       if (full) return capped('refusedViewers', full);
-      return viewWss.handleUpgrade(req, socket, head, (ws) => track(views.add(ws), viewerCaps.add(address)));
+      return viewWss.handleUpgrade(req, socket, head, (ws) => track(views.add(ws), viewerCaps.add(address, () => closeToMakeRoom(ws))));
     }
     if (path === '/ws/regulator') {
-      const full = consoleCaps.refusal(address);
-      if (full) return capped('refusedConsoles', full);
       const wait = guard.lockedFor(address);
       if (wait > 0) {
         stats.lockedOut += 1;
         const seconds = retryAfterSeconds(wait);
         return refuseUpgrade(socket, 429, `too many wrong admin tokens from your address: try again in ${seconds} s`, { 'Retry-After': String(seconds) });
       }
-      return consoleWss.handleUpgrade(req, socket, head, (ws) => track(consoles.add(ws, address), consoleCaps.add(address)));
+      const full = admit(consoles.waiting, 'regulator-console sockets waiting for the token', address);
+      if (full) return capped('refusedConsoles', full);
+      return consoleWss.handleUpgrade(req, socket, head, (ws) => track(consoles.add(ws, address), () => {}));
     }
     refuseUpgrade(socket, 404, 'Not Found');
   });
@@ -300,7 +365,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     store,
     server,
     hosts,
-    edge: { limits, stats, views, consoles, guard },
+    edge: { limits, stats, views, consoles, guard, caps: { connections: rawCaps, viewers: viewerCaps, pendingLogins: pendingCaps } },
     enterprise,
     lab,
     setRoom,

@@ -5,18 +5,20 @@
  * part rides in the `snapshot` frame, the rest follow as `intercept` frames while the socket has
  * room, and live intercepts start once the console has caught up. A console that would hold more
  * than the bound unsent is cut (4004).
+ *
+ * Two caps (FairCaps): sockets waiting for the token (a few per address, closed after
+ * `consoleAuthTimeoutMs`), and consoles that sent the right token. Only the second are consoles:
+ * sockets without the token can fill their own small cap, never the teacher's.
  */
 import type { WebSocket } from 'ws';
 import { CloseCode, ErrorCode, parseConsoleClientMessage, type ConsoleMessage, type Policy } from '../shared/protocol.ts';
 import { retryAfterSeconds, type AdminGuard } from './admin-guard.ts';
-import type { EdgeLimits } from './edge-limits.ts';
-import { FeedSocket, PART_BYTES } from './feed-socket.ts';
+import { FairCaps, type EdgeLimits, type Refusal } from './edge-limits.ts';
+import { FeedSocket, PART_BYTES, closeToMakeRoom } from './feed-socket.ts';
 import { tokenMatches } from './http.ts';
 import type { Logger } from './log.ts';
 import type { Intercept, Regulator } from './regulator.ts';
 
-/** Time a console has to send the admin token. */
-const AUTH_TIMEOUT_MS = 5000;
 /** Intercepts read from the archive per step while a console catches up. */
 const PART_ITEMS = 4;
 
@@ -44,8 +46,14 @@ export class ConsoleFeed {
   private unlisten: (() => void) | null = null;
   private readonly offAudit: () => void;
   cuts = 0;
+  /** Console sockets that have not sent the token yet, and consoles that sent the right one. */
+  readonly waiting: FairCaps;
+  readonly open: FairCaps;
 
   constructor(private readonly deps: ConsoleDeps) {
+    const { limits } = deps;
+    this.waiting = new FairCaps('regulator-console sockets waiting for the admin token', limits.consolesWaitingPerAddress, limits.consolesWaitingTotal, limits.loopbackReservePercent);
+    this.open = new FairCaps('regulator consoles open', limits.consolesPerAddress, limits.consolesTotal, limits.loopbackReservePercent);
     this.offAudit = deps.regulator.onAudit(() => {
       if (!this.consoles.size) return;
       // Deferred: the policy changes right after the audit entry is written.
@@ -56,13 +64,23 @@ export class ConsoleFeed {
     });
   }
 
-  /** A new console socket; `address` is its remote address (for the guessing guard). */
+  /** Why a new console socket from `address` may not be opened now (null: it may; room was made if needed). */
+  refusal(address: string): Refusal | null {
+    return this.waiting.admit(address);
+  }
+
+  /** A new console socket; `address` is its remote address (for the caps and the guessing guard). */
   add(ws: WebSocket, address: string): FeedSocket {
     const socket = new FeedSocket(ws, this.deps.limits.feedMaxBufferedBytes, () => (this.cuts += 1));
-    const timer = setTimeout(() => ws.close(CloseCode.LoginTimeout, 'send the admin token first'), AUTH_TIMEOUT_MS);
-    ws.once('close', () => clearTimeout(timer));
+    const stopWaiting = this.waiting.add(address, () => closeToMakeRoom(ws));
+    const timer = setTimeout(() => ws.close(CloseCode.LoginTimeout, 'send the admin token first'), this.deps.limits.consoleAuthTimeoutMs);
+    ws.once('close', () => {
+      clearTimeout(timer);
+      stopWaiting();
+    });
     ws.once('message', (data) => {
       clearTimeout(timer);
+      stopWaiting();
       const refuse = (code: string, message: string, reason: string) => {
         ws.send(JSON.stringify({ type: 'error', code, message } satisfies ConsoleMessage));
         ws.close(CloseCode.PolicyViolation, reason);
@@ -80,6 +98,10 @@ export class ConsoleFeed {
         return refuse('forbidden', 'wrong admin token', 'wrong admin token');
       }
       guard.succeeded(address);
+      const full = this.open.admit(address);
+      if (full) return refuse(ErrorCode.RateLimited, full.reason, 'too many consoles');
+      const release = this.open.add(address, () => closeToMakeRoom(ws));
+      ws.once('close', release);
       const c: Console = { socket, started: false, after: this.deps.regulator.seqBeforeNewest(this.deps.limits.consoleSnapshotItems), live: false };
       this.consoles.add(c);
       this.listen();

@@ -7,6 +7,7 @@
 import { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { CloseCode } from '../shared/protocol.ts';
+import { MAKE_ROOM_CLOSE } from './edge-limits.ts';
 
 /** How long a cut socket gets to finish the closing handshake before it is ended for good. */
 export const CUT_GRACE_MS = 1000;
@@ -107,6 +108,15 @@ export class FeedSocket {
   private note(): void {
     if (this.ws.bufferedAmount > this.maxBuffered) this.maxBuffered = this.ws.bufferedAmount;
   }
+}
+
+/**
+ * Close a socket to make room for another address (FairCaps): "try again later", and ended for
+ * good after the grace period, since a socket that never reads would never answer the close.
+ */
+export function closeToMakeRoom(ws: WebSocket): void {
+  ws.close(MAKE_ROOM_CLOSE, 'the relay is full: closed to make room for another address (yours holds the most); try again later');
+  setTimeout(() => ws.terminate(), CUT_GRACE_MS).unref();
 }
 
 /** The TCP socket under a ws WebSocket (ws keeps it in `_socket`; not part of its typed API). */

@@ -1,11 +1,12 @@
 /**
  * `npm start -- [--port N] [--host H] [--public-host NAME[:PORT]]... [--data DIR | --ephemeral]
- *   [--admin-token T | --admin-token-file FILE]` (or BACKDOOR_LAB_ADMIN_TOKEN)
+ *   [--admin-token T | --admin-token-file FILE] [--archive-max-mib N]` (or BACKDOOR_LAB_ADMIN_TOKEN)
  * Starts the relay and prints the links a teacher opens.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startApp } from './app.ts';
+import { DEFAULT_REGULATOR_LIMITS } from './regulator.ts';
 import { adminTokenProblem } from './admin-guard.ts';
 import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
@@ -25,6 +26,9 @@ Usage: npm start -- [options]
                            plus the LAN addresses printed below with --host 0.0.0.0
   --data DIR               folder for the SQLite files (default ./data)
   --ephemeral              keep everything in memory; nothing survives a restart
+  --archive-max-mib N      the regulator's intercept archive holds at most N MiB (default ${DEFAULT_REGULATOR_LIMITS.archiveMaxBytes / 1048576},
+                           in memory with --ephemeral, on disk otherwise); past it the oldest
+                           intercepts are deleted, and the console's audit log says so
   --admin-token T          the teacher's token, 16 to 200 printable characters
                            (default: a random one, made on the first start and kept in
                            DIR/admin-token, or new each run with --ephemeral). Other processes on
@@ -48,6 +52,7 @@ function options() {
         host: { type: 'string', default: '127.0.0.1' },
         data: { type: 'string', default: 'data' },
         ephemeral: { type: 'boolean', default: false },
+        'archive-max-mib': { type: 'string' },
         'admin-token': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'public-host': { type: 'string', multiple: true, default: [] },
@@ -102,6 +107,8 @@ async function main(): Promise<void> {
   const port = Number(opts.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be a whole number from 0 to 65535, not "${opts.port}"`);
   const token = adminToken(opts['admin-token'], opts['admin-token-file']);
+  const archiveMib = opts['archive-max-mib'] === undefined ? undefined : Number(opts['archive-max-mib']);
+  if (archiveMib !== undefined && !(Number.isFinite(archiveMib) && archiveMib >= 1 && archiveMib <= 1_048_576)) fail(`--archive-max-mib must be a number of MiB from 1 to 1048576, not "${opts['archive-max-mib']}"`);
   const publicHosts = opts['public-host'];
   for (const name of publicHosts) {
     try {
@@ -115,7 +122,8 @@ async function main(): Promise<void> {
   const log = opts.quiet ? { info: () => {}, error: base.error } : base;
   let app;
   try {
-    app = await startApp({ port, host: opts.host, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log });
+    const limits = archiveMib === undefined ? {} : { archiveMaxBytes: Math.round(archiveMib * 1048576) };
+    app = await startApp({ port, host: opts.host, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log, limits });
   } catch (err) {
     if (err instanceof StoreError) {
       process.stderr.write(`error: ${err.message}\n`);
@@ -140,6 +148,7 @@ async function main(): Promise<void> {
     'Backdoor Lab is running.',
     `  storage:            ${opts.ephemeral ? 'in memory (--ephemeral): nothing survives a restart' : `${opts.data}/ (SQLite)`}`,
     `  admin token:        ${token ? 'the one you chose' : opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/admin-token: the console link below stays valid after a restart`}`,
+    `  intercept archive:  at most ${(app.regulator.limits.archiveMaxBytes / 1048576).toFixed(0)} MiB; past it the oldest intercepts are deleted (--archive-max-mib)`,
     `  escrow key:         ${opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/regulator.db since the first start, until that folder is deleted`}`,
     '',
     'Open each link in its own browser tab; every tab is a different person:',

@@ -7,12 +7,59 @@
  * The relay never gets the escrow secret key: `Regulator` hands it only the
  * public policy (escrow public key, key id, scope). The secret lives in this
  * module's SQLite file and leaves it only through the audited export.
+ *
+ * The archive is bounded in bytes (`archiveMaxBytes`): past it the oldest intercepts are deleted,
+ * and the audit log (which the console shows) and the teacher's log say so. The archive is the
+ * regulator's copy, never the delivery queue: what it drops was delivered all the same.
  */
 import type Database from 'better-sqlite3';
-import { Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { DisplayName, Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
 import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 import { ARCHIVE_TABLE, formatArchiveLine, lineOfRow, migrateArchive, openArchived, type ArchiveLine, type ArchiveRow } from '../shared/archive.ts';
 import { openDatabase, StoreError } from './store.ts';
+import { silentLogger, type Logger } from './log.ts';
+
+const MiB = 1024 * 1024;
+
+export interface RegulatorLimits {
+  /**
+   * Bytes the intercept archive may hold (each envelope's JSON and the names with it, as stored).
+   * Past it the oldest intercepts are deleted, down to nine tenths of it, and the audit log says so.
+   */
+  archiveMaxBytes: number;
+}
+
+export const DEFAULT_REGULATOR_LIMITS: RegulatorLimits = { archiveMaxBytes: 256 * MiB };
+
+/** The names of the regulator's limits (in `startApp`'s one limits object). */
+export const REGULATOR_LIMIT_KEYS = Object.keys(DEFAULT_REGULATOR_LIMITS) as (keyof RegulatorLimits)[];
+
+export interface RegulatorOptions {
+  limits?: Partial<RegulatorLimits>;
+  /** The teacher's log: told when the archive drops its oldest intercepts. */
+  log?: Logger;
+}
+
+/** What the archive has dropped to stay within its cap, since this regulator started. */
+export interface ArchiveDrops {
+  /** Times the cap was reached, intercepts deleted, and their bytes. */
+  trims: number;
+  intercepts: number;
+  bytes: number;
+}
+
+/** Stored names (JSON) with every name the protocol now refuses replaced by its PIN. */
+function namesAsShown(json: string): string {
+  try {
+    const names: unknown = JSON.parse(json || '{}');
+    if (!names || typeof names !== 'object') return '{}';
+    return JSON.stringify(Object.fromEntries(Object.entries(names).map(([pin, name]) => [pin, DisplayName.safeParse(name).success ? name : pin])));
+  } catch {
+    return '{}';
+  }
+}
+
+const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
 
 /** An archived envelope: one line of archive.jsonl (shared/archive.ts defines both). */
 export type ArchivedEnvelope = ArchiveLine;
@@ -66,8 +113,19 @@ export class Regulator {
   private readonly stmt;
   private readonly unsubscribe: () => void;
   private archiveCount: number | null = null;
+  /** Bytes the archive holds now (octet_length of json and names), counted once at start, then kept up to date. */
+  private archiveBytes: number;
+  readonly limits: RegulatorLimits;
+  private readonly log: Logger;
+  readonly drops: ArchiveDrops = { trims: 0, intercepts: 0, bytes: 0 };
 
-  constructor(file: string, private readonly relay: TapPoint) {
+  constructor(
+    file: string,
+    private readonly relay: TapPoint,
+    options: RegulatorOptions = {},
+  ) {
+    this.limits = { ...DEFAULT_REGULATOR_LIMITS, ...options.limits };
+    this.log = options.log ?? silentLogger;
     this.db = openDatabase(file, 'regulator');
     try {
       this.db.exec(SCHEMA);
@@ -84,11 +142,15 @@ export class Regulator {
       latest: db.prepare<[number], ArchiveRow>('SELECT seq, at, sender_pk, json, names FROM archive ORDER BY seq DESC LIMIT ?'),
       count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM archive'),
       nthNewest: db.prepare<[number], { seq: number }>('SELECT seq FROM archive ORDER BY seq DESC LIMIT 1 OFFSET ?'),
+      bytes: db.prepare<[], { n: number }>('SELECT coalesce(sum(octet_length(json) + octet_length(names)), 0) AS n FROM archive'),
+      oldest: db.prepare<[number], { seq: number; bytes: number }>('SELECT seq, octet_length(json) + octet_length(names) AS bytes FROM archive ORDER BY seq LIMIT ?'),
+      dropUpTo: db.prepare('DELETE FROM archive WHERE seq <= ?'),
       audit: db.prepare('INSERT INTO audit (at, action, detail) VALUES (?, ?, ?)'),
       auditAll: db.prepare<[], AuditEntry>('SELECT seq, at, action, detail FROM audit ORDER BY seq DESC LIMIT 200'),
       getSetting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?'),
       putSetting: db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
     };
+    this.archiveBytes = this.stmt.bytes.get()?.n ?? 0;
     this.key = this.loadOrCreateKey();
     this.settings = this.loadSettings();
     this.applyPolicy();
@@ -192,11 +254,58 @@ export class Regulator {
       this.archiveOpen = true;
       setImmediate(() => this.commitArchive());
     }
-    const info = this.stmt.archive.run(at, env.id, env.from, senderPk, JSON.stringify(env), JSON.stringify(names));
+    const json = JSON.stringify(env);
+    const namesJson = JSON.stringify(names);
+    const info = this.stmt.archive.run(at, env.id, env.from, senderPk, json, namesJson);
     if (this.archiveCount !== null) this.archiveCount += 1;
+    this.archiveBytes += Buffer.byteLength(json) + Buffer.byteLength(namesJson);
+    if (this.archiveBytes > this.limits.archiveMaxBytes) this.dropOldest(Number(info.lastInsertRowid));
     if (!this.listeners.size) return;
     const item = this.open({ seq: Number(info.lastInsertRowid), at, senderPk, names, env });
     for (const listener of this.listeners) listener(item);
+  }
+
+  /**
+   * The archive is past its cap: delete the oldest intercepts (never the one just archived, `newest`)
+   * down to nine tenths of the cap, so this happens once per tenth, not once per envelope; in the
+   * same transaction as the insert. Said plainly in the audit log and the teacher's log.
+   */
+  private dropOldest(newest: number): void {
+    // Counted again first (octet_length reads no row's content): whatever else emptied the archive
+    // (a reset) has not moved this counter.
+    this.archiveBytes = this.stmt.bytes.get()?.n ?? 0;
+    if (this.archiveBytes <= this.limits.archiveMaxBytes) return;
+    const target = Math.floor(this.limits.archiveMaxBytes * 0.9);
+    let freed = 0;
+    let count = 0;
+    let first = 0;
+    let last = 0;
+    while (this.archiveBytes - freed > target) {
+      const page = this.stmt.oldest.all(500).filter((row) => row.seq > last && row.seq < newest);
+      if (!page.length) break;
+      for (const row of page) {
+        if (this.archiveBytes - freed <= target) break;
+        freed += row.bytes;
+        count += 1;
+        first ||= row.seq;
+        last = row.seq;
+      }
+      this.stmt.dropUpTo.run(last);
+    }
+    if (!count) return;
+    this.archiveBytes -= freed;
+    if (this.archiveCount !== null) this.archiveCount -= count;
+    this.drops.trims += 1;
+    this.drops.intercepts += count;
+    this.drops.bytes += freed;
+    const detail = `the archive reached its cap of ${mib(this.limits.archiveMaxBytes)}: the oldest ${count} intercepts (seq ${first}-${last}, ${mib(freed)}) were deleted to make room, and the regulator can no longer read them (the messages themselves were delivered)`;
+    this.record('archive full', detail);
+    this.log.info('intercept archive full: oldest intercepts deleted', { deleted: count, bytes: freed, capBytes: this.limits.archiveMaxBytes, firstSeq: first, lastSeq: last });
+  }
+
+  /** Bytes the archive holds now (what `archiveMaxBytes` bounds). */
+  archiveByteSize(): number {
+    return this.archiveBytes;
   }
 
   /** Try the escrow key on one archived envelope: opened, end-to-end, or a field that does not open (and why). */
@@ -213,11 +322,16 @@ export class Regulator {
     return () => this.listeners.delete(listener);
   }
 
-  /** Rows that parse as archive lines (v1 or v2); a damaged row is skipped, never thrown. */
+  /**
+   * Rows that parse as archive lines (v1 or v2); a damaged row is skipped, never thrown. A row
+   * archived under older display-name rules, with a name the protocol now refuses, is read with
+   * that name shown as its PIN (as the relay sends such names), so it is not lost from view.
+   */
   private rows(rows: ArchiveRow[]): ArchivedEnvelope[] {
     const out: ArchivedEnvelope[] = [];
     for (const row of rows) {
-      const line = lineOfRow(row);
+      let line = lineOfRow(row);
+      if (!line.ok) line = lineOfRow({ ...row, names: namesAsShown(row.names) });
       if (line.ok) out.push(line.value);
     }
     return out;

@@ -29,6 +29,9 @@ import {
 import { pinOf, fromB64, verifyLogin } from '../shared/crypto.ts';
 import type { QueueRow, RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
+import { addressKey } from './addresses.ts';
+
+export { addressKey };
 
 export interface RelayLimits {
   /** Largest frame accepted (bytes); bigger closes with 1009 (enforced by ws maxPayload). */
@@ -56,6 +59,21 @@ export interface RelayLimits {
   floodCloseAfter: number;
   /** Unsent bytes buffered for one socket before it is cut off as a slow consumer. */
   maxBufferedBytes: number;
+  /**
+   * The same bound for a socket that has not yet shown it reads: no real `ack` of a queued item and
+   * no heartbeat answered since its login (a peer answers a ping only once it has read up to it).
+   */
+  unreadBufferedBytes: number;
+  /**
+   * Unsent bytes buffered across all relay sockets together; past it the socket with the largest
+   * backlog is cut off as a slow consumer (4004), then the next largest, until it fits again.
+   */
+  unsentTotalBytes: number;
+  /** Logged-in sessions from one network address (an IPv6 address by its /64) at once. */
+  sessionsPerAddress: number;
+  /** Logins (hello frames) from one network address: a token bucket, its burst and refill per second. */
+  loginBurst: number;
+  loginsPerSecond: number;
   /** Time a socket closed by the relay has to finish the closing handshake before it is terminated. */
   closeGraceMs: number;
   /** Time to answer the login challenge. */
@@ -96,6 +114,11 @@ export const DEFAULT_LIMITS: RelayLimits = {
   outputBytesPerSecond: MiB,
   floodCloseAfter: 500,
   maxBufferedBytes: 4 * MiB,
+  unreadBufferedBytes: 512 * 1024,
+  unsentTotalBytes: 128 * MiB,
+  sessionsPerAddress: 200,
+  loginBurst: 300,
+  loginsPerSecond: 20,
   closeGraceMs: 1000,
   loginTimeoutMs: 10_000,
   heartbeatMs: 30_000,
@@ -129,6 +152,8 @@ export const UNLIMITED: Partial<RelayLimits> = {
   queuePairEnvelopes: 1e9,
   queuePairBytes: 1e15,
   queueMaxReceipts: 1e9,
+  loginBurst: 1e9,
+  loginsPerSecond: 1e9,
 };
 
 /** Counters of the relay's defences at work, for /healthz, the tests and `npm run test:reliability`. */
@@ -156,8 +181,14 @@ export interface RelayStats {
   directoryFull: number;
   /** Stale directory entries evicted to make room for new ones. */
   evictions: number;
-  /** The largest welcome frame sent (bytes). */
+  /** The largest welcome frame sent (bytes), and all welcome bytes charged to the connections' output budgets (not in outputCharged). */
   maxWelcomeBytes: number;
+  welcomeBytes: number;
+  /** Logins refused for the per-address login rate, or for the cap on sessions per address. */
+  loginsLimited: number;
+  sessionsLimited: number;
+  /** Of the slow-consumer cuts, those made to keep all sockets' unsent bytes within unsentTotalBytes. */
+  unsentTotalCuts: number;
   floodCloses: number;
   slowConsumerCuts: number;
   heartbeatTerminations: number;
@@ -219,6 +250,20 @@ interface Session {
   loginTimer: NodeJS.Timeout | null;
   /** Counted in `pendingLogins` (from the connection until login or close). */
   pending: boolean;
+  /** Called once, at login (the app's cap on connections waiting to log in lets go of it). */
+  onLogin: (() => void) | null;
+  /** Counted in `sessionsByAddress` (from login until close). */
+  counted: boolean;
+  /** Shown to read since its login (a real ack, or a heartbeat answered): the larger buffer bound applies. */
+  reading: boolean;
+  /** A heartbeat ping went out since the login (so a pong proves reading). */
+  pinged: boolean;
+  /** Unsent bytes as last seen after a send (their sum is `unsent`, an estimate kept exact when it matters). */
+  buffered: number;
+  /** When this user last had an envelope accepted (ms; 0 never): the welcome page's order. */
+  lastSent: number;
+  /** When this session logged in. */
+  loginAt: number;
   /** Set while the offline queue is being sent after login: live items wait their turn in the store. */
   backlog: { rows: QueueRow[]; next: number; cursor: number; timer: NodeJS.Timeout | null } | null;
 }
@@ -241,6 +286,12 @@ export class Relay {
   private readonly buckets = new Map<string, Bucket>();
   /** New identities per network address, the times of those still inside the window, oldest first. */
   private readonly registrations = new Map<string, number[]>();
+  /** Logged-in sessions per network address (`addressKey`). */
+  private readonly sessionsByAddress = new Map<string, number>();
+  /** Login token buckets per network address (`addressKey`), the least recently used first. */
+  private readonly loginBuckets = new Map<string, { tokens: number; at: number }>();
+  /** Sum of every session's `buffered`: above the bound it is recounted exactly (see sendNow). */
+  private unsent = 0;
   private presenceTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
@@ -267,6 +318,10 @@ export class Relay {
     directoryFull: 0,
     evictions: 0,
     maxWelcomeBytes: 0,
+    welcomeBytes: 0,
+    loginsLimited: 0,
+    sessionsLimited: 0,
+    unsentTotalCuts: 0,
     floodCloses: 0,
     slowConsumerCuts: 0,
     heartbeatTerminations: 0,
@@ -357,24 +412,36 @@ export class Relay {
   }
 
   /**
-   * A bounded page of the directory, as the welcome carries it: online users (latest logins first),
-   * then the most recently seen. However many users the store holds, this stays under
-   * `limit` entries, so no number of throwaway identities makes a welcome too big to receive.
+   * A bounded page of the directory, as the welcome carries it, by recent activity: the users who
+   * sent an envelope most recently first (online or not), then those who never sent one, online
+   * first (latest logins first), then the most recently seen. However many users the store holds,
+   * this stays under `limit` entries, so no number of throwaway identities makes a welcome too big
+   * to receive; and identities that only log in, however many, fall behind everyone who talks.
    */
   directory(limit = this.limits.welcomeDirectory): DirectoryEntry[] {
-    const page: DirectoryEntry[] = [];
-    const online = [...this.online.values()].reverse();
-    for (const session of online) {
-      if (page.length >= limit) return page;
-      if (session.pin) page.push({ pin: session.pin, name: session.name, pk: session.pk, online: true });
+    interface Candidate {
+      entry: DirectoryEntry;
+      sent: number;
+      online: boolean;
+      at: number;
     }
-    if (page.length >= limit) return page;
-    for (const u of this.store.recentUsers(limit - page.length + online.length)) {
-      if (page.length >= limit) break;
-      if (!this.online.has(u.pin)) page.push(entryOf(u, false));
+    const order = (a: Candidate, b: Candidate) => b.sent - a.sent || Number(b.online) - Number(a.online) || b.at - a.at;
+    const candidates: Candidate[] = [];
+    for (const session of this.online.values()) {
+      if (session.pin) candidates.push({ entry: { pin: session.pin, name: session.name, pk: session.pk, online: true }, sent: session.lastSent, online: true, at: session.loginAt });
     }
-    return page;
+    candidates.sort(order);
+    // Offline users that can make the page: with a full page of online users, only those who sent
+    // more recently than its last one (ties go to the online user); the store keeps them in order.
+    const last = candidates.length >= limit ? candidates[limit - 1]!.sent : -1;
+    const rows = last < 0 ? this.store.recentUsers(limit + this.online.size) : this.store.recentSenders(last, limit + this.online.size);
+    for (const u of rows) {
+      if (!this.online.has(u.pin)) candidates.push({ entry: entryOf(u, false), sent: u.last_sent, online: false, at: u.last_seen });
+    }
+    if (rows.length) candidates.sort(order);
+    return candidates.slice(0, limit).map((c) => c.entry);
   }
+
 
   /** How many users the directory holds. */
   userCount(): number {
@@ -460,6 +527,45 @@ export class Relay {
     else this.pending.delete(session.address);
   }
 
+  /** Logged-in sessions from `address`'s network (its `addressKey`). */
+  sessionsFrom(address: string): number {
+    return this.sessionsByAddress.get(addressKey(address)) ?? 0;
+  }
+
+  private uncount(session: Session): void {
+    if (!session.counted) return;
+    session.counted = false;
+    const key = addressKey(session.address);
+    const left = (this.sessionsByAddress.get(key) ?? 1) - 1;
+    if (left > 0) this.sessionsByAddress.set(key, left);
+    else this.sessionsByAddress.delete(key);
+  }
+
+  /**
+   * Take a login token for `address`'s network, or answer how many seconds until one is due. A
+   * refused login costs the relay no signature check: this is asked first.
+   */
+  private takeLogin(address: string, now: number): number {
+    const { loginBurst, loginsPerSecond } = this.limits;
+    const key = addressKey(address);
+    const bucket = this.loginBuckets.get(key) ?? { tokens: loginBurst, at: now };
+    this.loginBuckets.delete(key); // re-inserted last: the map stays in order of last use
+    bucket.tokens = Math.min(loginBurst, bucket.tokens + ((now - bucket.at) / 1000) * loginsPerSecond);
+    bucket.at = now;
+    const wait = bucket.tokens >= 1 ? 0 : (1 - bucket.tokens) / loginsPerSecond;
+    if (wait === 0) bucket.tokens -= 1;
+    this.loginBuckets.set(key, bucket);
+    if (this.loginBuckets.size > 10_000) this.loginBuckets.delete(this.loginBuckets.keys().next().value!);
+    return wait;
+  }
+
+  /** Unsent bytes the relay holds right now for all its open sockets together (what unsentTotalBytes bounds). */
+  unsentTotal(): number {
+    let total = 0;
+    for (const s of this.sessions) if (s.socket.readyState === 1) total += s.socket.bufferedAmount;
+    return total;
+  }
+
   /** Unsent bytes the relay holds for each open socket right now (the slow-consumer bound applies to each). */
   bufferedAmounts(): number[] {
     return [...this.sessions].map((s) => s.socket.bufferedAmount);
@@ -468,8 +574,11 @@ export class Relay {
   // -------------------------------------------------------------------------
   // Connections
 
-  /** A new connection, from a WebSocket (server/app.ts wraps it with wsTransport) or an in-memory pair (bots, tests). */
-  handleConnection(socket: Transport, address: string): void {
+  /**
+   * A new connection, from a WebSocket (server/app.ts wraps it with wsTransport) or an in-memory
+   * pair (bots, tests). `onLogin` is called once, when it logs in.
+   */
+  handleConnection(socket: Transport, address: string, onLogin?: () => void): void {
     const session: Session = {
       socket,
       address,
@@ -485,6 +594,13 @@ export class Relay {
       alive: true,
       loginTimer: null,
       pending: true,
+      onLogin: onLogin ?? null,
+      counted: false,
+      reading: false,
+      pinged: false,
+      buffered: 0,
+      lastSent: 0,
+      loginAt: 0,
       backlog: null,
     };
     this.sessions.add(session);
@@ -498,6 +614,8 @@ export class Relay {
 
     socket.on('pong', () => {
       session.alive = true;
+      // The peer read everything sent before that ping: from now on it is a reader.
+      if (session.pinged) session.reading = true;
     });
     socket.on('message', (data, isBinary) => this.onFrame(session, data, isBinary));
     socket.on('close', () => this.onClose(session));
@@ -512,6 +630,9 @@ export class Relay {
   private onClose(session: Session): void {
     this.sessions.delete(session);
     this.endPending(session);
+    this.unsent -= session.buffered;
+    session.buffered = 0;
+    this.uncount(session);
     if (session.loginTimer) clearTimeout(session.loginTimer);
     if (session.backlog?.timer) clearTimeout(session.backlog.timer);
     session.backlog = null;
@@ -524,7 +645,7 @@ export class Relay {
     if (this.closed) return; // shutting down: the store may already be closed
     if (pin && this.online.get(pin) === session) {
       this.online.delete(pin);
-      this.store.touchUser(pin, Date.now());
+      this.store.touchUser(pin, Date.now(), session.lastSent);
       this.queuePresence(pin);
       this.emit({ kind: 'logout', at: Date.now(), pin });
     }
@@ -539,6 +660,7 @@ export class Relay {
         continue;
       }
       session.alive = false;
+      if (session.pin) session.pinged = true;
       try {
         session.socket.ping();
       } catch {
@@ -553,6 +675,13 @@ export class Relay {
     clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     this.commitBatch();
+    try {
+      // Their closes will not reach the store (it closes first): store each user's last envelope time now.
+      const now = Date.now();
+      for (const [pin, session] of this.online) this.store.touchUser(pin, now, session.lastSent);
+    } catch (err) {
+      this.log.error('could not store the last activity of online users', { error: (err as Error).message });
+    }
     for (const session of this.sessions) {
       const socket = session.socket;
       socket.close(CloseCode.GoingAway, 'relay shutting down');
@@ -720,6 +849,16 @@ export class Relay {
     if (session.nonce === '') return this.error(session, ErrorCode.BadSignature, 'the challenge was already used');
     const nonce = session.nonce;
     session.nonce = ''; // one attempt per challenge: a signature cannot be tried twice
+    const wait = this.takeLogin(session.address, Date.now());
+    if (wait > 0) {
+      // Login churn: each login costs a signature check, a store write and a welcome page.
+      const { loginsPerSecond, loginBurst } = this.limits;
+      this.stats.loginsLimited += 1;
+      this.logOnce(`login rate ${addressKey(session.address)}`, 'logins refused: login rate', { address: session.address });
+      this.error(session, ErrorCode.RateLimited, `too many logins from ${addressKey(session.address)}: at most ${loginsPerSecond} a second (${loginBurst} at once); try again in ${Math.ceil(wait)} s`, undefined, Math.ceil(wait * 1000));
+      this.closeHard(session, CloseCode.LoginFailed, 'login failed: rate_limited');
+      return;
+    }
     if (!verifyLogin(nonce, msg.pk, msg.sig)) {
       this.emit({ kind: 'rejected', at: Date.now(), pin: '-', code: ErrorCode.BadSignature, message: 'login signature invalid' });
       this.log.info('login refused', { reason: 'bad signature', address: session.address });
@@ -734,6 +873,16 @@ export class Relay {
       this.log.info('login refused', { reason: 'PIN registered to another key', pin, address: session.address });
       this.error(session, ErrorCode.KeyMismatch, `PIN ${pin} is registered to another key`);
       this.closeHard(session, CloseCode.LoginFailed, 'login failed: PIN registered to another key');
+      return;
+    }
+    const key = addressKey(session.address);
+    const replaced = this.online.get(pin);
+    const replacing = replaced?.counted && addressKey(replaced.address) === key ? 1 : 0;
+    if ((this.sessionsByAddress.get(key) ?? 0) - replacing >= this.limits.sessionsPerAddress) {
+      this.stats.sessionsLimited += 1;
+      this.logOnce(`sessions ${key}`, 'logins refused: too many sessions from one address', { address: session.address });
+      this.error(session, ErrorCode.RateLimited, `too many sessions logged in from ${key} (${this.limits.sessionsPerAddress} at most); close a tab or a bot somewhere and try again`);
+      this.closeHard(session, CloseCode.LoginFailed, 'login failed: too many sessions from your address');
       return;
     }
     const now = Date.now();
@@ -767,6 +916,13 @@ export class Relay {
       session.dropped = Math.max(session.dropped, saved.dropped);
     }
     this.endPending(session);
+    session.onLogin?.();
+    session.onLogin = null;
+    session.counted = true;
+    this.sessionsByAddress.set(key, (this.sessionsByAddress.get(key) ?? 0) + 1);
+    // (A session this one replaces has not stored its time yet: it is stored at logout.)
+    session.lastSent = Math.max(existing?.last_sent ?? 0, replaced?.lastSent ?? 0);
+    session.loginAt = now;
     session.pin = pin;
     session.name = msg.name;
     session.pk = msg.pk;
@@ -774,6 +930,10 @@ export class Relay {
     this.log.info('login', { pin, name: msg.name });
     const welcome = JSON.stringify({ type: 'welcome', pin, name: msg.name, directory: this.directory(), total: this.store.userCount(), policy: this.policy } satisfies ServerMessage);
     if (welcome.length > this.stats.maxWelcomeBytes) this.stats.maxWelcomeBytes = welcome.length;
+    // The welcome is output this login caused: charged like any (it may leave the bucket in debt,
+    // which the next envelopes wait out), and kept with the PIN between its connections.
+    session.outBytes -= welcome.length;
+    this.stats.welcomeBytes += welcome.length; // (counted apart from outputCharged, which is envelopes and lookups)
     this.sendRaw(session, welcome);
     session.backlog = { rows: this.store.pendingFor(pin), next: 0, cursor: 0, timer: null };
     this.pumpBacklog(session);
@@ -831,6 +991,7 @@ export class Relay {
 
     const now = Date.now();
     const qids = this.store.acceptEnvelope({ id: env.id, from: env.from, to: env.to, conv: env.conv, escrow: escrowKid !== null }, json, now);
+    session.lastSent = now; // (a sealed box never counts: the relay notes no sender for it)
     this.send(session, { type: 'accepted', id: env.id, duplicate: false });
     const online: string[] = [];
     for (const [to, qid] of qids) {
@@ -893,7 +1054,11 @@ export class Relay {
 
   private onAck(pin: string, qids: number[]): void {
     const now = Date.now();
-    for (const row of this.store.ack(pin, qids)) {
+    const rows = this.store.ack(pin, qids);
+    // A real ack (of an item sent to it) shows the device reads: the larger buffer bound applies.
+    const session = rows.length ? this.online.get(pin) : undefined;
+    if (session) session.reading = true;
+    for (const row of rows) {
       if (row.kind === 'envelope' && row.sender) this.receipt(row.sender, row.ref, pin, 'delivered', now);
     }
   }
@@ -1029,7 +1194,7 @@ export class Relay {
       session.backlog = null;
       return;
     }
-    const soft = this.limits.maxBufferedBytes / 2;
+    const soft = this.bufferBound(session) / 2;
     for (;;) {
       if (backlog.next >= backlog.rows.length) {
         backlog.rows = this.store.pendingFor(pin).filter((row) => row.qid > backlog.cursor);
@@ -1136,19 +1301,76 @@ export class Relay {
     else this.sendNow(session, frame);
   }
 
+  /** The unsent bytes one socket may hold: less until it has shown that it reads (see `reading`). */
+  private bufferBound(session: Session): number {
+    const { maxBufferedBytes, unreadBufferedBytes } = this.limits;
+    return session.reading ? maxBufferedBytes : Math.min(unreadBufferedBytes, maxBufferedBytes);
+  }
+
   private sendNow(session: Session, frame: string): void {
     const socket = session.socket;
     if (socket.readyState !== 1) return;
-    if (socket.bufferedAmount + frame.length > this.limits.maxBufferedBytes) {
+    if (socket.bufferedAmount + frame.length > this.bufferBound(session)) {
       // A device that does not read would make the relay hold its traffic in memory without bound.
       // Its queued items stay in the store and are delivered when it reconnects.
-      this.log.info('cutting off slow consumer', { pin: session.pin ?? '-', buffered: socket.bufferedAmount });
+      this.log.info('cutting off slow consumer', { pin: session.pin ?? '-', buffered: socket.bufferedAmount, reading: session.reading });
       this.stats.slowConsumerCuts += 1;
       this.closeHard(session, CloseCode.SlowConsumer, 'slow consumer: too much unread data');
       return;
     }
     socket.send(frame);
-    if (socket.bufferedAmount > this.stats.maxBuffered) this.stats.maxBuffered = socket.bufferedAmount;
+    const buffered = socket.bufferedAmount;
+    if (buffered > this.stats.maxBuffered) this.stats.maxBuffered = buffered;
+    this.unsent += buffered - session.buffered;
+    session.buffered = buffered;
+    if (this.unsent > this.limits.unsentTotalBytes) this.holdUnsentTotal();
+  }
+
+  private holdingUnsent = false;
+
+  /**
+   * All sockets together seem to hold more than unsentTotalBytes unsent (each as last seen after a
+   * send, so the sum only overestimates): recount exactly, and while it is still over, cut the
+   * socket with the largest backlog first. Honest devices that read hold next to nothing here; the
+   * largest backlog is a device that does not read, whichever identity or address it uses.
+   */
+  private holdUnsentTotal(): void {
+    if (this.holdingUnsent) return;
+    this.holdingUnsent = true;
+    try {
+      let total = 0;
+      for (const s of this.sessions) {
+        s.buffered = s.socket.readyState === 1 ? s.socket.bufferedAmount : 0;
+        total += s.buffered;
+      }
+      this.unsent = total;
+      while (this.unsent > this.limits.unsentTotalBytes) {
+        let largest: Session | null = null;
+        for (const s of this.sessions) if (s.socket.readyState === 1 && s.buffered > 0 && (!largest || s.buffered > largest.buffered)) largest = s;
+        if (!largest) break;
+        this.log.info('cutting off slow consumer: unsent total', { pin: largest.pin ?? '-', buffered: largest.buffered, total: this.unsent });
+        this.stats.slowConsumerCuts += 1;
+        this.stats.unsentTotalCuts += 1;
+        this.unsent -= largest.buffered;
+        largest.buffered = 0;
+        this.closeHard(largest, CloseCode.SlowConsumer, 'slow consumer: the relay holds too much unread data in all, and yours was the most');
+      }
+    } finally {
+      this.holdingUnsent = false;
+    }
+  }
+
+  private readonly logged = new Map<string, number>();
+
+  /** Log a line at most once every 10 s per key: a flood of refusals must not flood the teacher's terminal. */
+  private logOnce(key: string, message: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    const last = this.logged.get(key);
+    if (last !== undefined && now - last < 10_000) return;
+    this.logged.delete(key);
+    this.logged.set(key, now);
+    if (this.logged.size > 1000) this.logged.delete(this.logged.keys().next().value!);
+    this.log.info(message, fields);
   }
 
   private error(session: Session, code: ErrorCode, message: string, ref?: string, retryAfterMs?: number): void {
@@ -1183,26 +1405,6 @@ interface Bucket {
   outBytes: number;
   lastRefill: number;
   dropped: number;
-}
-
-/**
- * The network address registrations are counted by: an IPv4 address (also when it arrives
- * IPv4-mapped on a dual-stack socket), or the /64 of an IPv6 address, since one host can
- * take any number of addresses inside its /64.
- */
-export function addressKey(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1]!;
-  if (!address.includes(':')) return address;
-  const bare = address.split('%')[0]!.toLowerCase();
-  const [head = '', tail] = bare.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail === undefined ? [] : tail ? tail.split(':') : [];
-  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups
-    .slice(0, 4)
-    .map((g) => g.replace(/^0+(?=.)/, ''))
-    .join(':')}::/64`;
 }
 
 function frameSize(data: FrameData): number {

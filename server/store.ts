@@ -19,6 +19,8 @@ export interface UserRow {
   name: string;
   created_at: number;
   last_seen: number;
+  /** When the user last had an envelope accepted (0: never), as of its last logout. */
+  last_sent: number;
 }
 
 export interface QueueRow {
@@ -103,7 +105,7 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, qid);
 CREATE INDEX IF NOT EXISTS queue_by_ref ON queue (ref);
--- The welcome's page of the directory (most recently seen first) and the eviction of stale entries.
+-- The eviction of stale entries (least recently seen first).
 CREATE INDEX IF NOT EXISTS users_by_last_seen ON users (last_seen);
 -- Whether a user still has envelopes waiting for others (such a user is never evicted).
 CREATE INDEX IF NOT EXISTS envelopes_by_sender ON envelopes (sender);
@@ -122,6 +124,16 @@ CREATE TABLE IF NOT EXISTS metadata (
 -- Also the relay's memory of accepted envelope ids (a replayed id is not delivered twice): never pruned.
 CREATE INDEX IF NOT EXISTS metadata_by_ref ON metadata (ref);
 `;
+
+/**
+ * Columns and indexes later versions added to `users`: `last_sent` (the welcome's order by recent
+ * activity) on a database made before it.
+ */
+function migrateUsers(db: Database.Database): void {
+  const columns = (db.prepare('PRAGMA table_info(users)').all() as { name: string }[]).map((c) => c.name);
+  if (!columns.includes('last_sent')) db.exec('ALTER TABLE users ADD COLUMN last_sent INTEGER NOT NULL DEFAULT 0');
+  db.exec('CREATE INDEX IF NOT EXISTS users_by_activity ON users (last_sent, last_seen, pin)');
+}
 
 /** Open a SQLite file (or ':memory:'), check it is a healthy database, and apply the schema. */
 export function openDatabase(file: string, label: string): Database.Database {
@@ -217,6 +229,7 @@ export class RelayStore {
     this.db = openDatabase(file, 'relay');
     try {
       this.db.exec(SCHEMA);
+      migrateUsers(this.db);
     } catch (err) {
       throw new StoreError(`relay database ${file} has an unexpected layout: ${(err as Error).message}`);
     }
@@ -224,7 +237,9 @@ export class RelayStore {
     this.stmt = {
       getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE pin = ?'),
       allUsers: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, pin'),
-      recentUsers: db.prepare<[number], UserRow>('SELECT * FROM users ORDER BY last_seen DESC, pin LIMIT ?'),
+      // The welcome's page: the latest senders first, then the most recently seen (users_by_activity).
+      recentUsers: db.prepare<[number], UserRow>('SELECT * FROM users ORDER BY last_sent DESC, last_seen DESC, pin DESC LIMIT ?'),
+      recentSenders: db.prepare<[number, number], UserRow>('SELECT * FROM users WHERE last_sent > ? ORDER BY last_sent DESC, last_seen DESC, pin DESC LIMIT ?'),
       countUsers: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users'),
       deleteUser: db.prepare('DELETE FROM users WHERE pin = ?'),
       // Offline entries not seen since a time, with nothing queued for them and no envelope of theirs waiting.
@@ -256,7 +271,7 @@ export class RelayStore {
         `INSERT INTO users (pin, pk, name, created_at, last_seen) VALUES (@pin, @pk, @name, @now, @now)
          ON CONFLICT (pin) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen`,
       ),
-      touchUser: db.prepare('UPDATE users SET last_seen = ? WHERE pin = ?'),
+      touchUser: db.prepare('UPDATE users SET last_seen = ?, last_sent = max(last_sent, ?) WHERE pin = ?'),
       addEnvelope: db.prepare('INSERT INTO envelopes (id, sender, json, at) VALUES (?, ?, ?, ?)'),
       getEnvelopeJson: db.prepare<[string], { json: string }>('SELECT json FROM envelopes WHERE id = ?'),
       dropEnvelopeIfDone: db.prepare('DELETE FROM envelopes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE ref = ? AND kind = \'envelope\')'),
@@ -357,9 +372,14 @@ export class RelayStore {
     return this.userTotal;
   }
 
-  /** The most recently seen users, at most `limit` of them. */
+  /** The users who sent most recently, then the most recently seen: at most `limit` of them. */
   recentUsers(limit: number): UserRow[] {
     return this.stmt.recentUsers.all(limit);
+  }
+
+  /** Users whose last envelope is later than `after`, the latest first: at most `limit` of them. */
+  recentSenders(after: number, limit: number): UserRow[] {
+    return this.stmt.recentSenders.all(after, limit);
   }
 
   /**
@@ -417,9 +437,10 @@ export class RelayStore {
     return created;
   }
 
-  touchUser(pin: string, now: number): void {
+  /** Record a user's logout: last seen `now`, and the time of its last envelope (kept in memory while it is online). */
+  touchUser(pin: string, now: number, lastSent = 0): void {
     this.users.delete(pin);
-    this.stmt.touchUser.run(now, pin);
+    this.stmt.touchUser.run(now, lastSent, pin);
   }
 
   /** The sender of an already accepted envelope id, if any (from the metadata log). */

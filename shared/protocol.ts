@@ -46,6 +46,9 @@ export const EnvelopeId = z.string().regex(/^[0-9a-f]{32}$/, 'id must be 32 lowe
 /** Conversation id: `dm` for one-to-one, `g-` + 16 hex digits for a group. */
 export const ConversationId = z.string().regex(/^(dm|g-[0-9a-f]{16})$/, 'conv must be "dm" or "g-" + 16 hex digits');
 
+/** Combining marks one character may carry (accents stack two or three; more is a tower over the next lines). */
+export const MAX_MARKS_PER_CHAR = 4;
+
 /**
  * What a display name may not hold, each class with its own message (checked before trimming, so
  * nothing is silently dropped): a name is shown in every tab, the relay view and the teacher's log,
@@ -58,12 +61,26 @@ export const NAME_REFUSALS: readonly { chars: RegExp; message: string }[] = [
   { chars: /[\p{Zl}\p{Zp}]/u, message: 'name must not contain line or paragraph separators (U+2028, U+2029)' },
   { chars: /[\p{Cf}\p{Cs}]/u, message: 'name must not contain invisible format characters (zero-width space or joiner, word joiner, byte order mark, soft hyphen...) or lone surrogates' },
   { chars: /(?! )[\s\p{Zs}]/u, message: 'name must not contain whitespace other than a plain space (no tab, no-break or other wide space)' },
+  {
+    // Default-ignorable code points render as nothing: the Hangul fillers (U+115F, U+1160, U+3164,
+    // U+FFA0), the combining grapheme joiner, U+17B4/U+17B5, the variation selectors. One U+FE0F
+    // right after an emoji is the exception, so that "❤️" stays a heart. (Format characters, also
+    // default-ignorable, have their own message above.)
+    chars: /(?!\p{Cf})(?!(?<=\p{Emoji})\uFE0F(?!\uFE0F))\p{Default_Ignorable_Code_Point}/u,
+    message: 'name must not contain invisible characters (Hangul fillers, the combining grapheme joiner, variation selectors other than one U+FE0F right after an emoji...): they show as nothing',
+  },
+  { chars: new RegExp(`(?<=\\p{M}{${MAX_MARKS_PER_CHAR}})\\p{M}`, 'u'), message: `name must not stack more than ${MAX_MARKS_PER_CHAR} combining marks on one character: they spill over the lines around it` },
 ];
+
+/** A character that shows: a letter, digit, symbol or punctuation mark (U+2800, the blank Braille pattern, does not). */
+const VISIBLE = /(?!\u2800)[\p{L}\p{N}\p{S}\p{P}]/u;
 
 export const DisplayName = NAME_REFUSALS.reduce((schema, { chars, message }) => schema.refine((s) => !chars.test(s), message), z.string())
   .trim()
   .min(1, 'name must not be empty')
-  .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`);
+  .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`)
+  // Said only when no refusal above applies, so that each bad name gets the one message that fits.
+  .refine((s) => VISIBLE.test(s) || s === '' || NAME_REFUSALS.some(({ chars }) => chars.test(s)), 'name must contain at least one visible letter, digit, symbol or punctuation mark: blanks and marks alone show as nothing');
 
 export const PublicKey = b64(32, 32);
 export const Signature = b64(64, 64);

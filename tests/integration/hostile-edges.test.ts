@@ -248,14 +248,34 @@ describe('relay view: a bounded, paced backlog and slow viewers cut', () => {
     expect(app.edge.limits).toMatchObject({ viewersPerAddress: 20, viewersTotal: 200 });
   });
 
-  it('regulator-console sockets are capped at 5 per address by default, counted before the token is checked', async () => {
+  it('regulator-console sockets are capped at 3 per address while they wait for the token, and at 5 per address once they sent it', async () => {
     const app = await relay();
     const url = `${app.wsUrl}/regulator`;
-    for (let i = 0; i < 5; i++) expect(status(await upgrade(url)), `console ${i + 1}`).toBe('open');
+    const waiting: WebSocket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await upgrade(url);
+      expect(status(r), `console ${i + 1}`).toBe('open');
+      waiting.push(r as WebSocket);
+    }
     const refused = (await upgrade(url)) as Refused;
     expect(refused.status).toBe(503);
-    expect(refused.body).toMatch(/too many regulator-console sockets open from your address \(5 at most\)/);
-    expect(app.edge.limits).toMatchObject({ consolesPerAddress: 5, consolesTotal: 20 });
+    expect(refused.body).toMatch(/too many regulator-console sockets waiting for the admin token from your address \(3 at most\)/);
+    // Sending the token moves a socket to the consoles' own cap.
+    const consoles = [...waiting];
+    for (const ws of waiting) ws.send(JSON.stringify({ type: 'auth', token: TOKEN }));
+    for (let i = 0; i < 2; i++) {
+      const r = (await upgrade(url)) as WebSocket;
+      expect(status(r)).toBe('open');
+      r.send(JSON.stringify({ type: 'auth', token: TOKEN }));
+      consoles.push(r);
+    }
+    await sleep(200);
+    expect(app.edge.consoles.open.size()).toBe(5);
+    const sixth = (await upgrade(url)) as WebSocket;
+    const error = new Promise<{ code: string; message: string }>((r) => sixth.once('message', (d) => r(JSON.parse(d.toString()))));
+    sixth.send(JSON.stringify({ type: 'auth', token: TOKEN }));
+    expect((await error).message).toMatch(/too many regulator consoles open from your address \(5 at most\)/);
+    expect(app.edge.limits).toMatchObject({ consolesPerAddress: 5, consolesTotal: 20, consolesWaitingPerAddress: 3 });
   });
 
   it('a console gets its snapshot within the buffer bound: the newest intercepts in parts (snapshot, then intercept frames), all of them, in order', async () => {
