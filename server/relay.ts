@@ -485,6 +485,7 @@ export class Relay {
     this.pendingPresence.clear();
     this.buckets.clear();
     this.registrations.clear();
+    this.loginBuckets.clear();
     return this.store.reset();
   }
 
