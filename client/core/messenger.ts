@@ -28,6 +28,7 @@ import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, 
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { openSealedBox, sealForRecipient } from '../../shared/sealed-sender.ts';
 import { readersOf, type Readers } from './readers.ts';
+import { History, KEEP_PER_CHAT } from './history.ts';
 import { KeyPins, Lookups, loadDirectory, mergeDirectory, saveDirectory, type RefusedEntry } from './directory.ts';
 
 /** The subset of the WebSocket API the core needs; browser WebSocket and `ws` both fit. */
@@ -78,7 +79,12 @@ export interface ChatMessage {
   chat: string;
   from: string;
   to: string[];
+  /** The sender's timestamp, as its envelope says: shown, never used to order anything. */
   ts: number;
+  /** When this device got the message (or sent it): what orders a chat and the chat list. */
+  at: number;
+  /** Set when the sender's timestamp was this far (ms) ahead of this device's clock on arrival. */
+  clockAheadMs?: number;
   direction: 'out' | 'in';
   text: string;
   group?: string;
@@ -171,7 +177,15 @@ export interface MessengerOptions {
   backoff?: { minMs: number; maxMs: number };
   /** Keep this many wire records for the panel. */
   wireLimit?: number;
+  /** Messages one chat keeps in memory (default KEEP_PER_CHAT); the oldest beyond it are dropped. */
+  keepPerChat?: number;
 }
+
+/**
+ * A sender's clock more than this far ahead of ours is marked on its message. (One behind cannot be
+ * told apart from a message that waited in the relay's queue, so only ahead is marked.)
+ */
+export const CLOCK_AHEAD_MS = 5 * 60_000;
 
 interface SavedState {
   messages: ChatMessage[];
@@ -193,7 +207,8 @@ export class Messenger {
   readonly identity: Identity;
   readonly name: string;
   readonly directory = new Map<string, DirectoryEntry>();
-  readonly messages = new Map<string, ChatMessage>();
+  /** The messages this tab holds, indexed per chat in arrival order (history.ts). */
+  readonly history: History;
   readonly wire: WireRecord[] = [];
   policy: Policy | null = null;
   status: 'connecting' | 'online' | 'offline' = 'offline';
@@ -233,6 +248,7 @@ export class Messenger {
     this.name = options.name;
     this.sealing = options.sealing ?? { escrow: 'comply' };
     this.storage = options.storage ?? memoryStore();
+    this.history = new History(options.keepPerChat ?? KEEP_PER_CHAT, (id) => this.outbox.has(id));
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
     this.groups = new GroupBook(this.storage);
     this.keyPins = new KeyPins(this.storage);
@@ -242,6 +258,11 @@ export class Messenger {
 
   get pin(): string {
     return this.identity.pin;
+  }
+
+  /** Every message held, by id. */
+  get messages(): ReadonlyMap<string, ChatMessage> {
+    return this.history.messages;
   }
 
   on(listener: (event: MessengerEvent) => void): () => void {
@@ -461,11 +482,7 @@ export class Messenger {
 
   /** PINs this device has talked with (its remembered contacts): kept in the directory whatever else comes. */
   private contactPins(): Set<string> {
-    const pins = new Set<string>();
-    for (const m of this.messages.values()) {
-      pins.add(m.from);
-      for (const pin of m.to) pins.add(pin);
-    }
+    const pins = this.history.participants();
     for (const w of this.waiting) pins.add(w.env.from);
     pins.delete(this.pin);
     return pins;
@@ -558,6 +575,7 @@ export class Messenger {
       from: this.pin,
       to: env.to,
       ts: env.ts,
+      at: Date.now(),
       direction: 'out',
       text: body.text,
       ...(name !== undefined ? { group: name } : {}),
@@ -567,7 +585,7 @@ export class Messenger {
       readBy: [],
       readers: readersOf(env),
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
     this.outbox.set(env.id, env);
     this.bodies.set(env.id, body);
     this.emit({ type: 'message', message });
@@ -713,12 +731,15 @@ export class Messenger {
     } else if (body?.note) {
       flag = { code: 'group_note_in_dm', message: 'a group note sent as a direct message' };
     }
+    const at = Date.now();
     const message: ChatMessage = {
       id: env.id,
       chat,
       from: env.from,
       to: env.to,
       ts: env.ts,
+      at,
+      ...(env.ts - at > CLOCK_AHEAD_MS ? { clockAheadMs: env.ts - at } : {}),
       direction: 'in',
       text: body ? body.text : '',
       ...(group !== undefined ? { group } : {}),
@@ -732,7 +753,7 @@ export class Messenger {
       ...(sealed ? { sealedSender: true as const } : {}),
       seen: false,
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
     this.ack(qid);
     this.emit({ type: 'message', message });
     this.save();
@@ -748,6 +769,7 @@ export class Messenger {
       from: env.from,
       to: env.to,
       ts: env.ts,
+      at: Date.now(),
       direction: 'in',
       text: '',
       state: 'unreadable',
@@ -758,7 +780,7 @@ export class Messenger {
       errorCode: OpenFailure.UnknownSender,
       seen: false,
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
     this.ack(qid);
     this.emit({ type: 'message', message });
     this.save();
@@ -787,8 +809,7 @@ export class Messenger {
     const bySender = new Map<string, string[]>();
     for (const id of ids) {
       const message = this.messages.get(id);
-      if (!message || message.direction !== 'in' || message.seen) continue;
-      message.seen = true;
+      if (!message || !this.history.markSeen(message)) continue;
       // A sealed-sender message has no read receipt: the relay keeps no sender to send it to.
       if (message.sealedSender) continue;
       bySender.set(message.from, [...(bySender.get(message.from) ?? []), id]);
@@ -805,29 +826,34 @@ export class Messenger {
    * this client holds, never from its messages; a chat of messages shown apart has no members to
    * reply to.
    */
-  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number; kind: 'dm' | 'group' | 'apart' }[] {
-    const byChat = new Map<string, ChatMessage[]>();
-    for (const message of this.messages.values()) byChat.set(message.chat, [...(byChat.get(message.chat) ?? []), message]);
-    for (const state of this.groups.all()) if (!byChat.has(state.id)) byChat.set(state.id, []);
-    return [...byChat.entries()]
-      .map(([chat, list]) => {
-        list.sort((a, b) => a.ts - b.ts);
-        const last = list[list.length - 1];
-        const unread = list.filter((m) => m.direction === 'in' && !m.seen).length;
-        if (chat.startsWith('dm:')) return { chat, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], last, unread, kind: 'dm' as const };
+  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number; kind: 'dm' | 'group' | 'apart'; held: number; dropped: number }[] {
+    // One line per chat from the index: the cost is the number of chats, not of messages.
+    const lines = this.history.summaries();
+    for (const state of this.groups.all()) if (!this.history.hasChat(state.id)) lines.push({ chat: state.id, last: undefined, unread: 0, held: 0, dropped: 0 });
+    return lines
+      .map(({ chat, last, unread, held, dropped }) => {
+        const common = { chat, last, unread, held, dropped };
+        if (chat.startsWith('dm:')) return { ...common, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], kind: 'dm' as const };
         if (chat.startsWith('apart:')) {
           const from = chat.split(':')[2] ?? '';
-          return { chat, title: last?.group ?? 'Unknown group', members: [] as string[], last, unread, kind: 'apart' as const, from };
+          return { ...common, title: last?.group ?? 'Unknown group', members: [] as string[], kind: 'apart' as const, from };
         }
         const state = this.groups.get(chat);
         const members = state ? state.members.map((m) => m.pin).filter((p) => p !== this.pin) : [];
-        return { chat, title: state?.name ?? last?.group ?? 'Group', members, last, unread, kind: 'group' as const };
+        return { ...common, title: state?.name ?? last?.group ?? 'Group', members, kind: 'group' as const };
       })
-      .sort((a, b) => (b.last?.ts ?? 0) - (a.last?.ts ?? 0));
+      .sort((a, b) => (b.last?.at ?? 0) - (a.last?.at ?? 0));
   }
 
-  messagesIn(chat: string): ChatMessage[] {
-    return [...this.messages.values()].filter((m) => m.chat === chat).sort((a, b) => a.ts - b.ts);
+  /** A chat's messages in the order they reached this device; with `limit`, the newest that many. */
+  messagesIn(chat: string, limit?: number): ChatMessage[] {
+    return this.history.inChat(chat, limit);
+  }
+
+  /** Mark every unseen message of a chat read (the page does this for the open chat). */
+  markChatRead(chat: string): void {
+    const ids = this.history.unseenIn(chat).map((m) => m.id);
+    if (ids.length) this.markRead(ids);
   }
 
   nameOf(pin: string): string {
@@ -855,7 +881,8 @@ export class Messenger {
     if (!raw) return;
     try {
       const state = JSON.parse(raw) as SavedState;
-      for (const m of state.messages) this.messages.set(m.id, m);
+      // Saved in arrival order; a state saved before arrival times were kept goes by its timestamps.
+      for (const m of state.messages) this.history.add({ ...m, at: typeof m.at === 'number' ? m.at : m.ts });
       for (const env of state.outbox) this.outbox.set(env.id, env);
       for (const [id, body] of state.bodies ?? []) if (this.outbox.has(id)) this.bodies.set(id, body);
       for (const id of state.seen) this.seen.add(id);

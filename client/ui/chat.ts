@@ -19,6 +19,9 @@ import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, schedu
 
 interface ChatEntry {
   chat: string;
+  /** Messages the tab holds for this chat, and how many older ones it dropped from memory. */
+  held: number;
+  dropped: number;
   title: string;
   members: string[];
   group: boolean;
@@ -29,6 +32,32 @@ interface ChatEntry {
 }
 
 const UI_KEY = 'backdoor-lab.ui';
+/** Messages drawn for the open chat: its newest this many. */
+const DRAWN_PER_CHAT = 300;
+
+/** The local day of a timestamp, to tell whether it is today. */
+const clockDay = (ts: number): string => new Date(ts).toDateString();
+
+/** A message's time: HH:MM:SS today, else with its date (YYYY-MM-DD HH:MM:SS); a time no date can hold says so. */
+function stamp(ts: number): string {
+  const d = new Date(ts);
+  if (Number.isNaN(d.getTime())) return 'no valid time';
+  if (clockDay(ts) === clockDay(Date.now())) return clock(ts);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ts)}`;
+}
+
+const isoOrEmpty = (ts: number): string => (Number.isNaN(new Date(ts).getTime()) ? '' : new Date(ts).toISOString());
+
+/** A duration in the largest whole unit: "3 days", "2 h", "7 min". */
+function span(ms: number): string {
+  const units: [number, string][] = [[86_400_000, 'day'], [3_600_000, 'hour'], [60_000, 'minute']];
+  for (const [size, name] of units) if (ms >= size) {
+    const n = Math.floor(ms / size);
+    return `${n} ${name}${n === 1 ? '' : 's'}`;
+  }
+  return `${Math.round(ms / 1000)} s`;
+}
 
 /** The key models in words, for the wire panel. */
 const MODEL_WORDS: Record<string, string> = {
@@ -261,14 +290,14 @@ class ChatPage {
   // Model
 
   private entries(): ChatEntry[] {
-    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread }));
+    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread, held: c.held, dropped: c.dropped }));
   }
 
   private entry(chat: string): ChatEntry {
     const found = this.entries().find((e) => e.chat === chat);
     if (found) return found;
     const pin = chat.slice(3);
-    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, kind: 'dm', last: undefined, unread: 0 };
+    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, kind: 'dm', last: undefined, unread: 0, held: 0, dropped: 0 };
   }
 
   private select(chat: string): void {
@@ -310,12 +339,9 @@ class ChatPage {
 
   private markSeen(): void {
     if (!this.openChat || document.visibilityState !== 'visible') return;
-    const ids = this.m
-      .messagesIn(this.openChat)
-      .filter((msg) => msg.direction === 'in' && !msg.seen)
-      .map((msg) => msg.id);
-    if (ids.length) {
-      this.m.markRead(ids);
+    // The messenger batches the read receipts (one frame per sender per interval), however often this runs.
+    if (this.m.chats().find((c) => c.chat === this.openChat)?.unread) {
+      this.m.markChatRead(this.openChat);
       this.schedule();
     }
   }
@@ -513,9 +539,11 @@ class ChatPage {
     const refused = entry.kind === 'dm' ? m.refusedKeys.get(entry.members[0] ?? '') : undefined;
     if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts, refused?.offered])) this.drawHead(entry, who, other);
 
-    const messages = m.messagesIn(chat);
+    // Only the newest DRAWN_PER_CHAT are drawn; the tab holds more (history.ts) and says how many.
+    const messages = m.messagesIn(chat, DRAWN_PER_CHAT);
+    const earlier = (current?.held ?? 0) - messages.length + (current?.dropped ?? 0);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
-    const drawnState = [chat, names, messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    const drawnState = [chat, names, earlier, clockDay(Date.now()), messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
     if (this.unchanged('conv', drawnState)) return;
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
@@ -532,6 +560,7 @@ class ChatPage {
     });
     this.messageNodes = built;
     list.replaceChildren(...items);
+    if (earlier > 0) list.prepend(el('li', { class: 'empty', testid: 'earlier', text: `${earlier} earlier message${earlier === 1 ? '' : 's'} in this chat ${earlier === 1 ? 'is' : 'are'} not drawn here (the newest ${DRAWN_PER_CHAT} are).` }));
     if (!items.length) list.append(el('li', { class: 'empty', text: entry.group ? 'No messages yet. Say hello to the group.' : `No messages yet. Say hello to ${entry.title}.` }));
     list.scrollTop = atBottom || this.renderedChat !== chat ? list.scrollHeight : scroll;
     this.renderedChat = chat;
@@ -638,7 +667,9 @@ class ChatPage {
       li.append(el('div', { class: 'text error', testid: 'message-text', data: { code: msg.errorCode ?? '' }, text: `Could not open this message. ${msg.errorCode ? wordsFor(msg.errorCode) : (msg.error ?? 'unknown reason')}` }));
     }
     else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
-    const meta = el('div', { class: 'meta' }, el('time', { text: clock(msg.ts), attrs: { datetime: new Date(msg.ts).toISOString() } }));
+    // The sender's time, with its date when that is not today; a clock far ahead of ours is said so.
+    const meta = el('div', { class: 'meta' }, el('time', { testid: 'message-time', text: stamp(msg.ts), attrs: { datetime: isoOrEmpty(msg.ts) } }));
+    if (msg.clockAheadMs !== undefined) meta.append(' ', el('span', { class: 'flag skew', testid: 'clock-ahead', text: `sender's clock was ${span(msg.clockAheadMs)} ahead of yours` }));
     if (mine) meta.append(' ', this.stateBadge(msg));
     li.append(meta);
     // Who can read: from the envelope actually sent (message.readers), never from the current tap switch.
