@@ -202,6 +202,19 @@ const OPEN = 1;
  */
 const ACK_BURST = 10;
 const ACK_INTERVAL_MS = 100;
+/**
+ * Read receipts are batched like acks: one `read` frame per sender, its ids merged (up to the
+ * protocol's 1,000), at most READ_PER_SECOND frames a second after a burst of READ_BURST, flushed
+ * every READ_INTERVAL_MS. However fast messages arrive in an open chat, acks and reads together stay
+ * near 14 frames a second, under the relay's 30. At most MAX_PENDING_READS ids wait; beyond that a
+ * read tick is not sent (the message itself is safe).
+ */
+const READ_BURST = 4;
+const READ_PER_SECOND = 4;
+const READ_INTERVAL_MS = 250;
+const MAX_PENDING_READS = 5000;
+/** Read frames sent at most when the messenger stops; the rest of the ticks are not sent. */
+const READ_FRAMES_ON_STOP = 20;
 
 export class Messenger {
   readonly identity: Identity;
@@ -240,6 +253,14 @@ export class Messenger {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private ackBudget = ACK_BURST;
   private ackBudgetAt = 0;
+  /** Read receipts not sent yet, by the sender they go to (see READ_BURST). */
+  private readonly pendingReads = new Map<string, Set<string>>();
+  private pendingReadCount = 0;
+  private readTimer: ReturnType<typeof setTimeout> | null = null;
+  private readBudget = READ_BURST;
+  private readBudgetAt = 0;
+  /** Read ticks never sent: more than MAX_PENDING_READS were waiting. */
+  readsNotSent = 0;
 
   /** How this client answers the tap; a bot may change it between messages. */
   sealing: SealingPolicy;
@@ -297,6 +318,9 @@ export class Messenger {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.flushAcks();
+    if (this.readTimer) clearTimeout(this.readTimer);
+    this.readTimer = null;
+    this.flushReads(READ_FRAMES_ON_STOP);
     this.socket?.close(1000, 'bye');
     this.socket = null;
     this.flushSave();
@@ -355,15 +379,25 @@ export class Messenger {
   private ack(qid: number): void {
     this.pendingAcks.push(qid);
     if (this.ackTimer) return;
-    const now = Date.now();
-    this.ackBudget = Math.min(ACK_BURST, this.ackBudget + ((now - this.ackBudgetAt) / 1000) * ACK_BURST);
-    this.ackBudgetAt = now;
-    if (this.ackBudget >= 1) {
-      this.ackBudget -= 1;
+    if (this.spendAckBudget(false)) {
       this.flushAcks();
       return;
     }
-    this.ackTimer = setTimeout(() => this.flushAcks(), ACK_INTERVAL_MS);
+    // A batched frame is charged too, so that batches and immediate acks together stay near ACK_BURST a second.
+    this.ackTimer = setTimeout(() => {
+      this.spendAckBudget(true);
+      this.flushAcks();
+    }, ACK_INTERVAL_MS);
+  }
+
+  /** Take one frame from the ack budget if it has one (or, with `always`, in any case, down to -1). */
+  private spendAckBudget(always: boolean): boolean {
+    const now = Date.now();
+    this.ackBudget = Math.min(ACK_BURST, this.ackBudget + ((now - this.ackBudgetAt) / 1000) * ACK_BURST);
+    this.ackBudgetAt = now;
+    if (this.ackBudget < 1 && !always) return false;
+    this.ackBudget = Math.max(-1, this.ackBudget - 1);
+    return true;
   }
 
   private flushAcks(): void {
@@ -372,6 +406,35 @@ export class Messenger {
     this.pendingAcks = [];
     // If the socket is gone, the relay still holds these items and sends them again; the replay is dropped by id.
     for (let i = 0; i < qids.length; i += 1000) this.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
+  }
+
+  /**
+   * Send waiting read receipts, one frame per sender, as far as the read budget allows (or up to
+   * `force` frames whatever the budget, when stopping); what is left goes at the next interval.
+   * Offline, they wait for the next login.
+   */
+  private flushReads(force = 0): void {
+    const now = Date.now();
+    this.readBudget = Math.min(READ_BURST, this.readBudget + ((now - this.readBudgetAt) / 1000) * READ_PER_SECOND);
+    this.readBudgetAt = now;
+    let forced = 0;
+    while (this.pendingReads.size && (force ? forced < force : this.readBudget >= 1)) {
+      const [to, set] = this.pendingReads.entries().next().value!;
+      const ids = [...set].slice(0, 1000);
+      if (!this.send({ type: 'read', to, ids })) break;
+      if (force) forced += 1;
+      else this.readBudget -= 1;
+      for (const id of ids) set.delete(id);
+      this.pendingReadCount -= ids.length;
+      this.pendingReads.delete(to);
+      if (set.size) this.pendingReads.set(to, set); // the rest of this sender's go after the others'
+    }
+    if (this.pendingReads.size && !this.readTimer && !force && this.socket) {
+      this.readTimer = setTimeout(() => {
+        this.readTimer = null;
+        this.flushReads();
+      }, READ_INTERVAL_MS);
+    }
   }
 
   private onFrame(raw: string): void {
@@ -397,6 +460,7 @@ export class Messenger {
         this.emit({ type: 'directory' });
         this.emit({ type: 'ready', pin: msg.pin });
         for (const env of this.outbox.values()) this.transmit(env);
+        this.flushReads();
         return;
       case 'presence':
         this.acceptEntries(msg.users);
@@ -806,16 +870,25 @@ export class Messenger {
 
   /** Tell the senders that the user has now seen these incoming messages (the R tick). */
   markRead(ids: string[]): void {
-    const bySender = new Map<string, string[]>();
+    let changed = false;
     for (const id of ids) {
       const message = this.messages.get(id);
       if (!message || !this.history.markSeen(message)) continue;
+      changed = true;
       // A sealed-sender message has no read receipt: the relay keeps no sender to send it to.
       if (message.sealedSender) continue;
-      bySender.set(message.from, [...(bySender.get(message.from) ?? []), id]);
+      if (this.pendingReadCount >= MAX_PENDING_READS) {
+        this.readsNotSent += 1;
+        continue;
+      }
+      const set = this.pendingReads.get(message.from) ?? new Set<string>();
+      if (!set.has(id)) this.pendingReadCount += 1;
+      set.add(id);
+      this.pendingReads.set(message.from, set);
     }
-    for (const [to, list] of bySender) this.send({ type: 'read', to, ids: list });
-    if (bySender.size) this.save();
+    // Batched: at once while frames are few, then one per sender per interval (see READ_BURST).
+    if (!this.readTimer) this.flushReads();
+    if (changed) this.save();
   }
 
   // -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ const CHAT = 'g-0123456789abcdef';
 let reads = 0;
 /** A message whose every field read is counted. */
 function counted(n: number, chat = CHAT): ChatMessage {
-  const msg: ChatMessage = { id: n.toString(16).padStart(32, '0'), chat, from: 'AAAAAAAA', to: ['BBBBBBBB'], ts: 1e12 + n, at: 1e12 + n, direction: 'in', text: 'spam', state: 'received', deliveredTo: [], readBy: [], readers: { participants: ['AAAAAAAA', 'BBBBBBBB'], escrowKid: null }, seen: false };
+  const msg: ChatMessage = { id: n.toString(16).padStart(32, '0'), chat, from: 'AAAAAAAA', to: ['BBBBBBBB'], ts: 1e12 + n, at: 1e12 + n, direction: 'in', text: 'spam', state: 'received', deliveredTo: [], readBy: [], readers: { model: 'e2e', participants: ['AAAAAAAA', 'BBBBBBBB'], escrowKid: null }, seen: false };
   return new Proxy(msg, {
     get(target, key, receiver) {
       reads += 1;
