@@ -169,6 +169,10 @@ export function checkGroupMessage(input: {
     );
   }
   if (sender.pk !== input.senderPk) return fail(GroupFailure.MemberKeyMismatch, `${env.from} is on the list with another key than the one that signed this message`);
+  // A note says who made or changed the group: only its creator's is honoured, and only with a
+  // list at least as new as the one held (the same list again is a repeat, which claims no change).
+  if (input.note && sender.pk !== list.creator) return fail(GroupFailure.NoteNotFromCreator, `${env.from} is not the group's creator, so a note of theirs about making or changing it is not honoured`);
+  if (input.note && carried.version < list.version) return fail(GroupFailure.NoteNotNewer, `a group note with member list version ${carried.version}, older than version ${list.version} held`);
   const memberPins = list.members.map((m) => m.pin);
   const got = new Set([env.from, ...env.to]);
   // The creator's change note also goes to the members it removed (so they learn it), whom a member

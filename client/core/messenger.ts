@@ -784,9 +784,10 @@ export class Messenger {
         ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), me: this.pin, note: body.note })
         : null;
       if (verdict?.ok) {
-        const before = verdict.updated ? this.groups.put(verdict.state) : undefined;
+        // A repeat of the list held (not `updated`) is described against itself: it claims no change.
+        const before = verdict.updated ? this.groups.put(verdict.state) : this.groups.get(env.conv);
         group = verdict.state.name;
-        if (body?.note) note = describeNote(body.note, verdict.state, before);
+        if (body?.note) note = describeNote(body.note, verdict.state, body.note === 'group-created' ? undefined : before);
       } else {
         chat = `apart:${env.conv}:${env.from}`;
         group = body ? groupNameOf(body) : undefined;
