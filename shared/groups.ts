@@ -135,7 +135,8 @@ export const sameState = (a: GroupState, b: GroupState): boolean => a.sig === b.
  * the stored one (`updated`); nothing else in a message ever changes who is in a group.
  *
  * A change note from the creator may go to more people than the new list's members (the ones it
- * removed, so that they learn it); any other message must go to exactly the list's members.
+ * removed, so that they learn it), or to removed members alone; any other message must go to
+ * exactly the list's members.
  */
 export function checkGroupMessage(input: {
   env: Pick<Envelope, 'conv' | 'from' | 'to'>;
@@ -175,10 +176,15 @@ export function checkGroupMessage(input: {
   if (input.note && carried.version < list.version) return fail(GroupFailure.NoteNotNewer, `a group note with member list version ${carried.version}, older than version ${list.version} held`);
   const memberPins = list.members.map((m) => m.pin);
   const got = new Set([env.from, ...env.to]);
-  // The creator's change note also goes to the members it removed (so they learn it), whom a member
-  // added by this very change cannot know: it must reach every member, and may reach more.
+  // The creator's change note also goes to the members it removed, so that they learn it: either
+  // in the members' own envelope (it must then reach every member, and may reach more, whom a
+  // member added by this very change cannot know), or — so that a removed member's full queue
+  // cannot hold the change back from everyone — in an envelope of its own, to removed members only
+  // (members of the list this client held, who are not on the new one).
   const isChangeNote = input.note === 'group-changed' && sender.pk === list.creator && updated;
-  const equal = isChangeNote ? memberPins.every((p) => got.has(p)) : got.size === memberPins.length && memberPins.every((p) => got.has(p));
+  const removedOnly =
+    isChangeNote && stored !== undefined && got.has(me) && [...got].every((p) => p === env.from || (!memberPins.includes(p) && stored.members.some((m) => m.pin === p)));
+  const equal = isChangeNote ? removedOnly || memberPins.every((p) => got.has(p)) : got.size === memberPins.length && memberPins.every((p) => got.has(p));
   if (!equal) {
     if (carried.version < list.version) return fail(GroupFailure.Stale, `sent under member list version ${carried.version} (you hold version ${list.version}), to people who are no longer exactly the group`);
     return fail(GroupFailure.RecipientsMismatch, 'the envelope went to other people than the group\'s members');

@@ -70,6 +70,18 @@ export interface MessageFlag {
   message: string;
 }
 
+/** One envelope of a group note that has not reached the relay yet (see ChatMessage.waiting). */
+export interface NoteWaiting {
+  /** The envelope's id: the note's own, or a part's. */
+  env: string;
+  to: string[];
+  code: string;
+  message: string;
+  attempt: number;
+  /** When it is tried next (ms since the epoch); null once given up. */
+  nextAt: number | null;
+}
+
 export interface ChatMessage {
   id: string;
   /**
@@ -92,6 +104,11 @@ export interface ChatMessage {
   note?: GroupNote;
   /** Set on a message shown apart from the group it claims: why. */
   flag?: MessageFlag;
+  /**
+   * A group note of this device's whose envelope (or one of its parts: the separate envelope to
+   * each removed member) the relay refused for now: to whom, why, and when it is tried again.
+   */
+  waiting?: NoteWaiting[];
   /** Sent or received as sealed sender: the relay never saw who sent it (and no receipts come back). */
   sealedSender?: true;
   state: MessageState;
@@ -193,9 +210,17 @@ interface SavedState {
   /** What each outbox envelope encrypts, to seal it again if the policy changed in flight. */
   bodies?: [string, MessageBody][];
   seen: string[];
+  /** Outbox envelopes that are parts of a group note (to a removed member), by the note's id. */
+  parts?: [string, string][];
 }
 
 const OPEN = 1;
+/**
+ * A group note the relay refused for a full queue is sent again (the same signed envelope) after
+ * 2 s, doubling up to a minute, at most NOTE_RETRIES times; the creator's screen says so meanwhile.
+ */
+const NOTE_RETRIES = 30;
+const NOTE_RETRY_MAX_MS = 60_000;
 /**
  * Acks go out at once while they are few (ACK_BURST a second); beyond that they are batched, one
  * frame per ACK_INTERVAL_MS, so a device receiving a backlog stays far under the relay's rate limit.
@@ -231,6 +256,10 @@ export class Messenger {
   /** Envelopes sent but not yet accepted by the relay: resent after a reconnect. */
   private readonly outbox = new Map<string, Envelope>();
   private readonly bodies = new Map<string, MessageBody>();
+  /** Envelopes that are parts of a group note (the note to one removed member): part id → note id. */
+  private readonly parts = new Map<string, string>();
+  /** Retry timers of group notes refused for now, by envelope id. */
+  private readonly noteTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Ids of envelopes that arrived in sealed-sender boxes (until they are shown). */
   private readonly sealedIds = new Set<string>();
   /** The groups this client holds, each as its newest verified member list. */
@@ -316,6 +345,8 @@ export class Messenger {
   stop(): void {
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    for (const timer of this.noteTimers.values()) clearTimeout(timer);
+    this.noteTimers.clear();
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.flushAcks();
     if (this.readTimer) clearTimeout(this.readTimer);
@@ -602,8 +633,9 @@ export class Messenger {
   }
 
   /**
-   * The creator adds or removes members, or renames the group: a new signed version, announced
-   * to the old and the new members (so that a removed member learns it).
+   * The creator adds or removes members, or renames the group: a new signed version, announced to
+   * the new list's members in one envelope, and to each removed member in an envelope of its own
+   * (so that a removed member learns it, and her full queue cannot hold it back from the others).
    */
   changeGroup(id: string, change: { add?: string[]; remove?: string[]; name?: string }): ChatMessage {
     const state = this.groups.get(id);
@@ -616,9 +648,84 @@ export class Messenger {
       add: add.map((pin) => this.memberOf(pin)),
       remove: change.remove ?? [],
     });
+    const remaining = next.members.map((m) => m.pin).filter((pin) => pin !== this.pin);
+    const removed = state.members.map((m) => m.pin).filter((pin) => pin !== this.pin && !remaining.includes(pin));
+    if (!remaining.length) throw new Error('a group needs at least one other member');
+    this.requireKnown(removed);
     this.groups.put(next);
-    const to = [...new Set([...state.members, ...next.members].map((m) => m.pin))].filter((pin) => pin !== this.pin);
-    return this.post(to, id, { text: '', group: next, note: 'group-changed' }, describeNote('group-changed', next, state));
+    const body: MessageBody = { text: '', group: next, note: 'group-changed' };
+    const message = this.post(remaining, id, body, describeNote('group-changed', next, state), [...remaining, ...removed]);
+    for (const pin of removed) this.postPart(message, pin, body);
+    return message;
+  }
+
+  /** The separate envelope of a group note to one removed member: in the outbox, not in the chat. */
+  private postPart(note: ChatMessage, pin: string, body: MessageBody): void {
+    const env = this.seal([pin], note.chat, body);
+    this.parts.set(env.id, note.id);
+    this.outbox.set(env.id, env);
+    this.bodies.set(env.id, body);
+    this.transmit(env);
+    this.save();
+  }
+
+  /** The chat message an envelope id stands for: its own, or the note it is a part of. */
+  private messageFor(id: string): ChatMessage | undefined {
+    return this.messages.get(this.parts.get(id) ?? id);
+  }
+
+  /** Set or clear (patch null) what a note says about one of its envelopes waiting. */
+  private setWaiting(note: ChatMessage, env: string, patch: NoteWaiting | null): void {
+    const rest = (note.waiting ?? []).filter((w) => w.env !== env);
+    const waiting = patch ? [...rest, patch] : rest;
+    if (!patch && rest.length === (note.waiting ?? []).length) return;
+    if (waiting.length) this.update(note, { waiting });
+    else {
+      delete note.waiting;
+      this.update(note, {});
+    }
+  }
+
+  /**
+   * A group note refused for a full queue: said on the creator's screen and sent again, the same
+   * signed envelope, later. A note to the members that a newer list has overtaken is not sent
+   * again (the newer note carries the change); a part to a removed member always is.
+   */
+  private retryNote(note: ChatMessage, ref: string, env: Envelope, code: string, text: string): void {
+    const attempt = (note.waiting?.find((w) => w.env === ref)?.attempt ?? 0) + 1;
+    const old = this.noteTimers.get(ref);
+    if (old) clearTimeout(old);
+    if (attempt > NOTE_RETRIES) {
+      this.noteTimers.delete(ref);
+      this.outbox.delete(ref);
+      this.bodies.delete(ref);
+      this.setWaiting(note, ref, { env: ref, to: env.to, code, message: `${text} (gave up after ${NOTE_RETRIES} tries)`, attempt: NOTE_RETRIES, nextAt: null });
+      if (ref === note.id) this.update(note, { state: 'failed', error: text });
+      this.save();
+      return;
+    }
+    const delay = Math.min(NOTE_RETRY_MAX_MS, 2000 * 2 ** (attempt - 1));
+    this.setWaiting(note, ref, { env: ref, to: env.to, code, message: text, attempt, nextAt: Date.now() + delay });
+    this.noteTimers.set(
+      ref,
+      setTimeout(() => {
+        this.noteTimers.delete(ref);
+        const current = this.outbox.get(ref);
+        if (!current || this.stopped) return;
+        const held = this.groups.get(current.conv);
+        const carried = this.bodies.get(ref)?.group;
+        if (ref === note.id && held && typeof carried === 'object' && held.version > carried.version) {
+          this.outbox.delete(ref);
+          this.bodies.delete(ref);
+          this.setWaiting(note, ref, null);
+          this.update(note, { state: 'failed', error: `not sent: member list version ${held.version} went out since, and carries this change` });
+          this.save();
+          return;
+        }
+        this.transmit(current);
+      }, delay),
+    );
+    this.save();
   }
 
   private memberOf(pin: string): GroupMember {
@@ -630,14 +737,15 @@ export class Messenger {
     if (unknown.length) throw new Error(`not in the directory: ${unknown.join(', ')}`);
   }
 
-  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote): ChatMessage {
+  /** `shownTo`: whom the message says it went to, when that is more than this envelope's recipients (a note's parts). */
+  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote, shownTo?: string[]): ChatMessage {
     const env = this.seal(to, conv, body);
     const name = typeof body.group === 'object' ? body.group.name : undefined;
     const message: ChatMessage = {
       id: env.id,
       chat: chatKey(env, this.pin),
       from: this.pin,
-      to: env.to,
+      to: shownTo ?? env.to,
       ts: env.ts,
       at: Date.now(),
       direction: 'out',
@@ -706,23 +814,25 @@ export class Messenger {
   private onAccepted(id: string): void {
     this.outbox.delete(id);
     this.bodies.delete(id);
-    const message = this.messages.get(id);
-    if (message && message.state === 'sending') this.update(message, { state: 'sent' });
+    const message = this.messageFor(id);
+    if (message?.waiting) this.setWaiting(message, id, null);
+    if (message && message.id === id && message.state === 'sending') this.update(message, { state: 'sent' });
     this.save();
   }
 
   private onError(code: string, text: string, ref?: string, retryAfterMs?: number): void {
     this.emit(ref === undefined ? { type: 'error', code, message: text } : { type: 'error', code, message: text, ref });
     if (!ref) return;
-    const message = this.messages.get(ref);
+    const message = this.messageFor(ref);
     const env = this.outbox.get(ref);
     if (!message || !env) return;
+    const part = message.id !== ref;
     if (code === ErrorCode.WrongModel) {
       // The teacher changed the room's key model while this was in flight: seal it again, once.
       const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
       if (resealed.keys.model !== env.keys.model) {
         this.outbox.set(ref, resealed);
-        this.update(message, { readers: readersOf(resealed) });
+        if (!part) this.update(message, { readers: readersOf(resealed) });
         this.transmit(resealed);
         return;
       }
@@ -734,7 +844,7 @@ export class Messenger {
       const kid = (e: Envelope) => (e.keys.model === 'e2e-escrow' ? e.keys.escrow.kid : null);
       if (kid(resealed) !== null && kid(resealed) !== kid(env)) {
         this.outbox.set(ref, resealed);
-        this.update(message, { readers: readersOf(resealed) });
+        if (!part) this.update(message, { readers: readersOf(resealed) });
         this.transmit(resealed);
         return;
       }
@@ -747,8 +857,15 @@ export class Messenger {
       setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), delay);
       return;
     }
+    if (code === ErrorCode.QueueFull && message.note) return this.retryNote(message, ref, env, code, text);
     this.outbox.delete(ref);
     this.bodies.delete(ref);
+    if (part) {
+      // One removed member's notice failed for good: the note itself went out; say so on it.
+      this.setWaiting(message, ref, { env: ref, to: env.to, code, message: text, attempt: 1, nextAt: null });
+      this.save();
+      return;
+    }
     this.update(message, { state: 'failed', error: text });
   }
 
@@ -859,7 +976,7 @@ export class Messenger {
   }
 
   private onReceipt(id: string, by: string, state: 'delivered' | 'read'): void {
-    const message = this.messages.get(id);
+    const message = this.messageFor(id);
     if (!message || message.direction !== 'out') return;
     const deliveredTo = message.deliveredTo.includes(by) ? message.deliveredTo : [...message.deliveredTo, by];
     const readBy = state === 'read' && !message.readBy.includes(by) ? [...message.readBy, by] : message.readBy;
@@ -959,6 +1076,7 @@ export class Messenger {
       for (const m of state.messages) this.history.add({ ...m, at: typeof m.at === 'number' ? m.at : m.ts });
       for (const env of state.outbox) this.outbox.set(env.id, env);
       for (const [id, body] of state.bodies ?? []) if (this.outbox.has(id)) this.bodies.set(id, body);
+      for (const [id, note] of state.parts ?? []) this.parts.set(id, note);
       for (const id of state.seen) this.seen.add(id);
     } catch {
       // A damaged saved state only costs the history on screen; the identity is kept separately.
@@ -972,7 +1090,7 @@ export class Messenger {
   private flushSave(): void {
     if (this.saveTimer) clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], seen: [...this.seen].slice(-5000) };
+    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], parts: [...this.parts].slice(-500), seen: [...this.seen].slice(-5000) };
     this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
     saveDirectory(this.storage, this.directory, this.contactPins());
   }

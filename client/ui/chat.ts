@@ -543,7 +543,7 @@ class ChatPage {
     const messages = m.messagesIn(chat, DRAWN_PER_CHAT);
     const earlier = (current?.held ?? 0) - messages.length + (current?.dropped ?? 0);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
-    const drawnState = [chat, names, earlier, clockDay(Date.now()), messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    const drawnState = [chat, names, earlier, clockDay(Date.now()), messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.waiting, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
     if (this.unchanged('conv', drawnState)) return;
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
@@ -552,7 +552,7 @@ class ChatPage {
     const built = new Map<string, { sig: string; node: HTMLElement }>();
     const drawnWith = JSON.stringify([chat, entry.group, names]);
     const items = messages.map((msg) => {
-      const sig = drawnWith + JSON.stringify([msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers]);
+      const sig = drawnWith + JSON.stringify([msg.state, msg.text, msg.error, msg.waiting, clockDay(Date.now()), msg.deliveredTo.length, msg.readBy.length, msg.readers]);
       const cached = this.messageNodes.get(msg.id);
       const node = cached && cached.sig === sig ? cached.node : this.messageItem(msg, entry.group);
       built.set(msg.id, { sig, node });
@@ -647,8 +647,18 @@ class ChatPage {
     const m = this.m;
     const mine = msg.direction === 'out';
     if (msg.note) {
-      // A group note: who made or changed the group, as a line of its own.
-      return el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+      // A group note: who made or changed the group, as a line of its own; and, on the creator's
+      // screen, which of its envelopes the relay has not taken yet, in plain words.
+      const li = el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+      if (msg.state === 'failed') li.append(el('div', { class: 'flag', testid: 'note-failed', text: `Not sent: ${msg.error ?? 'unknown error'}` }));
+      for (const w of msg.waiting ?? []) {
+        const whom = w.to.map((pin) => `${m.nameOf(pin)} (${pin})`).join(', ');
+        const why = w.code === 'queue_full' ? 'the relay holds too many messages waiting for them' : w.message;
+        li.append(
+          el('div', { class: 'flag', testid: 'note-waiting', data: { code: w.code } }, w.nextAt === null ? `Not delivered to ${whom}: ${why}. Your client has stopped trying.` : `Not yet delivered to ${whom}: ${why}. Your client sends it again, with the same signed member list (try ${w.attempt}).`),
+        );
+      }
+      return li;
     }
     const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}${msg.flag ? ' flagged' : ''}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
     // In a group the sender line carries the PIN as well: two people may pick the same name.

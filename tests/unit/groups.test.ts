@@ -130,6 +130,12 @@ describe('a group message, checked against the member list a member holds', () =
     // A note signed into a message by someone other than the creator is not a change note.
     const fromBob = checkGroupMessage({ env: env(bob, [alice, carol, dave], v1.id), carried: v2, senderPk: toB64(bob.signPk), stored: v1, me: dave.pin, note: 'group-changed' });
     expect(fromBob).toMatchObject({ ok: false, code: GroupFailure.NoteNotFromCreator });
+    // Or in an envelope of its own to the removed member alone, so her full queue holds nothing back.
+    const alone = checkGroupMessage({ env: env(alice, [carol], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' });
+    expect(alone).toEqual({ ok: true, state: v2, updated: true });
+    // That exception is for removed members only: a member, or someone never on the list, is not told apart.
+    expect(checkGroupMessage({ env: env(alice, [bob], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
+    expect(checkGroupMessage({ env: env(alice, [carol, mallory], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
     // An older list never replaces a newer one.
     const old = checkGroupMessage({ env: env(bob, [alice, carol], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v2, me: alice.pin });
     expect(old).toMatchObject({ ok: false, code: GroupFailure.Stale });
