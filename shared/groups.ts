@@ -143,6 +143,8 @@ export function checkGroupMessage(input: {
   carried: GroupState | string | undefined;
   senderPk: string;
   stored: GroupState | undefined;
+  /** With no list held: the version of this group the client once held and let go of (client/core/groups.ts). */
+  floor?: number | undefined;
   me: string;
   note?: 'group-created' | 'group-changed' | undefined;
 }): GroupCheck {
@@ -152,6 +154,8 @@ export function checkGroupMessage(input: {
   const valid = verifyGroupState(carried);
   if (!valid.ok) return valid;
   if (carried.id !== env.conv) return fail(GroupFailure.WrongGroup, `the member list is for group ${carried.id}, the envelope for ${env.conv}`);
+  // A list older than one this client let go of may still name a member since removed.
+  if (!stored && input.floor !== undefined && carried.version < input.floor) return fail(GroupFailure.Stale, `sent under member list version ${carried.version}; this client once held version ${input.floor}`);
 
   let current = stored;
   let updated = false;

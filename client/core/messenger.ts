@@ -22,7 +22,9 @@ import {
   type ServerMessage,
 } from '../../shared/protocol.ts';
 import { changeGroup, checkGroupMessage, createGroup, type GroupMember, type GroupState } from '../../shared/groups.ts';
-import { GroupBook } from './groups.ts';
+import { GROUPS_KEY, GroupBook } from './groups.ts';
+import { SafeStore, type FailedWrite } from './storage.ts';
+import { pickSaved, type NotSaved } from './saved-history.ts';
 import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
 import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
@@ -144,7 +146,22 @@ export type MessengerEvent =
   /** An incoming envelope that was not shown at all (a replay), with its stable code. */
   | { type: 'dropped'; id: string; code: FailureCode }
   /** The relay sent a directory entry this client refused (see KeyPins): the UI says so. */
-  | ({ type: 'key-refused' } & RefusedEntry);
+  | ({ type: 'key-refused' } & RefusedEntry)
+  /** What this tab could not save, or chose not to (see StorageReport): the UI says so. */
+  | { type: 'storage'; report: StorageReport };
+
+/**
+ * What of this person's state the browser did not keep. `failed`: writes the storage refused
+ * (it is full); `level`: how far the history had to be cut to fit (0: within its budgets, 1–3:
+ * cut further for a full storage, 4: not saved at all); `notSaved`: messages on screen that the
+ * budgets left out (saved-history.ts); `groupsNotSaved`: others' groups over the saved cap.
+ */
+export interface StorageReport {
+  failed: FailedWrite[];
+  level: number;
+  notSaved: NotSaved[];
+  groupsNotSaved: number;
+}
 
 /**
  * How a client answers the tap when the policy covers a message. Every honest client complies; a
@@ -212,6 +229,8 @@ interface SavedState {
   seen: string[];
   /** Outbox envelopes that are parts of a group note (to a removed member), by the note's id. */
   parts?: [string, string][];
+  /** PINs written to, most recent last (whose chats are saved first). */
+  wroteTo?: string[];
 }
 
 const OPEN = 1;
@@ -273,7 +292,14 @@ export class Messenger {
   private readonly keyPins: KeyPins;
   /** Directory entries refused, by PIN: a key the PIN is not derived from, or another key for a known PIN. */
   readonly refusedKeys = new Map<string, RefusedEntry & { at: number }>();
-  private readonly storage: KeyValueStore;
+  private readonly storage: SafeStore;
+  /** PINs this device has sent to, most recent last: whose chats are saved first (saved-history.ts). */
+  private readonly wroteTo = new Set<string>();
+  private constructed = false;
+  private saveLevel = 0;
+  private notSaved: NotSaved[] = [];
+  private groupsNotSaved = 0;
+  private lastReport = '';
   private stopped = false;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
@@ -297,13 +323,15 @@ export class Messenger {
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
     this.sealing = options.sealing ?? { escrow: 'comply' };
-    this.storage = options.storage ?? memoryStore();
+    // Every write goes through SafeStore: a full storage never throws into receiving a message.
+    this.storage = new SafeStore(options.storage ?? memoryStore(), () => this.constructed && this.reportStorage());
     this.history = new History(options.keepPerChat ?? KEEP_PER_CHAT, (id) => this.outbox.has(id));
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
-    this.groups = new GroupBook(this.storage);
+    this.groups = new GroupBook(this.storage, toB64(this.identity.signPk), (state) => this.wroteTo.has(creatorPinOf(state)));
     this.keyPins = new KeyPins(this.storage);
     for (const entry of this.keyPins.check(loadDirectory(this.storage), new Set()).accepted) this.directory.set(entry.pin, entry);
     this.restore();
+    this.constructed = true;
   }
 
   get pin(): string {
@@ -339,6 +367,7 @@ export class Messenger {
       });
     });
     this.connect();
+    this.reportStorage(); // e.g. a new person's keys that a full storage could not keep
     return ready;
   }
 
@@ -669,6 +698,22 @@ export class Messenger {
     this.save();
   }
 
+  private noteWrote(pins: readonly string[]): void {
+    for (const pin of pins) {
+      this.wroteTo.delete(pin);
+      this.wroteTo.add(pin);
+    }
+    while (this.wroteTo.size > 2000) this.wroteTo.delete(this.wroteTo.keys().next().value!);
+  }
+
+  /** A chat saved first: a DM with someone I have written to, a group made by me or by someone I have written to. */
+  private isYours(chat: string): boolean {
+    if (chat.startsWith('dm:')) return this.wroteTo.has(chat.slice(3));
+    if (chat.startsWith('apart:')) return false;
+    const state = this.groups.get(chat);
+    return state !== undefined && (state.creator === toB64(this.identity.signPk) || this.wroteTo.has(creatorPinOf(state)));
+  }
+
   /** The chat message an envelope id stands for: its own, or the note it is a part of. */
   private messageFor(id: string): ChatMessage | undefined {
     return this.messages.get(this.parts.get(id) ?? id);
@@ -758,6 +803,7 @@ export class Messenger {
       readers: readersOf(env),
     };
     this.history.add(message);
+    this.noteWrote(message.to);
     this.outbox.set(env.id, env);
     this.bodies.set(env.id, body);
     this.emit({ type: 'message', message });
@@ -898,11 +944,12 @@ export class Messenger {
       // A group message belongs in the group only if the member list this client holds (or a newer
       // one it carries, signed by the group's creator) says so; nothing else in it changes who is in.
       const verdict = body
-        ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), me: this.pin, note: body.note })
+        ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), floor: this.groups.floor(env.conv), me: this.pin, note: body.note })
         : null;
       if (verdict?.ok) {
         // A repeat of the list held (not `updated`) is described against itself: it claims no change.
         const before = verdict.updated ? this.groups.put(verdict.state) : this.groups.get(env.conv);
+        this.groups.touch(env.conv);
         group = verdict.state.name;
         if (body?.note) note = describeNote(body.note, verdict.state, body.note === 'group-created' ? undefined : before);
       } else {
@@ -1078,22 +1125,69 @@ export class Messenger {
       for (const [id, body] of state.bodies ?? []) if (this.outbox.has(id)) this.bodies.set(id, body);
       for (const [id, note] of state.parts ?? []) this.parts.set(id, note);
       for (const id of state.seen) this.seen.add(id);
+      this.noteWrote([...(state.wroteTo ?? []), ...state.messages.filter((m) => m.direction === 'out').flatMap((m) => m.to)].filter((p) => typeof p === 'string'));
     } catch {
       // A damaged saved state only costs the history on screen; the identity is kept separately.
     }
   }
 
   private save(): void {
-    this.saveTimer ??= setTimeout(() => this.flushSave(), 200);
+    // While the storage refuses writes, try again every few seconds rather than five times a second.
+    this.saveTimer ??= setTimeout(() => this.flushSave(), this.storage.failures().length ? 5000 : 200);
   }
 
+  /**
+   * Save the history within its budgets (saved-history.ts); if the storage refuses it, cut it
+   * further, down to only the messages still being sent; then the groups and the directory. A
+   * refused write is reported (StorageReport), never thrown.
+   */
   private flushSave(): void {
     if (this.saveTimer) clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], parts: [...this.parts].slice(-500), seen: [...this.seen].slice(-5000) };
-    this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
+    const levels = [
+      { scale: 1, others: true, seen: 5000 },
+      { scale: 0.5, others: false, seen: 5000 },
+      { scale: 0.125, others: false, seen: 1000 },
+      { scale: 0, others: false, seen: 500 },
+    ];
+    const pinned = (id: string) => this.outbox.has(id);
+    const rest = `"outbox":${JSON.stringify([...this.outbox.values()])},"bodies":${JSON.stringify([...this.bodies.entries()])},"parts":${JSON.stringify([...this.parts].slice(-500))},"wroteTo":${JSON.stringify([...this.wroteTo])}`;
+    let level = 0;
+    for (; level < levels.length; level++) {
+      const { scale, others, seen } = levels[level]!;
+      const picked = pickSaved(this.history, (chat) => this.isYours(chat), pinned, scale, others);
+      const json = `{"v":2,"messages":[${picked.parts.join(',')}],${rest},"seen":${JSON.stringify([...this.seen].slice(-seen))}}`;
+      if (this.storage.trySet('backdoor-lab.state', json)) {
+        this.notSaved = picked.notSaved;
+        break;
+      }
+    }
+    if (level === levels.length) this.notSaved = this.history.summaries().map((c) => ({ chat: c.chat, messages: c.held, yours: this.isYours(c.chat) }));
+    this.saveLevel = level;
+    const groups = this.groups.serialize();
+    this.groupsNotSaved = groups.notSaved;
+    this.storage.trySet(GROUPS_KEY, groups.json);
     saveDirectory(this.storage, this.directory, this.contactPins());
+    this.reportStorage();
   }
+
+  /** What this person's storage did not keep (see StorageReport). */
+  storageReport(): StorageReport {
+    return { failed: this.storage.failures(), level: this.saveLevel, notSaved: this.notSaved, groupsNotSaved: this.groupsNotSaved };
+  }
+
+  private reportStorage(): void {
+    const report = this.storageReport();
+    const key = JSON.stringify(report);
+    if (key === this.lastReport) return;
+    this.lastReport = key;
+    this.emit({ type: 'storage', report });
+  }
+}
+
+/** The PIN of a group's creator (it is always on the list). */
+function creatorPinOf(state: GroupState): string {
+  return state.members.find((m) => m.pk === state.creator)?.pin ?? '';
 }
 
 /** The tab's identity: the Ed25519 secret key kept in the injected storage, never sent anywhere. */

@@ -12,7 +12,8 @@ import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
 import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, keysOf, type Policy } from '../../shared/protocol.ts';
 import { escrowLabel, wordsFor } from './words.ts';
-import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type StorageReport, type WireRecord } from '../core/messenger.ts';
+import { SAVE_BUDGET } from '../core/saved-history.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
 import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
@@ -189,6 +190,8 @@ class ChatPage {
   private readonly counter = el('span', { class: 'counter', testid: 'composer-count', attrs: { id: 'composer-count', 'aria-live': 'polite' } });
   private readonly sendButton = el('button', { text: 'Send', testid: 'send', attrs: { type: 'button' } });
   private readonly notice = el('p', { class: 'notice', testid: 'notice', attrs: { role: 'status' } });
+  /** What this browser did not keep of this person (see renderStorage). */
+  private readonly storageNote = el('div', { class: 'storage-note', testid: 'storage' });
   private readonly wirePanel = el('div', { class: 'wire-list', testid: 'wire-panel' });
   private readonly wireHead = el('div', { class: 'wire-head' });
   /** The wire panel's articles by record, with the names they were drawn with (see renderWire). */
@@ -215,7 +218,11 @@ class ChatPage {
   }
 
   private saveUi(): void {
-    this.storage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
+    try {
+      this.storage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
+    } catch {
+      // A full storage: only which chat was open is not remembered (the storage notice says it is full).
+    }
   }
 
   mount(): void {
@@ -356,7 +363,56 @@ class ChatPage {
     this.renderSidebar();
     this.renderConversation();
     this.renderWire();
+    this.renderStorage(this.m.storageReport());
     this.markSeen();
+  }
+
+  /**
+   * Say plainly what this browser did not keep: a full storage (shared by every person open in this
+   * browser) and what it cost, or the messages the budgets leave out of what is saved.
+   */
+  private renderStorage(report: StorageReport): void {
+    const names = (chats: { chat: string; messages: number }[]) =>
+      chats
+        .slice(0, 3)
+        .map((c) => `${this.chatName(c.chat)} (${c.messages})`)
+        .join(', ') + (chats.length > 3 ? `, and ${chats.length - 3} more` : '');
+    const full = report.failed.length > 0 || report.level > 0;
+    const held = report.notSaved.reduce((n, c) => n + c.messages, 0);
+    if (this.unchanged('storage', [full, report.failed.map((f) => f.what), report.level, held, report.notSaved.length, report.groupsNotSaved])) return;
+    const parts: HTMLElement[] = [];
+    if (full) {
+      const what = report.failed.map((f) => f.what);
+      if (report.level > 0 && report.level < 4 && !what.includes('your message history')) what.push('part of your message history');
+      parts.push(
+        el(
+          'div',
+          { class: 'flag', testid: 'storage-full', attrs: { role: 'alert' } },
+          el('strong', { text: "This browser's storage is full. " }),
+          `It is shared by every person open in this browser. Not saved: ${what.join(', ') || 'some of your history'}. Messages still arrive, are acknowledged and are shown here, but what was not saved is gone after a reload or when this tab closes.`,
+          report.notSaved.length ? ` Left out: ${held} message${held === 1 ? '' : 's'} in ${names(report.notSaved)}.` : '',
+        ),
+      );
+    } else if (report.notSaved.length || report.groupsNotSaved) {
+      const chats = report.notSaved;
+      parts.push(
+        el(
+          'p',
+          { class: 'hint', testid: 'storage-trimmed' },
+          chats.length ? `Not saved in this browser (shown until this tab closes): ${held} older message${held === 1 ? '' : 's'} in ${names(chats)}. ` : '',
+          report.groupsNotSaved ? `${report.groupsNotSaved} groups others made are not saved (they come back with their next message). ` : '',
+          `Chats with people you have written to are saved first (${SAVE_BUDGET.yoursChat.toLocaleString('en')} characters each); others keep their newest ${SAVE_BUDGET.otherChat.toLocaleString('en')} characters.`,
+        ),
+      );
+    }
+    this.storageNote.replaceChildren(...parts);
+  }
+
+  /** A chat's name for a notice: the person or the group. */
+  private chatName(chat: string): string {
+    if (chat.startsWith('dm:')) return this.m.nameOf(chat.slice(3));
+    if (chat.startsWith('apart:')) return `messages shown apart from ${this.m.nameOf(chat.split(':')[2] ?? '')}`;
+    return `"${this.m.groups.get(chat)?.name ?? 'a group'}"`;
   }
 
   private renderStatus(): void {
@@ -451,7 +507,7 @@ class ChatPage {
     this.contactsUl.replaceChildren(...contactList.childNodes);
     this.chatsUl.replaceChildren(...chatList.childNodes);
     const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
-    if (!this.sidebar.childElementCount) this.sidebar.append(el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
+    if (!this.sidebar.childElementCount) this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
     this.sidebar.scrollTop = scroll;
   }
 

@@ -12,6 +12,8 @@ import { createGroup } from '../../shared/groups.ts';
 import { CloseCode, type Envelope, type MessageBody } from '../../shared/protocol.ts';
 import { Messenger, memoryStore, type KeyValueStore, type MessengerEvent, type SocketLike } from '../../client/core/messenger.ts';
 import { knows, startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
+import { QuotaStorage } from '../helpers/quota-store.ts';
+import { SAVE_BUDGET } from '../../client/core/saved-history.ts';
 import { rawClient, type RawClient } from '../helpers/raw-client.ts';
 
 type TestRelay = Awaited<ReturnType<typeof startTestRelay>>;
@@ -39,6 +41,34 @@ async function sendRaw(c: RawClient, to: { pin: string; signPk: Uint8Array }[], 
   c.send({ type: 'send', env });
   await c.next('accepted', (f) => f.id === env.id);
   return env;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Send `n` DMs of `text` from `c` to `to` at about `perSecond`, resending any refused for rate, until all are accepted. */
+async function flood(c: RawClient, to: { pin: string; signPk: Uint8Array }, n: number, perSecond: number, text: string): Promise<void> {
+  const byId = new Map<string, Envelope>();
+  const queue: Envelope[] = [];
+  for (let i = 0; i < n; i++) {
+    const { env } = sealEnvelope({ sender: c.identity, to: [to], conv: 'dm', body: { text } });
+    byId.set(env.id, env);
+    queue.push(env);
+  }
+  const accepted = new Set<string>();
+  let read = 0;
+  let credit = 0;
+  const deadline = Date.now() + 60_000;
+  while (accepted.size < n && Date.now() < deadline) {
+    credit += perSecond / 10;
+    for (; credit >= 1 && queue.length; credit--) c.send({ type: 'send', env: queue.shift()! });
+    await sleep(100);
+    for (; read < c.frames.length; read++) {
+      const f = c.frames[read]!;
+      if (f.type === 'accepted') accepted.add(f.id);
+      if (f.type === 'error' && f.code === 'rate_limited' && f.ref && byId.has(f.ref)) queue.push(byId.get(f.ref)!);
+    }
+  }
+  if (accepted.size < n) throw new Error(`only ${accepted.size} of ${n} accepted`);
 }
 
 describe('a victim\'s client against other participants', () => {
@@ -167,5 +197,88 @@ describe('a victim\'s client against other participants', () => {
     for (let i = 0; i < 200; i++) c.send(disguised);
     await until(() => limited() > 0, 'the disguised frames are rate limited like any other', 10_000);
     expect(CloseCode.Flooding).toBe(4005);
+  }, 60_000);
+
+  it('strangers flooding huge and many messages never push a chat out of what a reload brings back, and what they make the victim save stays within its budget: no write fails in a browser-sized storage', async () => {
+    const app = await relay();
+    const browser = new QuotaStorage();
+    const alice = await member(app, 'Alice', browser.person('Alice'));
+    const bob = await member(app, 'Bob');
+    const carol = await member(app, 'Carol'); // writes to Alice, who never answers
+    const strangers = await Promise.all([0, 1, 2, 3, 4].map((i) => raw(app, `Stranger ${i}`)));
+    await knows(alice, bob.m.pin, carol.m.pin, ...strangers.map((s) => s.identity.pin));
+    await knows(bob, alice.m.pin);
+    await knows(carol, alice.m.pin);
+    const hi = alice.m.sendText(bob.m.pin, 'Bob, where do we meet?');
+    await until(() => bob.m.messages.has(hi.id), 'Bob gets it');
+    const early: string[] = [];
+    for (let i = 0; i < 5; i++) early.push(bob.m.sendText(alice.m.pin, `Bob's message ${i}: the meeting point is the library`).id);
+    for (let i = 0; i < 2; i++) early.push(carol.m.sendText(alice.m.pin, `Carol ${i}: are you coming tonight?`).id);
+    await until(() => early.every((id) => alice.m.messages.has(id)), 'Alice has them');
+
+    // Four strangers: 57 messages of 4,000 control characters each (24,000 once JSON-escaped),
+    // within each one's byte budget; a fifth: 300 one-letter messages.
+    const huge = '\u0001'.repeat(4000);
+    await Promise.all([...strangers.slice(0, 4).map((s) => flood(s, rcpt(alice), 57, 6, huge)), flood(strangers[4]!, rcpt(alice), 300, 25, 'x')]);
+    const total = 4 * 57 + 300 + early.length + 1;
+    await until(() => alice.m.messages.size >= total, 'Alice has every message on screen', 20_000);
+    await until(() => app.store.queueLoad(alice.m.pin).envelopes === 0, 'Alice acknowledged them all', 10_000);
+    alice.m.stop(); // the tab closes: the state is saved
+    const report = alice.m.storageReport();
+    const used = browser.used('backdoor-lab/person/Alice/');
+    const saved = JSON.parse(browser.map.get('backdoor-lab/person/Alice/backdoor-lab.state')!) as { messages: { from: string; chat: string }[] };
+    const strangerPins = new Set(strangers.map((s) => s.identity.pin));
+    const fromStrangers = saved.messages.filter((m) => strangerPins.has(m.from));
+    const strangerChars = fromStrangers.reduce((n, m) => n + JSON.stringify(m).length, 0);
+    console.log(`[figures] after ${total} messages (${4 * 57} of 24,000 escaped characters): Alice's storage ${used} UTF-16 units of the browser's 5,242,880; strangers' messages saved ${fromStrangers.length} (${strangerChars} characters); not saved: ${report.notSaved.map((c) => c.messages).join('+')} in ${report.notSaved.length} chats; writes refused ${browser.refused}`);
+    expect(browser.refused, 'writes the storage refused').toBe(0);
+    expect(report.failed).toEqual([]);
+    expect(strangerChars).toBeLessThanOrEqual(SAVE_BUDGET.otherTotal);
+    expect(report.notSaved.length).toBeGreaterThan(0);
+    expect(report.notSaved.every((c) => !c.yours && c.chat.startsWith('dm:') && strangerPins.has(c.chat.slice(3)))).toBe(true);
+
+    const reloaded = new Messenger({ name: 'Alice', connect: () => ({}) as SocketLike, storage: browser.person('Alice') });
+    expect(reloaded.pin).toBe(alice.m.pin);
+    expect(reloaded.messagesIn(`dm:${bob.m.pin}`).map((m) => m.text)).toEqual([hi.text, ...[0, 1, 2, 3, 4].map((i) => `Bob's message ${i}: the meeting point is the library`)]);
+    expect(reloaded.messagesIn(`dm:${carol.m.pin}`)).toHaveLength(2);
+    reloaded.stop();
+  }, 120_000);
+
+  it('with the browser\'s storage full, every message is still acknowledged and shown and a new group still joined; the messenger says plainly what was not kept, and says so no longer once there is room', async () => {
+    const app = await relay();
+    const browser = new QuotaStorage();
+    const alice = await member(app, 'Alice', browser.person('Alice'));
+    const bob = await member(app, 'Bob');
+    await knows(alice, bob.m.pin);
+    await knows(bob, alice.m.pin);
+    const reports: string[][] = [];
+    alice.m.on((e) => e.type === 'storage' && reports.push(e.report.failed.map((f) => f.key)));
+    browser.fill(50); // another person in this browser filled it
+
+    const made = bob.m.createGroup('Project team', [alice.m.pin]);
+    const hello = bob.m.sendGroup(made.id, 'welcome to the project team');
+    const dm = bob.m.sendText(alice.m.pin, 'did you get the invitation?');
+    await until(() => [made.message.id, hello.id, dm.id].every((id) => alice.m.messages.has(id)), 'Alice has all three');
+    expect(alice.m.groups.get(made.id)?.name).toBe('Project team');
+    expect(alice.m.messages.get(hello.id)).toMatchObject({ chat: made.id, state: 'received' });
+    await until(() => app.store.queueLoad(alice.m.pin).envelopes === 0, 'Alice acknowledged all three');
+    await until(() => alice.m.storageReport().failed.length > 0, 'the messenger reports the refused writes', 5000);
+    const failed = alice.m.storageReport().failed.map((f) => f.key);
+    expect(failed).toEqual(expect.arrayContaining(['backdoor-lab.state', 'backdoor-lab.groups']));
+    expect(alice.m.storageReport().failed.find((f) => f.key === 'backdoor-lab.state')?.what).toBe('your message history');
+    expect(reports.some((r) => r.includes('backdoor-lab.state')), 'a storage event said so').toBe(true);
+
+    // A new person opened in this full browser: her keys cannot be kept, and she is told.
+    const carol = await member(app, 'Carol', browser.person('Carol'));
+    expect(carol.m.storageReport().failed.map((f) => f.key)).toContain('backdoor-lab.identity');
+
+    // Room again: the next save goes through and the warning is gone.
+    browser.map.delete('someone-else/filler');
+    const again = bob.m.sendText(alice.m.pin, 'one more');
+    await until(() => alice.m.messages.has(again.id), 'Alice gets it');
+    await until(() => alice.m.storageReport().failed.length === 0, 'the saves go through again', 10_000);
+    const saved = JSON.parse(browser.map.get('backdoor-lab/person/Alice/backdoor-lab.state')!) as { messages: { id: string }[] };
+    expect(saved.messages.map((m) => m.id)).toEqual(expect.arrayContaining([made.message.id, hello.id, dm.id, again.id]));
+    expect(browser.map.get('backdoor-lab/person/Alice/backdoor-lab.groups')).toContain(made.id);
   }, 60_000);
 });
