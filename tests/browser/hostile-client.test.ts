@@ -157,4 +157,35 @@ describe('a victim\'s chat page against other participants', () => {
       }
     });
   }, 120_000);
+
+  test('a message stamped a day ahead is drawn where it arrived, with its date and a mark that the sender\'s clock is a day ahead; the preview is the message that came last', async () => {
+    await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
+      const victim = await openChat(ctx, suite.app.url, 'Dora');
+      const mallory = await rawClient(suite.app.wsUrl, { name: 'Mallory' });
+      try {
+        const to = [{ pin: victim.pin, signPk: signPkOf(victim.pin) }];
+        const future = Date.now() + 24 * 3600_000;
+        const ahead = sealEnvelope({ sender: mallory.identity, to, conv: 'dm', body: { text: 'pinned to the top' }, fixed: { ts: future } }).env;
+        mallory.send({ type: 'send', env: ahead });
+        await mallory.next('accepted', (f) => f.id === ahead.id);
+        await focusTab(victim.page);
+        await chatItem(victim.page, `dm:${mallory.identity.pin}`).click();
+        await messageWith(victim.page, 'pinned to the top').waitFor();
+        const later = sealEnvelope({ sender: mallory.identity, to, conv: 'dm', body: { text: 'sent after it' } }).env;
+        mallory.send({ type: 'send', env: later });
+        await messageWith(victim.page, 'sent after it').waitFor();
+        const texts = await victim.page.getByTestId('message-text').allTextContents();
+        expect(texts.slice(-2)).toEqual(['pinned to the top', 'sent after it']);
+        const first = messageWith(victim.page, 'pinned to the top');
+        const d = new Date(future);
+        const date = `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+        expect(await first.getByTestId('message-time').textContent()).toContain(date);
+        expect(await first.getByTestId('clock-ahead').textContent()).toMatch(/sender's clock was (23 hours|1 day) ahead/);
+        expect(await messageWith(victim.page, 'sent after it').getByTestId('clock-ahead').count()).toBe(0);
+        expect(await chatItem(victim.page, `dm:${mallory.identity.pin}`).locator('.preview').textContent()).toBe('sent after it');
+      } finally {
+        mallory.ws.terminate();
+      }
+    });
+  }, 60_000);
 });
