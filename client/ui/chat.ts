@@ -14,6 +14,7 @@ import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, keysOf, type Policy } from
 import { escrowLabel, wordsFor } from './words.ts';
 import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type StorageReport, type WireRecord } from '../core/messenger.ts';
 import { SAVE_BUDGET } from '../core/saved-history.ts';
+import { OTHERS_HELD } from '../core/groups.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
 import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
@@ -568,9 +569,11 @@ class ChatPage {
       ? 'Pick a contact or a chat first.'
       : current?.kind === 'apart'
         ? 'You cannot reply here: these messages are not part of a group you hold.'
-        : closed
-          ? 'You were removed from this group.'
-          : 'Type a message. Enter sends, Shift+Enter for a new line.';
+        : current?.kind === 'group' && !state
+          ? `This tab let go of this group's member list (it holds at most ${OTHERS_HELD} groups others made); the group's next message brings it back.`
+          : closed
+            ? 'You were removed from this group.'
+            : 'Type a message. Enter sends, Shift+Enter for a new line.';
     if (this.composer.placeholder !== placeholder) this.composer.placeholder = placeholder;
     this.notice.textContent = this.flash && this.flash.until > Date.now() ? this.flash.text : '';
     if (!chat) {
