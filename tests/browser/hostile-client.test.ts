@@ -62,7 +62,7 @@ async function fillStorage(page: Page): Promise<number> {
 }
 
 describe('a victim\'s chat page against other participants', () => {
-  test('a stranger writing 20 messages a second into the open chat makes the page send far fewer read frames than messages: they are batched, and every message is marked read', async () => {
+  test('a stranger writing 20 messages a second into the open chat makes the page send fewer read frames than messages, within its read budget: they are batched, and every message is marked read', async () => {
     await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
       const victim = await openChat(ctx, suite.app.url, 'Victim');
       const sent: string[] = [];
@@ -74,13 +74,18 @@ describe('a victim\'s chat page against other participants', () => {
         await openDm(victim.page, mallory.identity.pin);
         const reads = () => sent.filter((s) => s.startsWith('{"type":"read"'));
         const before = reads().length;
+        const startedAt = Date.now();
         await flood(mallory, { pin: victim.pin, signPk: signPkOf(victim.pin) }, 60, 20, 'hello?');
         await until(() => mallory.frames.filter((f) => f.type === 'receipt' && f.state === 'read').length >= 60, 'a read receipt for each of the 60', 15_000);
         const frames = reads().slice(before);
+        const elapsed = (Date.now() - startedAt) / 1000;
         const ids = frames.flatMap((s) => (JSON.parse(s) as { ids: string[] }).ids);
-        console.log(`[figures] read frames sent by the page for 60 messages at 20/s in the open chat: ${frames.length} (ids per frame: ${frames.map((s) => (JSON.parse(s) as { ids: string[] }).ids.length).join(',')})`);
+        console.log(`[figures] read frames sent by the page for 60 messages at 20/s in the open chat: ${frames.length} in ${elapsed.toFixed(1)} s (ids per frame: ${frames.map((s) => (JSON.parse(s) as { ids: string[] }).ids.length).join(',')})`);
         expect(new Set(ids).size, 'every message read, once').toBe(60);
-        expect(frames.length, 'read frames for 60 incoming messages').toBeLessThanOrEqual(20);
+        // The page's read budget (client/core: a burst of 4, then 4 a second), whatever the machine's
+        // load; before, one frame per message.
+        expect(frames.length, 'read frames for 60 incoming messages').toBeLessThanOrEqual(4 + 4 * elapsed + 1);
+        expect(frames.length, 'fewer read frames than messages').toBeLessThan(60);
       } finally {
         mallory.ws.terminate();
       }

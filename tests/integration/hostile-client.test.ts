@@ -138,6 +138,7 @@ describe('a victim\'s client against other participants', () => {
     });
     for (const s of strangers) s.frames.length = 0;
     const framesBefore = new Map(sentByVictim);
+    const startedAt = Date.now();
     const accepted = new Set<string>();
     const timer = setInterval(() => {
       for (const s of strangers) {
@@ -165,13 +166,16 @@ describe('a victim\'s client against other participants', () => {
     await until(() => victim.m.messages.has(honest.id), 'an honest DM reaches the victim');
 
     const delta = (type: string) => (sentByVictim.get(type) ?? 0) - (framesBefore.get(type) ?? 0);
+    const elapsed = (Date.now() - startedAt) / 1000;
     const refused = victimEvents.filter((e) => e.type === 'error' && e.code === 'rate_limited').length;
     const offline = victimEvents.filter((e) => e.type === 'status' && e.status === 'offline').length;
     console.log(`[figures] flood of ${accepted.size} group messages in ${seconds} s (4 senders × 20/s): the victim sent ${delta('ack')} ack frames (${(delta('ack') / seconds).toFixed(1)}/s) and ${delta('read')} read frames (${(delta('read') / seconds).toFixed(1)}/s); rate_limited ${refused}, offline ${offline}, relay flood closes ${app.relay.stats.floodCloses}, receipts paced ${app.relay.stats.receiptsPaced}`);
     expect(accepted.size, 'the strangers\' messages accepted').toBeGreaterThan(4 * 20 * seconds * 0.8);
     expect({ refused, offline, floodCloses: app.relay.stats.floodCloses }).toEqual({ refused: 0, offline: 0, floodCloses: 0 });
     expect(victim.m.messagesIn(group.id).filter((m) => m.direction === 'in').length, 'every message kept (and the note)').toBe(accepted.size + 1);
-    expect((delta('ack') + delta('read')) / seconds, 'the victim\'s ack and read frames a second').toBeLessThan(20);
+    // The client's own budgets, whatever the machine's load: acks 10 + 10/s, reads 4 + 4/s (with one in flight).
+    expect(delta('ack'), 'ack frames within the ack budget').toBeLessThanOrEqual(10 + 10 * elapsed + 1);
+    expect(delta('read'), 'read frames within the read budget').toBeLessThanOrEqual(4 + 4 * elapsed + 1);
     expect(victim.m.messagesIn(group.id).every((m) => m.seen)).toBe(true);
   }, 90_000);
 
