@@ -170,7 +170,8 @@ describe('a victim\'s client against other participants', () => {
     const refused = victimEvents.filter((e) => e.type === 'error' && e.code === 'rate_limited').length;
     const offline = victimEvents.filter((e) => e.type === 'status' && e.status === 'offline').length;
     console.log(`[figures] flood of ${accepted.size} group messages in ${seconds} s (4 senders × 20/s): the victim sent ${delta('ack')} ack frames (${(delta('ack') / seconds).toFixed(1)}/s) and ${delta('read')} read frames (${(delta('read') / seconds).toFixed(1)}/s); rate_limited ${refused}, offline ${offline}, relay flood closes ${app.relay.stats.floodCloses}, receipts paced ${app.relay.stats.receiptsPaced}`);
-    expect(accepted.size, 'the strangers\' messages accepted').toBeGreaterThan(4 * 20 * seconds * 0.8);
+    // Not a throughput figure (the machine may be busy): only that the flood was a flood.
+    expect(accepted.size, 'the strangers\' messages accepted').toBeGreaterThan(300);
     expect({ refused, offline, floodCloses: app.relay.stats.floodCloses }).toEqual({ refused: 0, offline: 0, floodCloses: 0 });
     expect(victim.m.messagesIn(group.id).filter((m) => m.direction === 'in').length, 'every message kept (and the note)').toBe(accepted.size + 1);
     // The client's own budgets, whatever the machine's load: acks 10 + 10/s, reads 4 + 4/s (with one in flight).
