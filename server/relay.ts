@@ -57,6 +57,14 @@ export interface RelayLimits {
    * fill up again.
    */
   floodCloseAfter: number;
+  /**
+   * `ack` and `read` frames have their own bucket instead of the frame bucket: a device acking and
+   * marking read what others flood it with must never be refused or closed as a flooder for it.
+   * They are never dropped and never count toward the flood close; past this allowance (or the
+   * input byte bucket) the socket is only read more slowly. Each is bounded (1,000 ids).
+   */
+  receiptBurst: number;
+  receiptsPerSecond: number;
   /** Unsent bytes buffered for one socket before it is cut off as a slow consumer. */
   maxBufferedBytes: number;
   /**
@@ -113,6 +121,8 @@ export const DEFAULT_LIMITS: RelayLimits = {
   outputBurstBytes: 4 * MiB,
   outputBytesPerSecond: MiB,
   floodCloseAfter: 500,
+  receiptBurst: 60,
+  receiptsPerSecond: 30,
   maxBufferedBytes: 4 * MiB,
   unreadBufferedBytes: 512 * 1024,
   unsentTotalBytes: 128 * MiB,
@@ -141,6 +151,8 @@ export const DEFAULT_LIMITS: RelayLimits = {
 export const UNLIMITED: Partial<RelayLimits> = {
   rateBurst: 1e9,
   ratePerSecond: 1e9,
+  receiptBurst: 1e9,
+  receiptsPerSecond: 1e9,
   inputBurstBytes: 1e15,
   inputBytesPerSecond: 1e15,
   outputBurstBytes: 1e15,
@@ -167,6 +179,8 @@ export interface RelayStats {
   /** Of those, frames dropped by the input byte bucket, and sends or lookups refused by the output bucket. */
   inputLimited: number;
   outputLimited: number;
+  /** `ack` and `read` frames past their own allowance: read more slowly, never dropped. */
+  receiptsPaced: number;
   /** Bytes received in frames. */
   bytesIn: number;
   /** Output charged to senders: envelope bytes × recipients, plus lookup answers. */
@@ -242,6 +256,7 @@ interface Session {
   pk: string;
   /** The three buckets: frames, bytes in, bytes of output caused (see RelayLimits). */
   tokens: number;
+  receiptTokens: number;
   inBytes: number;
   outBytes: number;
   lastRefill: number;
@@ -307,6 +322,7 @@ export class Relay {
     frames: 0,
     errors: 0,
     rateLimited: 0,
+    receiptsPaced: 0,
     inputLimited: 0,
     outputLimited: 0,
     bytesIn: 0,
@@ -588,6 +604,7 @@ export class Relay {
       name: '',
       pk: '',
       tokens: this.limits.rateBurst,
+      receiptTokens: this.limits.receiptBurst,
       inBytes: this.limits.inputBurstBytes,
       outBytes: this.limits.outputBurstBytes,
       lastRefill: Date.now(),
@@ -640,7 +657,7 @@ export class Relay {
     const pin = session.pin;
     if (pin && !this.bucketsFull(session)) {
       this.buckets.delete(pin);
-      this.buckets.set(pin, { tokens: session.tokens, inBytes: session.inBytes, outBytes: session.outBytes, lastRefill: session.lastRefill, dropped: session.dropped });
+      this.buckets.set(pin, { tokens: session.tokens, receiptTokens: session.receiptTokens, inBytes: session.inBytes, outBytes: session.outBytes, lastRefill: session.lastRefill, dropped: session.dropped });
       if (this.buckets.size > 10_000) this.buckets.delete(this.buckets.keys().next().value!);
     }
     if (this.closed) return; // shutting down: the store may already be closed
@@ -699,6 +716,7 @@ export class Relay {
     const limits = this.limits;
     const seconds = (now - bucket.lastRefill) / 1000;
     bucket.tokens = Math.min(limits.rateBurst, bucket.tokens + seconds * limits.ratePerSecond);
+    bucket.receiptTokens = Math.min(limits.receiptBurst, bucket.receiptTokens + seconds * limits.receiptsPerSecond);
     bucket.inBytes = Math.min(limits.inputBurstBytes, bucket.inBytes + seconds * limits.inputBytesPerSecond);
     bucket.outBytes = Math.min(limits.outputBurstBytes, bucket.outBytes + seconds * limits.outputBytesPerSecond);
     bucket.lastRefill = now;
@@ -707,7 +725,7 @@ export class Relay {
 
   private bucketsFull(bucket: Bucket): boolean {
     const limits = this.limits;
-    return bucket.tokens >= limits.rateBurst && bucket.inBytes >= limits.inputBurstBytes && bucket.outBytes >= limits.outputBurstBytes;
+    return bucket.tokens >= limits.rateBurst && bucket.receiptTokens >= limits.receiptBurst && bucket.inBytes >= limits.inputBurstBytes && bucket.outBytes >= limits.outputBurstBytes;
   }
 
   /**
@@ -764,18 +782,25 @@ export class Relay {
       const size = frameSize(data);
       this.stats.bytesIn += size;
       this.refill(session, Date.now());
-      if (session.tokens < 1) {
+      // An ack or a read by its head: charged to its own bucket and paced, never dropped (see
+      // receiptBurst). Checked again once parsed, so a frame dressed up as one pays like any other.
+      const receipt = !isBinary && isReceiptFrame(data);
+      if (receipt) {
+        this.paceReceipt(session, size);
+      } else if (session.tokens < 1) {
         this.limited(session, (1 - session.tokens) / limits.ratePerSecond, `rate limit: at most ${limits.ratePerSecond} frames per second`, isBinary ? undefined : sendRef(data));
         return;
       }
-      const wait = Relay.due(session.inBytes, size, limits.inputBurstBytes, limits.inputBytesPerSecond);
-      if (wait > 0) {
-        this.stats.inputLimited += 1;
-        this.limited(session, wait, `rate limit: at most ${limits.inputBytesPerSecond} bytes per second (${limits.inputBurstBytes} at once)`, isBinary ? undefined : sendRef(data));
-        return;
+      if (!receipt) {
+        const wait = Relay.due(session.inBytes, size, limits.inputBurstBytes, limits.inputBytesPerSecond);
+        if (wait > 0) {
+          this.stats.inputLimited += 1;
+          this.limited(session, wait, `rate limit: at most ${limits.inputBytesPerSecond} bytes per second (${limits.inputBurstBytes} at once)`, isBinary ? undefined : sendRef(data));
+          return;
+        }
+        session.tokens -= 1;
+        session.inBytes -= size;
       }
-      session.tokens -= 1;
-      session.inBytes -= size;
       if (isBinary) {
         this.error(session, ErrorCode.BadFrame, 'binary frames are not accepted: send JSON text');
         return;
@@ -792,11 +817,35 @@ export class Relay {
         this.error(session, parsed.code, parsed.message);
         return;
       }
+      if (receipt && parsed.value.type !== 'ack' && parsed.value.type !== 'read') {
+        // Not an ack or a read after all: it pays the frame bucket like any other frame.
+        if (session.tokens < 1) {
+          this.limited(session, (1 - session.tokens) / limits.ratePerSecond, `rate limit: at most ${limits.ratePerSecond} frames per second`, sendRef(data));
+          return;
+        }
+        session.tokens -= 1;
+      }
       this.dispatch(session, parsed.value);
     } catch (err) {
       // The relay never throws on input: anything unexpected is reported and the socket lives on.
       this.log.error('frame handler failed', { pin: session.pin ?? '-', error: (err as Error).message });
       this.error(session, ErrorCode.Internal, 'the relay could not process this frame');
+    }
+  }
+
+  /**
+   * Charge an ack or a read to its own bucket and to the input bytes. It is handled whatever they
+   * hold (dropping an ack would leave its item queued, and the queue fills for everyone); past the
+   * allowance, reading pauses until the buckets are due. The debt is bounded, so the pause is too.
+   */
+  private paceReceipt(session: Session, size: number): void {
+    const limits = this.limits;
+    session.receiptTokens = Math.max(-limits.receiptBurst, session.receiptTokens - 1);
+    session.inBytes = Math.max(-limits.inputBurstBytes, session.inBytes - size);
+    const wait = Math.max(session.receiptTokens < 0 ? -session.receiptTokens / limits.receiptsPerSecond : 0, session.inBytes < 0 ? -session.inBytes / limits.inputBytesPerSecond : 0);
+    if (wait > 0) {
+      this.stats.receiptsPaced += 1;
+      this.pauseFor(session, wait);
     }
   }
 
@@ -912,6 +961,7 @@ export class Relay {
       this.refill(session, now);
       this.refill(saved, now);
       session.tokens = Math.min(session.tokens, saved.tokens);
+      session.receiptTokens = Math.min(session.receiptTokens, saved.receiptTokens);
       session.inBytes = Math.min(session.inBytes, saved.inBytes);
       session.outBytes = Math.min(session.outBytes, saved.outBytes);
       session.dropped = Math.max(session.dropped, saved.dropped);
@@ -1402,6 +1452,7 @@ const PRESENCE_BATCH = 200;
 /** A connection's buckets, also kept for a PIN between its connections (see Relay.buckets). */
 interface Bucket {
   tokens: number;
+  receiptTokens: number;
   inBytes: number;
   outBytes: number;
   lastRefill: number;
@@ -1419,6 +1470,11 @@ function asBuffer(data: FrameData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);
+}
+
+/** True when a text frame starts as an `ack` or a `read` does ({"type":"ack" …), read from its head without parsing. */
+function isReceiptFrame(data: FrameData): boolean {
+  return /^\s*\{\s*"type"\s*:\s*"(ack|read)"/.test(asBuffer(data).subarray(0, 40).toString('latin1'));
 }
 
 /**

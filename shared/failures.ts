@@ -57,6 +57,10 @@ export const GroupFailure = {
   Conflict: 'group_state_conflict',
   /** This client is not on the list it was sent. */
   NotForMe: 'not_in_group',
+  /** A group note (made / changed the group) from a member who is not the group's creator. */
+  NoteNotFromCreator: 'note_not_from_creator',
+  /** A group note from the creator carrying an older member list than this client holds. */
+  NoteNotNewer: 'note_not_newer',
 } as const;
 export type GroupFailure = (typeof GroupFailure)[keyof typeof GroupFailure];
 
@@ -101,6 +105,8 @@ const WORDS: Record<FailureCode, string> = {
   group_state_stale: 'It was sent under an older member list, to people who are no longer exactly the group.',
   group_state_conflict: 'The group\'s creator signed two different member lists with the same version number.',
   not_in_group: 'You are not on this group\'s member list.',
+  note_not_from_creator: 'It claims to make or change the group, but it is not from the group\'s creator: only the creator can do that, so nothing changed.',
+  note_not_newer: 'It is a note from the group\'s creator about an older member list than the one you hold: it changes nothing.',
   pin_not_derived: 'The relay sent a key for this PIN that the PIN is not derived from: refused.',
   key_changed: 'The relay offered a different key for a PIN this tab already knows. This tab keeps the key it saw first; compare safety numbers in person before trusting anything else.',
 };

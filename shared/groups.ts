@@ -135,13 +135,16 @@ export const sameState = (a: GroupState, b: GroupState): boolean => a.sig === b.
  * the stored one (`updated`); nothing else in a message ever changes who is in a group.
  *
  * A change note from the creator may go to more people than the new list's members (the ones it
- * removed, so that they learn it); any other message must go to exactly the list's members.
+ * removed, so that they learn it), or to removed members alone; any other message must go to
+ * exactly the list's members.
  */
 export function checkGroupMessage(input: {
   env: Pick<Envelope, 'conv' | 'from' | 'to'>;
   carried: GroupState | string | undefined;
   senderPk: string;
   stored: GroupState | undefined;
+  /** With no list held: the version of this group the client once held and let go of (client/core/groups.ts). */
+  floor?: number | undefined;
   me: string;
   note?: 'group-created' | 'group-changed' | undefined;
 }): GroupCheck {
@@ -151,6 +154,8 @@ export function checkGroupMessage(input: {
   const valid = verifyGroupState(carried);
   if (!valid.ok) return valid;
   if (carried.id !== env.conv) return fail(GroupFailure.WrongGroup, `the member list is for group ${carried.id}, the envelope for ${env.conv}`);
+  // A list older than one this client let go of may still name a member since removed.
+  if (!stored && input.floor !== undefined && carried.version < input.floor) return fail(GroupFailure.Stale, `sent under member list version ${carried.version}; this client once held version ${input.floor}`);
 
   let current = stored;
   let updated = false;
@@ -169,12 +174,21 @@ export function checkGroupMessage(input: {
     );
   }
   if (sender.pk !== input.senderPk) return fail(GroupFailure.MemberKeyMismatch, `${env.from} is on the list with another key than the one that signed this message`);
+  // A note says who made or changed the group: only its creator's is honoured, and only with a
+  // list at least as new as the one held (the same list again is a repeat, which claims no change).
+  if (input.note && sender.pk !== list.creator) return fail(GroupFailure.NoteNotFromCreator, `${env.from} is not the group's creator, so a note of theirs about making or changing it is not honoured`);
+  if (input.note && carried.version < list.version) return fail(GroupFailure.NoteNotNewer, `a group note with member list version ${carried.version}, older than version ${list.version} held`);
   const memberPins = list.members.map((m) => m.pin);
   const got = new Set([env.from, ...env.to]);
-  // The creator's change note also goes to the members it removed (so they learn it), whom a member
-  // added by this very change cannot know: it must reach every member, and may reach more.
+  // The creator's change note also goes to the members it removed, so that they learn it: either
+  // in the members' own envelope (it must then reach every member, and may reach more, whom a
+  // member added by this very change cannot know), or — so that a removed member's full queue
+  // cannot hold the change back from everyone — in an envelope of its own, to removed members only
+  // (members of the list this client held, who are not on the new one).
   const isChangeNote = input.note === 'group-changed' && sender.pk === list.creator && updated;
-  const equal = isChangeNote ? memberPins.every((p) => got.has(p)) : got.size === memberPins.length && memberPins.every((p) => got.has(p));
+  const removedOnly =
+    isChangeNote && stored !== undefined && got.has(me) && [...got].every((p) => p === env.from || (!memberPins.includes(p) && stored.members.some((m) => m.pin === p)));
+  const equal = isChangeNote ? removedOnly || memberPins.every((p) => got.has(p)) : got.size === memberPins.length && memberPins.every((p) => got.has(p));
   if (!equal) {
     if (carried.version < list.version) return fail(GroupFailure.Stale, `sent under member list version ${carried.version} (you hold version ${list.version}), to people who are no longer exactly the group`);
     return fail(GroupFailure.RecipientsMismatch, 'the envelope went to other people than the group\'s members');

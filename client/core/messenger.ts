@@ -22,12 +22,15 @@ import {
   type ServerMessage,
 } from '../../shared/protocol.ts';
 import { changeGroup, checkGroupMessage, createGroup, type GroupMember, type GroupState } from '../../shared/groups.ts';
-import { GroupBook } from './groups.ts';
+import { GROUPS_KEY, GroupBook } from './groups.ts';
+import { SafeStore, type FailedWrite } from './storage.ts';
+import { pickSaved, type NotSaved } from './saved-history.ts';
 import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
 import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { openSealedBox, sealForRecipient } from '../../shared/sealed-sender.ts';
 import { readersOf, type Readers } from './readers.ts';
+import { History, KEEP_PER_CHAT } from './history.ts';
 import { KeyPins, Lookups, loadDirectory, mergeDirectory, saveDirectory, type RefusedEntry } from './directory.ts';
 
 /** The subset of the WebSocket API the core needs; browser WebSocket and `ws` both fit. */
@@ -69,6 +72,18 @@ export interface MessageFlag {
   message: string;
 }
 
+/** One envelope of a group note that has not reached the relay yet (see ChatMessage.waiting). */
+export interface NoteWaiting {
+  /** The envelope's id: the note's own, or a part's. */
+  env: string;
+  to: string[];
+  code: string;
+  message: string;
+  attempt: number;
+  /** When it is tried next (ms since the epoch); null once given up. */
+  nextAt: number | null;
+}
+
 export interface ChatMessage {
   id: string;
   /**
@@ -78,7 +93,12 @@ export interface ChatMessage {
   chat: string;
   from: string;
   to: string[];
+  /** The sender's timestamp, as its envelope says: shown, never used to order anything. */
   ts: number;
+  /** When this device got the message (or sent it): what orders a chat and the chat list. */
+  at: number;
+  /** Set when the sender's timestamp was this far (ms) ahead of this device's clock on arrival. */
+  clockAheadMs?: number;
   direction: 'out' | 'in';
   text: string;
   group?: string;
@@ -86,6 +106,11 @@ export interface ChatMessage {
   note?: GroupNote;
   /** Set on a message shown apart from the group it claims: why. */
   flag?: MessageFlag;
+  /**
+   * A group note of this device's whose envelope (or one of its parts: the separate envelope to
+   * each removed member) the relay refused for now: to whom, why, and when it is tried again.
+   */
+  waiting?: NoteWaiting[];
   /** Sent or received as sealed sender: the relay never saw who sent it (and no receipts come back). */
   sealedSender?: true;
   state: MessageState;
@@ -121,7 +146,22 @@ export type MessengerEvent =
   /** An incoming envelope that was not shown at all (a replay), with its stable code. */
   | { type: 'dropped'; id: string; code: FailureCode }
   /** The relay sent a directory entry this client refused (see KeyPins): the UI says so. */
-  | ({ type: 'key-refused' } & RefusedEntry);
+  | ({ type: 'key-refused' } & RefusedEntry)
+  /** What this tab could not save, or chose not to (see StorageReport): the UI says so. */
+  | { type: 'storage'; report: StorageReport };
+
+/**
+ * What of this person's state the browser did not keep. `failed`: writes the storage refused
+ * (it is full); `level`: how far the history had to be cut to fit (0: within its budgets, 1–3:
+ * cut further for a full storage, 4: not saved at all); `notSaved`: messages on screen that the
+ * budgets left out (saved-history.ts); `groupsNotSaved`: others' groups over the saved cap.
+ */
+export interface StorageReport {
+  failed: FailedWrite[];
+  level: number;
+  notSaved: NotSaved[];
+  groupsNotSaved: number;
+}
 
 /**
  * How a client answers the tap when the policy covers a message. Every honest client complies; a
@@ -171,7 +211,15 @@ export interface MessengerOptions {
   backoff?: { minMs: number; maxMs: number };
   /** Keep this many wire records for the panel. */
   wireLimit?: number;
+  /** Messages one chat keeps in memory (default KEEP_PER_CHAT); the oldest beyond it are dropped. */
+  keepPerChat?: number;
 }
+
+/**
+ * A sender's clock more than this far ahead of ours is marked on its message. (One behind cannot be
+ * told apart from a message that waited in the relay's queue, so only ahead is marked.)
+ */
+export const CLOCK_AHEAD_MS = 5 * 60_000;
 
 interface SavedState {
   messages: ChatMessage[];
@@ -179,21 +227,45 @@ interface SavedState {
   /** What each outbox envelope encrypts, to seal it again if the policy changed in flight. */
   bodies?: [string, MessageBody][];
   seen: string[];
+  /** Outbox envelopes that are parts of a group note (to a removed member), by the note's id. */
+  parts?: [string, string][];
+  /** PINs written to, most recent last (whose chats are saved first). */
+  wroteTo?: string[];
 }
 
 const OPEN = 1;
+/**
+ * A group note the relay refused for a full queue is sent again (the same signed envelope) after
+ * 2 s, doubling up to a minute, at most NOTE_RETRIES times; the creator's screen says so meanwhile.
+ */
+const NOTE_RETRIES = 30;
+const NOTE_RETRY_MAX_MS = 60_000;
 /**
  * Acks go out at once while they are few (ACK_BURST a second); beyond that they are batched, one
  * frame per ACK_INTERVAL_MS, so a device receiving a backlog stays far under the relay's rate limit.
  */
 const ACK_BURST = 10;
 const ACK_INTERVAL_MS = 100;
+/**
+ * Read receipts are batched like acks: one `read` frame per sender, its ids merged (up to the
+ * protocol's 1,000), at most READ_PER_SECOND frames a second after a burst of READ_BURST, flushed
+ * every READ_INTERVAL_MS. However fast messages arrive in an open chat, acks and reads together stay
+ * near 14 frames a second, under the relay's 30. At most MAX_PENDING_READS ids wait; beyond that a
+ * read tick is not sent (the message itself is safe).
+ */
+const READ_BURST = 4;
+const READ_PER_SECOND = 4;
+const READ_INTERVAL_MS = 250;
+const MAX_PENDING_READS = 5000;
+/** Read frames sent at most when the messenger stops; the rest of the ticks are not sent. */
+const READ_FRAMES_ON_STOP = 20;
 
 export class Messenger {
   readonly identity: Identity;
   readonly name: string;
   readonly directory = new Map<string, DirectoryEntry>();
-  readonly messages = new Map<string, ChatMessage>();
+  /** The messages this tab holds, indexed per chat in arrival order (history.ts). */
+  readonly history: History;
   readonly wire: WireRecord[] = [];
   policy: Policy | null = null;
   status: 'connecting' | 'online' | 'offline' = 'offline';
@@ -203,6 +275,10 @@ export class Messenger {
   /** Envelopes sent but not yet accepted by the relay: resent after a reconnect. */
   private readonly outbox = new Map<string, Envelope>();
   private readonly bodies = new Map<string, MessageBody>();
+  /** Envelopes that are parts of a group note (the note to one removed member): part id → note id. */
+  private readonly parts = new Map<string, string>();
+  /** Retry timers of group notes refused for now, by envelope id. */
+  private readonly noteTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Ids of envelopes that arrived in sealed-sender boxes (until they are shown). */
   private readonly sealedIds = new Set<string>();
   /** The groups this client holds, each as its newest verified member list. */
@@ -216,7 +292,14 @@ export class Messenger {
   private readonly keyPins: KeyPins;
   /** Directory entries refused, by PIN: a key the PIN is not derived from, or another key for a known PIN. */
   readonly refusedKeys = new Map<string, RefusedEntry & { at: number }>();
-  private readonly storage: KeyValueStore;
+  private readonly storage: SafeStore;
+  /** PINs this device has sent to, most recent last: whose chats are saved first (saved-history.ts). */
+  private readonly wroteTo = new Set<string>();
+  private constructed = false;
+  private saveLevel = 0;
+  private notSaved: NotSaved[] = [];
+  private groupsNotSaved = 0;
+  private lastReport = '';
   private stopped = false;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
@@ -225,6 +308,14 @@ export class Messenger {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private ackBudget = ACK_BURST;
   private ackBudgetAt = 0;
+  /** Read receipts not sent yet, by the sender they go to (see READ_BURST). */
+  private readonly pendingReads = new Map<string, Set<string>>();
+  private pendingReadCount = 0;
+  private readTimer: ReturnType<typeof setTimeout> | null = null;
+  private readBudget = READ_BURST;
+  private readBudgetAt = 0;
+  /** Read ticks never sent: more than MAX_PENDING_READS were waiting. */
+  readsNotSent = 0;
 
   /** How this client answers the tap; a bot may change it between messages. */
   sealing: SealingPolicy;
@@ -232,16 +323,24 @@ export class Messenger {
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
     this.sealing = options.sealing ?? { escrow: 'comply' };
-    this.storage = options.storage ?? memoryStore();
+    // Every write goes through SafeStore: a full storage never throws into receiving a message.
+    this.storage = new SafeStore(options.storage ?? memoryStore(), () => this.constructed && this.reportStorage());
+    this.history = new History(options.keepPerChat ?? KEEP_PER_CHAT, (id) => this.outbox.has(id));
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
-    this.groups = new GroupBook(this.storage);
+    this.groups = new GroupBook(this.storage, toB64(this.identity.signPk), (state) => this.wroteTo.has(creatorPinOf(state)));
     this.keyPins = new KeyPins(this.storage);
     for (const entry of this.keyPins.check(loadDirectory(this.storage), new Set()).accepted) this.directory.set(entry.pin, entry);
     this.restore();
+    this.constructed = true;
   }
 
   get pin(): string {
     return this.identity.pin;
+  }
+
+  /** Every message held, by id. */
+  get messages(): ReadonlyMap<string, ChatMessage> {
+    return this.history.messages;
   }
 
   on(listener: (event: MessengerEvent) => void): () => void {
@@ -268,14 +367,20 @@ export class Messenger {
       });
     });
     this.connect();
+    this.reportStorage(); // e.g. a new person's keys that a full storage could not keep
     return ready;
   }
 
   stop(): void {
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    for (const timer of this.noteTimers.values()) clearTimeout(timer);
+    this.noteTimers.clear();
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.flushAcks();
+    if (this.readTimer) clearTimeout(this.readTimer);
+    this.readTimer = null;
+    this.flushReads(READ_FRAMES_ON_STOP);
     this.socket?.close(1000, 'bye');
     this.socket = null;
     this.flushSave();
@@ -340,15 +445,25 @@ export class Messenger {
   private ack(qid: number): void {
     this.pendingAcks.push(qid);
     if (this.ackTimer) return;
-    const now = Date.now();
-    this.ackBudget = Math.min(ACK_BURST, this.ackBudget + ((now - this.ackBudgetAt) / 1000) * ACK_BURST);
-    this.ackBudgetAt = now;
-    if (this.ackBudget >= 1) {
-      this.ackBudget -= 1;
+    if (this.spendAckBudget(false)) {
       this.flushAcks();
       return;
     }
-    this.ackTimer = setTimeout(() => this.flushAcks(), ACK_INTERVAL_MS);
+    // A batched frame is charged too, so that batches and immediate acks together stay near ACK_BURST a second.
+    this.ackTimer = setTimeout(() => {
+      this.spendAckBudget(true);
+      this.flushAcks();
+    }, ACK_INTERVAL_MS);
+  }
+
+  /** Take one frame from the ack budget if it has one (or, with `always`, in any case, down to -1). */
+  private spendAckBudget(always: boolean): boolean {
+    const now = Date.now();
+    this.ackBudget = Math.min(ACK_BURST, this.ackBudget + ((now - this.ackBudgetAt) / 1000) * ACK_BURST);
+    this.ackBudgetAt = now;
+    if (this.ackBudget < 1 && !always) return false;
+    this.ackBudget = Math.max(-1, this.ackBudget - 1);
+    return true;
   }
 
   private flushAcks(): void {
@@ -357,6 +472,35 @@ export class Messenger {
     this.pendingAcks = [];
     // If the socket is gone, the relay still holds these items and sends them again; the replay is dropped by id.
     for (let i = 0; i < qids.length; i += 1000) this.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
+  }
+
+  /**
+   * Send waiting read receipts, one frame per sender, as far as the read budget allows (or up to
+   * `force` frames whatever the budget, when stopping); what is left goes at the next interval.
+   * Offline, they wait for the next login.
+   */
+  private flushReads(force = 0): void {
+    const now = Date.now();
+    this.readBudget = Math.min(READ_BURST, this.readBudget + ((now - this.readBudgetAt) / 1000) * READ_PER_SECOND);
+    this.readBudgetAt = now;
+    let forced = 0;
+    while (this.pendingReads.size && (force ? forced < force : this.readBudget >= 1)) {
+      const [to, set] = this.pendingReads.entries().next().value!;
+      const ids = [...set].slice(0, 1000);
+      if (!this.send({ type: 'read', to, ids })) break;
+      if (force) forced += 1;
+      else this.readBudget -= 1;
+      for (const id of ids) set.delete(id);
+      this.pendingReadCount -= ids.length;
+      this.pendingReads.delete(to);
+      if (set.size) this.pendingReads.set(to, set); // the rest of this sender's go after the others'
+    }
+    if (this.pendingReads.size && !this.readTimer && !force && this.socket) {
+      this.readTimer = setTimeout(() => {
+        this.readTimer = null;
+        this.flushReads();
+      }, READ_INTERVAL_MS);
+    }
   }
 
   private onFrame(raw: string): void {
@@ -382,6 +526,7 @@ export class Messenger {
         this.emit({ type: 'directory' });
         this.emit({ type: 'ready', pin: msg.pin });
         for (const env of this.outbox.values()) this.transmit(env);
+        this.flushReads();
         return;
       case 'presence':
         this.acceptEntries(msg.users);
@@ -467,11 +612,7 @@ export class Messenger {
 
   /** PINs this device has talked with (its remembered contacts): kept in the directory whatever else comes. */
   private contactPins(): Set<string> {
-    const pins = new Set<string>();
-    for (const m of this.messages.values()) {
-      pins.add(m.from);
-      for (const pin of m.to) pins.add(pin);
-    }
+    const pins = this.history.participants();
     for (const w of this.waiting) pins.add(w.env.from);
     pins.delete(this.pin);
     return pins;
@@ -527,8 +668,9 @@ export class Messenger {
   }
 
   /**
-   * The creator adds or removes members, or renames the group: a new signed version, announced
-   * to the old and the new members (so that a removed member learns it).
+   * The creator adds or removes members, or renames the group: a new signed version, announced to
+   * the new list's members in one envelope, and to each removed member in an envelope of its own
+   * (so that a removed member learns it, and her full queue cannot hold it back from the others).
    */
   changeGroup(id: string, change: { add?: string[]; remove?: string[]; name?: string }): ChatMessage {
     const state = this.groups.get(id);
@@ -541,9 +683,100 @@ export class Messenger {
       add: add.map((pin) => this.memberOf(pin)),
       remove: change.remove ?? [],
     });
+    const remaining = next.members.map((m) => m.pin).filter((pin) => pin !== this.pin);
+    const removed = state.members.map((m) => m.pin).filter((pin) => pin !== this.pin && !remaining.includes(pin));
+    if (!remaining.length) throw new Error('a group needs at least one other member');
+    this.requireKnown(removed);
     this.groups.put(next);
-    const to = [...new Set([...state.members, ...next.members].map((m) => m.pin))].filter((pin) => pin !== this.pin);
-    return this.post(to, id, { text: '', group: next, note: 'group-changed' }, describeNote('group-changed', next, state));
+    const body: MessageBody = { text: '', group: next, note: 'group-changed' };
+    const message = this.post(remaining, id, body, describeNote('group-changed', next, state), [...remaining, ...removed]);
+    for (const pin of removed) this.postPart(message, pin, body);
+    return message;
+  }
+
+  /** The separate envelope of a group note to one removed member: in the outbox, not in the chat. */
+  private postPart(note: ChatMessage, pin: string, body: MessageBody): void {
+    const env = this.seal([pin], note.chat, body);
+    this.parts.set(env.id, note.id);
+    this.outbox.set(env.id, env);
+    this.bodies.set(env.id, body);
+    this.transmit(env);
+    this.save();
+  }
+
+  private noteWrote(pins: readonly string[]): void {
+    for (const pin of pins) {
+      this.wroteTo.delete(pin);
+      this.wroteTo.add(pin);
+    }
+    while (this.wroteTo.size > 2000) this.wroteTo.delete(this.wroteTo.keys().next().value!);
+  }
+
+  /** A chat saved first: a DM with someone I have written to, a group made by me or by someone I have written to. */
+  private isYours(chat: string): boolean {
+    if (chat.startsWith('dm:')) return this.wroteTo.has(chat.slice(3));
+    if (chat.startsWith('apart:')) return false;
+    const state = this.groups.get(chat);
+    return state !== undefined && (state.creator === toB64(this.identity.signPk) || this.wroteTo.has(creatorPinOf(state)));
+  }
+
+  /** The chat message an envelope id stands for: its own, or the note it is a part of. */
+  private messageFor(id: string): ChatMessage | undefined {
+    return this.messages.get(this.parts.get(id) ?? id);
+  }
+
+  /** Set or clear (patch null) what a note says about one of its envelopes waiting. */
+  private setWaiting(note: ChatMessage, env: string, patch: NoteWaiting | null): void {
+    const rest = (note.waiting ?? []).filter((w) => w.env !== env);
+    const waiting = patch ? [...rest, patch] : rest;
+    if (!patch && rest.length === (note.waiting ?? []).length) return;
+    if (waiting.length) this.update(note, { waiting });
+    else {
+      delete note.waiting;
+      this.update(note, {});
+    }
+  }
+
+  /**
+   * A group note refused for a full queue: said on the creator's screen and sent again, the same
+   * signed envelope, later. A note to the members that a newer list has overtaken is not sent
+   * again (the newer note carries the change); a part to a removed member always is.
+   */
+  private retryNote(note: ChatMessage, ref: string, env: Envelope, code: string, text: string): void {
+    const attempt = (note.waiting?.find((w) => w.env === ref)?.attempt ?? 0) + 1;
+    const old = this.noteTimers.get(ref);
+    if (old) clearTimeout(old);
+    if (attempt > NOTE_RETRIES) {
+      this.noteTimers.delete(ref);
+      this.outbox.delete(ref);
+      this.bodies.delete(ref);
+      this.setWaiting(note, ref, { env: ref, to: env.to, code, message: `${text} (gave up after ${NOTE_RETRIES} tries)`, attempt: NOTE_RETRIES, nextAt: null });
+      if (ref === note.id) this.update(note, { state: 'failed', error: text });
+      this.save();
+      return;
+    }
+    const delay = Math.min(NOTE_RETRY_MAX_MS, 2000 * 2 ** (attempt - 1));
+    this.setWaiting(note, ref, { env: ref, to: env.to, code, message: text, attempt, nextAt: Date.now() + delay });
+    this.noteTimers.set(
+      ref,
+      setTimeout(() => {
+        this.noteTimers.delete(ref);
+        const current = this.outbox.get(ref);
+        if (!current || this.stopped) return;
+        const held = this.groups.get(current.conv);
+        const carried = this.bodies.get(ref)?.group;
+        if (ref === note.id && held && typeof carried === 'object' && held.version > carried.version) {
+          this.outbox.delete(ref);
+          this.bodies.delete(ref);
+          this.setWaiting(note, ref, null);
+          this.update(note, { state: 'failed', error: `not sent: member list version ${held.version} went out since, and carries this change` });
+          this.save();
+          return;
+        }
+        this.transmit(current);
+      }, delay),
+    );
+    this.save();
   }
 
   private memberOf(pin: string): GroupMember {
@@ -555,15 +788,17 @@ export class Messenger {
     if (unknown.length) throw new Error(`not in the directory: ${unknown.join(', ')}`);
   }
 
-  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote): ChatMessage {
+  /** `shownTo`: whom the message says it went to, when that is more than this envelope's recipients (a note's parts). */
+  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote, shownTo?: string[]): ChatMessage {
     const env = this.seal(to, conv, body);
     const name = typeof body.group === 'object' ? body.group.name : undefined;
     const message: ChatMessage = {
       id: env.id,
       chat: chatKey(env, this.pin),
       from: this.pin,
-      to: env.to,
+      to: shownTo ?? env.to,
       ts: env.ts,
+      at: Date.now(),
       direction: 'out',
       text: body.text,
       ...(name !== undefined ? { group: name } : {}),
@@ -573,7 +808,8 @@ export class Messenger {
       readBy: [],
       readers: readersOf(env),
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
+    this.noteWrote(message.to);
     this.outbox.set(env.id, env);
     this.bodies.set(env.id, body);
     this.emit({ type: 'message', message });
@@ -630,23 +866,25 @@ export class Messenger {
   private onAccepted(id: string): void {
     this.outbox.delete(id);
     this.bodies.delete(id);
-    const message = this.messages.get(id);
-    if (message && message.state === 'sending') this.update(message, { state: 'sent' });
+    const message = this.messageFor(id);
+    if (message?.waiting) this.setWaiting(message, id, null);
+    if (message && message.id === id && message.state === 'sending') this.update(message, { state: 'sent' });
     this.save();
   }
 
   private onError(code: string, text: string, ref?: string, retryAfterMs?: number): void {
     this.emit(ref === undefined ? { type: 'error', code, message: text } : { type: 'error', code, message: text, ref });
     if (!ref) return;
-    const message = this.messages.get(ref);
+    const message = this.messageFor(ref);
     const env = this.outbox.get(ref);
     if (!message || !env) return;
+    const part = message.id !== ref;
     if (code === ErrorCode.WrongModel) {
       // The teacher changed the room's key model while this was in flight: seal it again, once.
       const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
       if (resealed.keys.model !== env.keys.model) {
         this.outbox.set(ref, resealed);
-        this.update(message, { readers: readersOf(resealed) });
+        if (!part) this.update(message, { readers: readersOf(resealed) });
         this.transmit(resealed);
         return;
       }
@@ -658,7 +896,7 @@ export class Messenger {
       const kid = (e: Envelope) => (e.keys.model === 'e2e-escrow' ? e.keys.escrow.kid : null);
       if (kid(resealed) !== null && kid(resealed) !== kid(env)) {
         this.outbox.set(ref, resealed);
-        this.update(message, { readers: readersOf(resealed) });
+        if (!part) this.update(message, { readers: readersOf(resealed) });
         this.transmit(resealed);
         return;
       }
@@ -671,8 +909,15 @@ export class Messenger {
       setTimeout(() => this.outbox.has(ref) && this.transmit(this.outbox.get(ref)!), delay);
       return;
     }
+    if (code === ErrorCode.QueueFull && message.note) return this.retryNote(message, ref, env, code, text);
     this.outbox.delete(ref);
     this.bodies.delete(ref);
+    if (part) {
+      // One removed member's notice failed for good: the note itself went out; say so on it.
+      this.setWaiting(message, ref, { env: ref, to: env.to, code, message: text, attempt: 1, nextAt: null });
+      this.save();
+      return;
+    }
     this.update(message, { state: 'failed', error: text });
   }
 
@@ -705,12 +950,14 @@ export class Messenger {
       // A group message belongs in the group only if the member list this client holds (or a newer
       // one it carries, signed by the group's creator) says so; nothing else in it changes who is in.
       const verdict = body
-        ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), me: this.pin, note: body.note })
+        ? checkGroupMessage({ env, carried: body.group, senderPk: sender.pk, stored: this.groups.get(env.conv), floor: this.groups.floor(env.conv), me: this.pin, note: body.note })
         : null;
       if (verdict?.ok) {
-        const before = verdict.updated ? this.groups.put(verdict.state) : undefined;
+        // A repeat of the list held (not `updated`) is described against itself: it claims no change.
+        const before = verdict.updated ? this.groups.put(verdict.state) : this.groups.get(env.conv);
+        this.groups.touch(env.conv);
         group = verdict.state.name;
-        if (body?.note) note = describeNote(body.note, verdict.state, before);
+        if (body?.note) note = describeNote(body.note, verdict.state, body.note === 'group-created' ? undefined : before);
       } else {
         chat = `apart:${env.conv}:${env.from}`;
         group = body ? groupNameOf(body) : undefined;
@@ -719,12 +966,15 @@ export class Messenger {
     } else if (body?.note) {
       flag = { code: 'group_note_in_dm', message: 'a group note sent as a direct message' };
     }
+    const at = Date.now();
     const message: ChatMessage = {
       id: env.id,
       chat,
       from: env.from,
       to: env.to,
       ts: env.ts,
+      at,
+      ...(env.ts - at > CLOCK_AHEAD_MS ? { clockAheadMs: env.ts - at } : {}),
       direction: 'in',
       text: body ? body.text : '',
       ...(group !== undefined ? { group } : {}),
@@ -738,7 +988,7 @@ export class Messenger {
       ...(sealed ? { sealedSender: true as const } : {}),
       seen: false,
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
     this.ack(qid);
     this.emit({ type: 'message', message });
     this.save();
@@ -754,6 +1004,7 @@ export class Messenger {
       from: env.from,
       to: env.to,
       ts: env.ts,
+      at: Date.now(),
       direction: 'in',
       text: '',
       state: 'unreadable',
@@ -764,7 +1015,7 @@ export class Messenger {
       errorCode: OpenFailure.UnknownSender,
       seen: false,
     };
-    this.messages.set(env.id, message);
+    this.history.add(message);
     this.ack(qid);
     this.emit({ type: 'message', message });
     this.save();
@@ -778,7 +1029,7 @@ export class Messenger {
   }
 
   private onReceipt(id: string, by: string, state: 'delivered' | 'read'): void {
-    const message = this.messages.get(id);
+    const message = this.messageFor(id);
     if (!message || message.direction !== 'out') return;
     const deliveredTo = message.deliveredTo.includes(by) ? message.deliveredTo : [...message.deliveredTo, by];
     const readBy = state === 'read' && !message.readBy.includes(by) ? [...message.readBy, by] : message.readBy;
@@ -790,17 +1041,25 @@ export class Messenger {
 
   /** Tell the senders that the user has now seen these incoming messages (the R tick). */
   markRead(ids: string[]): void {
-    const bySender = new Map<string, string[]>();
+    let changed = false;
     for (const id of ids) {
       const message = this.messages.get(id);
-      if (!message || message.direction !== 'in' || message.seen) continue;
-      message.seen = true;
+      if (!message || !this.history.markSeen(message)) continue;
+      changed = true;
       // A sealed-sender message has no read receipt: the relay keeps no sender to send it to.
       if (message.sealedSender) continue;
-      bySender.set(message.from, [...(bySender.get(message.from) ?? []), id]);
+      if (this.pendingReadCount >= MAX_PENDING_READS) {
+        this.readsNotSent += 1;
+        continue;
+      }
+      const set = this.pendingReads.get(message.from) ?? new Set<string>();
+      if (!set.has(id)) this.pendingReadCount += 1;
+      set.add(id);
+      this.pendingReads.set(message.from, set);
     }
-    for (const [to, list] of bySender) this.send({ type: 'read', to, ids: list });
-    if (bySender.size) this.save();
+    // Batched: at once while frames are few, then one per sender per interval (see READ_BURST).
+    if (!this.readTimer) this.flushReads();
+    if (changed) this.save();
   }
 
   // -------------------------------------------------------------------------
@@ -811,29 +1070,34 @@ export class Messenger {
    * this client holds, never from its messages; a chat of messages shown apart has no members to
    * reply to.
    */
-  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number; kind: 'dm' | 'group' | 'apart' }[] {
-    const byChat = new Map<string, ChatMessage[]>();
-    for (const message of this.messages.values()) byChat.set(message.chat, [...(byChat.get(message.chat) ?? []), message]);
-    for (const state of this.groups.all()) if (!byChat.has(state.id)) byChat.set(state.id, []);
-    return [...byChat.entries()]
-      .map(([chat, list]) => {
-        list.sort((a, b) => a.ts - b.ts);
-        const last = list[list.length - 1];
-        const unread = list.filter((m) => m.direction === 'in' && !m.seen).length;
-        if (chat.startsWith('dm:')) return { chat, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], last, unread, kind: 'dm' as const };
+  chats(): { chat: string; title: string; members: string[]; last: ChatMessage | undefined; unread: number; kind: 'dm' | 'group' | 'apart'; held: number; dropped: number }[] {
+    // One line per chat from the index: the cost is the number of chats, not of messages.
+    const lines = this.history.summaries();
+    for (const state of this.groups.all()) if (!this.history.hasChat(state.id)) lines.push({ chat: state.id, last: undefined, unread: 0, held: 0, dropped: 0 });
+    return lines
+      .map(({ chat, last, unread, held, dropped }) => {
+        const common = { chat, last, unread, held, dropped };
+        if (chat.startsWith('dm:')) return { ...common, title: this.nameOf(chat.slice(3)), members: [chat.slice(3)], kind: 'dm' as const };
         if (chat.startsWith('apart:')) {
           const from = chat.split(':')[2] ?? '';
-          return { chat, title: last?.group ?? 'Unknown group', members: [] as string[], last, unread, kind: 'apart' as const, from };
+          return { ...common, title: last?.group ?? 'Unknown group', members: [] as string[], kind: 'apart' as const, from };
         }
         const state = this.groups.get(chat);
         const members = state ? state.members.map((m) => m.pin).filter((p) => p !== this.pin) : [];
-        return { chat, title: state?.name ?? last?.group ?? 'Group', members, last, unread, kind: 'group' as const };
+        return { ...common, title: state?.name ?? last?.group ?? 'Group', members, kind: 'group' as const };
       })
-      .sort((a, b) => (b.last?.ts ?? 0) - (a.last?.ts ?? 0));
+      .sort((a, b) => (b.last?.at ?? 0) - (a.last?.at ?? 0));
   }
 
-  messagesIn(chat: string): ChatMessage[] {
-    return [...this.messages.values()].filter((m) => m.chat === chat).sort((a, b) => a.ts - b.ts);
+  /** A chat's messages in the order they reached this device; with `limit`, the newest that many. */
+  messagesIn(chat: string, limit?: number): ChatMessage[] {
+    return this.history.inChat(chat, limit);
+  }
+
+  /** Mark every unseen message of a chat read (the page does this for the open chat). */
+  markChatRead(chat: string): void {
+    const ids = this.history.unseenIn(chat).map((m) => m.id);
+    if (ids.length) this.markRead(ids);
   }
 
   nameOf(pin: string): string {
@@ -861,26 +1125,75 @@ export class Messenger {
     if (!raw) return;
     try {
       const state = JSON.parse(raw) as SavedState;
-      for (const m of state.messages) this.messages.set(m.id, m);
+      // Saved in arrival order; a state saved before arrival times were kept goes by its timestamps.
+      for (const m of state.messages) this.history.add({ ...m, at: typeof m.at === 'number' ? m.at : m.ts });
       for (const env of state.outbox) this.outbox.set(env.id, env);
       for (const [id, body] of state.bodies ?? []) if (this.outbox.has(id)) this.bodies.set(id, body);
+      for (const [id, note] of state.parts ?? []) this.parts.set(id, note);
       for (const id of state.seen) this.seen.add(id);
+      this.noteWrote([...(state.wroteTo ?? []), ...state.messages.filter((m) => m.direction === 'out').flatMap((m) => m.to)].filter((p) => typeof p === 'string'));
     } catch {
       // A damaged saved state only costs the history on screen; the identity is kept separately.
     }
   }
 
   private save(): void {
-    this.saveTimer ??= setTimeout(() => this.flushSave(), 200);
+    // While the storage refuses writes, try again every few seconds rather than five times a second.
+    this.saveTimer ??= setTimeout(() => this.flushSave(), this.storage.failures().length ? 5000 : 200);
   }
 
+  /**
+   * Save the history within its budgets (saved-history.ts); if the storage refuses it, cut it
+   * further, down to only the messages still being sent; then the groups and the directory. A
+   * refused write is reported (StorageReport), never thrown.
+   */
   private flushSave(): void {
     if (this.saveTimer) clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    const state: SavedState = { messages: [...this.messages.values()].slice(-500), outbox: [...this.outbox.values()], bodies: [...this.bodies.entries()], seen: [...this.seen].slice(-5000) };
-    this.storage.setItem('backdoor-lab.state', JSON.stringify(state));
+    const levels = [
+      { scale: 1, others: true, seen: 5000 },
+      { scale: 0.5, others: false, seen: 5000 },
+      { scale: 0.125, others: false, seen: 1000 },
+      { scale: 0, others: false, seen: 500 },
+    ];
+    const pinned = (id: string) => this.outbox.has(id);
+    const rest = `"outbox":${JSON.stringify([...this.outbox.values()])},"bodies":${JSON.stringify([...this.bodies.entries()])},"parts":${JSON.stringify([...this.parts].slice(-500))},"wroteTo":${JSON.stringify([...this.wroteTo])}`;
+    let level = 0;
+    for (; level < levels.length; level++) {
+      const { scale, others, seen } = levels[level]!;
+      const picked = pickSaved(this.history, (chat) => this.isYours(chat), pinned, scale, others);
+      const json = `{"v":2,"messages":[${picked.parts.join(',')}],${rest},"seen":${JSON.stringify([...this.seen].slice(-seen))}}`;
+      if (this.storage.trySet('backdoor-lab.state', json)) {
+        this.notSaved = picked.notSaved;
+        break;
+      }
+    }
+    if (level === levels.length) this.notSaved = this.history.summaries().map((c) => ({ chat: c.chat, messages: c.held, yours: this.isYours(c.chat) }));
+    this.saveLevel = level;
+    const groups = this.groups.serialize();
+    this.groupsNotSaved = groups.notSaved;
+    this.storage.trySet(GROUPS_KEY, groups.json);
     saveDirectory(this.storage, this.directory, this.contactPins());
+    this.reportStorage();
   }
+
+  /** What this person's storage did not keep (see StorageReport). */
+  storageReport(): StorageReport {
+    return { failed: this.storage.failures(), level: this.saveLevel, notSaved: this.notSaved, groupsNotSaved: this.groupsNotSaved };
+  }
+
+  private reportStorage(): void {
+    const report = this.storageReport();
+    const key = JSON.stringify(report);
+    if (key === this.lastReport) return;
+    this.lastReport = key;
+    this.emit({ type: 'storage', report });
+  }
+}
+
+/** The PIN of a group's creator (it is always on the list). */
+function creatorPinOf(state: GroupState): string {
+  return state.members.find((m) => m.pk === state.creator)?.pin ?? '';
 }
 
 /** The tab's identity: the Ed25519 secret key kept in the injected storage, never sent anywhere. */

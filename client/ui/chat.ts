@@ -12,13 +12,18 @@ import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
 import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, keysOf, type Policy } from '../../shared/protocol.ts';
 import { escrowLabel, wordsFor } from './words.ts';
-import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type WireRecord } from '../core/messenger.ts';
+import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type StorageReport, type WireRecord } from '../core/messenger.ts';
+import { SAVE_BUDGET } from '../core/saved-history.ts';
+import { OTHERS_HELD } from '../core/groups.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
 import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
 
 interface ChatEntry {
   chat: string;
+  /** Messages the tab holds for this chat, and how many older ones it dropped from memory. */
+  held: number;
+  dropped: number;
   title: string;
   members: string[];
   group: boolean;
@@ -29,6 +34,32 @@ interface ChatEntry {
 }
 
 const UI_KEY = 'backdoor-lab.ui';
+/** Messages drawn for the open chat: its newest this many. */
+const DRAWN_PER_CHAT = 300;
+
+/** The local day of a timestamp, to tell whether it is today. */
+const clockDay = (ts: number): string => new Date(ts).toDateString();
+
+/** A message's time: HH:MM:SS today, else with its date (YYYY-MM-DD HH:MM:SS); a time no date can hold says so. */
+function stamp(ts: number): string {
+  const d = new Date(ts);
+  if (Number.isNaN(d.getTime())) return 'no valid time';
+  if (clockDay(ts) === clockDay(Date.now())) return clock(ts);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ts)}`;
+}
+
+const isoOrEmpty = (ts: number): string => (Number.isNaN(new Date(ts).getTime()) ? '' : new Date(ts).toISOString());
+
+/** A duration in the largest whole unit: "3 days", "2 h", "7 min". */
+function span(ms: number): string {
+  const units: [number, string][] = [[86_400_000, 'day'], [3_600_000, 'hour'], [60_000, 'minute']];
+  for (const [size, name] of units) if (ms >= size) {
+    const n = Math.floor(ms / size);
+    return `${n} ${name}${n === 1 ? '' : 's'}`;
+  }
+  return `${Math.round(ms / 1000)} s`;
+}
 
 /** The key models in words, for the wire panel. */
 const MODEL_WORDS: Record<string, string> = {
@@ -171,6 +202,8 @@ class ChatPage {
   private readonly counter = el('span', { class: 'counter', testid: 'composer-count', attrs: { id: 'composer-count', 'aria-live': 'polite' } });
   private readonly sendButton = el('button', { text: 'Send', testid: 'send', attrs: { type: 'button' } });
   private readonly notice = el('p', { class: 'notice', testid: 'notice', attrs: { role: 'status' } });
+  /** What this browser did not keep of this person (see renderStorage). */
+  private readonly storageNote = el('div', { class: 'storage-note', testid: 'storage' });
   private readonly wirePanel = el('div', { class: 'wire-list', testid: 'wire-panel' });
   private readonly wireHead = el('div', { class: 'wire-head' });
   /** The wire panel's articles by record, with the names they were drawn with (see renderWire). */
@@ -197,7 +230,11 @@ class ChatPage {
   }
 
   private saveUi(): void {
-    this.storage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
+    try {
+      this.storage.setItem(UI_KEY, JSON.stringify({ open: this.openChat, wire: this.wireScope }));
+    } catch {
+      // A full storage: only which chat was open is not remembered (the storage notice says it is full).
+    }
   }
 
   mount(): void {
@@ -272,14 +309,14 @@ class ChatPage {
   // Model
 
   private entries(): ChatEntry[] {
-    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread }));
+    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread, held: c.held, dropped: c.dropped }));
   }
 
   private entry(chat: string): ChatEntry {
     const found = this.entries().find((e) => e.chat === chat);
     if (found) return found;
     const pin = chat.slice(3);
-    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, kind: 'dm', last: undefined, unread: 0 };
+    return { chat, title: this.m.nameOf(pin), members: [pin], group: false, kind: 'dm', last: undefined, unread: 0, held: 0, dropped: 0 };
   }
 
   private select(chat: string): void {
@@ -321,12 +358,9 @@ class ChatPage {
 
   private markSeen(): void {
     if (!this.openChat || document.visibilityState !== 'visible') return;
-    const ids = this.m
-      .messagesIn(this.openChat)
-      .filter((msg) => msg.direction === 'in' && !msg.seen)
-      .map((msg) => msg.id);
-    if (ids.length) {
-      this.m.markRead(ids);
+    // The messenger batches the read receipts (one frame per sender per interval), however often this runs.
+    if (this.m.chats().find((c) => c.chat === this.openChat)?.unread) {
+      this.m.markChatRead(this.openChat);
       this.schedule();
     }
   }
@@ -341,7 +375,56 @@ class ChatPage {
     this.renderSidebar();
     this.renderConversation();
     this.renderWire();
+    this.renderStorage(this.m.storageReport());
     this.markSeen();
+  }
+
+  /**
+   * Say plainly what this browser did not keep: a full storage (shared by every person open in this
+   * browser) and what it cost, or the messages the budgets leave out of what is saved.
+   */
+  private renderStorage(report: StorageReport): void {
+    const names = (chats: { chat: string; messages: number }[]) =>
+      chats
+        .slice(0, 3)
+        .map((c) => `${this.chatName(c.chat)} (${c.messages})`)
+        .join(', ') + (chats.length > 3 ? `, and ${chats.length - 3} more` : '');
+    const full = report.failed.length > 0 || report.level > 0;
+    const held = report.notSaved.reduce((n, c) => n + c.messages, 0);
+    if (this.unchanged('storage', [full, report.failed.map((f) => f.what), report.level, held, report.notSaved.length, report.groupsNotSaved])) return;
+    const parts: HTMLElement[] = [];
+    if (full) {
+      const what = report.failed.map((f) => f.what);
+      if (report.level > 0 && report.level < 4 && !what.includes('your message history')) what.push('part of your message history');
+      parts.push(
+        el(
+          'div',
+          { class: 'flag', testid: 'storage-full', attrs: { role: 'alert' } },
+          el('strong', { text: "This browser's storage is full. " }),
+          `It is shared by every person open in this browser. Not saved: ${what.join(', ') || 'some of your history'}. Messages still arrive, are acknowledged and are shown here, but what was not saved is gone after a reload or when this tab closes.`,
+          report.notSaved.length ? ` Left out: ${held} message${held === 1 ? '' : 's'} in ${names(report.notSaved)}.` : '',
+        ),
+      );
+    } else if (report.notSaved.length || report.groupsNotSaved) {
+      const chats = report.notSaved;
+      parts.push(
+        el(
+          'p',
+          { class: 'hint', testid: 'storage-trimmed' },
+          chats.length ? `Not saved in this browser (shown until this tab closes): ${held} older message${held === 1 ? '' : 's'} in ${names(chats)}. ` : '',
+          report.groupsNotSaved ? `${report.groupsNotSaved} groups others made are not saved (they come back with their next message). ` : '',
+          `Chats with people you have written to are saved first (${SAVE_BUDGET.yoursChat.toLocaleString('en')} characters each); others keep their newest ${SAVE_BUDGET.otherChat.toLocaleString('en')} characters.`,
+        ),
+      );
+    }
+    this.storageNote.replaceChildren(...parts);
+  }
+
+  /** A chat's name for a notice: the person or the group. */
+  private chatName(chat: string): string {
+    if (chat.startsWith('dm:')) return this.m.nameOf(chat.slice(3));
+    if (chat.startsWith('apart:')) return `messages shown apart from ${this.m.nameOf(chat.split(':')[2] ?? '')}`;
+    return `"${this.m.groups.get(chat)?.name ?? 'a group'}"`;
   }
 
   private renderStatus(): void {
@@ -436,7 +519,7 @@ class ChatPage {
     this.contactsUl.replaceChildren(...contactList.childNodes);
     this.chatsUl.replaceChildren(...chatList.childNodes);
     const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
-    if (!this.sidebar.childElementCount) this.sidebar.append(el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
+    if (!this.sidebar.childElementCount) this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
     this.sidebar.scrollTop = scroll;
   }
 
@@ -497,9 +580,11 @@ class ChatPage {
       ? 'Pick a contact or a chat first.'
       : current?.kind === 'apart'
         ? 'You cannot reply here: these messages are not part of a group you hold.'
-        : closed
-          ? 'You were removed from this group.'
-          : 'Type a message. Enter sends, Shift+Enter for a new line.';
+        : current?.kind === 'group' && !state
+          ? `This tab let go of this group's member list (it holds at most ${OTHERS_HELD} groups others made); the group's next message brings it back.`
+          : closed
+            ? 'You were removed from this group.'
+            : 'Type a message. Enter sends, Shift+Enter for a new line.';
     if (this.composer.placeholder !== placeholder) this.composer.placeholder = placeholder;
     this.notice.textContent = this.flash && this.flash.until > Date.now() ? this.flash.text : '';
     if (!chat) {
@@ -524,9 +609,11 @@ class ChatPage {
     const refused = entry.kind === 'dm' ? m.refusedKeys.get(entry.members[0] ?? '') : undefined;
     if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts, refused?.offered])) this.drawHead(entry, who, other);
 
-    const messages = m.messagesIn(chat);
+    // Only the newest DRAWN_PER_CHAT are drawn; the tab holds more (history.ts) and says how many.
+    const messages = m.messagesIn(chat, DRAWN_PER_CHAT);
+    const earlier = (current?.held ?? 0) - messages.length + (current?.dropped ?? 0);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
-    const drawnState = [chat, names, messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    const drawnState = [chat, names, earlier, clockDay(Date.now()), messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.waiting, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
     if (this.unchanged('conv', drawnState)) return;
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
@@ -535,7 +622,7 @@ class ChatPage {
     const built = new Map<string, { sig: string; node: HTMLElement }>();
     const drawnWith = JSON.stringify([chat, entry.group, names]);
     const items = messages.map((msg) => {
-      const sig = drawnWith + JSON.stringify([msg.state, msg.text, msg.error, msg.deliveredTo.length, msg.readBy.length, msg.readers]);
+      const sig = drawnWith + JSON.stringify([msg.state, msg.text, msg.error, msg.waiting, clockDay(Date.now()), msg.deliveredTo.length, msg.readBy.length, msg.readers]);
       const cached = this.messageNodes.get(msg.id);
       const node = cached && cached.sig === sig ? cached.node : this.messageItem(msg, entry.group);
       built.set(msg.id, { sig, node });
@@ -543,6 +630,7 @@ class ChatPage {
     });
     this.messageNodes = built;
     list.replaceChildren(...items);
+    if (earlier > 0) list.prepend(el('li', { class: 'empty', testid: 'earlier', text: `${earlier} earlier message${earlier === 1 ? '' : 's'} in this chat ${earlier === 1 ? 'is' : 'are'} not drawn here (the newest ${DRAWN_PER_CHAT} are).` }));
     if (!items.length) list.append(el('li', { class: 'empty', text: entry.group ? 'No messages yet. Say hello to the group.' : `No messages yet. Say hello to ${entry.title}.` }));
     list.scrollTop = atBottom || this.renderedChat !== chat ? list.scrollHeight : scroll;
     this.renderedChat = chat;
@@ -629,8 +717,18 @@ class ChatPage {
     const m = this.m;
     const mine = msg.direction === 'out';
     if (msg.note) {
-      // A group note: who made or changed the group, as a line of its own.
-      return el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+      // A group note: who made or changed the group, as a line of its own; and, on the creator's
+      // screen, which of its envelopes the relay has not taken yet, in plain words.
+      const li = el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+      if (msg.state === 'failed') li.append(el('div', { class: 'flag', testid: 'note-failed', text: `Not sent: ${msg.error ?? 'unknown error'}` }));
+      for (const w of msg.waiting ?? []) {
+        const whom = w.to.map((pin) => `${m.nameOf(pin)} (${pin})`).join(', ');
+        const why = w.code === 'queue_full' ? 'the relay holds too many messages waiting for them' : w.message;
+        li.append(
+          el('div', { class: 'flag', testid: 'note-waiting', data: { code: w.code } }, w.nextAt === null ? `Not delivered to ${whom}: ${why}. Your client has stopped trying.` : `Not yet delivered to ${whom}: ${why}. Your client sends it again, with the same signed member list (try ${w.attempt}).`),
+        );
+      }
+      return li;
     }
     const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}${msg.flag ? ' flagged' : ''}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
     // In a group the sender line carries the PIN as well: two people may pick the same name.
@@ -649,7 +747,9 @@ class ChatPage {
       li.append(el('div', { class: 'text error', testid: 'message-text', data: { code: msg.errorCode ?? '' }, text: `Could not open this message. ${msg.errorCode ? wordsFor(msg.errorCode) : (msg.error ?? 'unknown reason')}` }));
     }
     else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
-    const meta = el('div', { class: 'meta' }, el('time', { text: clock(msg.ts), attrs: { datetime: new Date(msg.ts).toISOString() } }));
+    // The sender's time, with its date when that is not today; a clock far ahead of ours is said so.
+    const meta = el('div', { class: 'meta' }, el('time', { testid: 'message-time', text: stamp(msg.ts), attrs: { datetime: isoOrEmpty(msg.ts) } }));
+    if (msg.clockAheadMs !== undefined) meta.append(' ', el('span', { class: 'flag skew', testid: 'clock-ahead', text: `sender's clock was ${span(msg.clockAheadMs)} ahead of yours` }));
     if (mine) meta.append(' ', this.stateBadge(msg));
     li.append(meta);
     // Who can read: from the envelope actually sent (message.readers), never from the current tap switch.

@@ -16,16 +16,21 @@ const PROBE_MS = 300;
 
 type Signal = { t: 'probe'; from: string } | { t: 'here'; from: string } | { t: 'take'; from: string } | { t: 'released'; from: string };
 
-/** localStorage, namespaced by the person's name. Falls back to memory when storage is unavailable. */
+/**
+ * localStorage, namespaced by the person's name. Falls back to memory when storage is disabled.
+ * A full storage is still used: reading works, so the person and the history saved before come
+ * back; writes that do not fit throw, and the messenger (client/core/storage.ts) catches and
+ * reports them. (Probing with a write, as this did before, took a full storage for no storage at
+ * all, and the person then started over with new keys.)
+ */
 export function personStorage(name: string): KeyValueStore {
   const prefix = `${PREFIX}${encodeURIComponent(name)}/`;
   let store: Storage | null = null;
   try {
     store = window.localStorage;
-    store.setItem(`${prefix}probe`, '1');
-    store.removeItem(`${prefix}probe`);
+    store.getItem(`${prefix}probe`);
   } catch {
-    store = null; // private mode or storage disabled: this person lasts as long as the tab
+    store = null; // storage disabled: this person lasts as long as the tab
   }
   const memory = new Map<string, string>();
   return {

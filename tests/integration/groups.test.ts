@@ -148,8 +148,11 @@ describe('groups nobody can join uninvited', () => {
     expect(change.to.sort()).toEqual([bob.m.pin, carol.identity.pin, dave.m.pin].sort()); // old and new members
     await until(() => bob.m.groups.get(made.id)?.version === 2 && dave.m.groups.get(made.id)?.version === 2, 'Bob and Dave hold version 2');
     expect(bob.m.messages.get(change.id)?.note).toMatchObject({ kind: 'group-changed', version: 2, added: [dave.m.pin], removed: [carol.identity.pin] });
-    // Carol's client gets the note too: it opens for her, and names her removal.
-    await carol.next('envelope', (f) => f.env.id === change.id);
+    // Carol's client gets the note too, in an envelope of its own (her full queue could not hold the
+    // others' back): it opens for her, and names her removal.
+    const notice = await carol.next('envelope', (f) => f.env.conv === made.id && f.env.id !== made.message.id);
+    expect(notice.env.to).toEqual([carol.identity.pin]);
+    expect(opened(carol).find((o) => o.env.id === notice.env.id)?.text).toBe('');
 
     // Dave is in: his reply reaches Alice and Bob inside the group.
     const hello = dave.m.sendGroup(made.id, 'thanks for having me');
@@ -175,8 +178,11 @@ describe('groups nobody can join uninvited', () => {
     const made = alice.m.createGroup('Choir', [bob.m.pin, carol.m.pin]);
     await until(() => carol.m.groups.get(made.id)?.version === 1, 'Carol holds version 1');
     const change = alice.m.changeGroup(made.id, { remove: [carol.m.pin] });
-    await until(() => carol.m.messages.has(change.id), 'Carol gets the note');
-    expect(carol.m.messages.get(change.id)).toMatchObject({ chat: made.id, note: { removed: [carol.m.pin] } });
+    // Her notice is an envelope of its own (to her alone), not the one the members got.
+    const notice = () => carol.m.messagesIn(made.id).find((m) => m.note?.version === 2);
+    await until(() => notice() !== undefined, 'Carol gets the note');
+    expect(notice()).toMatchObject({ chat: made.id, to: [carol.m.pin], note: { removed: [carol.m.pin] } });
+    expect(notice()!.id).not.toBe(change.id);
     expect(carol.m.groups.get(made.id)?.version).toBe(2);
     expect(() => carol.m.sendGroup(made.id, 'let me back in')).toThrow(/no longer a member/);
     expect(() => bob.m.changeGroup(made.id, { add: [carol.m.pin] })).toThrow(/only the group's creator/);

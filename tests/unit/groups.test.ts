@@ -129,9 +129,34 @@ describe('a group message, checked against the member list a member holds', () =
     expect(plain).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
     // A note signed into a message by someone other than the creator is not a change note.
     const fromBob = checkGroupMessage({ env: env(bob, [alice, carol, dave], v1.id), carried: v2, senderPk: toB64(bob.signPk), stored: v1, me: dave.pin, note: 'group-changed' });
-    expect(fromBob).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
+    expect(fromBob).toMatchObject({ ok: false, code: GroupFailure.NoteNotFromCreator });
+    // Or in an envelope of its own to the removed member alone, so her full queue holds nothing back.
+    const alone = checkGroupMessage({ env: env(alice, [carol], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' });
+    expect(alone).toEqual({ ok: true, state: v2, updated: true });
+    // That exception is for removed members only: a member, or someone never on the list, is not told apart.
+    expect(checkGroupMessage({ env: env(alice, [bob], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
+    expect(checkGroupMessage({ env: env(alice, [carol, mallory], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
     // An older list never replaces a newer one.
     const old = checkGroupMessage({ env: env(bob, [alice, carol], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v2, me: alice.pin });
     expect(old).toMatchObject({ ok: false, code: GroupFailure.Stale });
+  });
+
+  it('a group note is honoured only from the creator, and from the creator only with a list at least as new as the one held: a member\'s "made the group" or "changed it" and the creator\'s stale note are refused with their own codes', () => {
+    const v1 = createGroup(alice, 'Book club', [member(bob), member(carol)]);
+    const v2 = changeGroup(v1, alice, { add: [member(dave)] });
+    const cases: [string, Parameters<typeof checkGroupMessage>[0], GroupFailure][] = [
+      ['a member\'s "made the group", to exactly the members', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotFromCreator],
+      ['a member\'s "changed the group" with the list held', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-changed' }, GroupFailure.NoteNotFromCreator],
+      ['a member\'s note for a client that holds no list yet', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: undefined, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotFromCreator],
+      ['the creator\'s old "made the group" after a change', { env: env(alice, [bob, carol, dave], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotNewer],
+      ['the creator\'s old "changed" note, to exactly the old members', { env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' }, GroupFailure.NoteNotNewer],
+    ];
+    for (const [what, input, code] of cases) expect(checkGroupMessage(input), what).toMatchObject({ ok: false, code });
+    // The creator's notes: a new group, a newer list, and the same list again (a repeat: it claims no change).
+    expect(checkGroupMessage({ env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: undefined, me: bob.pin, note: 'group-created' })).toMatchObject({ ok: true, updated: true });
+    expect(checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: true, updated: true });
+    expect(checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: true, updated: false });
+    // A member's plain message carrying the creator's newer list is still let in (the list is the creator's).
+    expect(checkGroupMessage({ env: env(carol, [alice, bob, dave], v1.id), carried: v2, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin })).toMatchObject({ ok: true, updated: true });
   });
 });

@@ -3,7 +3,9 @@
  * without a relay. The test plays the relay frame by frame.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Messenger, memoryStore, type MessengerEvent, type SocketLike } from '../../client/core/messenger.ts';
+import { Messenger, memoryStore, type KeyValueStore, type MessengerEvent, type SocketLike } from '../../client/core/messenger.ts';
+import { GROUPS_KEY, OTHERS_HELD, OTHERS_SAVED } from '../../client/core/groups.ts';
+import { changeGroup, createGroup, GroupFailure } from '../../shared/groups.ts';
 import { DirectoryFailure, OpenFailure } from '../../shared/failures.ts';
 import { readFileSync } from 'node:fs';
 import { cryptoReady, fromHex, newEscrowKeyPair, newIdentity, toB64, verifyLogin, type Identity } from '../../shared/crypto.ts';
@@ -45,9 +47,9 @@ beforeAll(async () => {
 });
 
 /** A messenger logged in to the fake relay, with Bob in its directory. */
-function loggedIn(policy: Policy = OFF) {
+function loggedIn(policy: Policy = OFF, storage: KeyValueStore = memoryStore()) {
   const socket = new FakeSocket();
-  const m = new Messenger({ name: 'Alice', connect: () => socket, storage: memoryStore() });
+  const m = new Messenger({ name: 'Alice', connect: () => socket, storage });
   const ready = m.start();
   socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy });
   socket.deliver({
@@ -224,5 +226,48 @@ describe('directory entries are checked (trust on first use)', () => {
     socket.deliver({ type: 'welcome', pin: again.pin, name: 'Alice', policy: OFF, total: 2, directory: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }] });
     expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged }));
     expect(again.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
+  });
+
+  it('what others\' groups make a tab hold is bounded: of 400 groups a stranger makes, at most OTHERS_HELD are held and OTHERS_SAVED saved, a group by someone you wrote to is kept, and a group let go of refuses its older list as stale', async () => {
+    const storage = memoryStore();
+    const { socket, m } = loggedIn(OFF, storage);
+    const stranger = newIdentity();
+    socket.deliver({ type: 'presence', users: [{ pin: stranger.pin, name: 'Stranger', pk: toB64(stranger.signPk), online: true }] });
+    const me = { pin: m.pin, signPk: m.identity.signPk };
+    const asMember = { pin: m.pin, pk: toB64(m.identity.signPk) };
+    let qid = 100;
+    const deliver = (from: Identity, conv: string, body: Parameters<typeof sealEnvelope>[0]['body']) => {
+      const { env } = sealEnvelope({ sender: from, to: [me], conv, body });
+      socket.deliver({ type: 'envelope', qid: qid++, env });
+      return env;
+    };
+    m.sendText([bob.pin], 'hello Bob'); // Bob is someone Alice has written to
+    const bobs = createGroup(bob, 'Bob\'s', [asMember]);
+    deliver(bob, bobs.id, { text: '', group: bobs, note: 'group-created' });
+    const early1 = createGroup(stranger, 'early', [asMember]);
+    const early2 = changeGroup(early1, stranger, { name: 'early, renamed' });
+    deliver(stranger, early1.id, { text: '', group: early1, note: 'group-created' });
+    deliver(stranger, early1.id, { text: '', group: early2, note: 'group-changed' });
+    expect(m.groups.get(early1.id)?.version).toBe(2);
+    for (let i = 0; i < 400; i++) {
+      const g = createGroup(stranger, `junk ${i}`, [asMember]);
+      deliver(stranger, g.id, { text: '', group: g, note: 'group-created' });
+    }
+    const others = m.groups.all().filter((g) => g.creator !== toB64(m.identity.signPk));
+    expect(others.length, 'others\' groups held').toBeLessThanOrEqual(OTHERS_HELD);
+    expect(m.groups.get(bobs.id), 'the group of someone Alice wrote to').toBeDefined();
+    expect(m.groups.get(early1.id), 'the least active stranger\'s group is let go of').toBeUndefined();
+    // Its older list comes back (it may name someone since removed): stale. Its newest brings it back.
+    const old = deliver(stranger, early1.id, { text: 'from version 1', group: early1 });
+    expect(m.messages.get(old.id)?.flag?.code).toBe(GroupFailure.Stale);
+    const current = deliver(stranger, early1.id, { text: 'from version 2', group: early2 });
+    expect(m.messages.get(current.id)?.chat).toBe(early1.id);
+    expect(m.groups.get(early1.id)?.version).toBe(2);
+    m.stop();
+    const saved = JSON.parse(storage.getItem(GROUPS_KEY)!) as { groups: { id: string }[]; floors: [string, number][] };
+    expect(saved.groups.length, 'others\' groups saved').toBeLessThanOrEqual(OTHERS_SAVED);
+    expect(saved.groups.map((g) => g.id)).toContain(bobs.id);
+    expect(saved.floors.length, 'the others are remembered by version only').toBeGreaterThan(0);
+    console.log(`[figures] 400 + 2 groups from others: ${others.length} held, ${saved.groups.length} saved, ${saved.floors.length} remembered by version; the group book is ${storage.getItem(GROUPS_KEY)!.length} characters`);
   });
 });
