@@ -376,6 +376,7 @@ export class Regulator {
     const n = this.archiveSize();
     this.db.exec('DELETE FROM archive');
     this.archiveCount = 0;
+    this.archiveBytes = 0;
     // Deleted rows linger in free pages and in the write-ahead log: rewrite the file without them.
     if (!this.db.inTransaction) {
       this.db.exec('VACUUM');

@@ -482,6 +482,21 @@ describe("the regulator's archive", () => {
     expect(second.regulator.archiveByteSize()).toBe(bytes);
     expect(bytes).toBeLessThanOrEqual(cap);
   }, 30_000);
+  it("the teacher's reset of the room starts the archive's byte count again, with the login budgets", async () => {
+    const app = await relay({ limits: { loginBurst: 2, loginsPerSecond: 0.001 } });
+    const a = await loggedIn(app, 'A');
+    const b = await loggedIn(app, 'B');
+    a.send({ type: 'send', env: bigEnvelope(a.identity, b.identity, 10_000) });
+    await a.next('accepted');
+    expect(app.regulator.archiveByteSize()).toBeGreaterThan(10_000);
+    app.lab.reset('the test');
+    expect(app.regulator.archiveSize()).toBe(0);
+    expect(app.regulator.archiveByteSize(), 'the bytes the emptied archive holds').toBe(0);
+    const after = await RawClient.connect(app.wsUrl);
+    cleanup.push(() => after.close());
+    const welcome = await after.login(newIdentity(), 'After the reset');
+    expect(welcome.type, 'a login once the room was reset').toBe('welcome');
+  });
 });
 
 // ---------------------------------------------------------------------------
