@@ -1245,7 +1245,10 @@ export class Relay {
       session.backlog = null;
       return;
     }
-    const soft = this.bufferBound(session) / 2;
+    // Half the lower bound, whether or not the device has shown it reads: a device catching up
+    // never holds more unsent than a socket that never reads may, so the cut on all sockets'
+    // unsent bytes (largest backlog first) reaches the sockets that do not read before it.
+    const soft = Math.min(this.limits.unreadBufferedBytes, this.limits.maxBufferedBytes) / 2;
     for (;;) {
       if (backlog.next >= backlog.rows.length) {
         backlog.rows = this.store.pendingFor(pin).filter((row) => row.qid > backlog.cursor);

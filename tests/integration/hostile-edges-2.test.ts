@@ -361,6 +361,38 @@ describe('logged-in sockets that never read', () => {
     expect(app.relay.stats.maxBuffered).toBeLessThanOrEqual(2 * 1024 * 1024);
   }, 30_000);
 
+  it('a device catching up on its backlog holds at most half the lower bound unsent (256 KiB), also once it has acknowledged: never more than a socket that never reads, so the cut on all sockets reaches those first', async () => {
+    const app = await relay({ limits: { ...UNLIMITED } });
+    const sender = await loggedIn(app, 'Sender');
+    const receiver = newIdentity();
+    (await loggedIn(app, 'Receiver', '127.0.0.2', receiver)).close();
+    await until(() => app.relay.onlineCount() === 1, 'the receiver offline');
+    // 13.5 MB queued: far more than the socket buffers of the kernel take.
+    const count = 300;
+    for (let i = 0; i < count; i++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, receiver) });
+    await sender.waitFor(() => sender.frames.filter((f) => f.type === 'accepted').length === count, 'all accepted', 20_000);
+    const back = await RawClient.connect(app.wsUrl, { localAddress: '127.0.0.2' });
+    cleanup.push(() => back.close());
+    // At its first envelope the device acknowledges it (so it has shown it reads) and stops reading.
+    let acked = false;
+    back.ws.on('message', (d) => {
+      const frame = JSON.parse(d.toString()) as { type: string; qid?: number };
+      if (acked || frame.type !== 'envelope') return;
+      acked = true;
+      back.send({ type: 'ack', qids: [frame.qid] });
+      stopReading(back);
+    });
+    const from = sender.frames.length;
+    back.send(back.hello(receiver, 'Receiver'));
+    await sender.waitFor(() => sender.frames.slice(from).some((f) => f.type === 'receipt' && f.state === 'delivered'), 'the ack taken (a delivered receipt)');
+    await until(() => Math.max(...app.relay.bufferedAmounts()) >= 128 * 1024, 'the backlog waiting on the relay');
+    await sleep(500); // the pump runs every 10 ms: it would have gone on by now
+    const soft = DEFAULT_LIMITS.unreadBufferedBytes / 2;
+    reportFigures('device catching up', { queuedBytes: count * 45_000, maxBuffered: app.relay.stats.maxBuffered, pumpStopsAt: soft });
+    expect(app.relay.stats.maxBuffered, 'unsent for the device catching up').toBeLessThanOrEqual(soft + DEFAULT_LIMITS.maxFrameBytes);
+    expect(app.relay.stats.slowConsumerCuts).toBe(0);
+  }, 60_000);
+
   it('all relay sockets together hold at most unsentTotalBytes unsent: past it the socket with the largest backlog is cut first', async () => {
     const bound = 1024 * 1024;
     const log = memoryLogger();
