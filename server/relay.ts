@@ -277,8 +277,8 @@ interface Session {
   buffered: number;
   /** When this user last had an envelope accepted (ms; 0 never): the welcome page's order. */
   lastSent: number;
-  /** When this session logged in. */
-  loginAt: number;
+  /** When this user registered (its directory entry's created_at): the order among online users who never sent. */
+  registeredAt: number;
   /** Set while the offline queue is being sent after login: live items wait their turn in the store. */
   backlog: { rows: QueueRow[]; next: number; cursor: number; timer: NodeJS.Timeout | null } | null;
 }
@@ -428,36 +428,26 @@ export class Relay {
   }
 
   /**
-   * A bounded page of the directory, as the welcome carries it, by recent activity: the users who
-   * sent an envelope most recently first (online or not), then those who never sent one, online
-   * first (latest logins first), then the most recently seen. However many users the store holds,
-   * this stays under `limit` entries, so no number of throwaway identities makes a welcome too big
-   * to receive; and identities that only log in, however many, fall behind everyone who talks.
+   * A bounded page of the directory, as the welcome carries it: online users first (so a client
+   * may take an offline entry in the page to mean that every online user is in it), each part by
+   * recent activity. Online: the latest senders first, then those who never sent, the earliest
+   * registered first; offline: the latest senders first, then the most recently seen. However many
+   * users the store holds, this stays under `limit` entries, so no number of throwaway identities
+   * makes a welcome too big to receive; and identities that only log in, however many and however
+   * often, fall behind everyone online who talks or who was registered before them.
    */
   directory(limit = this.limits.welcomeDirectory): DirectoryEntry[] {
-    interface Candidate {
-      entry: DirectoryEntry;
-      sent: number;
-      online: boolean;
-      at: number;
+    const online = [...this.online.values()].filter((s) => s.pin !== null);
+    online.sort((a, b) => b.lastSent - a.lastSent || a.registeredAt - b.registeredAt);
+    const page: DirectoryEntry[] = online.slice(0, limit).map((s) => ({ pin: s.pin!, name: s.name, pk: s.pk, online: true }));
+    if (page.length >= limit) return page;
+    // The store keeps the offline part in order (users_by_activity); online users are skipped.
+    for (const u of this.store.recentUsers(limit - page.length + this.online.size)) {
+      if (page.length >= limit) break;
+      if (!this.online.has(u.pin)) page.push(entryOf(u, false));
     }
-    const order = (a: Candidate, b: Candidate) => b.sent - a.sent || Number(b.online) - Number(a.online) || b.at - a.at;
-    const candidates: Candidate[] = [];
-    for (const session of this.online.values()) {
-      if (session.pin) candidates.push({ entry: { pin: session.pin, name: session.name, pk: session.pk, online: true }, sent: session.lastSent, online: true, at: session.loginAt });
-    }
-    candidates.sort(order);
-    // Offline users that can make the page: with a full page of online users, only those who sent
-    // more recently than its last one (ties go to the online user); the store keeps them in order.
-    const last = candidates.length >= limit ? candidates[limit - 1]!.sent : -1;
-    const rows = last < 0 ? this.store.recentUsers(limit + this.online.size) : this.store.recentSenders(last, limit + this.online.size);
-    for (const u of rows) {
-      if (!this.online.has(u.pin)) candidates.push({ entry: entryOf(u, false), sent: u.last_sent, online: false, at: u.last_seen });
-    }
-    if (rows.length) candidates.sort(order);
-    return candidates.slice(0, limit).map((c) => c.entry);
+    return page;
   }
-
 
   /** How many users the directory holds. */
   userCount(): number {
@@ -618,7 +608,7 @@ export class Relay {
       pinged: false,
       buffered: 0,
       lastSent: 0,
-      loginAt: 0,
+      registeredAt: 0,
       backlog: null,
     };
     this.sessions.add(session);
@@ -973,7 +963,7 @@ export class Relay {
     this.sessionsByAddress.set(key, (this.sessionsByAddress.get(key) ?? 0) + 1);
     // (A session this one replaces has not stored its time yet: it is stored at logout.)
     session.lastSent = Math.max(existing?.last_sent ?? 0, replaced?.lastSent ?? 0);
-    session.loginAt = now;
+    session.registeredAt = existing?.created_at ?? now;
     session.pin = pin;
     session.name = msg.name;
     session.pk = msg.pk;

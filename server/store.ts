@@ -237,9 +237,8 @@ export class RelayStore {
     this.stmt = {
       getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE pin = ?'),
       allUsers: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, pin'),
-      // The welcome's page: the latest senders first, then the most recently seen (users_by_activity).
+      // The welcome's page after the online users: the latest senders first, then the most recently seen (users_by_activity).
       recentUsers: db.prepare<[number], UserRow>('SELECT * FROM users ORDER BY last_sent DESC, last_seen DESC, pin DESC LIMIT ?'),
-      recentSenders: db.prepare<[number, number], UserRow>('SELECT * FROM users WHERE last_sent > ? ORDER BY last_sent DESC, last_seen DESC, pin DESC LIMIT ?'),
       countUsers: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users'),
       deleteUser: db.prepare('DELETE FROM users WHERE pin = ?'),
       // Offline entries not seen since a time, with nothing queued for them and no envelope of theirs waiting.
@@ -375,11 +374,6 @@ export class RelayStore {
   /** The users who sent most recently, then the most recently seen: at most `limit` of them. */
   recentUsers(limit: number): UserRow[] {
     return this.stmt.recentUsers.all(limit);
-  }
-
-  /** Users whose last envelope is later than `after`, the latest first: at most `limit` of them. */
-  recentSenders(after: number, limit: number): UserRow[] {
-    return this.stmt.recentSenders.all(after, limit);
   }
 
   /**

@@ -535,28 +535,53 @@ describe("the regulator's archive", () => {
 // Findings 10 and 11: the welcome page and idle identities
 
 describe('the welcome page', () => {
-  it('is ordered by recent activity: identities that only log in, however many, cannot push a participant who has sent a message (online or not) out of a newcomer\'s welcome', async () => {
+  it("lists online users first, each part by recent activity: identities that only log in, however many and however often, cannot push out of a newcomer's welcome anyone online who has sent a message or was registered before them, and offline the latest senders come first", async () => {
     const app = await relay({ limits: { welcomeDirectory: 50 } });
     const bob = await loggedIn(app, 'Bob');
     const carol = await loggedIn(app, 'Carol');
-    bob.send({ type: 'send', env: sealEnvelope({ sender: bob.identity, to: [{ pin: carol.identity.pin, signPk: carol.identity.signPk }], conv: 'dm', body: { text: 'hi' } }).env });
-    await bob.next('accepted');
-    await sleep(5); // Carol's envelope is the later one
-    carol.send({ type: 'send', env: sealEnvelope({ sender: carol.identity, to: [{ pin: bob.identity.pin, signPk: bob.identity.signPk }], conv: 'dm', body: { text: 'hi Bob' } }).env });
-    await carol.next('accepted');
-    carol.close(); // Carol has talked, then left
-    await until(() => app.relay.onlineCount() === 1, 'Carol offline');
-    // 60 idle identities log in after the class, from two other addresses, and stay online.
-    for (const from of ['127.0.0.2', '127.0.0.3']) await Promise.all(Array.from({ length: 30 }, (_, i) => loggedIn(app, `Student ${i}`, from)));
-    expect(app.relay.onlineCount()).toBe(61);
-    const newcomer = await RawClient.connect(app.wsUrl);
-    cleanup.push(() => newcomer.close());
-    const welcome = await newcomer.login(newIdentity(), 'Newcomer');
-    const pins = welcome.directory.map((d) => d.pin);
-    expect(pins).toHaveLength(50);
-    expect(pins.slice(0, 2), 'the latest senders first').toEqual([carol.identity.pin, bob.identity.pin]);
-    expect(welcome.directory[0]).toMatchObject({ pin: carol.identity.pin, online: false });
-  });
+    const dave = await loggedIn(app, 'Dave'); // online, never sends
+    const erin = await loggedIn(app, 'Erin');
+    const say = async (from: typeof bob, to: typeof bob) => {
+      const at = from.frames.length;
+      from.send({ type: 'send', env: sealEnvelope({ sender: from.identity, to: [{ pin: to.identity.pin, signPk: to.identity.signPk }], conv: 'dm', body: { text: 'hi' } }).env });
+      await from.next('accepted', at);
+      await sleep(5); // each later than the one before
+    };
+    await say(bob, carol);
+    await say(carol, bob);
+    await say(erin, bob);
+    erin.close(); // Erin has talked, then left
+    await until(() => app.relay.onlineCount() === 3, 'Erin offline');
+    // 60 idle identities log in after the class, from two other addresses, and ten of them again.
+    const sybils: Awaited<ReturnType<typeof loggedIn>>[] = [];
+    for (const from of ['127.0.0.2', '127.0.0.3']) sybils.push(...(await Promise.all(Array.from({ length: 30 }, (_, i) => loggedIn(app, `Student ${i}`, from)))));
+    for (const [i, s] of sybils.slice(0, 10).entries()) {
+      s.close();
+      await until(() => app.relay.onlineCount() === 62, 'logged out');
+      sybils[i] = await loggedIn(app, `Student ${i} again`, '127.0.0.2', s.identity);
+    }
+    expect(app.relay.onlineCount()).toBe(63);
+    const newcomer = await loggedIn(app, 'Newcomer');
+    const welcome = newcomer.frames.find((f) => f.type === 'welcome');
+    const page = welcome?.type === 'welcome' ? welcome.directory : [];
+    expect(page).toHaveLength(50);
+    expect(page.every((d) => d.online), 'online users first: 64 online fill the page').toBe(true);
+    expect(page.slice(0, 3).map((d) => d.pin), 'the latest senders, then the earliest registered').toEqual([carol.identity.pin, bob.identity.pin, dave.identity.pin]);
+    // Once the idle identities leave, offline the latest sender comes before them, though they were seen later.
+    for (const s of sybils) s.close();
+    await until(() => app.relay.onlineCount() === 4, 'the idle identities offline');
+    const second = await RawClient.connect(app.wsUrl);
+    cleanup.push(() => second.close());
+    const later = await second.login(newIdentity(), 'Second newcomer');
+    expect(later.directory.slice(0, 6).map((d) => [d.pin, d.online])).toEqual([
+      [carol.identity.pin, true],
+      [bob.identity.pin, true],
+      [dave.identity.pin, true],
+      [newcomer.identity.pin, true],
+      [later.pin, true],
+      [erin.identity.pin, false],
+    ]);
+  }, 30_000);
 });
 
 // ---------------------------------------------------------------------------

@@ -139,7 +139,7 @@ describe('directory: no number of identities locks anyone out', () => {
     await until(() => app.relay.onlineCount() === 0, 'everyone offline');
 
     // Then 24,000 throwaway identities, all seen after Far, and all of them senders more recent than
-    // Far (the welcome's page is ordered by last envelope sent): Far is beyond the page.
+    // Far (offline users are ordered by their last envelope sent): Far is beyond the page.
     fillDirectory(app.store, 24_000, Date.now() + 1000);
     app.store.db.prepare('UPDATE users SET last_sent = ? WHERE pin NOT IN (?, ?)').run(Date.now() + 1000, far.pin, honest.m.pin);
     const total = app.store.userCount();
@@ -162,7 +162,7 @@ describe('directory: no number of identities locks anyone out', () => {
     const welcome = await fresh.login(newIdentity(), 'Fresh');
     expect(welcome.total).toBe(total + 1);
     expect(welcome.directory.length).toBe(DEFAULT_LIMITS.welcomeDirectory);
-    expect(welcome.directory.slice(0, 2).map((d) => d.online)).toEqual([false, false]); // the latest senders first, online or not
+    expect(welcome.directory.slice(0, 2).map((d) => d.online)).toEqual([true, true]); // online first: Honest and Fresh
     expect(welcome.directory.some((d) => d.pin === far.pin)).toBe(false);
     const welcomeBytes = rawWelcome[0]?.length ?? Infinity;
     expect(welcomeBytes).toBeLessThan(200_000);
