@@ -10,14 +10,15 @@
  */
 import './no-eval.ts';
 import { cryptoReady, fromB64, safetyNumber } from '../../shared/crypto.ts';
-import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, keysOf, type Policy } from '../../shared/protocol.ts';
-import { escrowLabel, wordsFor } from './words.ts';
+import { DisplayName, MAX_NAME_CHARS, MAX_TEXT_CHARS, type Policy } from '../../shared/protocol.ts';
+import { wordsFor } from './words.ts';
+import { envelopeFields } from './envelope-view.ts';
 import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLike, type StorageReport, type WireRecord } from '../core/messenger.ts';
 import { SAVE_BUDGET } from '../core/saved-history.ts';
 import { OTHERS_HELD } from '../core/groups.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
-import { b64Bytes, b64ToHex, bytes, clock, clockMs, el, expandable, must, scheduler, socketUrl } from './dom.ts';
+import { b64Bytes, bytes, clock, clockMs, el, must, scheduler, socketUrl } from './dom.ts';
 
 interface ChatEntry {
   chat: string;
@@ -60,14 +61,6 @@ function span(ms: number): string {
   }
   return `${Math.round(ms / 1000)} s`;
 }
-
-/** The key models in words, for the wire panel. */
-const MODEL_WORDS: Record<string, string> = {
-  e2e: 'end to end',
-  'e2e-escrow': 'end to end, with escrow',
-  'app-key': 'the shared app key (BBM PIN messages): anyone with the app reads it',
-  'server-key': 'server-held key (BES): the enterprise server reads it',
-};
 
 function start(): void {
   const params = new URLSearchParams(location.search);
@@ -836,14 +829,8 @@ class ChatPage {
   }
 
   private wireItem(r: WireRecord): HTMLElement {
-    const m = this.m;
     const env = r.env;
-    const keys = keysOf(env);
-    const escrow = escrowLabel(env, r.direction === 'out' ? 'sender' : 'recipient');
-    const name = (pin: string) => `${m.nameOf(pin)} (${pin})`;
-    const key = `${r.direction}:${env.id}`;
-    const row = (label: string, ...value: (Node | string)[]) => el('div', { class: 'kv' }, el('span', { class: 'k', text: label }), el('span', { class: 'v' }, ...value));
-    const bodyHex = b64ToHex(env.body);
+    const ctx = { viewer: r.direction === 'out' ? 'sender' : 'recipient', name: (pin: string) => `${this.m.nameOf(pin)} (${pin})`, expanded: this.expanded } as const;
     return el(
       'article',
       { class: `wire-record ${r.direction}`, testid: 'wire-record', data: { id: env.id, direction: r.direction } },
@@ -854,39 +841,7 @@ class ChatPage {
         el('time', { text: clockMs(r.at) }),
         el('span', { class: 'size', text: `${bytes(r.bytes)} · body ${bytes(b64Bytes(env.body))}`, title: 'whole envelope as sent · ciphertext body' }),
       ),
-      row('id', el('code', { class: 'mono', text: env.id })),
-      row('from', name(env.from)),
-      row('to', env.to.map(name).join(', ')),
-      row('conv', env.conv),
-      row('ts', `${env.ts} (${clockMs(env.ts)})`),
-      row('model', el('code', { class: 'mono', testid: 'wire-model', text: keys.model }), el('span', { class: 'hint', text: ` ${MODEL_WORDS[keys.model]}` })),
-      row('nonce', el('code', { class: 'mono', text: b64ToHex(env.nonce) })),
-      row('body', expandable(bodyHex, 64, `${key}:body`, this.expanded, 'ciphertext'), el('span', { class: 'hint', text: ' hex, XChaCha20-Poly1305' })),
-      'wraps' in keys
-        ? row(
-            'wraps',
-            el(
-              'ul',
-              { class: 'wraps' },
-              ...[...keys.wraps, ...(env.v === 2 && env.delivery ? env.delivery : [])].map((w) => el('li', null, `→ ${name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:wrap:${w.to}`, this.expanded))),
-            ),
-          )
-        : null,
-      keys.model === 'app-key' ? row('app key', `${keys.kid}: `, expandable(b64ToHex(keys.key), 24, `${key}:app`, this.expanded), el('span', { class: 'hint', text: ' the message key, encrypted with the key every copy of the app ships' })) : null,
-      keys.model === 'server-key' ? row('server', `${keys.kid}: `, expandable(b64ToHex(keys.server), 24, `${key}:server`, this.expanded), el('span', { class: 'hint', text: ' the message key, sealed to the enterprise server (the recipients\' wraps are the server\'s)' })) : null,
-      row(
-        'escrow',
-        keys.model === 'e2e-escrow'
-          ? el(
-              'span',
-              { class: 'escrow-yes', testid: 'wire-escrow', data: { escrow: escrow.kind }, title: escrow.long },
-              `${escrow.short}: `,
-              expandable(b64ToHex(keys.escrow.key), 24, `${key}:escrow`, this.expanded),
-              el('span', { class: 'hint', text: escrow.kind === 'sealed' ? ' (this tab sealed it)' : ' (only the regulator can check it opens)' }),
-            )
-          : el('span', { class: 'escrow-no', testid: 'wire-escrow', data: { escrow: escrow.kind }, text: escrow.short }),
-      ),
-      row('sig', expandable(b64ToHex(env.sig), 24, `${key}:sig`, this.expanded)),
+      envelopeFields(env, ctx, `${r.direction}:${env.id}`, r.sealed ? { sealed: true } : {}),
     );
   }
 }

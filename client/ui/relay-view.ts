@@ -5,36 +5,26 @@
  * loads no crypto at all: there is nothing here it could decrypt with.
  */
 import './no-eval.ts';
-import { keysOf, parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
+import { Policy, parseViewerMessage, type DirectoryEntry, type TrafficEvent } from '../../shared/protocol.ts';
 import { escrowLabel } from './words.ts';
-import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
+import { SEALED_SENDER, ciphertext, envelopeDetails, escrowBadge, modelWords, type EnvelopeViewContext } from './envelope-view.ts';
+import { b64Bytes, bytes, clockMs, el, must, reconnectDelay, showStatus, socketUrl, who } from './dom.ts';
 
 const MAX_ROWS = 300;
 const MAX_SESSION_ROWS = 100;
-
-/** What the relay can say about an envelope's key model, from the bytes alone. */
-function modelWords(env: import('../../shared/protocol.ts').Envelope): string {
-  const keys = keysOf(env);
-  switch (keys.model) {
-    case 'e2e':
-    case 'e2e-escrow':
-      return `${keys.wraps.length} key wraps (end to end)`;
-    case 'app-key':
-      return 'the shared app key: anyone with the app can read it, the relay too';
-    case 'server-key':
-      return `wrapped to this enterprise server (key ${keys.kid}): the server reads it`;
-  }
-}
 
 class RelayView {
   private readonly names = new Map<string, string>();
   private readonly online = new Map<string, string>();
   private readonly expanded = new Set<string>();
+  /** The shared envelope view, as the relay sees an envelope. */
+  private readonly view: EnvelopeViewContext = { viewer: 'relay', name: (pin) => who(pin, this.names), expanded: this.expanded };
   private envelopes = 0;
   private envelopeBytes = 0;
   private escrowed = 0;
   private receipts = 0;
   private attempt = 0;
+  private policyEpoch = -1;
   private directoryTimer: ReturnType<typeof setTimeout> | null = null;
 
   private readonly body = must('traffic-body');
@@ -53,6 +43,7 @@ class RelayView {
 
   connect(): void {
     this.setStatus('connecting');
+    void this.loadPolicy();
     const ws = new WebSocket(socketUrl('/ws/relay-view'));
     ws.onopen = () => {
       this.attempt = 0;
@@ -84,6 +75,32 @@ class RelayView {
 
   private setStatus(status: string): void {
     showStatus(this.status, status);
+  }
+
+  /** The room's model as the relay reports it (GET /api/policy, public like this page), then from policy events. */
+  private async loadPolicy(): Promise<void> {
+    try {
+      const parsed = Policy.safeParse(await (await fetch('/api/policy', { cache: 'no-store' })).json());
+      if (parsed.success) this.statement(parsed.data);
+    } catch {
+      // The feed's policy events keep the statement right; the static one stays until then.
+    }
+  }
+
+  /** What the server can read, said for the room's key model in force: not always "nothing". */
+  private statement(policy: Policy): void {
+    // The backlog replays old policy events: only a policy at least as new as the one shown counts.
+    if (policy.epoch < this.policyEpoch) return;
+    this.policyEpoch = policy.epoch;
+    const node = must('statement');
+    node.dataset.model = policy.room.model;
+    const words: Record<Policy['room']['model'], string> = {
+      e2e: `The server relays ciphertext. It cannot read any message: it holds no key that opens them. What it does see is below: who, to whom, when, how big.${policy.room.sealedSender ? ' With sealed sender on, a direct message\'s "from" is hidden too.' : ''}`,
+      'app-key': 'This room uses the shared app key (BBM PIN messages): every copy of the app has the key that opens every message, so this server can read them all, and so can anyone with the app.',
+      'server-key': 'This room uses server-held keys (BES): the enterprise server opens every message key and wraps it again for the recipient. It reads every message, shown below in red; whoever runs or compels it can too.',
+    };
+    node.textContent = words[policy.room.model];
+    node.classList.toggle('reads', policy.room.model !== 'e2e');
   }
 
   private reset(): void {
@@ -126,7 +143,6 @@ class RelayView {
         this.envelopeBytes += event.bytes;
         if (escrow.kind !== 'none') this.escrowed += 1;
         const queued = env.to.filter((pin) => !event.online.includes(pin));
-        const hex = b64ToHex(env.body);
         this.row(
           el(
             'tr',
@@ -137,20 +153,17 @@ class RelayView {
             el('td', null, ...env.to.map((pin) => this.who(pin))),
             el('td', { class: 'conv' }, env.conv === 'dm' ? '1:1' : el('span', { title: env.conv }, 'group', el('span', { class: 'pin', text: ` ${env.conv.slice(2, 8)}…` }))),
             el('td', { class: 'num', text: bytes(event.bytes) }, el('div', { class: 'hint', text: `body ${b64Bytes(env.body)} B` })),
-            el(
-              'td',
-              { testid: 'escrow-cell', data: { escrow: escrow.kind }, title: escrow.long },
-              escrow.kid ? el('span', { class: 'yes' }, 'present', el('span', { class: 'pin', text: `key ${escrow.kid.slice(0, 8)}…` }), el('span', { class: 'hint', text: 'cannot check' })) : el('span', { class: 'no', text: 'none: end-to-end' }),
-            ),
+            el('td', null, escrowBadge(env, 'relay', 'escrow-cell')),
             el(
               'td',
               { class: 'content' },
               el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: env.id })),
-              el('div', null, expandable(hex, 48, `body:${env.id}`, this.expanded, 'ciphertext')),
+              el('div', null, ciphertext(env, this.view, env.id)),
               event.serverRead
                 ? el('div', { class: 'server-read', testid: 'server-read' }, el('strong', { text: 'The enterprise server read it: ' }), event.serverRead.group ? `[${event.serverRead.group}] ` : '', event.serverRead.text)
                 : null,
-              el('div', { class: 'hint', text: `${modelWords(env)}${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+              el('div', { class: 'hint', text: `${modelWords(env, 'relay')}${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+              envelopeDetails('every field, as the relay holds it', env, this.view, env.id),
             ),
           ),
         );
@@ -170,8 +183,8 @@ class RelayView {
             el('td', null, this.who(event.to)),
             el('td', { class: 'conv', text: '?' }),
             el('td', { class: 'num', text: bytes(event.bytes) }),
-            el('td', { testid: 'escrow-cell', data: { escrow: 'unknown' } }, el('span', { class: 'no', text: 'cannot see' })),
-            el('td', { class: 'content' }, el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: event.id })), el('div', { class: 'hint', text: 'sealed sender: the whole envelope, its sender and signature inside a box only the recipient opens. The relay still sees to whom, when and how much.' })),
+            el('td', null, el('span', { class: 'no', testid: 'escrow-cell', data: { escrow: 'unknown' }, title: 'The relay cannot see whether a sealed box holds an escrow field: under a tap it refuses sealed boxes.', text: 'cannot see' })),
+            el('td', { class: 'content' }, el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: event.id })), el('div', { class: 'hint', text: SEALED_SENDER })),
           ),
         );
         return;
@@ -208,6 +221,7 @@ class RelayView {
         return;
       case 'policy': {
         const p = event.policy;
+        this.statement(p);
         const what = p.tap
           ? `tap on (${p.scope === 'all' ? 'all traffic' : `warrant: ${p.pins.join(', ')}`}, ${p.announced ? 'announced' : 'silent'}); the relay now refuses covered envelopes without an escrow field`
           : 'tap off';

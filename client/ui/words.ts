@@ -13,7 +13,7 @@ export { wordsFor };
  * whether a field opens; the relay and a recipient see only that one is present and well formed,
  * and the sender knows what it sealed.
  */
-export type EscrowView = 'relay' | 'recipient' | 'sender';
+export type EscrowView = 'relay' | 'recipient' | 'sender' | 'regulator';
 
 export interface EscrowLabel {
   /** 'none' (end to end), 'present' (a field the viewer cannot check), 'sealed' (the viewer sealed it). */
@@ -25,9 +25,20 @@ export interface EscrowLabel {
 
 export function escrowLabel(env: AnyEnvelope, view: EscrowView): EscrowLabel {
   const keys = keysOf(env);
-  if (keys.model !== 'e2e-escrow') return { kind: 'none', short: 'none: end-to-end', long: 'No escrow field: the message key is sealed only to the people in the wraps.', kid: null };
+  switch (keys.model) {
+    case 'e2e':
+      return { kind: 'none', short: 'none: end-to-end', long: 'No escrow field: the message key is sealed only to the people in the wraps.', kid: null };
+    case 'app-key':
+      // No escrow field, and none needed: "none: end-to-end" would be a lie here.
+      return { kind: 'none', short: 'none: the app key opens it', long: 'No escrow field, and none is needed: the message key is encrypted with the key every copy of the app ships, so anyone with the app reads it.', kid: null };
+    case 'server-key':
+      return { kind: 'none', short: 'none: the server holds the key', long: 'No escrow field: the message key is sealed to the enterprise server, which opens it; a demand on the server\'s operator reads it.', kid: null };
+    case 'e2e-escrow':
+      break;
+  }
   const kid = keys.escrow.kid;
   if (view === 'sender') return { kind: 'sealed', short: `sealed to ${kid}`, long: `This tab sealed the message key to the escrow key ${kid}: whoever holds that key can read it.`, kid };
+  if (view === 'regulator') return { kind: 'present', short: `present, key ${kid.slice(0, 8)}…`, long: `An escrow field for key ${kid}. Only an escrow key can tell whether it opens: this console's verdict on the envelope says what its key did.`, kid };
   return {
     kind: 'present',
     short: `present, key ${kid.slice(0, 8)}…`,
