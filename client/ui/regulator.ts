@@ -11,28 +11,19 @@ import {
   Pin,
   parseConsoleMessage,
   parseViewerMessage,
+  keysOf,
   type AuditEntry,
   type InterceptItem,
   type Policy,
   type TapSettings,
 } from '../../shared/protocol.ts';
-import { b64Bytes, bytes, clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
+import { clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 import { wordsFor } from './words.ts';
+import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
+import { convAndSize, envelopeDetails, route, type EnvelopeViewContext } from './envelope-view.ts';
+import { DemandPanel } from './demand.ts';
 
-const TOKEN_KEY = 'backdoor-lab.admin-token';
 const MAX_ITEMS = 500;
-
-function takeToken(): string | null {
-  const hash = new URLSearchParams(location.hash.replace(/^#/, ''));
-  const fromHash = hash.get('token');
-  if (fromHash) {
-    sessionStorage.setItem(TOKEN_KEY, fromHash);
-    // Keep the token off the address bar (and off the projector).
-    history.replaceState(null, '', `${location.pathname}${location.search}`);
-    return fromHash;
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
-}
 
 class Console {
   private token: string | null = takeToken();
@@ -45,6 +36,14 @@ class Console {
   private applied: TapSettings | null = null;
   private total = 0;
   private readonly names = new Map<string, string>();
+  private readonly expanded = new Set<string>();
+  /** The shared envelope view, as the regulator holds an archived envelope. */
+  private readonly view: EnvelopeViewContext = { viewer: 'regulator', name: (pin) => this.who(pin), expanded: this.expanded };
+  private readonly demand = new DemandPanel(
+    () => this.token,
+    (problem) => this.lostToken(problem),
+    (id) => this.list.querySelector<HTMLElement>(`[data-testid="intercept"][data-id="${CSS.escape(id)}"]`)?.dataset.via || null,
+  );
 
   private readonly status = must('status');
   private readonly list = must('intercepts');
@@ -63,6 +62,7 @@ class Console {
     });
     must('export-archive').addEventListener('click', () => void this.download('archive.jsonl', 'archive.jsonl'));
     must('export-key').addEventListener('click', () => void this.download('escrow-key', 'escrow-key.json'));
+    this.demand.start();
     this.watchNames();
     if (this.token) this.connect();
     else this.askToken(null);
@@ -73,7 +73,7 @@ class Console {
 
   private askToken(problem: string | null): void {
     this.setStatus('locked');
-    for (const id of ['controls', 'exports', 'audit-card', 'feed-card']) must(id).hidden = true;
+    for (const id of SECTIONS) must(id).hidden = true;
     const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
     const form = el(
       'form',
@@ -90,7 +90,7 @@ class Console {
       const token = input.value.trim();
       if (!token) return;
       this.token = token;
-      sessionStorage.setItem(TOKEN_KEY, token);
+      keepToken(token);
       this.refused = false;
       must('auth-slot').replaceChildren();
       this.connect();
@@ -119,7 +119,7 @@ class Console {
           this.authed = true;
           this.attempt = 0;
           this.setStatus('live');
-          for (const id of ['controls', 'exports', 'audit-card', 'feed-card']) must(id).hidden = false;
+          for (const id of SECTIONS) must(id).hidden = false;
           must('kid').textContent = msg.kid;
           this.list.replaceChildren();
           for (const item of msg.intercepts) this.addIntercept(item);
@@ -136,11 +136,7 @@ class Console {
           this.setState(msg.settings, msg.policy, msg.audit, false);
           return;
         case 'error':
-          this.refused = true;
-          this.authed = false;
-          sessionStorage.removeItem(TOKEN_KEY);
-          this.token = null;
-          this.askToken(msg.code === 'forbidden' ? 'wrong token' : `refused: ${msg.message}`);
+          this.lostToken(msg.code === 'forbidden' ? 'wrong token' : `refused: ${msg.message}`);
           return;
       }
     };
@@ -155,6 +151,16 @@ class Console {
 
   private setStatus(status: string): void {
     showStatus(this.status, status);
+  }
+
+  /** The relay refused the token (on the socket or a REST call): forget it and ask again, saying why. */
+  private lostToken(problem: string): void {
+    this.refused = true;
+    this.authed = false;
+    dropToken();
+    this.token = null;
+    this.ws?.close();
+    this.askToken(problem);
   }
 
   /** Names for PINs, from the public relay view feed: the regulator knows who is who, as the relay does. */
@@ -299,15 +305,17 @@ class Console {
     }
     try {
       const res = await this.api('tap', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(settings) });
-      const body = (await res.json().catch(() => null)) as { message?: string; settings?: TapSettings } | null;
       if (!res.ok) {
-        this.tapError.textContent = `${res.status}: ${body?.message ?? res.statusText}`;
+        const why = await refusal(res);
+        if (why.auth) return this.lostToken(why.message);
+        this.tapError.textContent = why.message;
         return;
       }
+      const body = (await res.json().catch(() => null)) as { settings?: TapSettings } | null;
       this.dirty = false;
       if (body?.settings) this.fillForm(body.settings);
     } catch (err) {
-      this.tapError.textContent = `Could not reach the relay: ${err instanceof Error ? err.message : String(err)}`;
+      this.tapError.textContent = unreachable(err);
     }
   }
 
@@ -323,8 +331,9 @@ class Console {
     try {
       const res = await this.api(path);
       if (!res.ok) {
-        const body = (await res.json().catch(() => null)) as { message?: string } | null;
-        this.exportError.textContent = `${res.status}: ${body?.message ?? res.statusText}`;
+        const why = await refusal(res);
+        if (why.auth) return this.lostToken(why.message);
+        this.exportError.textContent = why.message;
         return;
       }
       const url = URL.createObjectURL(await res.blob());
@@ -334,7 +343,7 @@ class Console {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 10_000);
     } catch (err) {
-      this.exportError.textContent = `Export failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.exportError.textContent = `Export failed. ${unreachable(err)}`;
     }
   }
 
@@ -343,58 +352,94 @@ class Console {
 
   private addIntercept(item: InterceptItem): void {
     const env = item.env;
+    const verdict = this.verdict(item);
     const li = el(
       'li',
-      { class: `intercept ${item.readable ? 'read' : item.status === 'end-to-end' ? 'sealed' : 'forged'}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable), status: item.status, code: item.code ?? '' } },
+      { class: `intercept ${verdict.kind}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable), status: item.status, code: item.code ?? '', via: verdict.via ?? '' } },
       el(
         'div',
         { class: 'meta' },
         el('time', { text: clock(item.at), title: clockMs(item.at) }),
-        el('span', { class: 'route', text: `${this.whoIn(item, env.from)} → ${env.to.map((p) => this.whoIn(item, p)).join(', ')}` }),
-        el('span', { class: 'hint', text: `${env.conv === 'dm' ? '1:1' : `group ${env.conv}`} · ${bytes(b64Bytes(env.body))} body` }),
+        el('span', { class: 'route', text: route(env, (pin) => this.whoIn(item, pin)) }),
+        el('span', { class: 'hint', text: `${convAndSize(env)} · ${keysOf(env).model}` }),
       ),
+      verdict.node,
+      envelopeDetails('the envelope as archived', env, { ...this.view, name: (pin) => this.whoIn(item, pin) }, `${item.seq}:${env.id}`),
     );
-    if (item.readable) {
-      li.append(
-        el(
-          'div',
-          { class: 'verdict read' },
-          el('span', { class: 'badge', text: 'READ' }),
-          item.group ? el('span', { class: 'group', text: `[${item.group}] ` }) : null,
-          el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' }),
-        ),
-      );
-    } else if (item.status === 'end-to-end') {
-      // No escrow field at all: the key was sealed only to the participants.
-      li.append(
-        el(
-          'div',
-          { class: 'verdict sealed' },
-          el('span', { class: 'badge', text: 'SEALED' }),
-          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted: no escrow field' }),
-        ),
-      );
-    } else {
-      // An escrow field is there, but it does not open with this key: that is not end-to-end, and the page says so.
-      li.append(
-        el(
-          'div',
-          { class: 'verdict forged' },
-          el('span', { class: 'badge', text: 'NO ENTRY' }),
-          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — the escrow field is there but does not open (forged, or sealed to another key)' }),
-          el('span', { class: 'reason', testid: 'intercept-reason', text: ` ${item.code ? wordsFor(item.code) : (item.reason ?? '')}` }),
-        ),
-      );
-    }
     this.list.querySelector('.empty')?.remove();
     this.list.prepend(li);
     while (this.list.childElementCount > MAX_ITEMS) this.list.lastElementChild?.remove();
   }
 
+  /**
+   * What this console's keys did with an archived envelope, worded from the verdict and the key
+   * model the envelope carries. The archive reader (shared/archive.ts) opens an app-key envelope
+   * only with the app's shared key and every other model only with the escrow key, so the model
+   * says which key a READ came from.
+   */
+  private verdict(item: InterceptItem): { kind: string; via: string | null; node: HTMLElement } {
+    const model = keysOf(item.env).model;
+    const reason = () => el('span', { class: 'reason', testid: 'intercept-reason', text: ` ${item.code ? wordsFor(item.code) : (item.reason ?? '')}` });
+    if (item.readable) {
+      const byApp = model === 'app-key';
+      return {
+        kind: 'read',
+        via: byApp ? 'app key' : 'escrow key',
+        node: el(
+          'div',
+          { class: 'verdict read' },
+          el('span', { class: 'badge', text: 'READ' }),
+          el('span', { class: 'via', testid: 'intercept-via', text: byApp ? '— with the app\'s shared key (every copy of the app has it)' : '— with the escrow key' }),
+          el('span', { class: 'opened' }, item.group ? el('span', { class: 'group', text: `[${item.group}] ` }) : null, el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' })),
+        ),
+      };
+    }
+    if (item.status === 'end-to-end') {
+      // No escrow field at all: the key was sealed only to the participants.
+      return {
+        kind: 'sealed',
+        via: null,
+        node: el('div', { class: 'verdict sealed' }, el('span', { class: 'badge', text: 'SEALED' }), el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted: no escrow field' })),
+      };
+    }
+    if (item.code === 'server_held') {
+      // Not end to end, and not a forged field: the key is the enterprise server's, and the operator can be served a demand.
+      return {
+        kind: 'server-held',
+        via: null,
+        node: el(
+          'div',
+          { class: 'verdict server-held' },
+          el('span', { class: 'badge', text: 'SERVER HELD' }),
+          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable here — the enterprise server holds the key' }),
+          reason(),
+          el('span', { class: 'hint', text: ' "Serve a demand on the operator" shows what it hands over.' }),
+        ),
+      };
+    }
+    // An escrow field (or the app key) is there, but it does not open: that is not end-to-end, and the page says so.
+    return {
+      kind: 'forged',
+      via: null,
+      node: el(
+        'div',
+        { class: 'verdict forged' },
+        el('span', { class: 'badge', text: 'NO ENTRY' }),
+        el('span', {
+          class: 'unreadable',
+          testid: 'intercept-unreadable',
+          text: model === 'app-key' ? 'unreadable — the app\'s shared key does not open it (altered, or not from the claimed sender)' : 'unreadable — the escrow field is there but does not open (forged, or sealed to another key)',
+        }),
+        reason(),
+      ),
+    };
+  }
+
   private renderCounts(): void {
     const shown = this.list.querySelectorAll('[data-testid="intercept"]');
-    const read = this.list.querySelectorAll('[data-readable="true"]').length;
-    must('counts').textContent = `${this.total} ${this.total === 1 ? 'envelope' : 'envelopes'} archived · ${read} of the ${shown.length} shown readable with the escrow key`;
+    const escrow = this.list.querySelectorAll('[data-via="escrow key"]').length;
+    const app = this.list.querySelectorAll('[data-via="app key"]').length;
+    must('counts').textContent = `${this.total} ${this.total === 1 ? 'envelope' : 'envelopes'} archived · of the ${shown.length} shown, ${escrow} read with the escrow key${app ? `, ${app} with the app's shared key` : ''}`;
     if (!shown.length) this.list.replaceChildren(el('li', { class: 'empty', text: 'Nothing intercepted yet. Every envelope that passes the relay appears here.' }));
   }
 
@@ -406,5 +451,8 @@ class Console {
     );
   }
 }
+
+/** The console's parts that need the token: hidden until the relay has accepted it. */
+const SECTIONS = ['controls', 'exports', 'demand-card', 'audit-card', 'feed-card'] as const;
 
 new Console().start();
