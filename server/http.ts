@@ -20,8 +20,8 @@ import type { Lab } from './lab/lab.ts';
 import { labRouter } from './lab/api.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html' } as const;
-const ENTRIES = ['chat', 'relay-view', 'regulator'] as const;
+const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html' } as const;
+const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher'] as const;
 
 /** The Content-Security-Policy every page is served with: no inline script, no other origin. */
 export const CSP = [

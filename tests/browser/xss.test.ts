@@ -107,7 +107,7 @@ const suite = browserSuite();
 
 describe('Content-Security-Policy', () => {
   it('every page is served with a CSP that allows scripts only from the own origin (no inline, no eval) and connections only to the own origin', async () => {
-    for (const path of ['/', '/relay', '/regulator', '/assets/chat.js', '/healthz', '/no-such-page']) {
+    for (const path of ['/', '/relay', '/regulator', '/teacher', '/assets/chat.js', '/assets/teacher.js', '/healthz', '/no-such-page']) {
       const res = await fetch(`${suite.app.url}${path}`);
       expect(res.headers.get('content-security-policy'), path).toBe(CSP);
     }
