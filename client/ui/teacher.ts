@@ -456,6 +456,16 @@ class TeacherPanel {
       ),
       el('h3', { text: 'What happens' }),
       el('p', { class: 'what', testid: 'narration-what', text: n.what }),
+      el(
+        'p',
+        { class: 'source', testid: 'narration-source' },
+        el('span', { class: 'source-label', text: 'The real event: ' }),
+        n.source.event,
+        ' — ',
+        el('time', { testid: 'source-date', text: longDate(n.source.date), attrs: { datetime: n.source.date } }),
+        source ? ' · ' : null,
+        source ? el('a', { testid: 'source-link', text: source.hostname.replace(/^www\./, ''), attrs: { href: source.href, target: '_blank', rel: 'noopener noreferrer' } }) : null,
+      ),
       el('h3', { text: 'Where to look' }),
       el(
         'ul',
@@ -467,16 +477,6 @@ class TeacherPanel {
             : el('span', { class: 'page-link', text: page.label });
           return el('li', { testid: 'look', data: { page: l.page } }, label, el('span', { text: ` ${l.what}` }));
         }),
-      ),
-      el(
-        'p',
-        { class: 'source', testid: 'narration-source' },
-        el('span', { class: 'source-label', text: 'The real event: ' }),
-        n.source.event,
-        ' — ',
-        el('time', { testid: 'source-date', text: longDate(n.source.date), attrs: { datetime: n.source.date } }),
-        source ? ' · ' : null,
-        source ? el('a', { testid: 'source-link', text: source.hostname.replace(/^www\./, ''), attrs: { href: source.href, target: '_blank', rel: 'noopener noreferrer' } }) : null,
       ),
     );
   }
