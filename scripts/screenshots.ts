@@ -1,8 +1,11 @@
 /**
  * `npm run screenshots`: start a relay in memory, play a short scene with
  * Alice, Bob and Carol in Chromium, the relay view and the regulator console,
- * with the tap on, and write docs/screenshots/{chat,relay-view,regulator,group-apart}.png
- * (1280x800). Needs Debian's Chromium (apt-get install -y chromium).
+ * with the tap on, and write docs/screenshots/{chat,relay-view,regulator,group-apart}.png;
+ * then reset the room from the teacher panel, walk the lesson's first five scenes with "Next"
+ * and write docs/screenshots/teacher.png: the narration card and the metadata picture;
+ * then the last two scenes and docs/screenshots/demand.png, the console's demand on the
+ * operator (all 1280x800). Needs Debian's Chromium (apt-get install -y chromium).
  */
 import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -106,6 +109,34 @@ async function main(): Promise<void> {
 
     await console_.locator('[data-testid="intercept"][data-readable="true"]').nth(2).waitFor();
     await shoot(console_, 'regulator.png');
+
+    // The teacher panel: a clean room, then the first five scenes, one "Next" each.
+    const teacher = await ctx.newPage();
+    await teacher.goto(`${app.url}/teacher#token=${token}`);
+    await teacher.locator('#status', { hasText: 'live' }).waitFor();
+    await teacher.getByTestId('reset').click();
+    await teacher.getByTestId('reset-confirm').click();
+    await teacher.getByTestId('people-empty').waitFor();
+    for (const id of ['end-to-end', 'tap-on', 'key-stolen', 'metadata-only', 'sealed-sender']) {
+      await teacher.locator(`[data-testid="next"][data-next="${id}"]:not([disabled])`).click();
+      await teacher.locator(`[data-testid="result"][data-id="${id}"]`).waitFor({ timeout: 20_000 });
+    }
+    // The bots' answers (300 ms after reading) reach the picture too.
+    await teacher.waitForTimeout(3500);
+    await teacher.locator('[data-testid="matrix-row"][data-from="hidden"]').waitFor();
+    await shoot(teacher, 'teacher.png');
+
+    // Scenes 6 and 7 (BBM's shared key, BES's server-held keys), then the demand on the operator.
+    for (const id of ['shared-app-key', 'server-held-keys']) {
+      await teacher.locator(`[data-testid="next"][data-next="${id}"]:not([disabled])`).click();
+      await teacher.locator(`[data-testid="result"][data-id="${id}"]`).waitFor({ timeout: 20_000 });
+    }
+    await teacher.waitForTimeout(800);
+    await console_.reload();
+    await console_.locator('#status', { hasText: 'live' }).waitFor();
+    await console_.getByTestId('demand-button').click();
+    await console_.locator('[data-testid="demand-item"][data-status="plaintext"]').first().waitFor();
+    await shoot(console_, 'demand.png');
   } finally {
     await browser.close();
     await app.close();
