@@ -37,7 +37,8 @@ export function modelWords(env: AnyEnvelope, viewer: Viewer): string {
     case 'e2e-escrow':
       return `end to end with an escrow field: ${keys.wraps.length} key wraps, and the message key sealed to an escrow key as well`;
     case 'app-key':
-      return `the shared app key (BBM PIN messages): every copy of the app has the key, so anyone with the app reads it${viewer === 'relay' ? ' — this relay too' : viewer === 'regulator' ? ' — this console too' : ''}`;
+      // The app-key scenario's card quotes the first words: keep them.
+      return `the shared app key: anyone with the app can read it${viewer === 'relay' ? ', this relay too' : viewer === 'regulator' ? ', this console too' : ''} (BBM PIN messages: every copy of the app ships the key)`;
     case 'server-key':
       return `server-held key (BES): sealed to the enterprise server (key ${keys.kid}), which opens it and wraps it again for the recipients — the server reads it${viewer === 'regulator' ? '; the escrow key does not, a demand on the server\'s operator does' : ''}`;
     default:

@@ -278,6 +278,9 @@ describe('the teacher panel', () => {
       expect(await view.getByTestId('statement').textContent()).toContain('It reads every message');
       expect(await view.locator(`[data-testid="traffic-row"][data-id="${bes.env.id}"] [data-testid="server-read"]`).count()).toBe(1);
       expect(await view.locator(`[data-testid="traffic-row"][data-id="${bes.env.id}"] [data-testid="escrow-cell"]`).textContent()).toBe('none: the server holds the key');
+      // The words the app-key scenario's card tells the class to look for.
+      expect(await view.locator(`[data-testid="traffic-row"][data-id="${bbm.env.id}"]`).textContent()).toContain('the shared app key: anyone with the app can read it');
+      expect(await view.locator(`[data-testid="traffic-row"][data-id="${bbm.env.id}"] [data-testid="escrow-cell"]`).textContent()).toBe('none: the app key opens it');
       expect(problems.errors).toEqual([]);
       expect(consoleProblems.errors).toEqual([]);
       expect(viewProblems.errors).toEqual([]);
