@@ -75,6 +75,8 @@ const TapBody = z
   })
   .strict();
 
+const DemandBody = z.object({ limit: z.number().int().min(1).max(1000).default(200) }).strict();
+
 export interface HttpDeps {
   relay: Relay;
   store: RelayStore;
@@ -161,7 +163,12 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   // "Serve a demand on the operator": what the relay's operator can hand over for each archived
   // envelope, in the key model it was sent under (the regulator never holds the server's key).
   admin.post('/demand', (req, res) => {
-    const limit = Math.min(1000, Math.max(1, Number((req.body as { limit?: unknown } | undefined)?.limit) || 200));
+    const parsed = DemandBody.safeParse(req.body ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return void res.status(400).json({ error: 'bad_request', message: `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}` });
+    }
+    const { limit } = parsed.data;
     const items = regulator.archived(regulator.seqBeforeNewest(limit), limit).map((line) => ({
       seq: line.seq,
       at: line.at,

@@ -75,6 +75,13 @@ describe('the lab API', () => {
     expect((await api(app, '/bots', { body: { name: 'Bob\u202e' } })).status).toBe(400);
     expect((await api(app, '/reset', { body: {} })).status).toBe(400);
     expect(app.relay.getPolicy().room).toMatchObject({ model: 'e2e', sealedSender: false });
+    // The demand's body is checked the same way, and a refused one is not in the audit log.
+    for (const body of ['{"limit":0}', '{"limit":"all"}', '{"limit":10,"pins":["FAFE7DFC"]}']) {
+      const res = await fetch(`${app.url}/api/regulator/demand`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body });
+      expect(res.status, body).toBe(400);
+      expect(((await res.json()) as { error: string }).error, body).toBe('bad_request');
+    }
+    expect(app.regulator.auditLog().some((e) => e.action === 'demand served on the operator')).toBe(false);
   });
 });
 
