@@ -388,14 +388,15 @@ describe('logs', () => {
     reportFigures('log scan (server/main.ts stdout+stderr)', {
       'output lines': lines.length,
       'lines holding the admin token': withToken.length,
-      'that line': withToken[0]?.replace(token, '<token>').trim() ?? '-',
+      'those lines': withToken.map((l) => l.replace(token, '<token>').trim()).join(' | ') || '-',
       'keys or plaintexts found': leaks.length,
     });
     // Not --quiet: the info log ran through the session.
     for (const line of [' login ', ' tap changed ', ' escrow key exported ', ' admin request refused ']) expect(out).toContain(line);
-    // The one deliberate place: the teacher's link printed at start (the token after #, never sent to the server in a URL).
-    expect(withToken).toHaveLength(1);
-    expect(withToken[0]).toMatch(new RegExp(`^ +Regulator console: +http://127\\.0\\.0\\.1:${port}/regulator#token=${token}$`));
+    // The one deliberate place: the teacher's two links printed at start (the token after #, never sent to the server in a URL).
+    expect(withToken).toHaveLength(2);
+    expect(withToken[0]).toMatch(new RegExp(`^ +Teacher panel: +http://127\\.0\\.0\\.1:${port}/teacher#token=${token}$`));
+    expect(withToken[1]).toMatch(new RegExp(`^ +Regulator console: +http://127\\.0\\.0\\.1:${port}/regulator#token=${token}$`));
     expect(leaks).toEqual([]);
   }, 60_000);
 });
