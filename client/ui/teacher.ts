@@ -36,6 +36,8 @@ const PAGE_LINKS: Record<api.ScenarioInfo['narration']['look'][number]['page'], 
   // The console gets this tab's token: a same-origin tab opened with an opener starts with a copy of its sessionStorage.
   'regulator console': { href: '/regulator', label: 'Regulator console', opener: true },
   'teacher panel': { href: '#metadata', label: 'This panel', opener: false },
+  'attacker console': { href: '/attacker', label: 'Attacker console', opener: true },
+  projector: { href: '/projector', label: 'Projector', opener: true },
   terminal: { href: null, label: 'Terminal', opener: false },
 };
 

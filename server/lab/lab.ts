@@ -14,6 +14,7 @@ import type { Regulator } from '../regulator.ts';
 import type { Relay } from '../relay.ts';
 import type { RelayStore } from '../store.ts';
 import { memoryPair } from '../transport.ts';
+import { Attacker } from './attacker.ts';
 import { metadataPicture, type MetadataPicture } from './metadata.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import type { LabContext, Narration, Scenario, ScenarioResult } from './types.ts';
@@ -60,6 +61,8 @@ export class Lab {
   /** The last scenario run, for the panel (and later the projector) to show its card. */
   current: RunRecord | null = null;
   private running: Promise<unknown> | null = null;
+  /** What scenarios leaked to the attacker: the attacker console's only source. */
+  readonly attacker = new Attacker();
 
   constructor(readonly deps: LabDeps) {
     if (this.scenarios.size !== SCENARIOS.length) throw new Error('two scenarios share an id');
@@ -161,6 +164,7 @@ export class Lab {
     this.deps.setRoom('e2e', false);
     const users = this.deps.relay.resetRoom();
     const intercepts = this.deps.regulator.resetArchive(who);
+    this.attacker.reset();
     this.deps.log.info('room reset', { users, intercepts, bots });
     return { users, intercepts, bots };
   }

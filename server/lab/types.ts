@@ -10,7 +10,7 @@ import type { ChatMessage, SealingPolicy } from '../../client/core/messenger.ts'
 import type { RoomModel } from '../enterprise.ts';
 import type { Lab } from './lab.ts';
 
-export type Page = 'chat' | 'relay view' | 'regulator console' | 'teacher panel' | 'terminal';
+export type Page = 'chat' | 'relay view' | 'regulator console' | 'teacher panel' | 'attacker console' | 'projector' | 'terminal';
 
 export interface Narration {
   /** What happens, in two or three sentences a teacher can read out. */
