@@ -74,6 +74,17 @@ export class Bot {
     this.m.stop();
   }
 
+  /**
+   * Nothing in flight: no reply waiting for its delay and none of this bot's messages still
+   * unacknowledged by the relay. The lab waits for this before it changes the room's modes, so a
+   * reply to one scene never goes out under the next scene's key model.
+   */
+  idle(): boolean {
+    if (this.timers.size > 0) return false;
+    for (const message of this.m.messages.values()) if (message.direction === 'out' && message.state === 'sending') return false;
+    return true;
+  }
+
   private onMessage(message: ChatMessage): void {
     if (message.direction !== 'in' || message.state !== 'received' || message.note || message.flag || this.answered.has(message.id)) return;
     this.answered.add(message.id);

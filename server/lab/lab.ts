@@ -77,7 +77,11 @@ export class Lab {
     const scenario = this.scenarios.get(id);
     if (!scenario) throw new LabError(404, `no scenario "${id}"`);
     while (this.running) await this.running.catch(() => undefined);
-    const job = scenario.run(this.context());
+    const job = scenario.run(this.context()).then(async (result) => {
+      // The bots' answers to this scene go out before the next scene can change a mode.
+      await this.botsIdle();
+      return result;
+    });
     this.running = job;
     try {
       const result = await job;
@@ -180,14 +184,21 @@ export class Lab {
       bot: (name, sealing) => this.bot(name, sealing ? { sealing } : {}),
       say: (from, to, text) => this.say(from, to, text),
       room: async (model, sealedSender = false) => {
+        await this.botsIdle();
         const policy = this.deps.setRoom(model, sealedSender);
         await this.policyReached(policy.epoch);
       },
       tap: async (on, options = {}) => {
+        await this.botsIdle();
         const policy = this.deps.regulator.setTap({ tap: on, scope: options.scope ?? 'all', pins: options.pins ?? [], announced: options.announced ?? true });
         await this.policyReached(policy.epoch);
       },
     };
+  }
+
+  /** Wait until no bot has a reply pending or a message unacknowledged (bounded: a bot that is stuck does not hang the panel). */
+  private async botsIdle(): Promise<void> {
+    await waitFor(() => [...this.bots.values()].every((b) => b.idle()), 'the bots to finish answering').catch((err: unknown) => this.deps.log.info('lab bots still busy', { error: (err as Error).message }));
   }
 
   /** Wait until every bot has the policy of `epoch` (people's tabs get it in the same frame). */

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SCENARIOS } from '../../server/lab/scenarios/index.ts';
+import { keysOf } from '../../shared/protocol.ts';
 import { dumpSqlite, findSecret } from '../helpers/scan.ts';
 import { startTestRelay, until, user } from '../helpers/relay.ts';
 
@@ -146,6 +147,20 @@ describe('the scenarios, each from a fresh room, with what it claims checked aga
     expect(demand.items.filter((i) => i.model === 'server-key').map((i) => i.status)).toEqual(['plaintext']);
     expect(demand.items.filter((i) => i.model === 'e2e').every((i) => i.status === 'ciphertext only' && i.text === undefined)).toBe(true);
     expect(app.regulator.auditLog()[0]?.action).toBe('demand served on the operator');
+  });
+
+  it("a scene's bot answers go out under that scene's key model, never under the next scene's: a run returns only once the bots are done", async () => {
+    const app = await relay();
+    const models = new Map<string, string>();
+    app.relay.observe('test: the key model of every envelope', (e) => {
+      if (e.kind === 'envelope') models.set(e.env.id, keysOf(e.env).model);
+    });
+    await run(app, 'shared-app-key');
+    const afterFirst = new Map(models);
+    await run(app, 'end-to-end');
+    // Bob's message to Carol in the app-key scene, and Carol's answer to it (sent 300 ms after she read it), are both app-key.
+    expect([...afterFirst.values()].filter((m) => m === 'app-key').length).toBeGreaterThanOrEqual(2);
+    for (const [id, model] of models) if (!afterFirst.has(id)) expect(model, `an envelope sent during the end-to-end scene (${id})`).toBe('e2e');
   });
 
   it('scenarios run one after another in any order leave the room as each needs it', async () => {
