@@ -492,6 +492,8 @@ export class Relay {
     this.buckets.clear();
     this.registrations.clear();
     this.loginBuckets.clear();
+    // A close above may have written (and opened a batch): commit it, or the store could not VACUUM the deleted rows away.
+    this.commitBatch();
     return this.store.reset();
   }
 

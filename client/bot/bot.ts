@@ -4,7 +4,8 @@
  * small script of replies in order, then by echoing. The lab's scenarios start bots in the relay's
  * process over an in-memory socket; `npm run bot` starts one over a WebSocket from a terminal.
  *
- * Bots never answer a bot's answer (they mark theirs with "↩"), so two bots do not talk for ever.
+ * Bots never answer a bot's answer (they mark theirs with "↩"), so two bots do not talk for ever;
+ * the lab's bots answer people only (`answers`), so a scene's scripted lines between bots stay as written.
  */
 import { Messenger, memoryStore, type ChatMessage, type MessengerOptions, type SealingPolicy, type SocketLike } from '../core/messenger.ts';
 
@@ -38,6 +39,11 @@ export interface BotOptions {
   connect: () => SocketLike;
   script?: BotScript;
   sealing?: SealingPolicy;
+  /**
+   * Whether to answer a message from this PIN (default: everyone). The lab's bots answer people,
+   * not each other: a scene's scripted lines stay the scene's, and its figures count only them.
+   */
+  answers?: (pin: string) => boolean;
 }
 
 export class Bot {
@@ -92,6 +98,7 @@ export class Bot {
     const timer = setTimeout(() => {
       this.timers.delete(timer);
       this.m.markRead([message.id]);
+      if (this.options.answers && !this.options.answers(message.from)) return;
       const reply = this.replyTo(message);
       if (reply === null) return;
       try {

@@ -111,6 +111,7 @@ export class Lab {
       },
       ...(options.script ? { script: options.script } : {}),
       ...(options.sealing ? { sealing: options.sealing } : {}),
+      answers: (pin) => ![...this.bots.values()].some((b) => b.pin === pin),
     });
     this.bots.set(name, bot);
     try {
@@ -212,6 +213,11 @@ export class Lab {
     await waitFor(() => to.m.messages.has(sent.id) || from.m.messages.get(sent.id)?.state === 'failed', `${to.name} to get "${text}"`);
     const state = from.m.messages.get(sent.id);
     if (state?.state === 'failed') throw new LabError(500, `${from.name}'s message was refused: ${state.error ?? 'no reason given'}`);
+    // A bot answers what it reads: the exchange is over when that answer has reached the sender, so a
+    // scene's figures count it and its next step (a mode change, say) comes after it.
+    await waitFor(() => to.idle(), `${to.name} to answer`);
+    const answers = [...to.m.messages.values()].filter((m) => m.direction === 'out' && m.chat === `dm:${from.pin}` && m.state !== 'failed');
+    await waitFor(() => answers.every((a) => from.m.messages.has(a.id)), `${from.name} to get ${to.name}'s answer`);
     return sent;
   }
 }
