@@ -111,7 +111,10 @@ const errorSamples: string[] = [];
 
 const identity = (i: number): Identity => {
   let id = identities.get(i);
-  if (!id) identities.set(i, (id = benchIdentity(i)));
+  if (!id) {
+    id = benchIdentity(i);
+    identities.set(i, id);
+  }
   return id;
 };
 

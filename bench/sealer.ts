@@ -31,7 +31,10 @@ serve(async (msg) => {
   const ids = new Map<number, Identity>();
   const id = (i: number) => {
     let v = ids.get(i);
-    if (!v) ids.set(i, (v = benchIdentity(i)));
+    if (!v) {
+      v = benchIdentity(i);
+      ids.set(i, v);
+    }
     return v;
   };
   const frames: Record<string, string[]> = {};

@@ -30,10 +30,13 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+const parseOptions = () =>
+  parseArgs({ options: { name: { type: 'string' }, url: { type: 'string', default: 'ws://127.0.0.1:3000/ws' }, script: { type: 'string' }, help: { type: 'boolean', default: false } }, strict: true, allowPositionals: false }).values;
+
 async function main(): Promise<void> {
-  let values;
+  let values: ReturnType<typeof parseOptions>;
   try {
-    values = parseArgs({ options: { name: { type: 'string' }, url: { type: 'string', default: 'ws://127.0.0.1:3000/ws' }, script: { type: 'string' }, help: { type: 'boolean', default: false } }, strict: true, allowPositionals: false }).values;
+    values = parseOptions();
   } catch (err) {
     return fail((err as Error).message);
   }

@@ -5,7 +5,7 @@
  * escrow key would: no relay, no regulator, only the two files. Every line is
  * accounted for: opened, not opened (and why), or unreadable (by line number).
  */
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openArchived, parseArchiveLine, personOf } from '../shared/archive.ts';
@@ -131,7 +131,7 @@ function decodeKey(text: string, path: string, expected: string): Uint8Array {
 /** Open every line of the archive with the key. Bad lines are recorded by number; the rest still open. */
 async function decryptArchive(path: string, key: EscrowKeyPair): Promise<Report> {
   const report: Report = { archive: path, kid: key.kid, envelopes: 0, opened: 0, endToEnd: 0, notOpened: 0, badLines: 0, items: [], errors: [] };
-  let handle;
+  let handle: FileHandle | undefined;
   try {
     handle = await open(path, 'r');
     if (!(await handle.stat()).isFile()) throw Object.assign(new Error('not a file'), { code: 'EISDIR' });
@@ -221,20 +221,23 @@ function renderText(r: Report): { out: string; err: string } {
   return { out: `${out.join('\n')}\n`, err };
 }
 
+const parseOptions = (argv: string[]) =>
+  parseArgs({
+    args: argv,
+    options: {
+      archive: { type: 'string' },
+      key: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  }).values;
+
 async function main(argv: string[]): Promise<number> {
-  let values;
+  let values: ReturnType<typeof parseOptions>;
   try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        archive: { type: 'string' },
-        key: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
+    values = parseOptions(argv);
   } catch (err) {
     throw new CliError((err as Error).message);
   }

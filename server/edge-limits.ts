@@ -223,7 +223,10 @@ export class FairCaps {
   add(address: string, close: () => void): () => void {
     const key = addressKey(address);
     let set = this.byKey.get(key);
-    if (!set) this.byKey.set(key, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.byKey.set(key, set);
+    }
     let released = false;
     const held: Held = {
       key,

@@ -120,7 +120,7 @@ async function main(): Promise<void> {
 
   const base = consoleLogger();
   const log = opts.quiet ? { info: () => {}, error: base.error } : base;
-  let app;
+  let app: Awaited<ReturnType<typeof startApp>>;
   try {
     const limits = archiveMib === undefined ? {} : { archiveMaxBytes: Math.round(archiveMib * 1048576) };
     app = await startApp({ port, host: opts.host, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log, limits });

@@ -354,7 +354,8 @@ export class Regulator {
 
   /** Counted once, then kept up to date: COUNT(*) scans the whole archive, and the console asks on every intercept. */
   archiveSize(): number {
-    return (this.archiveCount ??= this.stmt.count.get()?.n ?? 0);
+    this.archiveCount ??= this.stmt.count.get()?.n ?? 0;
+    return this.archiveCount;
   }
 
   /** The whole archive as JSON lines, streamed in pages so a large archive never sits in memory. */

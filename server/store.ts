@@ -313,7 +313,10 @@ export class RelayStore {
 
   private loadOf(pin: string): QueueLoad {
     let load = this.loads.get(pin);
-    if (!load) this.loads.set(pin, (load = { envelopes: 0, envelopeBytes: 0, receipts: 0, receiptBytes: 0 }));
+    if (!load) {
+      load = { envelopes: 0, envelopeBytes: 0, receipts: 0, receiptBytes: 0 };
+      this.loads.set(pin, load);
+    }
     return load;
   }
 

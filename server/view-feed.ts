@@ -155,7 +155,8 @@ export class ViewFeed {
 }
 
 function json(item: Held): string {
-  return (item.json ??= JSON.stringify(item.event));
+  item.json ??= JSON.stringify(item.event);
+  return item.json;
 }
 
 /** Index of the first entry whose PIN sorts after `pin`. */

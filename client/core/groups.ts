@@ -35,7 +35,7 @@ export class GroupBook {
   evicted = 0;
 
   constructor(
-    private readonly storage: KeyValueStore,
+    storage: KeyValueStore,
     /** My signing key (base64): groups it created are mine. */
     private readonly mine: string,
     /** True for a group made by someone this client has written to. */

@@ -643,12 +643,12 @@ export class Messenger {
    * Make a group: version 1 of its member list, signed with this identity (its creator and only
    * admin), announced to every member at once with a group note.
    */
-  createGroup(name: string, pins: string[]): { id: string; message: ChatMessage } {
+  createGroup(rawName: string, pins: string[]): { id: string; message: ChatMessage } {
     const others = [...new Set(pins)].filter((pin) => pin !== this.pin);
     if (!others.length) throw new Error('pick at least one member');
-    const checked = DisplayName.safeParse(name);
+    const checked = DisplayName.safeParse(rawName);
     if (!checked.success) throw new Error(`group name: ${checked.error.issues[0]?.message ?? 'invalid'}`);
-    name = checked.data;
+    const name = checked.data;
     this.requireKnown(others);
     const state = createGroup(this.identity, name, others.map((pin) => this.memberOf(pin)));
     this.groups.put(state);
@@ -1030,7 +1030,7 @@ export class Messenger {
 
   private onReceipt(id: string, by: string, state: 'delivered' | 'read'): void {
     const message = this.messageFor(id);
-    if (!message || message.direction !== 'out') return;
+    if (message?.direction !== 'out') return;
     const deliveredTo = message.deliveredTo.includes(by) ? message.deliveredTo : [...message.deliveredTo, by];
     const readBy = state === 'read' && !message.readBy.includes(by) ? [...message.readBy, by] : message.readBy;
     const all = (list: string[]) => message.to.every((pin) => list.includes(pin));

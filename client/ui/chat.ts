@@ -66,7 +66,7 @@ function start(): void {
   const params = new URLSearchParams(location.search);
   const raw = params.get('name');
   const parsed = raw === null ? null : DisplayName.safeParse(raw);
-  if (!parsed || !parsed.success) {
+  if (!parsed?.success) {
     nameForm(parsed && !parsed.success ? (parsed.error.issues[0]?.message ?? 'invalid name') : null);
     return;
   }
@@ -429,7 +429,7 @@ class ChatPage {
   /** Shown only when the tap is on and announced; a silent tap shows nothing, as a real one would. */
   private renderBanner(policy: Policy | null): void {
     const slot = must('banner-slot');
-    const shown = policy !== null && policy.tap && policy.announced;
+    const shown = policy?.tap && policy.announced;
     if (this.unchanged('banner', shown ? [policy.scope, policy.pins, policy.escrowKid, policy.pins.map((p) => this.m.nameOf(p))] : null)) return;
     if (!shown) {
       slot.replaceChildren();
@@ -541,13 +541,20 @@ class ChatPage {
     create.addEventListener('click', () => {
       const name = DisplayName.safeParse(nameInput.value);
       const members = [...this.groupMembers.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value);
-      if (!name.success) return void (error.textContent = `Group name: ${name.error.issues[0]?.message ?? 'invalid'}`);
-      if (!members.length) return void (error.textContent = 'Pick at least one member.');
+      if (!name.success) {
+        error.textContent = `Group name: ${name.error.issues[0]?.message ?? 'invalid'}`;
+        return;
+      }
+      if (!members.length) {
+        error.textContent = 'Pick at least one member.';
+        return;
+      }
       let id: string;
       try {
         id = this.m.createGroup(name.data, members).id;
       } catch (err) {
-        return void (error.textContent = err instanceof Error ? err.message : String(err));
+        error.textContent = err instanceof Error ? err.message : String(err);
+        return;
       }
       error.textContent = '';
       nameInput.value = '';
@@ -694,8 +701,14 @@ class ChatPage {
       const want = [...boxes.querySelectorAll('input:checked')].map((b) => (b as HTMLInputElement).value);
       const add = want.filter((p) => !current.includes(p));
       const remove = current.filter((p) => p !== m.pin && !want.includes(p));
-      if (!add.length && !remove.length) return void (error.textContent = 'Nothing changed.');
-      if (current.length - remove.length + add.length < 2) return void (error.textContent = 'A group needs at least one other member.');
+      if (!add.length && !remove.length) {
+        error.textContent = 'Nothing changed.';
+        return;
+      }
+      if (current.length - remove.length + add.length < 2) {
+        error.textContent = 'A group needs at least one other member.';
+        return;
+      }
       try {
         m.changeGroup(id, { add, remove });
         error.textContent = '';

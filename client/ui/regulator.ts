@@ -28,7 +28,6 @@ const MAX_ITEMS = 500;
 class Console {
   private token: string | null = takeToken();
   private ws: WebSocket | null = null;
-  private authed = false;
   private refused = false;
   private attempt = 0;
   private dirty = false;
@@ -116,7 +115,6 @@ class Console {
       const msg = parsed.value;
       switch (msg.type) {
         case 'snapshot':
-          this.authed = true;
           this.attempt = 0;
           this.setStatus('live');
           for (const id of SECTIONS) must(id).hidden = false;
@@ -156,7 +154,6 @@ class Console {
   /** The relay refused the token (on the socket or a REST call): forget it and ask again, saying why. */
   private lostToken(problem: string): void {
     this.refused = true;
-    this.authed = false;
     dropToken();
     this.token = null;
     this.ws?.close();

@@ -24,7 +24,7 @@ import { reportFigures } from '../reliability/support.ts';
 const TOKEN = 'test-admin-token';
 
 /** Payloads: markup, handlers, URLs, template syntax, encodings and unicode tricks. */
-export const PAYLOADS: string[] = [
+const PAYLOADS: string[] = [
   '<script>window.__xss=1</script>',
   '<img src=x onerror=window.__xss=1>',
   '<img src=/xss-beacon>',
@@ -42,6 +42,7 @@ export const PAYLOADS: string[] = [
   '<meta http-equiv=refresh content="0;url=/xss-beacon">',
   '<base href="/xss-beacon/">',
   "{{constructor.constructor('alert(1)')()}}",
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a template-injection payload, meant literally
   '${window.__xss=1}',
   '<%= 7*7 %>{{7*7}}#{7*7}',
   '<details open ontoggle=window.__xss=1>',

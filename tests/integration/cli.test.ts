@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newEscrowKeyPair, newIdentity, signLogin, toB64, toHex } from '../../shared/crypto.ts';
-import { sealEnvelope, signedBytes } from '../../shared/envelope.ts';
+import { sealEnvelope } from '../../shared/envelope.ts';
 import { PROTOCOL_VERSION, parseServerMessage, type Envelope, type Policy, type ServerMessage } from '../../shared/protocol.ts';
 import type { EscrowKeyFile } from '../../server/regulator.ts';
+import type { ChatMessage } from '../../client/core/messenger.ts';
 import { startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -101,7 +102,7 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
       for (const u of users) names.set(u.m.pin, u.m.name);
       await until(() => users.every((u) => users.every((v) => u.m.directory.has(v.m.pin))), 'everyone knows everyone');
       const send = async (from: TestUser, to: TestUser[], text: string, opens: boolean, group?: string) => {
-        let msg;
+        let msg: ChatMessage;
         if (group !== undefined) {
           // The group note that announces its signed member list is an envelope of its own.
           const made = from.m.createGroup(group, to.map((u) => u.m.pin));

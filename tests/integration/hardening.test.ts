@@ -17,6 +17,7 @@ import { CloseCode, Envelope, ErrorCode } from '../../shared/protocol.ts';
 import { tokenMatches } from '../../server/http.ts';
 import { memoryLogger } from '../../server/log.ts';
 import type { EscrowKeyFile } from '../../server/regulator.ts';
+import type { ChatMessage } from '../../client/core/messenger.ts';
 import { startTestRelay, until, user, knows, type TestUser } from '../helpers/relay.ts';
 import { findSecret } from '../helpers/scan.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
@@ -285,7 +286,7 @@ async function fullSession(baseUrl: string, token: string): Promise<SessionSecre
   const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   const texts = ['plain secret before the tap 7f3a', 'plain secret under the tap 91bc', 'group secret under the tap 22de', 'reply secret 5e5e'];
   const sendAndWait = async (from: TestUser, to: TestUser[], text: string, group?: string) => {
-    let msg;
+    let msg: ChatMessage;
     if (group !== undefined) {
       const made = from.m.createGroup(group, to.map((u) => u.m.pin));
       await until(() => to.every((u) => u.m.messages.has(made.message.id)), `the group note of "${group}" delivered`);

@@ -154,7 +154,10 @@ describe('a victim\'s client against other participants', () => {
         for (let i = 0; i < qids.length; i += 1000) s.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
       }
     }, 250);
-    cleanups.push(() => (clearInterval(timer), clearInterval(acker)));
+    cleanups.push(() => {
+      clearInterval(timer);
+      clearInterval(acker);
+    });
     const seconds = 15;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     clearInterval(timer);

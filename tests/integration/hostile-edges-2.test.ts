@@ -89,6 +89,14 @@ function page(port: number, from: string, path = '/'): Promise<number> {
 }
 
 /** A TCP connection that sends `first` (or nothing) and then never another byte. */
+/** Resolves once the held socket has connected or was closed. */
+const connectedOrClosed = (h: { socket: Socket }): Promise<void> =>
+  new Promise<void>((r) => {
+    if (h.socket.readyState === 'open') return r();
+    h.socket.once('connect', () => r());
+    h.socket.once('close', () => r());
+  });
+
 function holdOpen(port: number, from: string, first = 'GET /ws HTT'): { socket: Socket; closed: Promise<void>; got: () => string } {
   const socket = netConnect({ host: '127.0.0.1', port, localAddress: from });
   let got = '';
@@ -164,7 +172,7 @@ describe('connections before the WebSocket upgrade', () => {
   it('of 600 connections from one address that never finish their request line, at most rawConnectionsPerAddress (256) are held: each one past it closes that address\'s oldest, and another address still gets the page', async () => {
     const app = await relay();
     const held = Array.from({ length: 600 }, () => holdOpen(app.port, '127.0.0.2'));
-    await Promise.all(held.map((h) => new Promise<void>((r) => (h.socket.readyState === 'open' ? r() : (h.socket.once('connect', () => r()), h.socket.once('close', () => r()))))));
+    await Promise.all(held.map(connectedOrClosed));
     await sleep(500); // the relay has seen every one by now
     const open = await connections(app);
     expect(open, 'connections held from one address before any upgrade').toBeLessThanOrEqual(256);
@@ -177,7 +185,7 @@ describe('connections before the WebSocket upgrade', () => {
   it('behind one address (a school NAT), a participant holding all its connections with requests that never finish cannot keep a classmate from loading the page: the oldest is closed for the newcomer', async () => {
     const app = await relay();
     const held = Array.from({ length: 300 }, () => holdOpen(app.port, '127.0.0.2'));
-    await Promise.all(held.map((h) => new Promise<void>((r) => (h.socket.readyState === 'open' ? r() : (h.socket.once('connect', () => r()), h.socket.once('close', () => r()))))));
+    await Promise.all(held.map(connectedOrClosed));
     await sleep(300);
     expect(app.edge.caps.connections.size('127.0.0.2')).toBe(256);
     expect(await page(app.port, '127.0.0.2'), "a classmate's page behind the same address").toBe(200);
@@ -226,9 +234,19 @@ describe('connections before the WebSocket upgrade', () => {
     const pageStatus = await page(child.port, '127.0.0.3');
     const challenge = await new Promise<string>((resolve) => {
       const ws = new WebSocket(`ws://127.0.0.1:${child.port}/ws`, { localAddress: '127.0.0.3' });
-      const timer = setTimeout(() => (ws.terminate(), resolve('no challenge within 5 s')), 5000);
-      ws.on('message', (d) => (clearTimeout(timer), ws.close(), resolve(JSON.parse(d.toString()).type)));
-      ws.on('error', (e) => (clearTimeout(timer), resolve(`error: ${e.message}`)));
+      const timer = setTimeout(() => {
+        ws.terminate();
+        resolve('no challenge within 5 s');
+      }, 5000);
+      ws.on('message', (d) => {
+        clearTimeout(timer);
+        ws.close();
+        resolve(JSON.parse(d.toString()).type);
+      });
+      ws.on('error', (e) => {
+        clearTimeout(timer);
+        resolve(`error: ${e.message}`);
+      });
     });
     reportFigures('open-file limit', { fileLimit: 256, attackerConnections: held.length, attackerStillOpen: stillOpen, newcomerPage: pageStatus, newcomerLogin: challenge });
     expect(pageStatus, 'the chat page from another address').toBe(200);

@@ -9,11 +9,11 @@ import sodium from 'libsodium-wrappers';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryStore } from '../../client/core/messenger.ts';
+import { type ChatMessage, memoryStore } from '../../client/core/messenger.ts';
 import { rawClient, type RawClient } from '../helpers/raw-client.ts';
 import { describeReaders } from '../../client/core/readers.ts';
 import { escrowKeyPairFromSecret, fromB64, toB64, type EscrowKeyPair, type Identity } from '../../shared/crypto.ts';
-import { openEnvelope, openWithEscrow, sealEnvelope, signedBytes } from '../../shared/envelope.ts';
+import { openEnvelope, openWithEscrow, sealEnvelope } from '../../shared/envelope.ts';
 import { OpenFailure } from '../../shared/failures.ts';
 import {
   Envelope,
@@ -99,7 +99,7 @@ async function policyReached(app: TestRelay, users: TestUser[]): Promise<void> {
  */
 async function send(from: TestUser, to: TestUser[], text: string, group?: string): Promise<{ id: string; note?: string }> {
   let note: string | undefined;
-  let msg;
+  let msg: ChatMessage;
   if (group !== undefined) {
     const made = from.m.createGroup(group, to.map((u) => u.m.pin));
     note = made.message.id;

@@ -120,7 +120,9 @@ describe('faults: SIGKILL during traffic', () => {
     const port = relay.port;
     const wsUrl = `ws://127.0.0.1:${port}/ws`;
     const devices = ['Ann', 'Bo', 'Cat', 'Dee'].map((n) => device(n, wsUrl));
-    cleanup.push(() => devices.forEach((d) => d.m.stop()));
+    cleanup.push(() => {
+      for (const d of devices) d.m.stop();
+    });
     await Promise.all(devices.map((d) => d.m.start()));
     await until(() => devices.every((d) => devices.every((o) => o === d || d.m.directory.has(o.m.pin))), 'everyone to know everyone');
     const group = devices[0]!.m.createGroup('Fault line', devices.slice(1).map((d) => d.m.pin)).id;
@@ -270,17 +272,22 @@ describe('faults: a damaged data folder at start', () => {
     // A real relay.db with users in it, to truncate.
     const good = tempDir('bdl-good-');
     const app = await startApp({ port: 0, host: '127.0.0.1', dataDir: good });
-    for (let i = 0; i < 200; i++) app.store.upsertUser(`${i.toString(16).toUpperCase().padStart(8, '0')}`, 'A'.repeat(43) + '=', `user ${i}`, Date.now());
+    for (let i = 0; i < 200; i++) app.store.upsertUser(`${i.toString(16).toUpperCase().padStart(8, '0')}`, `${'A'.repeat(43)}=`, `user ${i}`, Date.now());
     await app.close();
     const goodBytes = readFileSync(join(good, 'relay.db'));
 
     const rng = new Rng(7);
+    /** Write `data` to `name` in `dir`; the file's path. */
+    const write = (dir: string, name: string, data: string | Uint8Array): string => {
+      writeFileSync(join(dir, name), data);
+      return join(dir, name);
+    };
     const cases: { name: string; setup: (dir: string) => string; expect: RegExp }[] = [
-      { name: 'relay.db is random bytes', setup: (d) => (writeFileSync(join(d, 'relay.db'), rng.bytes(8192)), join(d, 'relay.db')), expect: /relay database .* cannot be used: file is not a database/ },
-      { name: 'relay.db is a text file', setup: (d) => (writeFileSync(join(d, 'relay.db'), 'these are my lesson notes, not a database\n'.repeat(50)), join(d, 'relay.db')), expect: /relay database .* cannot be used/ },
+      { name: 'relay.db is random bytes', setup: (d) => write(d, 'relay.db', rng.bytes(8192)), expect: /relay database .* cannot be used: file is not a database/ },
+      { name: 'relay.db is a text file', setup: (d) => write(d, 'relay.db', 'these are my lesson notes, not a database\n'.repeat(50)), expect: /relay database .* cannot be used/ },
       {
         name: 'relay.db has a valid header and garbage after it',
-        setup: (d) => (writeFileSync(join(d, 'relay.db'), Buffer.concat([goodBytes.subarray(0, 100), rng.bytes(goodBytes.length - 100)])), join(d, 'relay.db')),
+        setup: (d) => write(d, 'relay.db', Buffer.concat([goodBytes.subarray(0, 100), rng.bytes(goodBytes.length - 100)])),
         expect: /relay database .* cannot be used/,
       },
       {
@@ -292,13 +299,19 @@ describe('faults: a damaged data folder at start', () => {
         },
         expect: /relay database .* cannot be used/,
       },
-      { name: 'relay.db is a directory', setup: (d) => (mkdirSync(join(d, 'relay.db')), join(d, 'relay.db')), expect: /relay database .* cannot be used: unable to open database file/ },
+      { name: 'relay.db is a directory', setup: (d) => {
+          mkdirSync(join(d, 'relay.db'));
+          return join(d, 'relay.db');
+        }, expect: /relay database .* cannot be used: unable to open database file/ },
       {
         name: 'regulator.db is random bytes (relay.db fine)',
-        setup: (d) => (writeFileSync(join(d, 'relay.db'), goodBytes), writeFileSync(join(d, 'regulator.db'), rng.bytes(4096)), join(d, 'regulator.db')),
+        setup: (d) => {
+          write(d, 'relay.db', goodBytes);
+          return write(d, 'regulator.db', rng.bytes(4096));
+        },
         expect: /regulator database .* cannot be used: file is not a database/,
       },
-      { name: '--data names a file, not a folder', setup: (d) => (writeFileSync(join(d, 'not-a-folder'), 'x'), join(d, 'not-a-folder')), expect: /cannot start: .*not-a-folder/ },
+      { name: '--data names a file, not a folder', setup: (d) => write(d, 'not-a-folder', 'x'), expect: /cannot start: .*not-a-folder/ },
     ];
     // Two at a time: seven tsx start-ups at once on a busy 2-core machine can take longer than
     // any fair wait, and a relay killed for being slow would read as one that never exited.

@@ -89,7 +89,10 @@ async function fuzzer(wsUrl: string, identity: Identity | null, next: () => Fuzz
     const c: RawClient = client!;
     framesOnSocket += window.length;
     const from = c.frames.length;
-    const probes = window.map(() => -(probe += 1));
+    const probes = window.map(() => {
+      probe += 1;
+      return -probe;
+    });
     window.forEach((frame, k) => {
       c.ws.send(frame.data, { binary: frame.binary });
       c.send({ type: 'ping', t: probes[k] });

@@ -166,7 +166,14 @@ export class RawClient {
   /** Wait for the first frame after index `from` matching `match`, or for the close. */
   async next<T extends ServerMessage['type']>(type: T, from = 0, ms = 5000): Promise<Extract<ServerMessage, { type: T }>> {
     let found: ServerMessage | undefined;
-    await this.waitFor(() => (found = this.frames.slice(from).find((f) => f.type === type)) !== undefined || this.closed !== null, `a "${type}" frame`, ms);
+    await this.waitFor(
+      () => {
+        found = this.frames.slice(from).find((f) => f.type === type);
+        return found !== undefined || this.closed !== null;
+      },
+      `a "${type}" frame`,
+      ms,
+    );
     if (!found) throw new Error(`socket closed (${this.closed?.code} ${this.closed?.reason}) before a "${type}" frame`);
     return found as Extract<ServerMessage, { type: T }>;
   }

@@ -194,14 +194,14 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
   describe('bad base64 is bad_frame naming the field', () => {
     const good = bytes(24);
     it.each([
-      ['URL-safe alphabet', good.slice(0, -2) + '-_'],
-      ['a space', good.slice(0, -1) + ' '],
-      ['a line break', good.slice(0, 16) + '\n' + good.slice(17)],
+      ['URL-safe alphabet', `${good.slice(0, -2)}-_`],
+      ['a space', `${good.slice(0, -1)} `],
+      ['a line break', `${good.slice(0, 16)}\n${good.slice(17)}`],
       ['missing padding', bytes(23).replace(/=+$/, '')],
-      ['padding in the middle', 'AA==' + good.slice(4)],
-      ['three padding characters', good.slice(0, -3) + '==='],
-      ['a non-ASCII letter', good.slice(0, -1) + 'é'],
-      ['non-zero padding bits (libsodium would refuse to decode it)', bytes(23).slice(0, -2) + 'B='],
+      ['padding in the middle', `AA==${good.slice(4)}`],
+      ['three padding characters', `${good.slice(0, -3)}===`],
+      ['a non-ASCII letter', `${good.slice(0, -1)}é`],
+      ['non-zero padding bits (libsodium would refuse to decode it)', `${bytes(23).slice(0, -2)}B=`],
     ])('nonce with %s', (_name, nonce) => {
       expectRefused(parseClientMessage(send(dm({ nonce }))), ErrorCode.BadFrame, 'env.nonce: ');
     });
@@ -307,7 +307,7 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
   describe('deeply nested JSON is refused without throwing', () => {
     const depth = 30_000; // about as deep as a 64 KiB frame can nest
     const arrays = '['.repeat(depth) + ']'.repeat(depth);
-    const objects = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
+    const objects = `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
     it.each([
       ['nested arrays as the frame', arrays, '(frame)'],
       ['nested objects as the frame', objects, 'type: '],
@@ -368,10 +368,10 @@ describe('parseServerMessage', () => {
   it.each([
     ['a receipt state other than delivered or read', { type: 'receipt', qid: 1, id: ID, by: BOB, state: 'seen', at: 1 }, 'state: '],
     ['a receipt with qid 0', { type: 'receipt', qid: 0, id: ID, by: BOB, state: 'read', at: 1 }, 'qid: '],
-    ['a receipt at 1e400', '{"type":"receipt","qid":1,"id":"' + ID + '","by":"' + BOB + '","state":"read","at":1e400}', 'at: '],
+    ['a receipt at 1e400', `{"type":"receipt","qid":1,"id":"${ID}","by":"${BOB}","state":"read","at":1e400}`, 'at: '],
     ['accepted without duplicate', { type: 'accepted', id: ID }, 'duplicate: '],
     ['accepted with duplicate as a string', { type: 'accepted', id: ID, duplicate: 'true' }, 'duplicate: '],
-    ['an envelope frame with qid past 2^53', '{"type":"envelope","qid":9007199254740993,"env":' + JSON.stringify(dm()) + '}', 'qid: '],
+    ['an envelope frame with qid past 2^53', `{"type":"envelope","qid":9007199254740993,"env":${JSON.stringify(dm())}}`, 'qid: '],
     ['an envelope frame with a bad envelope', { type: 'envelope', qid: 1, env: dm({ to: [BOB, BOB], conv: 'g-0123456789abcdef' }) }, 'env.'],
     ['a challenge nonce of 24 bytes', { type: 'challenge', v: 2, nonce: bytes(24), policy: POLICY }, 'nonce: must decode to 32 bytes'],
     ['a policy scope other than all or warrant', { type: 'policy', policy: { ...POLICY, scope: 'some' } }, 'policy.scope: '],
@@ -400,7 +400,7 @@ describe('the frame examples in docs/wire-format.md', () => {
   const doc = readFileSync(resolve(ROOT, 'docs/wire-format.md'), 'utf8');
   const fixture = JSON.parse(readFileSync(resolve(ROOT, 'tests/fixtures/worked-example.json'), 'utf8')) as { expected: { envelopeJson: string } };
   const examples = (info: string): string[] =>
-    [...doc.matchAll(new RegExp('^```json ' + info + '\\n([\\s\\S]*?)\\n```$', 'gm'))].map((m) => (m[1] ?? '').replace('<envelope>', fixture.expected.envelopeJson));
+    [...doc.matchAll(new RegExp(`^\`\`\`json ${info}\\n([\\s\\S]*?)\\n\`\`\`$`, 'gm'))].map((m) => (m[1] ?? '').replace('<envelope>', fixture.expected.envelopeJson));
   const typesOf = (schema: typeof ClientMessage | typeof ServerMessage): string[] => schema.options.map((o) => o.shape.type.value);
 
   it('every client-frame example parses with parseClientMessage, and every client frame type has one', () => {

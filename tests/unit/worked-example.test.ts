@@ -79,7 +79,6 @@ const { inputs, derived, expected } = fx;
 const hex = (b: Uint8Array): string => sodium.to_hex(b);
 const unhex = (h: string): Uint8Array => sodium.from_hex(h);
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
-const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64'));
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   const out = new Uint8Array(a.length + b.length);
@@ -109,7 +108,7 @@ function sealWith(message: Uint8Array, recipientPk: Uint8Array, esk: Uint8Array)
 /** Code blocks of the doc, by info string. */
 function blocks(info: string): string[] {
   const out: string[] = [];
-  const re = new RegExp('^```' + info.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '\\n([\\s\\S]*?)\\n```$', 'gm');
+  const re = new RegExp(`^\`\`\`${info.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n([\\s\\S]*?)\\n\`\`\`$`, 'gm');
   for (const m of doc.matchAll(re)) out.push(m[1] ?? '');
   return out;
 }
@@ -378,7 +377,7 @@ describe('worked example: docs/wire-format.md shows the fixture', () => {
 
   it('the doc prints the complete envelope JSON of the fixture', () => {
     expect(blocks('json')).toContain(JSON.stringify(expected.envelope, null, 2));
-    expect(section).toContain('```json\n' + JSON.stringify(expected.envelope, null, 2) + '\n```');
+    expect(section).toContain(`\`\`\`json\n${JSON.stringify(expected.envelope, null, 2)}\n\`\`\``);
   });
 
   it('the doc prints every fixed input', () => {
