@@ -248,7 +248,9 @@ describe('swapped escrow key (scene 11)', () => {
     const raw = await rawClient(app.wsUrl, { onCleanup: (close) => cleanups.push(close) });
     raw.send({ type: 'policy', policy: { ...app.relay.getPolicy(), escrowPk: toB64(intruder.pk), escrowKid: intruder.kid } });
     raw.send({ type: 'set-policy', escrowPk: toB64(intruder.pk) });
-    await raw.next('error');
+    const errors = () => raw.frames.filter((f) => f.type === 'error');
+    await until(() => errors().length === 2, 'both frames answered');
+    expect(errors().map((f) => f.type === 'error' && f.code)).toEqual([ErrorCode.BadFrame, ErrorCode.BadFrame]);
     expect(app.relay.getPolicy().epoch).toBe(epoch);
     expect(app.relay.getPolicy().escrowKid).toBe(app.regulator.kid);
     for (const [method, path] of [['GET', '/api/lab/escrow'], ['POST', '/api/lab/escrow'], ['POST', '/api/lab/scenarios/swapped-escrow-key/run']] as const) {
