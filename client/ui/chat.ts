@@ -320,6 +320,8 @@ class ChatPage {
 
   private select(chat: string): void {
     if (chat !== this.openChat && this.flash && Number.isFinite(this.flash.until)) this.flash = null;
+    // A message held by the escrow pin belongs to the chat it was typed in: another chat lets it go (the text stays in the box).
+    if (this.pin.held && this.pin.held.chat !== chat) this.pin.drop();
     this.openChat = chat;
     this.saveUi();
     this.render();

@@ -27,6 +27,8 @@ export class EscrowPinView {
   private readonly input = el('input', { testid: 'escrow-pin-input', attrs: { autocomplete: 'off', spellcheck: 'false', placeholder: '40 hex digits, e.g. 1A2B 3C4D …', 'aria-label': 'The regulator key\'s fingerprint' } });
   private readonly error = el('p', { class: 'error', testid: 'escrow-pin-error' });
   held: HeldMessage | null = null;
+  /** The held message the warning was last drawn for: the page redraws often, the warning only when this changes. */
+  private drawn: HeldMessage | null | undefined = undefined;
 
   constructor(
     private readonly m: Messenger,
@@ -68,12 +70,22 @@ export class EscrowPinView {
     this.render();
   }
 
+  /** Let go of a held message without sending it (the person moved to another chat). */
+  drop(): void {
+    this.held = null;
+    this.render();
+  }
+
   render(): void {
     const pinned = this.m.pinnedEscrow;
-    this.summary.textContent = pinned ? 'Regulator\'s key: pinned' : 'Regulator\'s key: not pinned';
+    const summary = pinned ? 'Regulator\'s key: pinned' : 'Regulator\'s key: not pinned';
+    if (this.summary.textContent !== summary) this.summary.textContent = summary;
     this.form.dataset.pinned = String(pinned !== null);
-    this.current.textContent = pinned ? `Pinned: ${pinned}` : 'Nothing pinned: this tab seals to whatever escrow key the relay names, without a word.';
+    const current = pinned ? `Pinned: ${pinned}` : 'Nothing pinned: this tab seals to whatever escrow key the relay names, without a word.';
+    if (this.current.textContent !== current) this.current.textContent = current;
     const held = this.held;
+    if (held === this.drawn) return;
+    this.drawn = held;
     if (!held) {
       this.warning.replaceChildren();
       return;
