@@ -441,11 +441,6 @@ export class Relay {
     return this.escrowOverride ? { ...this.escrowOverride } : null;
   }
 
-  /** The escrow key id the regulator asked the relay to announce (whatever it announces instead). */
-  requestedEscrowKid(): string | null {
-    return this.requested.escrowKid;
-  }
-
   private announce(): Policy {
     const o = this.escrowOverride;
     const next = o && this.requested.tap && this.requested.escrowPk !== null ? { ...this.requested, escrowPk: o.pk, escrowKid: o.kid } : this.requested;
