@@ -77,7 +77,7 @@ describe('the failures, from the teacher panel', () => {
       expect(problems.errors).toEqual([]);
       expect(consoleProblems.errors).toEqual([]);
     });
-  });
+  }, 90_000);
 
   test('swapped escrow key: the panel shows the regulator key\'s fingerprint and then the swapped one; the console says "sealed to another escrow key"; a chat tab that pinned the fingerprint warns in plain words and sends only when the person chooses', async () => {
     await withContext(async (ctx) => {
@@ -165,5 +165,5 @@ describe('the failures, from the teacher panel', () => {
       expect(consoleProblems.errors).toEqual([]);
       expect(alice.problems.errors).toEqual([]);
     });
-  });
+  }, 90_000);
 });
