@@ -107,16 +107,17 @@ describe('swapped escrow key (scene 11)', () => {
   it('the swapped key opens N of N messages sent under the swap, the regulator\'s opens 0 of them, and the pinned bot refused to send', async () => {
     const app = await relay();
     const { result } = await run(app, 'swapped-escrow-key');
-    const view = app.lab.attacker.view();
-    expect(view.loot.map((l) => l.kind)).toEqual(expect.arrayContaining(['swapped escrow key', 'feed copy']));
     const swappedKid = app.relay.getPolicy().escrowKid!;
     expect(swappedKid).not.toBe(app.regulator.kid);
     const key = regulatorKey(app);
     // Every archived envelope sealed to the swapped key: the attacker opens each, the regulator none.
+    // (The attacker's view is taken after: the bots' answers may still be arriving, and the copy gets each one with the archive.)
     const underSwap = app.regulator.archived(0, 10_000).filter((l) => {
       const keys = keysOf(l.env);
       return keys.model === 'e2e-escrow' && keys.escrow.kid === swappedKid;
     });
+    const view = app.lab.attacker.view();
+    expect(view.loot.map((l) => l.kind)).toEqual(expect.arrayContaining(['swapped escrow key', 'feed copy']));
     expect(underSwap.length).toBeGreaterThanOrEqual(2);
     const openedByAttacker = new Set(view.opened.map((o) => o.id));
     for (const line of underSwap) {
