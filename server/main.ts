@@ -11,6 +11,7 @@ import { adminTokenProblem } from './admin-guard.ts';
 import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
 import { StoreError } from './store.ts';
+import { escrowFingerprint, fromB64 } from '../shared/crypto.ts';
 
 const HELP = `Backdoor Lab relay
 
@@ -150,6 +151,8 @@ async function main(): Promise<void> {
     `  admin token:        ${token ? 'the one you chose' : opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/admin-token: the console link below stays valid after a restart`}`,
     `  intercept archive:  at most ${(app.regulator.limits.archiveMaxBytes / 1048576).toFixed(0)} MiB; past it the oldest intercepts are deleted (--archive-max-mib)`,
     `  escrow key:         ${opts.ephemeral ? 'new for this run (--ephemeral)' : `kept in ${opts.data}/regulator.db since the first start, until that folder is deleted`}`,
+    `  its fingerprint:    ${escrowFingerprint(fromB64(app.regulator.publicKey))}`,
+    '                      (the out-of-band value: write it on the board; a chat tab that pins it warns if the relay swaps the key)',
     '',
     'Open each link in its own browser tab; every tab is a different person:',
     `  Alice's chat:       ${app.url}/?name=Alice`,

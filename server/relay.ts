@@ -310,6 +310,9 @@ export class Relay {
   private presenceTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private policy: Policy = POLICY_OFF;
+  /** The policy as the regulator and the teacher set it; `policy` is what is announced (see setEscrowOverride). */
+  private requested: Omit<Policy, 'epoch'> = (({ epoch: _epoch, ...rest }) => rest)(POLICY_OFF);
+  private escrowOverride: { pk: string; kid: string } | null = null;
   private closed = false;
   /**
    * Group commit: the store writes of every frame handled in one turn of the event loop share one
@@ -410,15 +413,39 @@ export class Relay {
 
   /** Set the room's key model (the teacher's choice) and tell every client; the tap settings stay. */
   setRoom(room: Policy['room']): Policy {
-    const { epoch: _epoch, ...current } = this.policy;
-    return this.setPolicy({ ...current, room });
+    return this.setPolicy({ ...this.requested, room });
   }
 
   /** Set the tap policy (public parts only: the escrow public key, never its secret) and tell every client. */
   setPolicy(policy: Omit<Policy, 'epoch' | 'room'> & { room?: Policy['room'] }): Policy {
+    this.requested = { ...this.requested, ...policy };
+    return this.announce();
+  }
+
+  /**
+   * The relay's configuration can name the escrow key it announces, in place of the one the
+   * regulator handed it (the swapped-key scenario: Juniper's replaced Dual_EC constant, PGP's
+   * additional decryption keys). Only the public key: the relay never holds an escrow secret. It
+   * replaces the key only while the tap is on; clients get it in the same policy frame as the
+   * regulator's, and only a client that pinned the regulator key's fingerprint can tell. Not a
+   * frame or a route any participant can reach: the lab sets it (server/lab/lab.ts), and null puts
+   * the regulator's key back. Kept in memory only: a restart undoes it.
+   */
+  setEscrowOverride(override: { pk: string; kid: string } | null): Policy {
+    this.escrowOverride = override ? { ...override } : null;
+    return this.announce();
+  }
+
+  /** The key the relay announces in place of the regulator's, or null. */
+  escrowOverrideKey(): { pk: string; kid: string } | null {
+    return this.escrowOverride ? { ...this.escrowOverride } : null;
+  }
+
+  private announce(): Policy {
+    const o = this.escrowOverride;
+    const next = o && this.requested.tap && this.requested.escrowPk !== null ? { ...this.requested, escrowPk: o.pk, escrowKid: o.kid } : this.requested;
     // The epoch moves only when the policy does: setting the same policy again tells nobody anything.
     const { epoch: _epoch, ...current } = this.policy;
-    const next = { ...current, ...policy };
     if (JSON.stringify(current) === JSON.stringify(next) && this.policy.epoch > 0) return this.policy;
     this.policy = { ...next, epoch: this.policy.epoch + 1 };
     const frame = JSON.stringify({ type: 'policy', policy: this.policy } satisfies ServerMessage);

@@ -105,6 +105,22 @@ export interface EscrowKeyPair {
 /** Key id: BLAKE2b-64 of the X25519 public key, 16 hex digits. */
 export const escrowKid = (pk: Uint8Array): string => toHex(sodium.crypto_generichash(8, pk, null));
 
+/**
+ * The escrow key's fingerprint, for people to compare out of band (read from the board, pinned in
+ * the chat page): BLAKE2b with a 20-byte output over the X25519 public key, as 40 upper-case hex
+ * digits in ten groups of four. Longer than the key id, so that no one can make a key to match it;
+ * computed by each client from the key it is asked to seal to, never taken from the relay's word.
+ */
+export function escrowFingerprint(pk: Uint8Array): string {
+  return toHex(sodium.crypto_generichash(20, pk, null)).toUpperCase().match(/.{4}/g)!.join(' ');
+}
+
+/** A fingerprint as a person typed or pasted it (spaces, dashes, any case), or null if it is not 40 hex digits. */
+export function normalizeFingerprint(text: string): string | null {
+  const hex = text.replace(/[\s-]/g, '').toUpperCase();
+  return /^[0-9A-F]{40}$/.test(hex) ? hex.match(/.{4}/g)!.join(' ') : null;
+}
+
 export function newEscrowKeyPair(): EscrowKeyPair {
   const kp = sodium.crypto_box_keypair();
   return { pk: kp.publicKey, sk: kp.privateKey, kid: escrowKid(kp.publicKey) };

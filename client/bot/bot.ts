@@ -7,6 +7,7 @@
  * Bots never answer a bot's answer (they mark theirs with "↩"), so two bots do not talk for ever;
  * the lab's bots answer people only (`answers`), so a scene's scripted lines between bots stay as written.
  */
+import { EscrowPinError } from '../core/escrow-pin.ts';
 import { Messenger, memoryStore, type ChatMessage, type MessengerOptions, type SealingPolicy, type SocketLike } from '../core/messenger.ts';
 
 /** What a bot says back: `replies` in order, then an echo of what it was sent (unless `echo` is false). */
@@ -44,6 +45,8 @@ export interface BotOptions {
    * not each other: a scene's scripted lines stay the scene's, and its figures count only them.
    */
   answers?: (pin: string) => boolean;
+  /** The regulator key's fingerprint: a pinned bot refuses to seal to any other escrow key (client/core/escrow-pin.ts). */
+  pinnedEscrow?: string;
 }
 
 export class Bot {
@@ -54,7 +57,7 @@ export class Bot {
   private off: (() => void) | null = null;
 
   constructor(private readonly options: BotOptions) {
-    const m: MessengerOptions = { name: options.name, connect: options.connect, storage: memoryStore(), backoff: { minMs: 200, maxMs: 3000 }, ...(options.sealing ? { sealing: options.sealing } : {}) };
+    const m: MessengerOptions = { name: options.name, connect: options.connect, storage: memoryStore(), backoff: { minMs: 200, maxMs: 3000 }, ...(options.sealing ? { sealing: options.sealing } : {}), pinnedEscrow: options.pinnedEscrow ?? null };
     this.m = new Messenger(m);
   }
 
@@ -91,6 +94,24 @@ export class Bot {
     return true;
   }
 
+  /**
+   * Send a direct message, as the bot would: a pinned bot that is asked to seal to another escrow
+   * key than the pinned one does not send, and says so (the refusal is returned, and kept).
+   */
+  trySend(to: string, text: string): { sent: ChatMessage } | { refused: string } {
+    try {
+      return { sent: this.m.sendText([to], text) };
+    } catch (err) {
+      if (!(err instanceof EscrowPinError)) throw err;
+      const refused = `${this.name} refuses to send: ${err.message}`;
+      this.refusals.push(refused);
+      return { refused };
+    }
+  }
+
+  /** What this bot refused to send, and why (newest last). */
+  readonly refusals: string[] = [];
+
   private onMessage(message: ChatMessage): void {
     if (message.direction !== 'in' || message.state !== 'received' || message.note || message.flag || this.answered.has(message.id)) return;
     this.answered.add(message.id);
@@ -104,8 +125,10 @@ export class Bot {
       try {
         if (message.chat.startsWith('dm:')) this.m.sendText([message.from], reply);
         else if (this.m.groups.get(message.chat)) this.m.sendGroup(message.chat, reply);
-      } catch {
-        // The sender left, or the group no longer has this bot: nothing to answer.
+      } catch (err) {
+        // A pinned bot does not answer under an escrow key it did not pin: it says so.
+        if (err instanceof EscrowPinError) this.refusals.push(`${this.name} refuses to send: ${err.message}`);
+        // Otherwise the sender left, or the group no longer has this bot: nothing to answer.
       }
     }, delay);
     this.timers.add(timer);

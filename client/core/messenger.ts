@@ -26,7 +26,8 @@ import { GROUPS_KEY, GroupBook } from './groups.ts';
 import { SafeStore, type FailedWrite } from './storage.ts';
 import { pickSaved, type NotSaved } from './saved-history.ts';
 import { OpenFailure, type FailureCode } from '../../shared/failures.ts';
-import { fromB64, identityFromSigningKey, newIdentity, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
+import { escrowKid, fromB64, identityFromSigningKey, newIdentity, normalizeFingerprint, signLogin, toB64, toHex, type Identity } from '../../shared/crypto.ts';
+import { checkEscrowPin, EscrowPinError, type PinVerdict } from './escrow-pin.ts';
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { openSealedBox, sealForRecipient } from '../../shared/sealed-sender.ts';
 import { readersOf, type Readers } from './readers.ts';
@@ -140,6 +141,8 @@ export type MessengerEvent =
   | { type: 'ready'; pin: string }
   | { type: 'directory' }
   | { type: 'policy'; policy: Policy }
+  /** The person pinned (or cleared) the regulator key's fingerprint. */
+  | { type: 'escrow-pin'; pinned: string | null }
   | { type: 'message'; message: ChatMessage }
   | { type: 'wire'; record: WireRecord }
   | { type: 'error'; code: string; message: string; ref?: string }
@@ -213,6 +216,19 @@ export interface MessengerOptions {
   wireLimit?: number;
   /** Messages one chat keeps in memory (default KEEP_PER_CHAT); the oldest beyond it are dropped. */
   keepPerChat?: number;
+  /**
+   * The regulator key's fingerprint, pinned out of band (escrow-pin.ts): a message is not sealed to
+   * any other escrow key without the person's say-so. Left out, the pin kept in the storage (if any).
+   */
+  pinnedEscrow?: string | null;
+}
+
+/** Where the pinned escrow fingerprint is kept (the person's own storage, like the identity). */
+const ESCROW_PIN_KEY = 'backdoor-lab.escrow-pin';
+
+/** The person accepted, for this one message, the escrow key with this fingerprint (escrow-pin.ts). */
+export interface SendOptions {
+  acceptEscrow?: string;
 }
 
 /**
@@ -319,6 +335,10 @@ export class Messenger {
 
   /** How this client answers the tap; a bot may change it between messages. */
   sealing: SealingPolicy;
+  /** The pinned regulator key's fingerprint (normalized), or null. */
+  private pinned: string | null = null;
+  /** Messages the person sent to an escrow key that is not the pinned one: id → that key's fingerprint. */
+  private readonly acceptedEscrow = new Map<string, string>();
 
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
@@ -327,6 +347,8 @@ export class Messenger {
     this.storage = new SafeStore(options.storage ?? memoryStore(), () => this.constructed && this.reportStorage());
     this.history = new History(options.keepPerChat ?? KEEP_PER_CHAT, (id) => this.outbox.has(id));
     this.identity = options.identity ?? loadOrCreateIdentity(this.storage);
+    const pin = options.pinnedEscrow !== undefined ? options.pinnedEscrow : this.storage.getItem(ESCROW_PIN_KEY);
+    this.pinned = pin ? normalizeFingerprint(pin) : null;
     this.groups = new GroupBook(this.storage, toB64(this.identity.signPk), (state) => this.wroteTo.has(creatorPinOf(state)));
     this.keyPins = new KeyPins(this.storage);
     for (const entry of this.keyPins.check(loadDirectory(this.storage), new Set()).accepted) this.directory.set(entry.pin, entry);
@@ -632,11 +654,43 @@ export class Messenger {
   }
 
   /** Send a text to one person (a dm). Groups go through createGroup and sendGroup. */
-  sendText(to: string[] | string, text: string): ChatMessage {
+  sendText(to: string[] | string, text: string, options: SendOptions = {}): ChatMessage {
     const recipients = [...new Set(typeof to === 'string' ? [to] : to)].filter((pin) => pin !== this.pin);
     if (recipients.length !== 1) throw new Error(recipients.length ? 'a direct message goes to one person: make a group for more' : 'choose a recipient');
     this.requireKnown(recipients);
-    return this.post(recipients, 'dm', { text });
+    return this.post(recipients, 'dm', { text }, undefined, undefined, options.acceptEscrow);
+  }
+
+  // -------------------------------------------------------------------------
+  // The escrow key pin (escrow-pin.ts)
+
+  /** The pinned regulator key's fingerprint, or null. */
+  get pinnedEscrow(): string | null {
+    return this.pinned;
+  }
+
+  /** Pin the regulator key's fingerprint (as typed: spaces, dashes and case do not matter), or clear it with null; kept in this person's storage. */
+  pinEscrowKey(fingerprint: string | null): string | null {
+    const pin = fingerprint === null ? null : normalizeFingerprint(fingerprint);
+    if (fingerprint !== null && pin === null) throw new Error('a fingerprint is 40 hex digits (0-9, A-F), as the teacher shows it');
+    this.pinned = pin;
+    this.storage.trySet(ESCROW_PIN_KEY, pin ?? '');
+    this.emit({ type: 'escrow-pin', pinned: pin });
+    return pin;
+  }
+
+  /** What the pin says of the escrow key the policy names now (null while no escrow key is announced). */
+  escrowPin(): PinVerdict | null {
+    const pk = this.policy?.tap ? this.policy.escrowPk : null;
+    return pk ? checkEscrowPin(this.pinned, fromB64(pk)) : null;
+  }
+
+  /** Throws EscrowPinError if a message to `to` would be sealed to an escrow key other than the pinned one (and not `accepted`). */
+  private checkPin(to: string[], accepted?: string): void {
+    const policy = this.policy;
+    if (!policy || !this.pinned || this.sealing.escrow !== 'comply' || !policy.escrowPk || !policyCovers(policy, this.pin, to)) return;
+    const verdict = checkEscrowPin(this.pinned, fromB64(policy.escrowPk));
+    if (verdict.status === 'differs' && verdict.announced !== accepted) throw new EscrowPinError(verdict.announced, verdict.pinned);
   }
 
   /**
@@ -650,6 +704,7 @@ export class Messenger {
     if (!checked.success) throw new Error(`group name: ${checked.error.issues[0]?.message ?? 'invalid'}`);
     const name = checked.data;
     this.requireKnown(others);
+    this.checkPin(others);
     const state = createGroup(this.identity, name, others.map((pin) => this.memberOf(pin)));
     this.groups.put(state);
     const note = describeNote('group-created', state, undefined);
@@ -657,14 +712,14 @@ export class Messenger {
   }
 
   /** Send a text to a group this client holds: to exactly its members, with its signed member list. */
-  sendGroup(id: string, text: string): ChatMessage {
+  sendGroup(id: string, text: string, options: SendOptions = {}): ChatMessage {
     const state = this.groups.get(id);
     if (!state) throw new Error('this client holds no member list for that group');
     if (!state.members.some((m) => m.pin === this.pin)) throw new Error('you are no longer a member of this group');
     const to = state.members.map((m) => m.pin).filter((pin) => pin !== this.pin);
     if (!to.length) throw new Error('the group has no other members');
     this.requireKnown(to);
-    return this.post(to, id, { text, group: state });
+    return this.post(to, id, { text, group: state }, undefined, undefined, options.acceptEscrow);
   }
 
   /**
@@ -687,6 +742,7 @@ export class Messenger {
     const removed = state.members.map((m) => m.pin).filter((pin) => pin !== this.pin && !remaining.includes(pin));
     if (!remaining.length) throw new Error('a group needs at least one other member');
     this.requireKnown(removed);
+    this.checkPin([...remaining, ...removed]);
     this.groups.put(next);
     const body: MessageBody = { text: '', group: next, note: 'group-changed' };
     const message = this.post(remaining, id, body, describeNote('group-changed', next, state), [...remaining, ...removed]);
@@ -789,8 +845,9 @@ export class Messenger {
   }
 
   /** `shownTo`: whom the message says it went to, when that is more than this envelope's recipients (a note's parts). */
-  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote, shownTo?: string[]): ChatMessage {
-    const env = this.seal(to, conv, body);
+  private post(to: string[], conv: string, body: MessageBody, note?: GroupNote, shownTo?: string[], acceptEscrow?: string): ChatMessage {
+    const env = this.seal(to, conv, body, undefined, acceptEscrow);
+    if (acceptEscrow) this.acceptedEscrow.set(env.id, acceptEscrow);
     const name = typeof body.group === 'object' ? body.group.name : undefined;
     const message: ChatMessage = {
       id: env.id,
@@ -818,9 +875,13 @@ export class Messenger {
     return message;
   }
 
-  private seal(to: string[], conv: string, body: MessageBody, id?: string): Envelope {
+  private seal(to: string[], conv: string, body: MessageBody, id?: string, acceptEscrow?: string): Envelope {
     const policy = this.policy;
-    const covered = policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid ? { pk: fromB64(policy.escrowPk), kid: policy.escrowKid } : null;
+    // Before anything is sealed: an escrow key that is not the pinned one goes no further (escrow-pin.ts).
+    this.checkPin(to, acceptEscrow);
+    // The key id is worked out from the key itself: a policy whose id does not match its key gets an
+    // envelope the relay refuses, never a field that names one key and is sealed to another.
+    const covered = policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid ? { pk: fromB64(policy.escrowPk), kid: escrowKid(fromB64(policy.escrowPk)) } : null;
     const recipients = to.map((pin) => ({ pin, signPk: fromB64(this.directory.get(pin)!.pk) }));
     return sealEnvelope({
       sender: this.identity,
@@ -863,7 +924,27 @@ export class Messenger {
     this.onEnvelope(qid, opened.value);
   }
 
+  /**
+   * Seal an envelope in flight again under the policy now in force; if that policy names an escrow
+   * key other than the pinned one (and not the one the person accepted for this message), the
+   * message is not sent, and says why.
+   */
+  private resealOrRefuse(message: ChatMessage, ref: string, env: Envelope): Envelope | null {
+    try {
+      return this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id, this.acceptedEscrow.get(message.id));
+    } catch (err) {
+      if (!(err instanceof EscrowPinError)) throw err;
+      this.outbox.delete(ref);
+      this.bodies.delete(ref);
+      this.acceptedEscrow.delete(message.id);
+      this.update(message, { state: 'failed', error: err.message });
+      this.save();
+      return null;
+    }
+  }
+
   private onAccepted(id: string): void {
+    this.acceptedEscrow.delete(id);
     this.outbox.delete(id);
     this.bodies.delete(id);
     const message = this.messageFor(id);
@@ -881,7 +962,8 @@ export class Messenger {
     const part = message.id !== ref;
     if (code === ErrorCode.WrongModel) {
       // The teacher changed the room's key model while this was in flight: seal it again, once.
-      const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
+      const resealed = this.resealOrRefuse(message, ref, env);
+      if (!resealed) return;
       if (resealed.keys.model !== env.keys.model) {
         this.outbox.set(ref, resealed);
         if (!part) this.update(message, { readers: readersOf(resealed) });
@@ -892,7 +974,8 @@ export class Messenger {
     if (code === ErrorCode.EscrowRequired && this.policy?.tap) {
       // The tap changed while this was in flight: seal it again under the policy now in force —
       // once: a client whose sealing policy omits the field would only be refused again.
-      const resealed = this.seal(env.to, env.conv, this.bodies.get(ref) ?? { text: message.text }, env.id);
+      const resealed = this.resealOrRefuse(message, ref, env);
+      if (!resealed) return;
       const kid = (e: Envelope) => (e.keys.model === 'e2e-escrow' ? e.keys.escrow.kid : null);
       if (kid(resealed) !== null && kid(resealed) !== kid(env)) {
         this.outbox.set(ref, resealed);

@@ -18,6 +18,8 @@ import { SAVE_BUDGET } from '../core/saved-history.ts';
 import { OTHERS_HELD } from '../core/groups.ts';
 import { PersonTab } from './person.ts';
 import { describeReaders } from '../core/readers.ts';
+import { EscrowPinError } from '../core/escrow-pin.ts';
+import { EscrowPinView, type HeldMessage } from './escrow-pin-view.ts';
 import { b64Bytes, bytes, clock, clockMs, el, must, scheduler, socketUrl } from './dom.ts';
 
 interface ChatEntry {
@@ -205,11 +207,14 @@ class ChatPage {
   private messageNodes = new Map<string, { sig: string; node: HTMLElement }>();
   private readonly schedule = scheduler(() => this.render());
   private dead = false;
+  /** The escrow key pin: its setting, and the warning that holds a message back (escrow-pin-view.ts). */
+  private readonly pin: EscrowPinView;
 
   constructor(
     private readonly m: Messenger,
     private readonly storage: KeyValueStore,
   ) {
+    this.pin = new EscrowPinView(m, (held) => this.sendHeld(held), () => this.schedule());
     const saved = storage.getItem(UI_KEY);
     if (saved) {
       try {
@@ -239,6 +244,7 @@ class ChatPage {
       this.convHead,
       this.messageList,
       this.notice,
+      this.pin.warning,
       el('div', { class: 'composer' }, this.composer, this.sendButton),
       el(
         'p',
@@ -314,6 +320,8 @@ class ChatPage {
 
   private select(chat: string): void {
     if (chat !== this.openChat && this.flash && Number.isFinite(this.flash.until)) this.flash = null;
+    // A message held by the escrow pin belongs to the chat it was typed in: another chat lets it go (the text stays in the box).
+    if (this.pin.held && this.pin.held.chat !== chat) this.pin.drop();
     this.openChat = chat;
     this.saveUi();
     this.render();
@@ -337,6 +345,7 @@ class ChatPage {
       this.say(`Not sent: this message has ${text.length} characters, and the limit is ${MAX_TEXT_CHARS}. Shorten it by ${text.length - MAX_TEXT_CHARS}, or split it in two.`);
       return;
     }
+    if (this.pin.held) return; // a held message waits for the person's choice first
     const entry = this.entry(this.openChat);
     try {
       if (entry.kind === 'apart') throw new Error('You cannot reply here: these messages are not part of a group you hold.');
@@ -345,8 +354,26 @@ class ChatPage {
       this.composer.value = '';
       this.renderCounter();
     } catch (err) {
+      // The escrow key is not the pinned one: nothing was sealed or sent; the person chooses.
+      if (err instanceof EscrowPinError) return this.pin.hold(entry.chat, text, err);
       this.say(err instanceof Error ? err.message : String(err));
     }
+  }
+
+  /** "Send anyway": the held message, sealed to the key the person has now seen and accepted (this once). */
+  private sendHeld(held: HeldMessage): void {
+    const entry = this.entry(held.chat);
+    try {
+      if (entry.kind === 'group') this.m.sendGroup(entry.chat, held.text, { acceptEscrow: held.announced });
+      else if (entry.kind === 'dm') this.m.sendText(entry.members, held.text, { acceptEscrow: held.announced });
+      else throw new Error('You cannot reply here: these messages are not part of a group you hold.');
+      if (this.composer.value === held.text) this.composer.value = '';
+      this.renderCounter();
+    } catch (err) {
+      if (err instanceof EscrowPinError) return this.pin.hold(held.chat, held.text, err); // the key changed again meanwhile
+      this.say(err instanceof Error ? err.message : String(err));
+    }
+    this.schedule();
   }
 
   private markSeen(): void {
@@ -365,6 +392,7 @@ class ChatPage {
     if (this.dead) return;
     this.renderStatus();
     this.renderBanner(this.m.policy);
+    this.pin.render();
     this.renderSidebar();
     this.renderConversation();
     this.renderWire();
@@ -430,7 +458,8 @@ class ChatPage {
   private renderBanner(policy: Policy | null): void {
     const slot = must('banner-slot');
     const shown = policy?.tap && policy.announced;
-    if (this.unchanged('banner', shown ? [policy.scope, policy.pins, policy.escrowKid, policy.pins.map((p) => this.m.nameOf(p))] : null)) return;
+    const verdict = this.m.escrowPin();
+    if (this.unchanged('banner', shown ? [policy.scope, policy.pins, policy.escrowKid, policy.pins.map((p) => this.m.nameOf(p)), verdict] : null)) return;
     if (!shown) {
       slot.replaceChildren();
       return;
@@ -449,6 +478,13 @@ class ChatPage {
         { class: 'banner', testid: 'tap-banner', attrs: { role: 'alert' } },
         el('strong', { text: headline }),
         el('span', { text: ` ${scope} Each new message key is also sealed to the regulator's escrow key ${policy.escrowKid ?? ''}.` }),
+        verdict === null
+          ? null
+          : verdict.status === 'matches'
+            ? el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: ' Its fingerprint matches the regulator\'s key you pinned.' })
+            : verdict.status === 'differs'
+              ? el('strong', { class: 'pin-differs', testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` But its fingerprint, ${verdict.announced}, is not the regulator's key you pinned: this tab asks before sending.` })
+              : el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` Its fingerprint: ${verdict.announced}. Compare it with the one your teacher shows, and pin it (bottom left) to be warned if it changes.` }),
       ),
     );
   }
@@ -512,7 +548,7 @@ class ChatPage {
     this.contactsUl.replaceChildren(...contactList.childNodes);
     this.chatsUl.replaceChildren(...chatList.childNodes);
     const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
-    if (!this.sidebar.childElementCount) this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form);
+    if (!this.sidebar.childElementCount) this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form, this.pin.form);
     this.sidebar.scrollTop = scroll;
   }
 

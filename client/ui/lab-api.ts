@@ -8,10 +8,11 @@ import { z } from 'zod';
 import { Policy, TapSettings } from '../../shared/protocol.ts';
 import type { Person as ServerPerson, RunRecord as ServerRunRecord, ScenarioInfo as ServerScenarioInfo } from '../../server/lab/lab.ts';
 import type { MetadataPicture as ServerMetadataPicture } from '../../server/lab/metadata.ts';
+import type { EscrowKeys as ServerEscrowKeys } from '../../server/lab/escrow-swap.ts';
 import type { Page as ServerPage } from '../../server/lab/types.ts';
 import type { Enterprise } from '../../server/enterprise.ts';
 
-const PAGES = ['chat', 'relay view', 'regulator console', 'teacher panel', 'terminal'] as const satisfies readonly ServerPage[];
+const PAGES = ['chat', 'relay view', 'regulator console', 'teacher panel', 'attacker console', 'projector', 'terminal'] as const satisfies readonly ServerPage[];
 
 const Narration = z.object({
   what: z.string(),
@@ -43,6 +44,10 @@ export const Room = z.object({ room: Policy.shape.room });
 export const Bot = z.object({ name: z.string(), pin: z.string() });
 export const Stopped = z.object({ stopped: z.string() });
 export const Forgotten = z.object({ forgotten: z.number() });
+const KeyPrint = z.object({ kid: z.string(), fingerprint: z.string() });
+/** The regulator key's fingerprint (the out-of-band value) and the key the relay announces. */
+export const EscrowKeys: z.ZodType<ServerEscrowKeys> = z.object({ regulator: KeyPrint, announced: KeyPrint.nullable(), swapped: z.boolean() });
+export type EscrowKeys = ServerEscrowKeys;
 export const ResetDone = z.object({ users: z.number(), intercepts: z.number(), bots: z.number() });
 
 export const MetadataPicture: z.ZodType<ServerMetadataPicture> = z.object({

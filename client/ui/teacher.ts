@@ -68,6 +68,7 @@ class TeacherPanel {
   private current: api.RunRecord | null = null;
   private people: api.People | null = null;
   private tap: z.infer<typeof api.Tap> | null = null;
+  private escrow: api.EscrowKeys | null = null;
   private metadata: api.MetadataPicture | null = null;
   /** Scenes run from this panel since it opened (the current one is marked too). */
   private readonly ran = new Set<string>();
@@ -210,13 +211,15 @@ class TeacherPanel {
   private async refresh(): Promise<void> {
     const generation = this.generation;
     try {
-      const [people, current, metadata, tap] = await Promise.all([
+      const [people, current, metadata, tap, escrow] = await Promise.all([
         this.call(api.People, '/api/lab/people', 'the people list'),
         this.call(api.Current, '/api/lab/current', 'the current scenario'),
         this.call(api.MetadataPicture, '/api/lab/metadata', 'the metadata picture'),
         this.call(api.Tap, '/api/regulator/tap', 'the tap'),
+        this.call(api.EscrowKeys, '/api/lab/escrow', 'the escrow keys'),
       ]);
       if (generation !== this.generation) return;
+      this.escrow = escrow;
       this.people = people;
       this.tap = tap;
       this.metadata = metadata;
@@ -507,12 +510,40 @@ class TeacherPanel {
       item('key model', MODEL_WORDS[room.model]),
       item('sealed sender', room.sealedSender ? 'on (direct messages)' : 'off'),
     );
+    this.drawEscrowKeys();
     if (!this.roomDirty) {
       const radio = this.roomForm.querySelector<HTMLInputElement>(`input[name="model"][value="${room.model}"]`);
       if (radio) radio.checked = true;
       must<HTMLInputElement>('sealed-sender').checked = room.sealedSender;
     }
     this.syncRoomForm();
+  }
+
+  /**
+   * The regulator key's fingerprint: the out-of-band value the class pins (read it out, write it on
+   * the board). When the relay announces another key, both fingerprints, side by side.
+   */
+  private drawEscrowKeys(): void {
+    const keys = this.escrow;
+    const box = must('escrow-keys');
+    if (!keys) return;
+    box.dataset.swapped = String(keys.swapped);
+    const announced = keys.announced;
+    box.replaceChildren(
+      el('p', { class: 'hint', text: 'The regulator key\'s fingerprint — read it out or write it on the board: a chat tab that pins it warns when the relay asks it to seal to another key.' }),
+      el('p', { class: 'fingerprint', testid: 'regulator-fingerprint', text: keys.regulator.fingerprint }),
+      announced === null
+        ? el('p', { class: 'hint', testid: 'announced-key', text: 'The tap is off: the relay announces no escrow key.' })
+        : keys.swapped
+          ? el(
+              'p',
+              { class: 'flag', testid: 'announced-key', attrs: { role: 'alert' } },
+              el('strong', { text: 'The relay announces another key: ' }),
+              el('span', { class: 'fingerprint', text: announced.fingerprint }),
+              ` (key id ${announced.kid}). Compliant clients seal to it; the regulator's key does not open what they send.`,
+            )
+          : el('p', { class: 'hint', testid: 'announced-key', text: `The relay announces this key (key id ${announced.kid}).` }),
+    );
   }
 
   private syncRoomForm(): void {

@@ -11,6 +11,7 @@
  *   GET  /api/lab/metadata               the metadata picture
  *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
  *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
+ *   GET  /api/lab/escrow                 the regulator key's fingerprint, the key the relay announces, swapped or not
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -69,6 +70,7 @@ export function labRouter(lab: Lab): express.Router {
     }
   });
   r.get('/metadata', (_req, res) => void res.json(lab.metadata()));
+  r.get('/escrow', (_req, res) => void res.json(lab.escrowKeys()));
   r.post('/forget-offline', (_req, res) => void res.json({ forgotten: lab.forgetOffline() }));
   r.post('/reset', (req, res) => {
     if (!body(Reset, req, res)) return;

@@ -15,6 +15,7 @@ import type { Relay } from '../relay.ts';
 import type { RelayStore } from '../store.ts';
 import { memoryPair } from '../transport.ts';
 import { Attacker } from './attacker.ts';
+import { EscrowSwap, type EscrowKeys } from './escrow-swap.ts';
 import { metadataPicture, type MetadataPicture } from './metadata.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import type { LabContext, Narration, Scenario, ScenarioResult } from './types.ts';
@@ -63,9 +64,34 @@ export class Lab {
   private running: Promise<unknown> | null = null;
   /** What scenarios leaked to the attacker: the attacker console's only source. */
   readonly attacker = new Attacker();
+  /** The swapped escrow key (escrow-swap.ts): undone before every scenario and on reset. */
+  private readonly escrow: EscrowSwap;
 
   constructor(readonly deps: LabDeps) {
     if (this.scenarios.size !== SCENARIOS.length) throw new Error('two scenarios share an id');
+    this.escrow = new EscrowSwap(deps.relay, deps.regulator, this.attacker);
+  }
+
+  /**
+   * Whoever controls the relay's configuration puts its own escrow key in the policy (the
+   * swapped-key scenario); resolves once every bot has the swapped policy. The key and a copy of
+   * the feed from now on go to the attacker.
+   */
+  async swapEscrowKey(scenario: string): Promise<ReturnType<EscrowSwap['swap']>> {
+    const swapped = this.escrow.swap(scenario);
+    this.deps.log.info('lab: the relay now announces another escrow key than the regulator\'s', { kid: swapped.key.kid });
+    await this.policyReached(swapped.policy.epoch);
+    return swapped;
+  }
+
+  /** The regulator key's fingerprint (the out-of-band value), the key the relay announces, and whether they differ. */
+  escrowKeys(): EscrowKeys {
+    return this.escrow.keys();
+  }
+
+  /** Put the regulator's key back in the relay's policy, if it was swapped. */
+  private undoSwap(): void {
+    if (this.escrow.undo()) this.deps.log.info('lab: the relay announces the regulator\'s escrow key again', { kid: this.deps.regulator.kid });
   }
 
   list(): ScenarioInfo[] {
@@ -77,6 +103,8 @@ export class Lab {
     const scenario = this.scenarios.get(id);
     if (!scenario) throw new LabError(404, `no scenario "${id}"`);
     while (this.running) await this.running.catch(() => undefined);
+    // Every scene starts from the regulator's key in the policy: a swap lasts until the next scene.
+    this.undoSwap();
     const job = scenario.run(this.context()).then(async (result) => {
       // The bots' answers to this scene go out before the next scene can change a mode.
       await this.botsIdle();
@@ -94,11 +122,12 @@ export class Lab {
   }
 
   /** A bot participant by name: started (on an in-memory socket to this relay) if it is not running. */
-  async bot(name: string, options: { sealing?: SealingPolicy; script?: BotScript } = {}): Promise<Bot> {
+  async bot(name: string, options: { sealing?: SealingPolicy; script?: BotScript; pinnedEscrow?: string | null } = {}): Promise<Bot> {
     if (!BOT_NAME.test(name)) throw new LabError(400, 'a bot name is 1 to 20 letters, digits or spaces, starting with a letter');
     const running = this.bots.get(name);
     if (running) {
       if (options.sealing) running.m.sealing = options.sealing;
+      if (options.pinnedEscrow !== undefined) running.m.pinEscrowKey(options.pinnedEscrow);
       return running;
     }
     if (this.bots.size >= 20) throw new LabError(400, 'at most 20 bots at once: stop one first');
@@ -112,6 +141,7 @@ export class Lab {
       ...(options.script ? { script: options.script } : {}),
       ...(options.sealing ? { sealing: options.sealing } : {}),
       answers: (pin) => ![...this.bots.values()].some((b) => b.pin === pin),
+      ...(options.pinnedEscrow ? { pinnedEscrow: options.pinnedEscrow } : {}),
     });
     this.bots.set(name, bot);
     try {
@@ -165,6 +195,7 @@ export class Lab {
     for (const bot of this.bots.values()) bot.stop();
     this.bots.clear();
     this.current = null;
+    this.undoSwap();
     this.deps.regulator.setTap({ tap: false, scope: 'all', pins: [], announced: true });
     this.deps.setRoom('e2e', false);
     const users = this.deps.relay.resetRoom();
@@ -175,6 +206,7 @@ export class Lab {
   }
 
   close(): void {
+    this.escrow.undo();
     for (const bot of this.bots.values()) bot.stop();
     this.bots.clear();
   }

@@ -18,6 +18,7 @@ export interface Narration {
   /** Where to look, page by page. */
   look: { page: Page; what: string }[];
   /** The real event behind it. */
+  /** `date`: YYYY-MM-DD, or the year alone when the source gives no day. */
   source: { event: string; date: string; link: string };
 }
 

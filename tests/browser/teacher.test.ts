@@ -68,13 +68,13 @@ describe('the teacher panel', () => {
         expect(await card.getByTestId('narration-title').textContent()).toBe(scenario.title);
         expect(await card.getByTestId('narration-what').textContent()).toBe(scenario.narration.what);
         expect(await card.getByTestId('look').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.page))).toEqual(scenario.narration.look.map((l) => l.page));
-        for (const link of await card.getByTestId('look-link').all()) expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|#metadata)$/);
+        for (const link of await card.getByTestId('look-link').all()) expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|\/attacker|\/projector|#metadata)$/);
         const source = card.getByTestId('source-link');
         expect(await source.getAttribute('href')).toBe(new URL(scenario.narration.source.link).href);
         expect(await source.getAttribute('rel')).toBe('noopener noreferrer');
         expect(await source.getAttribute('target')).toBe('_blank');
         expect(await card.getByTestId('source-date').getAttribute('datetime')).toBe(scenario.narration.source.date);
-        expect(await card.getByTestId('source-date').textContent()).toMatch(/^\d{1,2} [A-Z][a-z]+ \d{4}$/);
+        expect(await card.getByTestId('source-date').textContent()).toMatch(/^(\d{1,2} [A-Z][a-z]+ )?\d{4}$/); // the year alone when the source gives no day
         expect(await page.locator(`[data-testid="scenario"][data-id="${scenario.id}"]`).getAttribute('data-state')).toBe('current');
 
         if (scenario.id === 'metadata-only') {

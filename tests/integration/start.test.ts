@@ -51,6 +51,11 @@ describe('npm start', () => {
     try {
       const url = await waitFor(() => /Alice's chat:\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(out)?.[1], `the start banner (${out})`);
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      // The regulator key's fingerprint is printed at start: the out-of-band value the teacher panel shows too.
+      const printed = await waitFor(() => /its fingerprint:\s+((?:[0-9A-F]{4} ){9}[0-9A-F]{4})/.exec(out)?.[1], `the fingerprint (${out})`);
+      const token = /teacher#token=(\S+)/.exec(out)?.[1];
+      const keys = (await (await fetch(`${url}/api/lab/escrow`, { headers: { authorization: `Bearer ${token}` } })).json()) as { regulator: { fingerprint: string } };
+      expect(keys.regulator.fingerprint).toBe(printed);
       // Everything npm started, down to the server process itself.
       const tree: number[] = [];
       const walk = (pid: number) => {
