@@ -22,6 +22,7 @@ import { wordsFor } from './words.ts';
 import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
 import { convAndSize, envelopeDetails, route, type EnvelopeViewContext } from './envelope-view.ts';
 import { DemandPanel } from './demand.ts';
+import { ScanReportsPanel } from './scan-reports.ts';
 
 const MAX_ITEMS = 500;
 
@@ -45,6 +46,11 @@ class Console {
     (id) => this.list.querySelector<HTMLElement>(`[data-testid="intercept"][data-id="${CSS.escape(id)}"]`)?.dataset.via || null,
   );
 
+  private readonly scanReports = new ScanReportsPanel(
+    () => (this.authed ? this.token : null),
+    (problem) => this.lostToken(problem),
+  );
+
   private readonly status = must('status');
   private readonly list = must('intercepts');
   private readonly form = must<HTMLFormElement>('tap-form');
@@ -63,6 +69,7 @@ class Console {
     must('export-archive').addEventListener('click', () => void this.download('archive.jsonl', 'archive.jsonl'));
     must('export-key').addEventListener('click', () => void this.download('escrow-key', 'escrow-key.json'));
     this.demand.start();
+    this.scanReports.start();
     this.watchNames();
     if (this.token) this.connect();
     else this.askToken(null);
