@@ -203,6 +203,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     res.json({ intercepts: regulator.recent(limit), total: regulator.archiveSize(), kid: regulator.kid });
   });
   admin.get('/audit', (_req, res) => void res.json({ audit: regulator.auditLog() }));
+  // Client-side scanning: the reports clients sent (the authority's view; the lab keeps the list).
+  admin.get('/scan-reports', (_req, res) => void res.json({ reports: deps.lab.scanner.reports(), state: deps.lab.scanner.state() }));
   admin.get('/archive.jsonl', (_req, res) => {
     res.type('application/x-ndjson');
     res.setHeader('Content-Disposition', 'attachment; filename="archive.jsonl"');

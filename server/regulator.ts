@@ -398,6 +398,14 @@ export class Regulator {
     return { kind: 'backdoor-lab escrow key', kid: this.key.kid, pk: toB64(this.key.pk), sk: toB64(this.key.sk), exportedAt: Date.now() };
   }
 
+  /**
+   * An action of the lab's that belongs in the authority's audit log (the scan list changed, hidden
+   * observers revealed): recorded like the regulator's own, and shown on the console.
+   */
+  recordAction(action: string, detail: string): void {
+    this.record(action, detail);
+  }
+
   private record(action: string, detail: string): void {
     this.stmt.audit.run(Date.now(), action, detail);
     for (const listener of this.auditListeners) listener();

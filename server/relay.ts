@@ -23,6 +23,7 @@ import {
   type DirectoryEntry,
   Envelope,
   type Policy,
+  type ScanPolicy,
   type ServerMessage,
   type TrafficEvent,
 } from '../shared/protocol.ts';
@@ -222,10 +223,32 @@ export interface ObserverInfo {
   hidden: boolean;
   /** When it was attached (ms since the epoch). */
   since: number;
+  /** Envelopes (and sealed boxes) the relay has handed it since then: counted by the relay, not by the observer. */
+  envelopes: number;
+  /** Where it says its copy goes, as whoever attached it declared (shown on a reveal). */
+  sink?: string;
 }
 interface ObserverEntry extends ObserverInfo {
   observer: TrafficObserver;
 }
+
+/**
+ * A client-side scanning report as the relay hands it on: the author is the logged-in session
+ * (never anything the frame says), the recipients and the key model those of the envelope that
+ * session sent under this id.
+ */
+export interface ScanReport {
+  at: number;
+  id: string;
+  from: { pin: string; name: string };
+  to: { pin: string; name: string }[];
+  list: string;
+  entry: string;
+  /** The key model of the reported envelope as the relay accepted it ('sealed' for a sealed-sender box). */
+  model: Envelope['keys']['model'] | 'sealed';
+}
+/** Envelopes a session sent that it may still report, while scanning is on: the newest this many. */
+export const SCAN_REPORTABLE_PER_SESSION = 32;
 
 export type InPathVerdict =
   | { action: 'pass' }
@@ -281,6 +304,8 @@ interface Session {
   registeredAt: number;
   /** Set while the offline queue is being sent after login: live items wait their turn in the store. */
   backlog: { rows: QueueRow[]; next: number; cursor: number; timer: NodeJS.Timeout | null } | null;
+  /** While scanning is on: this session's newest accepted envelopes that it may still report (each once). */
+  reportable?: Map<string, { to: string[]; model: ScanReport['model'] }>;
 }
 
 export class Relay {
@@ -289,6 +314,7 @@ export class Relay {
   private readonly observers = new Set<TrafficObserver>();
   private readonly observerEntries = new Set<ObserverEntry>();
   private inPath: InPathHook | null = null;
+  private reportSink: ((report: ScanReport) => void) | null = null;
   private readonly flushers = new Set<() => void>();
   private readonly pendingPresence = new Map<string, DirectoryEntry>();
   /** Connections not logged in yet, per remote address (the app caps them at the upgrade). */
@@ -368,8 +394,8 @@ export class Relay {
    * relay calls it before each group commit, so whatever the observer keeps of a turn's traffic is
    * written before anything of that turn leaves the relay.
    */
-  observe(name: string, observer: TrafficObserver, options: { hidden?: boolean; flush?: () => void } = {}): () => void {
-    const entry: ObserverEntry = { name, hidden: options.hidden === true, since: Date.now(), observer };
+  observe(name: string, observer: TrafficObserver, options: { hidden?: boolean; flush?: () => void; sink?: string } = {}): () => void {
+    const entry: ObserverEntry = { name, hidden: options.hidden === true, since: Date.now(), envelopes: 0, observer, ...(options.sink !== undefined ? { sink: options.sink } : {}) };
     this.observerEntries.add(entry);
     this.observers.add(observer);
     const flush = options.flush;
@@ -383,7 +409,15 @@ export class Relay {
 
   /** Every observer attached right now, hidden ones included (marked), oldest first. */
   observerList(): ObserverInfo[] {
-    return [...this.observerEntries].map(({ name, hidden, since }) => ({ name, hidden, since }));
+    return [...this.observerEntries].map(({ name, hidden, since, envelopes, sink }) => ({ name, hidden, since, envelopes, ...(sink !== undefined ? { sink } : {}) }));
+  }
+
+  /**
+   * Where client-side scanning reports go (the authority); null: nowhere, and report frames are
+   * refused. The relay checks each report against what the session sent before handing it on.
+   */
+  setReportSink(sink: ((report: ScanReport) => void) | null): void {
+    this.reportSink = sink;
   }
 
   /**
@@ -397,9 +431,11 @@ export class Relay {
   }
 
   private emit(event: TrafficEvent): void {
-    for (const observer of this.observers) {
+    const counted = event.kind === 'envelope' || event.kind === 'sealed';
+    for (const entry of this.observerEntries) {
+      if (counted) entry.envelopes += 1;
       try {
-        observer(event);
+        entry.observer(event);
       } catch (err) {
         // An observer's fault must never stop traffic.
         this.log.error('observer failed', { error: (err as Error).message });
@@ -439,6 +475,13 @@ export class Relay {
   /** The key the relay announces in place of the regulator's, or null. */
   escrowOverrideKey(): { pk: string; kid: string } | null {
     return this.escrowOverride ? { ...this.escrowOverride } : null;
+  }
+
+  /** Client-side scanning: the authority's list of hashes in the policy (null: scanning off), told to every client. */
+  setScan(scan: ScanPolicy | null): Policy {
+    const { scan: _scan, ...rest } = this.requested;
+    this.requested = scan ? { ...rest, scan } : rest;
+    return this.announce();
   }
 
   private announce(): Policy {
@@ -908,6 +951,8 @@ export class Relay {
         return this.onLookup(session, msg.pins);
       case 'send-sealed':
         return this.onSendSealed(session, session.pin, msg);
+      case 'report':
+        return this.onReport(session, session.pin, msg);
       default:
         return assertNever(msg);
     }
@@ -1062,6 +1107,7 @@ export class Relay {
     const now = Date.now();
     const qids = this.store.acceptEnvelope({ id: env.id, from: env.from, to: env.to, conv: env.conv, escrow: escrowKid !== null }, json, now);
     session.lastSent = now; // (a sealed box never counts: the relay notes no sender for it)
+    this.noteReportable(session, env.id, env.to, env.keys.model);
     this.send(session, { type: 'accepted', id: env.id, duplicate: false });
     const online: string[] = [];
     for (const [to, qid] of qids) {
@@ -1115,11 +1161,52 @@ export class Relay {
     if (!this.spendOutput(session, json.length, `this sealed box (${json.length} bytes)`, msg.id)) return;
     const now = Date.now();
     const qids = this.store.acceptEnvelope({ id: msg.id, from: '', to: [msg.to], conv: '', escrow: false }, json, now);
+    // (Kept on the session only, and only while scanning is on: a report names its author anyway.)
+    this.noteReportable(session, msg.id, [msg.to], 'sealed');
     this.send(session, { type: 'accepted', id: msg.id, duplicate: false });
     const target = this.online.get(msg.to);
     const live = Boolean(target && !target.backlog);
     if (target && live) this.sendRaw(target, sealedFrame(qids.get(msg.to)!, json));
     this.emit({ kind: 'sealed', at: now, id: msg.id, to: msg.to, bytes: json.length, online: live });
+  }
+
+  /** While scanning is on, remember that this session sent `id` (the newest SCAN_REPORTABLE_PER_SESSION only). */
+  private noteReportable(session: Session, id: string, to: string[], model: ScanReport['model']): void {
+    if (!this.policy.scan) {
+      delete session.reportable;
+      return;
+    }
+    const reportable = (session.reportable ??= new Map());
+    reportable.set(id, { to: [...to], model });
+    while (reportable.size > SCAN_REPORTABLE_PER_SESSION) reportable.delete(reportable.keys().next().value!);
+  }
+
+  /**
+   * A client-side scanning report. Taken only while scanning is on, for the list in force and one
+   * of its entries, and for an envelope this very session sent (among its newest) to exactly these
+   * recipients — once: so a participant cannot report someone else's message, nor report more
+   * often than it sends. The author is the session's user, whatever the frame might claim.
+   */
+  private onReport(session: Session, pin: string, msg: Extract<ClientMessage, { type: 'report' }>): void {
+    const scan = this.policy.scan;
+    const refuse = (why: string) => this.error(session, ErrorCode.ReportRefused, `report for ${msg.id} not taken: ${why}`, msg.id);
+    if (!scan || !this.reportSink) return refuse('scanning is off');
+    if (msg.list !== scan.list) return refuse(`list ${msg.list} is not the list in force (${scan.list})`);
+    if (!scan.entries.includes(msg.entry)) return refuse('that hash is not on the list');
+    const sent = session.reportable?.get(msg.id);
+    if (!sent) return refuse('not an envelope this connection sent while scanning was on, or reported already');
+    if ([...sent.to].sort().join() !== [...msg.to].sort().join()) return refuse('the recipients are not those of the envelope');
+    session.reportable!.delete(msg.id);
+    const nameOf = (p: string) => {
+      const user = this.store.getUser(p);
+      return user ? entryOf(user, false).name : p;
+    };
+    const report: ScanReport = { at: Date.now(), id: msg.id, from: { pin, name: session.name }, to: sent.to.map((p) => ({ pin: p, name: nameOf(p) })), list: scan.list, entry: msg.entry, model: sent.model };
+    try {
+      this.reportSink(report);
+    } catch (err) {
+      this.log.error('scan report sink failed', { error: (err as Error).message });
+    }
   }
 
   private onAck(pin: string, qids: number[]): void {

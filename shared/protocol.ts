@@ -288,6 +288,36 @@ export function describeBody(body: MessageBody): string {
 export const groupNameOf = (body: Pick<MessageBody, 'group'>): string | undefined => (typeof body.group === 'string' ? body.group : body.group?.name);
 
 // ---------------------------------------------------------------------------
+// Client-side scanning (lab part 2; shared/scan.ts hashes, docs/wire-format.md section 10).
+
+/** Longest phrase a scan-list entry may stand for, in words. */
+export const MAX_PHRASE_WORDS = 8;
+/** Most entries one scan list may hold (the list travels in every policy frame). */
+export const MAX_SCAN_ENTRIES = 64;
+
+const ScanHash = b64(32, 32);
+const ScanListId = z.string().regex(/^[0-9a-f]{16}$/, 'list must be 16 lower-case hex digits');
+
+/**
+ * The authority's scan list as every client receives it: hashes only, never the phrases. While it
+ * is in the policy, an honest client hashes each outgoing message's words under `salt` before it
+ * seals the message, and reports a match (the `report` frame). `announced`: whether the chat page
+ * says so (a real deployment would not).
+ */
+export const ScanPolicy = z
+  .object({
+    list: ScanListId,
+    salt: b64(16, 16),
+    entries: z
+      .array(ScanHash)
+      .max(MAX_SCAN_ENTRIES, `a scan list holds at most ${MAX_SCAN_ENTRIES} entries`)
+      .refine((e) => new Set(e).size === e.length, 'entries must not repeat a hash'),
+    announced: z.boolean(),
+  })
+  .strict();
+export type ScanPolicy = z.infer<typeof ScanPolicy>;
+
+// ---------------------------------------------------------------------------
 // Policy: what the relay tells clients about the regulator tap.
 
 export const Policy = z
@@ -318,6 +348,8 @@ export const Policy = z
         sealedSender: z.boolean(),
       })
       .strict(),
+    /** Client-side scanning: the authority's list of hashes (absent while scanning is off). */
+    scan: ScanPolicy.optional(),
   })
   .strict();
 export type Policy = z.infer<typeof Policy>;
@@ -357,6 +389,20 @@ export const ClientMessage = z.discriminatedUnion('type', [
    * contacts): the welcome carries only a page of the directory, never all of it.
    */
   z.object({ type: z.literal('lookup'), pins: z.array(Pin).min(1).max(MAX_LOOKUP_PINS) }).strict(),
+  /**
+   * Client-side scanning: the message `id` this device sent (and the relay accepted) to `to`
+   * matched `entry` of scan list `list`. No author field: the relay takes the author from the
+   * logged-in session, and accepts a report only for a message that session sent, once.
+   */
+  z
+    .object({
+      type: z.literal('report'),
+      id: EnvelopeId,
+      to: z.array(Pin).min(1).max(MAX_RECIPIENTS),
+      list: ScanListId,
+      entry: ScanHash,
+    })
+    .strict(),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
@@ -513,6 +559,8 @@ export const ErrorCode = {
   RegistrationLimited: 'registration_limited',
   /** The directory holds as many users as the relay allows and none can be evicted (then close 4001). */
   DirectoryFull: 'directory_full',
+  /** A scan report the relay does not take: scanning off, another list, not a message this session sent, or reported already. */
+  ReportRefused: 'report_refused',
   Internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

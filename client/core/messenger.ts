@@ -31,6 +31,7 @@ import { checkEscrowPin, EscrowPinError, type PinVerdict } from './escrow-pin.ts
 import { openEnvelope, sealEnvelope, type SealPlan } from '../../shared/envelope.ts';
 import { openSealedBox, sealForRecipient } from '../../shared/sealed-sender.ts';
 import { readersOf, type Readers } from './readers.ts';
+import { Scanner } from './scanner.ts';
 import { History, KEEP_PER_CHAT } from './history.ts';
 import { KeyPins, Lookups, loadDirectory, mergeDirectory, saveDirectory, type RefusedEntry } from './directory.ts';
 
@@ -339,6 +340,8 @@ export class Messenger {
   private pinned: string | null = null;
   /** Messages the person sent to an escrow key that is not the pinned one: id → that key's fingerprint. */
   private readonly acceptedEscrow = new Map<string, string>();
+  /** Client-side scanning: checks outgoing texts against the policy's list (`scanner.enabled = false`: a client that does not). */
+  readonly scanner = new Scanner();
 
   constructor(private readonly options: MessengerOptions) {
     this.name = options.name;
@@ -846,8 +849,11 @@ export class Messenger {
 
   /** `shownTo`: whom the message says it went to, when that is more than this envelope's recipients (a note's parts). */
   private post(to: string[], conv: string, body: MessageBody, note?: GroupNote, shownTo?: string[], acceptEscrow?: string): ChatMessage {
+    // Client-side scanning: the plaintext is checked before it is sealed; the envelope is sealed as it would be anyway.
+    const hit = this.scanner.check(this.policy?.scan, body.text);
     const env = this.seal(to, conv, body, undefined, acceptEscrow);
     if (acceptEscrow) this.acceptedEscrow.set(env.id, acceptEscrow);
+    if (hit) this.scanner.hold(env.id, env.to, hit);
     const name = typeof body.group === 'object' ? body.group.name : undefined;
     const message: ChatMessage = {
       id: env.id,
@@ -945,6 +951,8 @@ export class Messenger {
 
   private onAccepted(id: string): void {
     this.acceptedEscrow.delete(id);
+    const report = this.scanner.accepted(id);
+    if (report) this.send(report);
     this.outbox.delete(id);
     this.bodies.delete(id);
     const message = this.messageFor(id);
@@ -993,6 +1001,7 @@ export class Messenger {
       return;
     }
     if (code === ErrorCode.QueueFull && message.note) return this.retryNote(message, ref, env, code, text);
+    this.scanner.forget(ref);
     this.outbox.delete(ref);
     this.bodies.delete(ref);
     if (part) {

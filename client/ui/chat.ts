@@ -393,6 +393,7 @@ class ChatPage {
     this.renderStatus();
     this.renderBanner(this.m.policy);
     this.pin.render();
+    this.renderScanNotice(this.m.policy);
     this.renderSidebar();
     this.renderConversation();
     this.renderWire();
@@ -485,6 +486,31 @@ class ChatPage {
             : verdict.status === 'differs'
               ? el('strong', { class: 'pin-differs', testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` But its fingerprint, ${verdict.announced}, is not the regulator's key you pinned: this tab asks before sending.` })
               : el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` Its fingerprint: ${verdict.announced}. Compare it with the one your teacher shows, and pin it (bottom left) to be warned if it changes.` }),
+      ),
+    );
+  }
+
+  /**
+   * Client-side scanning, when it is on and announced (a real deployment would not announce it: the
+   * list still comes in the policy either way, and this client scans either way).
+   */
+  private renderScanNotice(policy: Policy | null): void {
+    const scan = policy?.scan;
+    const shown = scan !== undefined && scan.announced;
+    if (this.unchanged('scan', shown ? [scan.list, scan.entries.length, this.m.scanner.enabled] : null)) return;
+    const slot = must('scan-slot');
+    if (!shown) {
+      slot.replaceChildren();
+      return;
+    }
+    slot.replaceChildren(
+      el(
+        'div',
+        { class: 'banner scan-banner', testid: 'scan-banner', attrs: { role: 'status' } },
+        el('strong', { text: 'Scanning is on.' }),
+        el('span', {
+          text: ` Before this tab encrypts a message, it checks the words against the authority's list of ${scan.entries.length} ${scan.entries.length === 1 ? 'hash' : 'hashes'} and reports a match (who, when, to whom). The message itself stays end to end. This tab cannot tell what the list targets.`,
+        }),
       ),
     );
   }

@@ -88,3 +88,37 @@ export function parseAnswer<T>(schema: z.ZodType<T>, value: unknown, what: strin
   const issue = parsed.error.issues[0];
   throw new Error(`the relay's answer to ${what} is not what this page expects (${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'})`);
 }
+
+// ---------------------------------------------------------------------------
+// Lab part 2: the relay's observers (the insider scene) and client-side scanning.
+
+const ObserverInfo: z.ZodType<import('../../server/relay.ts').ObserverInfo> = z.object({ name: z.string(), hidden: z.boolean(), since: z.number(), envelopes: z.number(), sink: z.string().exactOptional() });
+export type ObserverInfo = z.infer<typeof ObserverInfo>;
+export const Observers = z.object({ observers: z.array(z.object({ name: z.string(), since: z.number() })) });
+export const Revealed = z.object({ observers: z.array(ObserverInfo), hidden: z.number() });
+
+const ScanEntry = z.object({ n: z.number(), hash: z.string(), at: z.number() });
+export const ScanState: z.ZodType<import('../../server/lab/scan-authority.ts').ScanState> = z.object({
+  on: z.boolean(),
+  announced: z.boolean(),
+  list: z.string().nullable(),
+  salt: z.string().nullable(),
+  entries: z.array(ScanEntry),
+  reports: z.object({ total: z.number(), kept: z.number(), dropped: z.number() }),
+});
+export type ScanState = z.infer<typeof ScanState>;
+export const ScanEntryAdded = z.object({ entry: ScanEntry, state: ScanState });
+const Named = z.object({ pin: z.string(), name: z.string() });
+export const ScanReport: z.ZodType<import('../../server/lab/scan-authority.ts').ReportView> = z.object({
+  seq: z.number(),
+  n: z.number(),
+  at: z.number(),
+  id: z.string(),
+  from: Named,
+  to: z.array(Named),
+  list: z.string(),
+  entry: z.string(),
+  model: z.enum(['e2e', 'e2e-escrow', 'app-key', 'server-key', 'sealed']),
+});
+export type ScanReport = z.infer<typeof ScanReport>;
+export const ScanReports = z.object({ reports: z.array(ScanReport), state: ScanState });

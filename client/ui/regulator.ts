@@ -22,12 +22,15 @@ import { wordsFor } from './words.ts';
 import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
 import { convAndSize, envelopeDetails, route, type EnvelopeViewContext } from './envelope-view.ts';
 import { DemandPanel } from './demand.ts';
+import { ScanReportsPanel } from './scan-reports.ts';
 
 const MAX_ITEMS = 500;
 
 class Console {
   private token: string | null = takeToken();
   private ws: WebSocket | null = null;
+  /** Set once the console's socket accepted the token (the scanner reports are fetched only then). */
+  private authed = false;
   private refused = false;
   private attempt = 0;
   private dirty = false;
@@ -42,6 +45,11 @@ class Console {
     () => this.token,
     (problem) => this.lostToken(problem),
     (id) => this.list.querySelector<HTMLElement>(`[data-testid="intercept"][data-id="${CSS.escape(id)}"]`)?.dataset.via || null,
+  );
+
+  private readonly scanReports = new ScanReportsPanel(
+    () => (this.authed ? this.token : null),
+    (problem) => this.lostToken(problem),
   );
 
   private readonly status = must('status');
@@ -62,6 +70,7 @@ class Console {
     must('export-archive').addEventListener('click', () => void this.download('archive.jsonl', 'archive.jsonl'));
     must('export-key').addEventListener('click', () => void this.download('escrow-key', 'escrow-key.json'));
     this.demand.start();
+    this.scanReports.start();
     this.watchNames();
     if (this.token) this.connect();
     else this.askToken(null);
@@ -115,6 +124,7 @@ class Console {
       const msg = parsed.value;
       switch (msg.type) {
         case 'snapshot':
+          this.authed = true;
           this.attempt = 0;
           this.setStatus('live');
           for (const id of SECTIONS) must(id).hidden = false;
@@ -154,6 +164,7 @@ class Console {
   /** The relay refused the token (on the socket or a REST call): forget it and ask again, saying why. */
   private lostToken(problem: string): void {
     this.refused = true;
+    this.authed = false;
     dropToken();
     this.token = null;
     this.ws?.close();

@@ -15,6 +15,7 @@ import { clock, el, must, showStatus } from './dom.ts';
 import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
+import { ObserversCard, ScanCard, type CardDeps } from './teacher-lab2.ts';
 
 const POLL_MS = 3000;
 const DEFAULT_BOTS = ['Bob', 'Carol', 'Dave'] as const;
@@ -84,6 +85,10 @@ class TeacherPanel {
   private readonly errorBar = must('panel-error');
   private readonly noticeBar = must('notice');
   private readonly roomForm = must<HTMLFormElement>('room-form');
+  /** Lab part 2's cards: the relay's observers (and the reveal), client-side scanning. */
+  private readonly cardDeps: CardDeps = { call: (schema, path, what, init) => this.call(schema, path, what, init), act: (label, job) => this.act(label, job) };
+  private readonly observersCard = new ObserversCard(this.cardDeps);
+  private readonly scanCard = new ScanCard(this.cardDeps);
 
   start(): void {
     must('next').addEventListener('click', () => {
@@ -235,6 +240,7 @@ class TeacherPanel {
       this.drawPeople();
       this.drawBots();
       this.drawMetadata();
+      await Promise.all([this.observersCard.refresh(), this.scanCard.refresh()]);
     } catch (err) {
       if (err instanceof AuthLost) return;
       showStatus(this.status, 'offline');
@@ -363,6 +369,7 @@ class TeacherPanel {
       this.ran.clear();
       this.current = null;
       this.roomDirty = false;
+      this.observersCard.clear();
       this.drawNarration();
       this.drawScenarios();
       return `The room is reset: ${done.users} ${done.users === 1 ? 'person' : 'people'} forgotten, ${done.intercepts} intercepts deleted, ${done.bots} ${done.bots === 1 ? 'bot' : 'bots'} stopped. The audit log records it.`;

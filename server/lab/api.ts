@@ -12,6 +12,12 @@
  *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
  *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
  *   GET  /api/lab/escrow                 the regulator key's fingerprint, the key the relay announces, swapped or not
+ *   GET  /api/lab/observers              the relay's observers, as the normal view lists them (hidden ones left out)
+ *   POST /api/lab/observers/reveal       every observer, hidden ones marked, with since, envelopes handed and sink (audited)
+ *   GET  /api/lab/scan                   client-side scanning: on/off, announced, the list (id, salt, hashes), report counts
+ *   POST /api/lab/scan {on, announced}   turn scanning on or off (audited); the policy goes to every client
+ *   POST /api/lab/scan/entries {phrase} | {hash}   add a list entry: a phrase is hashed and forgotten (audited)
+ *   GET  /api/lab/scan/reports           the reports clients sent, newest first (also /api/regulator/scan-reports)
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -20,6 +26,12 @@ import { LabError, type Lab } from './lab.ts';
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
 const Reset = z.object({ confirm: z.literal('reset') }).strict();
+const ScanSwitch = z.object({ on: z.boolean(), announced: z.boolean().default(true) }).strict();
+const ScanEntryBody = z.union([
+  z.object({ phrase: z.string().min(1).max(400) }).strict(),
+  z.object({ hash: z.string().regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'hash must be 32 bytes in canonical standard base64 (44 characters)') }).strict(),
+]);
+const who = (req: Request) => `the teacher (${req.socket.remoteAddress ?? 'unknown address'})`;
 
 function fail(res: Response, err: unknown): void {
   if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : 'bad_request', message: err.message });
@@ -76,5 +88,28 @@ export function labRouter(lab: Lab): express.Router {
     if (!body(Reset, req, res)) return;
     res.json(lab.reset(`the teacher (${req.socket.remoteAddress ?? 'unknown address'})`));
   });
+  r.get('/observers', (_req, res) => void res.json({ observers: lab.observers() }));
+  r.post('/observers/reveal', (req, res) => {
+    const observers = lab.revealObservers(who(req));
+    res.json({ observers, hidden: observers.filter((o) => o.hidden).length });
+  });
+  r.get('/scan', (_req, res) => void res.json(lab.scanner.state()));
+  r.post('/scan', (req, res) => {
+    const b = body(ScanSwitch, req, res);
+    if (!b) return;
+    lab.scanner.set(b, who(req));
+    res.json(lab.scanner.state());
+  });
+  r.post('/scan/entries', (req, res) => {
+    const b = body(ScanEntryBody, req, res);
+    if (!b) return;
+    try {
+      const entry = 'phrase' in b ? lab.scanner.addPhrase(b.phrase, who(req)) : lab.scanner.addHash(b.hash, who(req));
+      res.json({ entry, state: lab.scanner.state() });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.get('/scan/reports', (_req, res) => void res.json({ reports: lab.scanner.reports(), state: lab.scanner.state() }));
   return r;
 }

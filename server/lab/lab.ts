@@ -11,11 +11,13 @@ import type { Policy } from '../../shared/protocol.ts';
 import type { Enterprise, RoomModel } from '../enterprise.ts';
 import type { Logger } from '../log.ts';
 import type { Regulator } from '../regulator.ts';
-import type { Relay } from '../relay.ts';
+import type { ObserverInfo, Relay } from '../relay.ts';
 import type { RelayStore } from '../store.ts';
 import { memoryPair } from '../transport.ts';
 import { Attacker } from './attacker.ts';
 import { EscrowSwap, type EscrowKeys } from './escrow-swap.ts';
+import { InsiderTap } from './insider.ts';
+import { ScanAuthority } from './scan-authority.ts';
 import { metadataPicture, type MetadataPicture } from './metadata.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import type { LabContext, Narration, Scenario, ScenarioResult } from './types.ts';
@@ -66,10 +68,16 @@ export class Lab {
   readonly attacker = new Attacker();
   /** The swapped escrow key (escrow-swap.ts): undone before every scenario and on reset. */
   private readonly escrow: EscrowSwap;
+  /** The insider scenario's hidden observer (attached only by that scenario; a reset detaches it). */
+  readonly insider: InsiderTap;
+  /** Client-side scanning: the authority's hash list, its switch and the reports (off until the teacher turns it on). */
+  readonly scanner: ScanAuthority;
 
   constructor(readonly deps: LabDeps) {
     if (this.scenarios.size !== SCENARIOS.length) throw new Error('two scenarios share an id');
     this.escrow = new EscrowSwap(deps.relay, deps.regulator, this.attacker);
+    this.insider = new InsiderTap(deps.relay);
+    this.scanner = new ScanAuthority(deps.relay, deps.regulator);
   }
 
   /**
@@ -92,6 +100,28 @@ export class Lab {
   /** Put the regulator's key back in the relay's policy, if it was swapped. */
   private undoSwap(): void {
     if (this.escrow.undo()) this.deps.log.info('lab: the relay announces the regulator\'s escrow key again', { kid: this.deps.regulator.kid });
+  }
+
+  /** The relay's observers as the operator's normal view lists them: hidden ones left out. */
+  observers(): { name: string; since: number }[] {
+    return this.deps.relay
+      .observerList()
+      .filter((o) => !o.hidden)
+      .map(({ name, since }) => ({ name, since }));
+  }
+
+  /**
+   * The reveal: every observer, hidden ones included and marked, with since when, how many envelopes
+   * the relay handed each, and where a hidden one says its copy goes. Recorded in the audit log.
+   */
+  revealObservers(who: string): ObserverInfo[] {
+    const all = this.deps.relay.observerList();
+    const hidden = all.filter((o) => o.hidden);
+    const what = hidden.length
+      ? hidden.map((o) => `"${o.name}", attached ${new Date(o.since).toISOString()}, handed ${o.envelopes} envelopes, copying to ${o.sink ?? 'an undeclared recipient'}`).join('; ')
+      : 'none';
+    this.deps.regulator.recordAction('observers revealed', `${who} listed every observer of the relay, hidden ones included: ${all.length} attached, ${hidden.length} hidden (${what})`);
+    return all;
   }
 
   list(): ScenarioInfo[] {
@@ -201,6 +231,8 @@ export class Lab {
     const users = this.deps.relay.resetRoom();
     const intercepts = this.deps.regulator.resetArchive(who);
     this.attacker.reset();
+    this.insider.detach();
+    this.scanner.reset();
     this.deps.log.info('room reset', { users, intercepts, bots });
     return { users, intercepts, bots };
   }

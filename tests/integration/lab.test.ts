@@ -145,7 +145,11 @@ describe('the scenarios, each from a fresh room, with what it claims checked aga
     const { result } = await run(app, 'server-held-keys');
     expect(result.facts).toMatchObject({ 'Carol read it': true, 'operator hands over': 'plaintext' });
     const demand = (await (await fetch(`${app.url}/api/regulator/demand`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' })).json()) as { items: { model: string; status: string; text?: string }[] };
-    expect(demand.items.filter((i) => i.model === 'server-key').map((i) => i.status)).toEqual(['plaintext']);
+    // At least the scene's message; the bots' echoes of the previous scene may land after the room
+    // switched and be sealed under server-held keys too (they answer 300 ms after reading).
+    const serverKey = demand.items.filter((i) => i.model === 'server-key').map((i) => i.status);
+    expect(serverKey.length).toBeGreaterThanOrEqual(1);
+    expect(serverKey.every((s) => s === 'plaintext')).toBe(true);
     expect(demand.items.filter((i) => i.model === 'e2e').every((i) => i.status === 'ciphertext only' && i.text === undefined)).toBe(true);
     expect(app.regulator.auditLog()[0]?.action).toBe('demand served on the operator');
   });
