@@ -11,17 +11,23 @@
  *   GET  /api/lab/metadata               the metadata picture
  *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
  *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
+ *   GET  /api/lab/classroom              classroom mode: the class code, join links, QR code (none while hidden)
+ *   POST /api/lab/classroom {hidden}     hide the class code from the panel and projector (joining still works), or show it
+ *   POST /api/lab/people/<pin>/kick      remove a person: their tab is closed (4008) and their PIN refused until readmitted or reset
+ *   POST /api/lab/people/<pin>/readmit   let a removed person back in
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
 import { LabError, type Lab } from './lab.ts';
+import { Pin } from '../../shared/protocol.ts';
 
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
 const Reset = z.object({ confirm: z.literal('reset') }).strict();
+const HideCode = z.object({ hidden: z.boolean() }).strict();
 
 function fail(res: Response, err: unknown): void {
-  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : 'bad_request', message: err.message });
+  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : err.status === 409 ? 'conflict' : 'bad_request', message: err.message });
   res.status(400).json({ error: 'bad_request', message: (err as Error).message });
 }
 
@@ -73,6 +79,41 @@ export function labRouter(lab: Lab): express.Router {
   r.post('/reset', (req, res) => {
     if (!body(Reset, req, res)) return;
     res.json(lab.reset(`the teacher (${req.socket.remoteAddress ?? 'unknown address'})`));
+  });
+  r.get('/classroom', (_req, res) => void res.json(lab.classroomView()));
+  r.post('/classroom', (req, res) => {
+    const b = body(HideCode, req, res);
+    if (!b) return;
+    try {
+      res.json(lab.hideClassCode(b.hidden));
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  const pinParam = (req: Request, res: Response): string | null => {
+    const pin = Pin.safeParse(req.params.pin);
+    if (pin.success) return pin.data;
+    res.status(400).json({ error: 'bad_request', message: 'pin: a PIN is 8 upper-case hex digits' });
+    return null;
+  };
+  r.post('/people/:pin/kick', (req, res) => {
+    const pin = pinParam(req, res);
+    if (!pin) return;
+    try {
+      res.json({ kicked: pin, ...lab.kick(pin) });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.post('/people/:pin/readmit', (req, res) => {
+    const pin = pinParam(req, res);
+    if (!pin) return;
+    try {
+      lab.readmit(pin);
+      res.json({ readmitted: pin });
+    } catch (err) {
+      fail(res, err);
+    }
   });
   return r;
 }
