@@ -367,6 +367,11 @@ export class Messenger {
     return this.identity.pin;
   }
 
+  /** Envelopes sent but not yet accepted by the relay (they go again after a reconnect). */
+  outboxSize(): number {
+    return this.outbox.size;
+  }
+
   /** Every message held, by id. */
   get messages(): ReadonlyMap<string, ChatMessage> {
     return this.history.messages;
