@@ -70,12 +70,15 @@ export function deviceKind(): DeviceKind {
   return 'laptop';
 }
 
-/** The class code input (upper case, no autocorrect), for the name form and the code card. */
+/**
+ * The class code input (upper case, no autocorrect), for the name form and the code card. It has
+ * no `name`: the name form is a GET form, and a named field would put the code in the address.
+ */
 export function codeInput(value = ''): HTMLInputElement {
   return el('input', {
     testid: 'class-code-input',
     attrs: {
-      name: 'class-code',
+      'aria-label': 'Class code',
       value,
       required: '',
       maxlength: String(CLASS_CODE_LENGTH + 2),
