@@ -197,7 +197,7 @@ async function run(person: PersonTab): Promise<void> {
     document.body.dataset.ready = 'code';
     must('status').textContent = 'needs the class code';
     must('status').className = 'status offline';
-    must('app').replaceChildren(codeCard(err.message.replace(/^login refused: /, ''), () => location.reload()));
+    must('app').replaceChildren(codeCard(err.code, err.retryAfterMs, () => location.reload()));
     return;
   }
   document.body.dataset.readyMs = String(Math.round(performance.now()));

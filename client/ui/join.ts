@@ -8,7 +8,7 @@
  * address bar, so it survives the name form's reload and a phone's sleep, and is not left on
  * screen. Every text goes in through dom.ts (`textContent` only).
  */
-import { CLASS_CODE_LENGTH, normalizeClassCode, type ClassCode, type DeviceKind } from '../../shared/protocol.ts';
+import { CLASS_CODE_LENGTH, ErrorCode, normalizeClassCode, type ClassCode, type DeviceKind } from '../../shared/protocol.ts';
 import { el } from './dom.ts';
 
 const CODE_KEY = 'backdoor-lab.class-code';
@@ -92,17 +92,24 @@ export function codeInput(value = ''): HTMLInputElement {
   });
 }
 
+/** What the page says for each stable refusal code (the relay's own words are for logs and raw clients). */
+function refusalWords(code: string, retryAfterMs: number | undefined): string {
+  if (code === ErrorCode.ClassCodeWrong) return "That is not this room's class code: check it on the projector and type it again.";
+  if (code === ErrorCode.ClassCodeLocked) return `Too many wrong class codes from your network: wait ${Math.max(1, Math.ceil((retryAfterMs ?? 0) / 1000))} s, then type it again.`;
+  return 'This room needs the class code: scan the QR code on the projector, or type the code the teacher shows.';
+}
+
 /**
- * The relay refused the login for its class code (missing, wrong, or too many wrong from this
- * address): say so in words, and let the person type it. `join` gets a well-formed code.
+ * The relay refused the login for its class code (`code`: missing, wrong, or too many wrong from
+ * this address): say so in words, and let the person type it. `join` gets a well-formed code.
  */
-export function codeCard(message: string, join: (code: ClassCode) => void): HTMLElement {
+export function codeCard(code: string, retryAfterMs: number | undefined, join: (code: ClassCode) => void): HTMLElement {
   const input = codeInput(savedCode() ?? '');
-  const problem = el('p', { class: 'error', testid: 'class-code-message', text: message, attrs: { role: 'alert' } });
+  const problem = el('p', { class: 'error', testid: 'class-code-message', text: refusalWords(code, retryAfterMs), data: { code }, attrs: { role: 'alert' } });
   const form = el(
     'form',
     { class: 'card name-form', testid: 'class-code-card' },
-    el('h2', { text: 'This room needs the class code' }),
+    el('h2', { text: 'Join the class' }),
     problem,
     el('label', null, 'Class code ', input),
     ' ',
@@ -111,14 +118,14 @@ export function codeCard(message: string, join: (code: ClassCode) => void): HTML
   );
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const code = normalizeClassCode(input.value);
-    if (!code) {
+    const typed = normalizeClassCode(input.value);
+    if (!typed) {
       problem.textContent = `A class code is ${CLASS_CODE_LENGTH} letters and digits (no 0, 1, I, L, O, U or V): check it on the projector.`;
       input.focus();
       return;
     }
-    saveCode(code);
-    join(code);
+    saveCode(typed);
+    join(typed);
   });
   setTimeout(() => input.focus(), 0);
   return form;

@@ -73,6 +73,7 @@ describe('classroom mode in the browser', () => {
       await p.goto(`${app.url}/?name=Eve`);
       await p.waitForSelector('body[data-ready="code"]', { timeout: 15_000 });
       await expect.poll(() => p.getByTestId('class-code-message').textContent()).toMatch(/needs the class code/);
+      expect(await p.getByTestId('class-code-message').getAttribute('data-code')).toBe('class_code_required');
       expect(personNamed('Eve')).toBeUndefined();
       // A typo the page can tell (a 0 is never in a code) is caught before any login.
       await p.getByTestId('class-code-input').fill('K7M20X');
@@ -82,6 +83,7 @@ describe('classroom mode in the browser', () => {
       await p.getByTestId('class-code-join').click();
       await p.waitForSelector('body[data-ready="code"]', { timeout: 15_000 });
       await expect.poll(() => p.getByTestId('class-code-message').textContent()).toMatch(/not this room's class code/);
+      expect(await p.getByTestId('class-code-message').getAttribute('data-code')).toBe('class_code_wrong');
       expect(personNamed('Eve')).toBeUndefined();
       await p.getByTestId('class-code-input').fill('k7m 2qx');
       await p.getByTestId('class-code-join').click();
