@@ -111,14 +111,17 @@ export function classroomLines(input: { lan: readonly string[]; port: number; co
   const lines = [
     '',
     'Classroom mode: the class joins on this network with the class code.',
-    `  class code:         ${input.code.slice(0, 3)} ${input.code.slice(3)}   (typed without the space; also on the teacher panel)`,
+    `  class code:         ${input.code.slice(0, 3)} ${input.code.slice(3)}   (spaces do not matter; also on the teacher panel)`,
   ];
   if (bases.length) {
     lines.push(`  this laptop's LAN address${bases.length > 1 ? 'es' : ''}: ${input.lan.join(', ')}`);
     lines.push('  participants open (or scan the QR code below):');
     for (const base of bases) lines.push(`    ${joinUrl(base, input.code)}`);
+  } else if (/^http:\/\/(127\.|\[::1\]|localhost)/.test(first)) {
+    lines.push('  no LAN address to offer: is this laptop on the class network (or was --host set to loopback)? Until then the link works on this machine only:');
+    lines.push(`    ${joinUrl(first, input.code)}`);
   } else {
-    lines.push('  no LAN address found: is this laptop on the class network? Until it is, the link works on this machine only:');
+    lines.push('  participants open (or scan the QR code below):');
     lines.push(`    ${joinUrl(first, input.code)}`);
   }
   lines.push('', ...terminalQr(joinUrl(first, input.code)).split('\n').map((l) => `  ${l}`));

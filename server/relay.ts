@@ -529,6 +529,7 @@ export class Relay {
    */
   removeUser(pin: string): boolean {
     this.disconnectRemoved([pin]);
+    this.devices.delete(pin);
     return this.store.removeUsers([pin]) === 1;
   }
 
@@ -538,7 +539,10 @@ export class Relay {
    */
   forgetOffline(notSeenForMs = 0): number {
     const pins = this.store.usersSeenBefore(Date.now() - notSeenForMs).filter((pin) => !this.online.has(pin));
-    for (const pin of pins) this.pendingPresence.delete(pin);
+    for (const pin of pins) {
+      this.pendingPresence.delete(pin);
+      this.devices.delete(pin);
+    }
     return this.store.removeUsers(pins);
   }
 

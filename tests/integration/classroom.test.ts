@@ -522,6 +522,10 @@ describe('classroom: LAN addresses, Host check and start-up', () => {
     expect(hosts.lan).toEqual(['192.168.1.20']);
     const lines = classroomLines({ lan: hosts.lan, port: 3000, code: CODE, fallbackBase: 'http://127.0.0.1:3000' }).join('\n');
     expect(lines).toContain('http://192.168.1.20:3000/#code=K7M2QX');
+    expect(lines).toContain('class code:         K7M 2QX');
+    // No LAN address (not on a network yet, or --host on loopback): the loopback link, said to work here only.
+    const alone = classroomLines({ lan: [], port: 3000, code: CODE, fallbackBase: 'http://127.0.0.1:3000' }).join('\n');
+    expect(alone).toMatch(/no LAN address to offer[^\n]*\n\s+http:\/\/127\.0\.0\.1:3000\/#code=K7M2QX/);
     expect(checkHostAndOrigin(hosts, '192.168.1.20:3000', 'http://192.168.1.20:3000')).toEqual({ ok: true });
     expect(checkHostAndOrigin(hosts, '192.168.1.21:3000', undefined).ok).toBe(false);
     expect(checkHostAndOrigin(hosts, '192.168.1.20:3001', undefined).ok).toBe(false);
