@@ -11,6 +11,7 @@ import { adminTokenProblem } from './admin-guard.ts';
 import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
 import { classroomLines } from './classroom.ts';
+import { CLASS_CODE_ALPHABET, normalizeClassCode } from '../shared/protocol.ts';
 import { StoreError } from './store.ts';
 
 const HELP = `Backdoor Lab relay
@@ -21,6 +22,9 @@ Usage: npm start -- [options]
                            interface (unless --host says otherwise), print the LAN address(es),
                            the join link with a new random class code and its QR code. Joining
                            needs the code (in the link, or typed); see "Running a workshop" in README.md
+  --class-code CODE        keep this class code instead of a new random one (six of
+                           23456789ABCDEFGHJKMNPQRSTWXYZ), e.g. to restart mid-lesson without
+                           every participant typing a new one; implies --classroom
   --port N                 port for pages and WebSocket (default 3000; 0 picks a free one)
   --host H                 address to listen on (default 127.0.0.1; 0.0.0.0 for a class on the LAN)
   --public-host NAME[:PORT]
@@ -56,6 +60,7 @@ function options() {
         port: { type: 'string', default: '3000' },
         host: { type: 'string' },
         classroom: { type: 'boolean', default: false },
+        'class-code': { type: 'string' },
         data: { type: 'string', default: 'data' },
         ephemeral: { type: 'boolean', default: false },
         'archive-max-mib': { type: 'string' },
@@ -124,7 +129,10 @@ async function main(): Promise<void> {
     }
   }
 
-  const classroom = opts.classroom;
+  const typedCode = opts['class-code'];
+  const classCode = typedCode === undefined ? undefined : normalizeClassCode(typedCode);
+  if (classCode === null) fail(`--class-code must be 6 characters from ${CLASS_CODE_ALPHABET} (no 0, 1, I, L, O, U or V), not "${typedCode}"`);
+  const classroom = opts.classroom || classCode !== undefined ? (classCode ? { code: classCode } : true) : false;
   // Classroom mode listens on the LAN; otherwise the relay stays on this machine.
   const host = opts.host ?? (classroom ? '0.0.0.0' : '127.0.0.1');
 

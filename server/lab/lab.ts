@@ -167,7 +167,6 @@ export class Lab {
     if (bot) throw new LabError(409, `${bot.name} is one of the lab's bots: stop it instead (DELETE /api/lab/bots/${encodeURIComponent(bot.name)})`);
     const done = this.deps.relay.kick(pin);
     if (!done) throw new LabError(404, `nobody with PIN ${pin} in the directory`);
-    this.deps.log.info('person removed by the teacher', { pin, sessions: done.sessions });
     return done;
   }
 

@@ -581,6 +581,27 @@ describe('classroom: LAN addresses, Host check and start-up', () => {
     expect((await fetch(`http://127.0.0.1:${port}/api/join`).then((r) => r.json())) as unknown).toEqual({ classCode: true });
   }, 40_000);
 
+  it('--class-code keeps a chosen code (typed loosely) and refuses one that is not a class code, with exit 2', async () => {
+    const run = (...args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--host', '127.0.0.1', '--quiet', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('Press Ctrl-C')) child.kill('SIGTERM');
+        });
+        child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        child.on('exit', (code) => resolve({ code, out }));
+        cleanups.push(() => child.kill('SIGKILL'));
+      });
+    const bad = await run('--class-code', 'K7M2Q0');
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/--class-code must be 6 characters/);
+    const kept = await run('--class-code', 'k7m-2qx');
+    expect(kept.out).toMatch(/class code:\s+K7M 2QX/);
+    expect(kept.out).toMatch(/#code=K7M2QX/);
+  }, 40_000);
+
   it('the terminal QR code of a join link decodes back to it', () => {
     const url = joinUrl('http://10.20.30.40:3000', CODE);
     expect(decodeTerminalQr(terminalQr(url).split('\n').filter(Boolean))).toBe(url);
