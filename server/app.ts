@@ -28,7 +28,8 @@ import { closeToMakeRoom, type FeedSocket } from './feed-socket.ts';
 import { wsTransport } from './transport.ts';
 import { Enterprise, type RoomModel } from './enterprise.ts';
 import { Lab } from './lab/lab.ts';
-import type { Policy } from '../shared/protocol.ts';
+import type { ClassCode, Policy } from '../shared/protocol.ts';
+import { Classroom, joinUrl, type ClassCodeLimits, newClassCode } from './classroom.ts';
 
 /** Every limit `startApp` takes: the relay's own (per session), the edge's (other sockets, the token) and the regulator's (its archive). */
 export type AppLimits = RelayLimits & EdgeLimits & RegulatorLimits;
@@ -44,6 +45,12 @@ export interface AppOptions {
   publicHosts?: string[];
   log?: Logger;
   limits?: Partial<AppLimits>;
+  /**
+   * Classroom mode: every login but the lab's bots' must carry the class code (a random one unless
+   * given). `main.ts --classroom` also listens on every interface; the tests turn the check on
+   * while staying on 127.0.0.1.
+   */
+  classroom?: boolean | { code?: ClassCode; limits?: Partial<ClassCodeLimits> };
 }
 
 /** Refusals at the edge, for the tests and the figures. */
@@ -78,6 +85,10 @@ export interface App {
   enterprise: Enterprise;
   /** The lab: scenarios, bots, people, the metadata picture, reset (the teacher panel's API). */
   lab: Lab;
+  /** Classroom mode's class code and its guard, or null outside classroom mode. */
+  classroom: Classroom | null;
+  /** The links participants open: each LAN address's (or this relay's own URL when it has none), with the class code. */
+  joinLinks(): string[];
   /** Choose the room's key model (end to end, BBM's shared app key, BES's server-held keys); kept across restarts. */
   setRoom(model: RoomModel, sealedSender?: boolean): Policy;
   close(): Promise<void>;
@@ -182,7 +193,12 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const stats: EdgeStats = { refusedConnections: 0, madeRoom: 0, refusedHost: 0, refusedViewers: 0, refusedConsoles: 0, refusedPendingLogins: 0, lockedOut: 0 };
   const bundles = await buildBundles();
   const startedAt = Date.now();
-  const lab = new Lab({ relay, regulator, store, enterprise, setRoom, log });
+  const classroomOption = options.classroom === true ? {} : options.classroom || null;
+  const classroom = classroomOption ? new Classroom(classroomOption.code ?? newClassCode(), classroomOption.limits) : null;
+  relay.setClassroom(classroom);
+  // Known once the server listens (the port may be 0 until then).
+  let joinLinks = (): string[] => [];
+  const lab = new Lab({ relay, regulator, store, enterprise, setRoom, log, joinLinks: () => joinLinks() });
   const http = createHttpApp({ relay, store, regulator, adminToken, guard, log, bundles, startedAt, lab, enterprise });
 
   // Known once the server listens (the port may be 0 until then); nothing is answered before that.
@@ -304,7 +320,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
       return relayWss.handleUpgrade(req, socket, head, (ws) => {
         const release = pendingCaps.add(address, () => closeToMakeRoom(ws));
         ws.once('close', release);
-        relay.handleConnection(wsTransport(ws), address, release);
+        relay.handleConnection(wsTransport(ws), address, { onLogin: release });
       });
     }
     if (path === '/ws/relay-view') {
@@ -338,6 +354,9 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 3000);
   const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
   hosts = allowedHosts({ bind: host, port, publicHosts, interfaces: networkInterfaces() });
+  const ownUrl = `http://${urlHost}:${port}`;
+  const lan = hosts.lan;
+  joinLinks = () => (classroom ? (lan.length ? lan.map((a) => `http://${a}:${port}`) : [ownUrl]).map((base) => joinUrl(base, classroom.code)) : []);
 
   let closed: Promise<void> | null = null;
   const close = () =>
@@ -356,7 +375,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     })());
 
   return {
-    url: `http://${urlHost}:${port}`,
+    url: ownUrl,
     port,
     host,
     adminToken,
@@ -368,6 +387,8 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     edge: { limits, stats, views, consoles, guard, caps: { connections: rawCaps, viewers: viewerCaps, pendingLogins: pendingCaps } },
     enterprise,
     lab,
+    classroom,
+    joinLinks: () => joinLinks(),
     setRoom,
     close,
   };

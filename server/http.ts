@@ -131,6 +131,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
 
   app.get('/api/policy', (_req, res) => void res.json(relay.getPolicy()));
+  // Whether joining needs the class code (classroom mode), for the chat page's name form: never the code itself.
+  app.get('/api/join', (_req, res) => void res.json({ classCode: relay.getClassroom() !== null }));
 
   // ---- The teacher's regulator API: every route needs the admin token.
   const admin = express.Router();

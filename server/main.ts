@@ -1,5 +1,5 @@
 /**
- * `npm start -- [--port N] [--host H] [--public-host NAME[:PORT]]... [--data DIR | --ephemeral]
+ * `npm start -- [--classroom] [--port N] [--host H] [--public-host NAME[:PORT]]... [--data DIR | --ephemeral]
  *   [--admin-token T | --admin-token-file FILE] [--archive-max-mib N]` (or BACKDOOR_LAB_ADMIN_TOKEN)
  * Starts the relay and prints the links a teacher opens.
  */
@@ -10,6 +10,8 @@ import { DEFAULT_REGULATOR_LIMITS } from './regulator.ts';
 import { adminTokenProblem } from './admin-guard.ts';
 import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
+import { classroomLines } from './classroom.ts';
+import { CLASS_CODE_ALPHABET, normalizeClassCode } from '../shared/protocol.ts';
 import { StoreError } from './store.ts';
 import { escrowFingerprint, fromB64 } from '../shared/crypto.ts';
 
@@ -17,6 +19,13 @@ const HELP = `Backdoor Lab relay
 
 Usage: npm start -- [options]
 
+  --classroom              a class joins from its own phones and laptops: listen on every
+                           interface (unless --host says otherwise), print the LAN address(es),
+                           the join link with a new random class code and its QR code. Joining
+                           needs the code (in the link, or typed); see "Running a workshop" in README.md
+  --class-code CODE        keep this class code instead of a new random one (six of
+                           23456789ABCDEFGHJKMNPQRSTWXYZ), e.g. to restart mid-lesson without
+                           every participant typing a new one; implies --classroom
   --port N                 port for pages and WebSocket (default 3000; 0 picks a free one)
   --host H                 address to listen on (default 127.0.0.1; 0.0.0.0 for a class on the LAN)
   --public-host NAME[:PORT]
@@ -50,7 +59,9 @@ function options() {
     return parseArgs({
       options: {
         port: { type: 'string', default: '3000' },
-        host: { type: 'string', default: '127.0.0.1' },
+        host: { type: 'string' },
+        classroom: { type: 'boolean', default: false },
+        'class-code': { type: 'string' },
         data: { type: 'string', default: 'data' },
         ephemeral: { type: 'boolean', default: false },
         'archive-max-mib': { type: 'string' },
@@ -119,12 +130,19 @@ async function main(): Promise<void> {
     }
   }
 
+  const typedCode = opts['class-code'];
+  const classCode = typedCode === undefined ? undefined : normalizeClassCode(typedCode);
+  if (classCode === null) fail(`--class-code must be 6 characters from ${CLASS_CODE_ALPHABET} (no 0, 1, I, L, O, U or V), not "${typedCode}"`);
+  const classroom = opts.classroom || classCode !== undefined ? (classCode ? { code: classCode } : true) : false;
+  // Classroom mode listens on the LAN; otherwise the relay stays on this machine.
+  const host = opts.host ?? (classroom ? '0.0.0.0' : '127.0.0.1');
+
   const base = consoleLogger();
   const log = opts.quiet ? { info: () => {}, error: base.error } : base;
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     const limits = archiveMib === undefined ? {} : { archiveMaxBytes: Math.round(archiveMib * 1048576) };
-    app = await startApp({ port, host: opts.host, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log, limits });
+    app = await startApp({ port, host, classroom, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log, limits });
   } catch (err) {
     if (err instanceof StoreError) {
       process.stderr.write(`error: ${err.message}\n`);
@@ -162,7 +180,11 @@ async function main(): Promise<void> {
     `  Teacher panel:      ${app.url}/teacher#token=${app.adminToken}`,
     `  Regulator console:  ${app.url}/regulator#token=${app.adminToken}`,
     '                      (the teacher\'s links: the token after # is the admin token; keep them off the projector)',
-    ...(bases.length > 1 ? ['', 'On the class network, students open:', ...bases.slice(1).map((b) => `  ${b}/?name=YourName`)] : []),
+    ...(app.classroom
+      ? classroomLines({ lan: app.hosts.lan, port: app.port, code: app.classroom.code, fallbackBase: app.url })
+      : bases.length > 1
+        ? ['', 'On the class network, students open:', ...bases.slice(1).map((b) => `  ${b}/?name=YourName`)]
+        : []),
     ...(publicHosts.length ? ['', 'Also served under (--public-host; http or https, e.g. through a TLS proxy):', ...publicHosts.map((h) => `  ${h}`)] : []),
     '',
     'Press Ctrl-C to stop.',

@@ -20,6 +20,7 @@ import {
   parseClientMessage,
   policyCovers,
   type ClientMessage,
+  type DeviceKind,
   type DirectoryEntry,
   Envelope,
   type Policy,
@@ -31,8 +32,17 @@ import { pinOf, fromB64, verifyLogin } from '../shared/crypto.ts';
 import type { QueueRow, RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
 import { addressKey } from './addresses.ts';
+import type { Classroom } from './classroom.ts';
 
 export { addressKey };
+
+/** How the relay treats one connection, beside its address. */
+export interface ConnectionOptions {
+  /** Called once, when it logs in (the app's cap on connections waiting to log in lets go of it). */
+  onLogin?: () => void;
+  /** The lab's own bots (in-process, in-memory sockets): never asked for the class code. */
+  exempt?: boolean;
+}
 
 export interface RelayLimits {
   /** Largest frame accepted (bytes); bigger closes with 1009 (enforced by ws maxPayload). */
@@ -288,6 +298,10 @@ interface Session {
   loginTimer: NodeJS.Timeout | null;
   /** Counted in `pendingLogins` (from the connection until login or close). */
   pending: boolean;
+  /** Not asked for the class code (the lab's bots). */
+  exempt: boolean;
+  /** What the client said it runs on at login (a claim), or null if it said nothing. */
+  device: DeviceKind | null;
   /** Called once, at login (the app's cap on connections waiting to log in lets go of it). */
   onLogin: (() => void) | null;
   /** Counted in `sessionsByAddress` (from login until close). */
@@ -340,6 +354,12 @@ export class Relay {
   private requested: Omit<Policy, 'epoch'> = (({ epoch: _epoch, ...rest }) => rest)(POLICY_OFF);
   private escrowOverride: { pk: string; kid: string } | null = null;
   private closed = false;
+  /** Classroom mode: the class code every login (but the lab's bots') must carry; null outside it. */
+  private classroom: Classroom | null = null;
+  /** PINs the teacher removed from the room: refused at login until let back in or the room is reset. */
+  private readonly kicked = new Set<string>();
+  /** What each user's client said it runs on at its last login (for the teacher's list). */
+  private readonly devices = new Map<string, DeviceKind>();
   /**
    * Group commit: the store writes of every frame handled in one turn of the event loop share one
    * SQLite transaction, committed before anything those frames produced is sent (so nothing is
@@ -382,6 +402,53 @@ export class Relay {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     this.heartbeat = setInterval(() => this.beat(), this.limits.heartbeatMs);
     this.heartbeat.unref();
+    for (const pin of parseKicked(store.setting(KICKED_SETTING))) this.kicked.add(pin);
+  }
+
+  // -------------------------------------------------------------------------
+  // Classroom mode and the teacher's controls
+
+  /** Require the class code of `classroom` at every login (but the lab's bots'); null: no code, as outside classroom mode. */
+  setClassroom(classroom: Classroom | null): void {
+    this.classroom = classroom;
+  }
+
+  getClassroom(): Classroom | null {
+    return this.classroom;
+  }
+
+  /** What a user's client said it runs on at its last login (a claim), if it said. */
+  deviceOf(pin: string): DeviceKind | null {
+    return this.devices.get(pin) ?? null;
+  }
+
+  isKicked(pin: string): boolean {
+    return this.kicked.has(pin);
+  }
+
+  /**
+   * The teacher removes a person from the room: their session is closed with 4008 ("the teacher
+   * removed you from the room"), and their PIN is refused at login (4008 again) until the teacher
+   * lets it back in or resets the room. Their directory entry stays, so others' chats still name
+   * them. Returns how many sessions were closed, or null for a PIN the directory does not hold.
+   */
+  kick(pin: string): { sessions: number } | null {
+    if (!this.store.getUser(pin)) return null;
+    this.kicked.add(pin);
+    this.store.putSetting(KICKED_SETTING, JSON.stringify([...this.kicked]));
+    const session = this.online.get(pin);
+    if (!session) return { sessions: 0 };
+    this.log.info('removed by the teacher', { pin });
+    // Its close marks the user offline and tells the others, as any logout does.
+    this.closeHard(session, CloseCode.Kicked, 'the teacher removed you from the room');
+    return { sessions: 1 };
+  }
+
+  /** Let a removed person back in (their next login is accepted). False if the PIN was not removed. */
+  readmit(pin: string): boolean {
+    if (!this.kicked.delete(pin)) return false;
+    this.store.putSetting(KICKED_SETTING, JSON.stringify([...this.kicked]));
+    return true;
   }
 
   // -------------------------------------------------------------------------
@@ -532,6 +599,7 @@ export class Relay {
    */
   removeUser(pin: string): boolean {
     this.disconnectRemoved([pin]);
+    this.devices.delete(pin);
     return this.store.removeUsers([pin]) === 1;
   }
 
@@ -541,7 +609,10 @@ export class Relay {
    */
   forgetOffline(notSeenForMs = 0): number {
     const pins = this.store.usersSeenBefore(Date.now() - notSeenForMs).filter((pin) => !this.online.has(pin));
-    for (const pin of pins) this.pendingPresence.delete(pin);
+    for (const pin of pins) {
+      this.pendingPresence.delete(pin);
+      this.devices.delete(pin);
+    }
     return this.store.removeUsers(pins);
   }
 
@@ -562,6 +633,9 @@ export class Relay {
     this.buckets.clear();
     this.registrations.clear();
     this.loginBuckets.clear();
+    this.kicked.clear();
+    this.devices.clear();
+    this.store.putSetting(KICKED_SETTING, '[]');
     // A close above may have written (and opened a batch): commit it, or the store could not VACUUM the deleted rows away.
     this.commitBatch();
     return this.store.reset();
@@ -657,7 +731,8 @@ export class Relay {
    * A new connection, from a WebSocket (server/app.ts wraps it with wsTransport) or an in-memory
    * pair (bots, tests). `onLogin` is called once, when it logs in.
    */
-  handleConnection(socket: Transport, address: string, onLogin?: () => void): void {
+  handleConnection(socket: Transport, address: string, options: ConnectionOptions | (() => void) = {}): void {
+    const { onLogin, exempt } = typeof options === 'function' ? { onLogin: options, exempt: false } : options;
     const session: Session = {
       socket,
       address,
@@ -674,6 +749,8 @@ export class Relay {
       alive: true,
       loginTimer: null,
       pending: true,
+      exempt: exempt === true,
+      device: null,
       onLogin: onLogin ?? null,
       counted: false,
       reading: false,
@@ -973,6 +1050,18 @@ export class Relay {
       this.closeHard(session, CloseCode.LoginFailed, 'login failed: rate_limited');
       return;
     }
+    if (this.classroom && !session.exempt) {
+      // Before the signature, the directory and the registration budget: a wrong or missing code
+      // costs the relay no crypto and registers nothing. The code itself is never logged.
+      const verdict = this.classroom.check(msg.code, session.address);
+      if (!verdict.ok) {
+        this.emit({ kind: 'rejected', at: Date.now(), pin: '-', code: verdict.code, message: verdict.code === ErrorCode.ClassCodeRequired ? 'no class code' : verdict.code === ErrorCode.ClassCodeWrong ? 'wrong class code' : 'locked out for wrong class codes' });
+        this.logOnce(`class code ${addressKey(session.address)}`, 'login refused: class code', { reason: verdict.code, address: session.address });
+        this.error(session, verdict.code, verdict.message, undefined, verdict.retryAfterMs === undefined ? undefined : Math.ceil(verdict.retryAfterMs));
+        this.closeHard(session, CloseCode.LoginFailed, `login failed: ${verdict.code}`);
+        return;
+      }
+    }
     if (!verifyLogin(nonce, msg.pk, msg.sig)) {
       this.emit({ kind: 'rejected', at: Date.now(), pin: '-', code: ErrorCode.BadSignature, message: 'login signature invalid' });
       this.log.info('login refused', { reason: 'bad signature', address: session.address });
@@ -981,6 +1070,15 @@ export class Relay {
       return;
     }
     const pin = pinOf(fromB64(msg.pk));
+    if (this.kicked.has(pin)) {
+      // Removed by the teacher: said with the same close code, so the client stops; a client that
+      // tries again anyway counts toward its address's lockout for wrong class codes.
+      this.classroom?.strike(session.address);
+      this.logOnce(`kicked ${pin}`, 'login refused: removed by the teacher', { pin, address: session.address });
+      this.error(session, ErrorCode.Kicked, 'the teacher removed you from the room; ask the teacher to let you back in');
+      this.closeHard(session, CloseCode.Kicked, 'the teacher removed you from the room');
+      return;
+    }
     const existing = this.store.getUser(pin);
     if (existing && existing.pk !== msg.pk) {
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.KeyMismatch, message: 'PIN registered to another key' });
@@ -1041,6 +1139,9 @@ export class Relay {
     session.pin = pin;
     session.name = msg.name;
     session.pk = msg.pk;
+    session.device = msg.device ?? null;
+    if (msg.device) this.devices.set(pin, msg.device);
+    else this.devices.delete(pin);
     this.online.set(pin, session);
     this.log.info('login', { pin, name: msg.name });
     const welcome = JSON.stringify({ type: 'welcome', pin, name: msg.name, directory: this.directory(), total: this.store.userCount(), policy: this.policy } satisfies ServerMessage);
@@ -1556,6 +1657,19 @@ function entryOf(u: { pin: string; name: string; pk: string }, online: boolean):
 }
 
 /** Directory entries in one presence frame; more wait for the next tick (50 ms later). */
+/** The store setting that keeps the PINs the teacher removed (a JSON array), across restarts. */
+const KICKED_SETTING = 'room.kicked';
+
+function parseKicked(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  try {
+    const list: unknown = JSON.parse(value);
+    return Array.isArray(list) ? list.filter((pin): pin is string => typeof pin === 'string' && /^[0-9A-F]{8}$/.test(pin)) : [];
+  } catch {
+    return [];
+  }
+}
+
 const PRESENCE_BATCH = 200;
 
 /** A connection's buckets, also kept for a PIN between its connections (see Relay.buckets). */

@@ -90,7 +90,7 @@ export function memoryPair(): { client: SocketLike; server: Transport } {
     send(data: string) {
       if (state !== 1) throw new Error('the in-memory socket is closed');
       queueMicrotask(() => {
-        if (state !== 1) return;
+        if (state === 3) return;
         if (paused) held.push(data);
         else events.emit('message', data, false);
       });
@@ -104,9 +104,11 @@ export function memoryPair(): { client: SocketLike; server: Transport } {
     onerror: null,
   };
   const end = (code: number, reason: string) => {
-    if (state === 3) return;
-    state = 3;
+    if (state !== 1) return;
+    // Closing until the frames already sent have crossed (they were queued first), as a real socket delivers them before its close.
+    state = 2;
     queueMicrotask(() => {
+      state = 3;
       events.emit('close');
       client.onclose?.({ code, reason });
     });
@@ -122,7 +124,7 @@ export function memoryPair(): { client: SocketLike; server: Transport } {
     send(frame: string) {
       if (state !== 1) return;
       queueMicrotask(() => {
-        if (state === 1) client.onmessage?.({ data: frame });
+        if (state !== 3) client.onmessage?.({ data: frame });
       });
     },
     close: (code, reason) => end(code, reason),

@@ -368,11 +368,44 @@ export const DirectoryEntry = z
 export type DirectoryEntry = z.infer<typeof DirectoryEntry>;
 
 // ---------------------------------------------------------------------------
+// Classroom mode: the class code and the device a participant says it uses.
+
+/**
+ * The class code's letters: upper-case letters and digits that cannot be taken for one another
+ * (no 0/O, 1/I/L, U/V), so it can be read off a projector and typed on a phone.
+ */
+export const CLASS_CODE_ALPHABET = '23456789ABCDEFGHJKMNPQRSTWXYZ';
+export const CLASS_CODE_LENGTH = 6;
+/** A class code as it travels in a login: exactly six characters of CLASS_CODE_ALPHABET. */
+export const ClassCode = z.string().regex(new RegExp(`^[${CLASS_CODE_ALPHABET}]{${CLASS_CODE_LENGTH}}$`), `class code must be ${CLASS_CODE_LENGTH} characters from ${CLASS_CODE_ALPHABET}`);
+export type ClassCode = z.infer<typeof ClassCode>;
+
+/**
+ * A code as a person typed it: upper case, spaces and dashes dropped. Returns null when what is
+ * left is not a class code (0, 1, I, L, O, U and V are never in one).
+ */
+export function normalizeClassCode(typed: string): ClassCode | null {
+  const parsed = ClassCode.safeParse(typed.toUpperCase().replace(/[ \t-]/g, ''));
+  return parsed.success ? parsed.data : null;
+}
+
+/** What kind of device a participant's client says it runs on: a claim, shown to the teacher as such. */
+export const DEVICE_KINDS = ['phone', 'tablet', 'laptop'] as const;
+export const DeviceKind = z.enum(DEVICE_KINDS);
+export type DeviceKind = z.infer<typeof DeviceKind>;
+
+// ---------------------------------------------------------------------------
 // Client → relay
 
 export const ClientMessage = z.discriminatedUnion('type', [
-  /** Answer to the relay's challenge: a signature over the login transcript. */
-  z.object({ type: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), pk: PublicKey, name: DisplayName, sig: Signature }).strict(),
+  /**
+   * Answer to the relay's challenge: a signature over the login transcript. In classroom mode
+   * `code` is the class code (a login without the right one is refused before anything is
+   * registered); `device` is what the client says it runs on, for the teacher's list.
+   */
+  z
+    .object({ type: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), pk: PublicKey, name: DisplayName, sig: Signature, code: ClassCode.optional(), device: DeviceKind.optional() })
+    .strict(),
   z.object({ type: z.literal('send'), env: Envelope }).strict(),
   /**
    * Sealed sender: `box` is crypto_box_seal of the whole signed envelope (its JSON) to the
@@ -561,6 +594,13 @@ export const ErrorCode = {
   DirectoryFull: 'directory_full',
   /** A scan report the relay does not take: scanning off, another list, not a message this session sent, or reported already. */
   ReportRefused: 'report_refused',
+  /** Classroom mode: the login carried no class code, or a wrong one (then close 4001; nothing is registered). */
+  ClassCodeRequired: 'class_code_required',
+  ClassCodeWrong: 'class_code_wrong',
+  /** Classroom mode: too many wrong class codes from this network address; `retryAfterMs` says when to try again. */
+  ClassCodeLocked: 'class_code_locked',
+  /** The teacher removed this person from the room (then close 4008); the PIN stays out until the teacher lets it back in or resets the room. */
+  Kicked: 'kicked',
   Internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -579,6 +619,8 @@ export const CloseCode = {
   TooManyErrors: 4006,
   /** The user was removed from the directory (the teacher's reset); logging in again registers anew. */
   Removed: 4007,
+  /** The teacher removed this person from the room: the client must not reconnect on its own. */
+  Kicked: 4008,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

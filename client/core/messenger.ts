@@ -13,6 +13,8 @@ import {
   parseServerMessage,
   policyCovers,
   type ClientMessage,
+  type ClassCode,
+  type DeviceKind,
   type AnyEnvelope,
   type DirectoryEntry,
   type Envelope,
@@ -146,7 +148,7 @@ export type MessengerEvent =
   | { type: 'escrow-pin'; pinned: string | null }
   | { type: 'message'; message: ChatMessage }
   | { type: 'wire'; record: WireRecord }
-  | { type: 'error'; code: string; message: string; ref?: string }
+  | { type: 'error'; code: string; message: string; ref?: string; retryAfterMs?: number }
   /** An incoming envelope that was not shown at all (a replay), with its stable code. */
   | { type: 'dropped'; id: string; code: FailureCode }
   /** The relay sent a directory entry this client refused (see KeyPins): the UI says so. */
@@ -211,8 +213,14 @@ export interface MessengerOptions {
   connect: () => SocketLike;
   storage?: KeyValueStore;
   identity?: Identity;
-  /** Reconnect backoff: first delay and ceiling (ms). */
+  /** Reconnect backoff: first delay and ceiling (ms); each delay is jittered by ±25%. */
   backoff?: { minMs: number; maxMs: number };
+  /** Classroom mode: the class code sent with every login. */
+  classCode?: ClassCode;
+  /** What this client runs on, told to the relay at login for the teacher's list (a claim). */
+  device?: DeviceKind;
+  /** After `wake()`, how long an open-looking socket has to answer a ping before it is replaced (ms). */
+  wakePingMs?: number;
   /** Keep this many wire records for the panel. */
   wireLimit?: number;
   /** Messages one chat keeps in memory (default KEEP_PER_CHAT); the oldest beyond it are dropped. */
@@ -251,6 +259,23 @@ interface SavedState {
 }
 
 const OPEN = 1;
+
+/**
+ * Login refusals after which reconnecting would only be refused again: the messenger stops and
+ * says why (the page asks for the code, or says the teacher removed this person).
+ */
+export const LOGIN_STOPS: readonly string[] = [ErrorCode.BadSignature, ErrorCode.KeyMismatch, ErrorCode.ClassCodeRequired, ErrorCode.ClassCodeWrong, ErrorCode.ClassCodeLocked, ErrorCode.Kicked];
+
+/** `start()` rejects with this when the relay refuses the login for good (a code in LOGIN_STOPS). */
+export class LoginRefused extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(`login refused: ${message}`);
+  }
+}
 /**
  * A group note the relay refused for a full queue is sent again (the same signed envelope) after
  * 2 s, doubling up to a minute, at most NOTE_RETRIES times; the creator's screen says so meanwhile.
@@ -320,6 +345,10 @@ export class Messenger {
   private stopped = false;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Set while a ping sent by wake() waits for its pong. */
+  private wakeTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Reconnects made so far (after the first connection), for the tests and the page. */
+  reconnects = 0;
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private pendingAcks: number[] = [];
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
@@ -363,6 +392,11 @@ export class Messenger {
     return this.identity.pin;
   }
 
+  /** Envelopes sent but not yet accepted by the relay (they go again after a reconnect). */
+  outboxSize(): number {
+    return this.outbox.size;
+  }
+
   /** Every message held, by id. */
   get messages(): ReadonlyMap<string, ChatMessage> {
     return this.history.messages;
@@ -385,9 +419,9 @@ export class Messenger {
         if (event.type === 'ready') {
           off();
           resolve();
-        } else if (event.type === 'error' && (event.code === ErrorCode.BadSignature || event.code === ErrorCode.KeyMismatch)) {
+        } else if (event.type === 'error' && (LOGIN_STOPS.includes(event.code) || event.code === 'kicked')) {
           off();
-          reject(new Error(`login refused: ${event.message}`));
+          reject(new LoginRefused(event.code, event.message, event.retryAfterMs));
         }
       });
     });
@@ -399,6 +433,9 @@ export class Messenger {
   stop(): void {
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
     for (const timer of this.noteTimers.values()) clearTimeout(timer);
     this.noteTimers.clear();
     if (this.ackTimer) clearTimeout(this.ackTimer);
@@ -430,6 +467,11 @@ export class Messenger {
         this.stopped = true;
         this.emit({ type: 'error', code: 'removed', message: ev.reason || 'removed from the directory' });
       }
+      if (ev.code === CloseCode.Kicked) {
+        // The teacher removed this person: the relay refuses the PIN until the teacher lets it back in.
+        this.stopped = true;
+        this.emit({ type: 'error', code: 'kicked', message: 'The teacher removed you from the room.' });
+      }
       if (ev.code === CloseCode.Replaced) {
         // The same identity logged in from another tab: reconnecting would take the session
         // back, and the two tabs would replace each other for ever. This one steps aside.
@@ -444,13 +486,58 @@ export class Messenger {
     };
   }
 
+  /**
+   * The device is back (the page became visible again, the network came back): a phone that slept
+   * may hold a socket that looks open but is dead, or be waiting out a long backoff. Offline, it
+   * reconnects now; with an open socket, a ping must be answered within `wakePingMs`, or the socket
+   * is dropped and a new one made. After the login, the relay sends what was queued meanwhile and
+   * the outbox goes again (the relay answers a repeat as a duplicate; nothing is shown twice).
+   */
+  wake(): void {
+    if (this.stopped) return;
+    const socket = this.socket;
+    if (!socket) {
+      if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+      this.attempt = 0;
+      this.reconnects += 1;
+      this.connect();
+      return;
+    }
+    if (socket.readyState !== OPEN || this.wakeTimer) return; // still connecting, or already checking
+    if (!this.send({ type: 'ping', t: Date.now() })) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = null;
+      if (this.socket === socket && !this.stopped) this.replaceSocket(socket);
+    }, this.options.wakePingMs ?? 4000);
+  }
+
+  /** Give up on a socket that does not answer, and connect again at once. */
+  private replaceSocket(socket: SocketLike): void {
+    socket.onclose = null;
+    socket.onmessage = null;
+    socket.onerror = null;
+    this.socket = null;
+    try {
+      socket.close(1000, 'no answer after wake');
+    } catch {
+      // A dead socket may refuse even to close; it is dropped all the same.
+    }
+    this.setStatus('offline');
+    this.attempt = 0;
+    this.reconnects += 1;
+    this.connect();
+  }
+
   private scheduleReconnect(): void {
     const { minMs, maxMs } = this.options.backoff ?? { minMs: 250, maxMs: 5000 };
     const delay = Math.min(maxMs, minMs * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
     this.attempt += 1;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
-      if (!this.stopped) this.connect();
+      if (this.stopped) return;
+      this.reconnects += 1;
+      this.connect();
     }, delay);
   }
 
@@ -541,7 +628,15 @@ export class Messenger {
     switch (msg.type) {
       case 'challenge':
         this.policy = msg.policy;
-        this.send({ type: 'hello', v: PROTOCOL_VERSION, pk: toB64(this.identity.signPk), name: this.name, sig: signLogin(msg.nonce, this.identity) });
+        this.send({
+          type: 'hello',
+          v: PROTOCOL_VERSION,
+          pk: toB64(this.identity.signPk),
+          name: this.name,
+          sig: signLogin(msg.nonce, this.identity),
+          ...(this.options.classCode ? { code: this.options.classCode } : {}),
+          ...(this.options.device ? { device: this.options.device } : {}),
+        });
         return;
       case 'welcome':
         this.attempt = 0;
@@ -574,6 +669,8 @@ export class Messenger {
         this.ack(msg.qid);
         return;
       case 'pong':
+        if (this.wakeTimer) clearTimeout(this.wakeTimer);
+        this.wakeTimer = null;
         return;
       case 'error':
         return this.onError(msg.code, msg.message, msg.ref, msg.retryAfterMs);
@@ -962,7 +1059,9 @@ export class Messenger {
   }
 
   private onError(code: string, text: string, ref?: string, retryAfterMs?: number): void {
-    this.emit(ref === undefined ? { type: 'error', code, message: text } : { type: 'error', code, message: text, ref });
+    // A login refused for good: the relay closes the socket next, and coming back would only be refused again.
+    if (ref === undefined && LOGIN_STOPS.includes(code) && this.status !== 'online') this.stopped = true;
+    this.emit({ type: 'error', code, message: text, ...(ref === undefined ? {} : { ref }), ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
     if (!ref) return;
     const message = this.messageFor(ref);
     const env = this.outbox.get(ref);

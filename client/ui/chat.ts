@@ -17,6 +17,9 @@ import { Messenger, chatKey, type ChatMessage, type KeyValueStore, type SocketLi
 import { SAVE_BUDGET } from '../core/saved-history.ts';
 import { OTHERS_HELD } from '../core/groups.ts';
 import { PersonTab } from './person.ts';
+import { LoginRefused } from '../core/messenger.ts';
+import { ErrorCode, normalizeClassCode } from '../../shared/protocol.ts';
+import { codeCard, codeInput, codeNeeded, deviceKind, kickedCard, saveCode, savedCode, takeCodeFromUrl } from './join.ts';
 import { describeReaders } from '../core/readers.ts';
 import { EscrowPinError } from '../core/escrow-pin.ts';
 import { EscrowPinView, type HeldMessage } from './escrow-pin-view.ts';
@@ -65,6 +68,7 @@ function span(ms: number): string {
 }
 
 function start(): void {
+  takeCodeFromUrl(); // classroom mode: the join link's #code=… goes to storage, out of the address bar
   const params = new URLSearchParams(location.search);
   const raw = params.get('name');
   const parsed = raw === null ? null : DisplayName.safeParse(raw);
@@ -97,6 +101,23 @@ function nameForm(error: string | null): void {
   );
   must('app').replaceChildren(form);
   input.focus();
+  // Classroom mode: the class code goes with the name (kept in this browser, never in the address).
+  void codeNeeded().then((needed) => {
+    if (!needed) return;
+    const code = codeInput(savedCode() ?? '');
+    code.removeAttribute('aria-describedby');
+    form.insertBefore(el('p', null, el('label', null, 'Class code ', code)), form.querySelector('button'));
+    form.addEventListener('submit', (ev) => {
+      const typed = normalizeClassCode(code.value);
+      if (typed) saveCode(typed);
+      else {
+        ev.preventDefault();
+        code.setCustomValidity('six letters and digits, as on the projector');
+        code.reportValidity();
+      }
+    });
+    code.addEventListener('input', () => code.setCustomValidity(''));
+  });
 }
 
 async function open(name: string): Promise<void> {
@@ -113,10 +134,13 @@ async function open(name: string): Promise<void> {
 
 /** Be this person in this tab: log in, draw the chat, and give the person up if another tab takes over. */
 async function run(person: PersonTab): Promise<void> {
+  const classCode = savedCode();
   const m = new Messenger({
     name: person.name,
     storage: person.storage,
     connect: () => new WebSocket(socketUrl('/ws')) as unknown as SocketLike,
+    device: deviceKind(),
+    ...(classCode ? { classCode } : {}),
   });
   document.body.dataset.keysMs = String(Math.round(performance.now()));
   const page = new ChatPage(m, person.storage);
@@ -139,6 +163,15 @@ async function run(person: PersonTab): Promise<void> {
       );
       return;
     }
+    if (event.type === 'error' && event.code === ErrorCode.Kicked) {
+      m.stop();
+      page.unmount();
+      document.body.dataset.ready = 'kicked';
+      must('status').textContent = 'removed';
+      must('status').className = 'status offline';
+      must('app').replaceChildren(kickedCard(person.name));
+      return;
+    }
     if (event.type === 'error' && event.code === 'replaced') {
       person.lost();
       giveUp(`${person.name} logged in from another tab or device, so this tab let go.`);
@@ -149,7 +182,26 @@ async function run(person: PersonTab): Promise<void> {
   window.addEventListener('pageshow', (ev) => {
     if (ev.persisted) location.reload();
   });
-  await m.start();
+  // A phone that slept, or lost the Wi-Fi: back at once, not after the backoff (what was queued arrives then).
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') m.wake();
+  });
+  window.addEventListener('online', () => m.wake());
+  try {
+    await m.start();
+  } catch (err) {
+    if (err instanceof LoginRefused && err.code === ErrorCode.Kicked) return; // the event above drew the kicked card
+    const codeRefusals: string[] = [ErrorCode.ClassCodeRequired, ErrorCode.ClassCodeWrong, ErrorCode.ClassCodeLocked];
+    if (!(err instanceof LoginRefused) || !codeRefusals.includes(err.code)) throw err;
+    // The class code was missing or wrong: ask for it, and log in again with it.
+    m.stop();
+    page.unmount();
+    document.body.dataset.ready = 'code';
+    must('status').textContent = 'needs the class code';
+    must('status').className = 'status offline';
+    must('app').replaceChildren(codeCard(err.code, err.retryAfterMs, () => location.reload()));
+    return;
+  }
   document.body.dataset.readyMs = String(Math.round(performance.now()));
   document.body.dataset.ready = 'true';
 }

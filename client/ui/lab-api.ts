@@ -5,8 +5,8 @@
  * change on one side that the other does not follow fails `tsc`, not a lesson.
  */
 import { z } from 'zod';
-import { Policy, TapSettings } from '../../shared/protocol.ts';
-import type { Person as ServerPerson, RunRecord as ServerRunRecord, ScenarioInfo as ServerScenarioInfo } from '../../server/lab/lab.ts';
+import { DeviceKind, Policy, TapSettings } from '../../shared/protocol.ts';
+import type { ClassroomView as ServerClassroomView, Person as ServerPerson, RunRecord as ServerRunRecord, ScenarioInfo as ServerScenarioInfo } from '../../server/lab/lab.ts';
 import type { MetadataPicture as ServerMetadataPicture } from '../../server/lab/metadata.ts';
 import type { EscrowKeys as ServerEscrowKeys } from '../../server/lab/escrow-swap.ts';
 import type { Page as ServerPage } from '../../server/lab/types.ts';
@@ -32,7 +32,15 @@ export const RunRecord: z.ZodType<ServerRunRecord> = z.object({
 });
 export type RunRecord = ServerRunRecord;
 
-const Person: z.ZodType<ServerPerson> = z.object({ pin: z.string(), name: z.string(), online: z.boolean(), lastSeen: z.number(), bot: z.boolean() });
+const Person: z.ZodType<ServerPerson> = z.object({
+  pin: z.string(),
+  name: z.string(),
+  online: z.boolean(),
+  lastSeen: z.number(),
+  bot: z.boolean(),
+  device: DeviceKind.nullable(),
+  kicked: z.boolean(),
+});
 export type Person = ServerPerson;
 
 export const Scenarios = z.object({ scenarios: z.array(ScenarioInfo) });
@@ -49,6 +57,23 @@ const KeyPrint = z.object({ kid: z.string(), fingerprint: z.string() });
 export const EscrowKeys: z.ZodType<ServerEscrowKeys> = z.object({ regulator: KeyPrint, announced: KeyPrint.nullable(), swapped: z.boolean() });
 export type EscrowKeys = ServerEscrowKeys;
 export const ResetDone = z.object({ users: z.number(), intercepts: z.number(), bots: z.number() });
+export const Kicked = z.object({ kicked: z.string(), sessions: z.number() });
+export const Readmitted = z.object({ readmitted: z.string() });
+
+/** Classroom mode (GET/POST /api/lab/classroom). The QR code must be an SVG data: URL, nothing else, before it becomes an image. */
+export const ClassroomView: z.ZodType<ServerClassroomView> = z.union([
+  z.object({ classroom: z.literal(false) }),
+  z.object({ classroom: z.literal(true), hidden: z.literal(true), code: z.null(), links: z.tuple([]), qr: z.null(), wrongCodes: z.number() }),
+  z.object({
+    classroom: z.literal(true),
+    hidden: z.literal(false),
+    code: z.string(),
+    links: z.array(z.string()),
+    qr: z.string().regex(/^(data:image\/svg\+xml;base64,[A-Za-z0-9+/=]+)?$/),
+    wrongCodes: z.number(),
+  }),
+]);
+export type ClassroomView = ServerClassroomView;
 
 export const MetadataPicture: z.ZodType<ServerMetadataPicture> = z.object({
   people: z.array(z.object({ pin: z.string(), name: z.string() })),

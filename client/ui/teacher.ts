@@ -68,6 +68,7 @@ class TeacherPanel {
   private scenarios: api.ScenarioInfo[] = [];
   private current: api.RunRecord | null = null;
   private people: api.People | null = null;
+  private classroom: api.ClassroomView | null = null;
   private tap: z.infer<typeof api.Tap> | null = null;
   private escrow: api.EscrowKeys | null = null;
   private metadata: api.MetadataPicture | null = null;
@@ -216,16 +217,18 @@ class TeacherPanel {
   private async refresh(): Promise<void> {
     const generation = this.generation;
     try {
-      const [people, current, metadata, tap, escrow] = await Promise.all([
+      const [people, current, metadata, tap, escrow, classroom] = await Promise.all([
         this.call(api.People, '/api/lab/people', 'the people list'),
         this.call(api.Current, '/api/lab/current', 'the current scenario'),
         this.call(api.MetadataPicture, '/api/lab/metadata', 'the metadata picture'),
         this.call(api.Tap, '/api/regulator/tap', 'the tap'),
         this.call(api.EscrowKeys, '/api/lab/escrow', 'the escrow keys'),
+        this.call(api.ClassroomView, '/api/lab/classroom', 'classroom mode'),
       ]);
       if (generation !== this.generation) return;
       this.escrow = escrow;
       this.people = people;
+      this.classroom = classroom;
       this.tap = tap;
       this.metadata = metadata;
       if (current.current?.id !== this.current?.id || current.current?.at !== this.current?.at) {
@@ -238,6 +241,7 @@ class TeacherPanel {
       if (this.errorBar.dataset.source === 'poll') this.clearError();
       this.drawState();
       this.drawPeople();
+      this.drawClassroom();
       this.drawBots();
       this.drawMetadata();
       await Promise.all([this.observersCard.refresh(), this.scanCard.refresh()]);
@@ -317,6 +321,28 @@ class TeacherPanel {
     return this.act(`Stopping the bot ${name}`, async () => {
       await this.call(api.Stopped, `/api/lab/bots/${encodeURIComponent(name)}`, 'stopping a bot', { method: 'DELETE' });
       return `${name} stopped: offline now, still in the directory until you forget offline people.`;
+    });
+  }
+
+  private kick(person: api.Person): Promise<boolean> {
+    return this.act(`Removing ${person.name} from the room`, async () => {
+      const done = await this.call(api.Kicked, `/api/lab/people/${encodeURIComponent(person.pin)}/kick`, 'removing a person', { method: 'POST', body: {} });
+      return `${person.name} (PIN ${done.kicked}) is removed: ${done.sessions ? 'their tab now says the teacher removed them' : 'they were offline'}, and their PIN cannot log in again until you let them back in or reset the room.`;
+    });
+  }
+
+  private readmit(person: api.Person): Promise<boolean> {
+    return this.act(`Letting ${person.name} back in`, async () => {
+      await this.call(api.Readmitted, `/api/lab/people/${encodeURIComponent(person.pin)}/readmit`, 'letting a person back in', { method: 'POST', body: {} });
+      return `${person.name} may join again: they reload their chat page.`;
+    });
+  }
+
+  private hideCode(hidden: boolean): Promise<boolean> {
+    return this.act(hidden ? 'Hiding the class code' : 'Showing the class code', async () => {
+      this.classroom = await this.call(api.ClassroomView, '/api/lab/classroom', 'classroom mode', { method: 'POST', body: { hidden } });
+      this.drawClassroom();
+      return hidden ? 'The class code is hidden here and on the projector. Joining with it still works: show it again for a late-comer.' : 'The class code is shown again.';
     });
   }
 
@@ -575,11 +601,67 @@ class TeacherPanel {
           el('span', { class: 'name', testid: 'person-name', text: p.name }),
           p.bot ? el('span', { class: 'tag', text: 'bot' }) : null,
           el('span', { class: 'pin', text: p.pin }),
-          el('span', { class: 'seen hint', text: p.online ? 'online' : `offline, last seen ${clock(p.lastSeen)}` }),
+          el('span', { class: 'device hint', testid: 'person-device', title: 'what their browser says it runs on', text: p.bot ? '' : p.device ? `says: ${p.device}` : '' }),
+          el('span', { class: 'seen hint', text: p.kicked ? 'removed by you' : p.online ? 'online' : `offline, last seen ${clock(p.lastSeen)}` }),
+          p.bot ? null : this.personButton(p),
         ),
       ),
     );
     if (!people.length) list.append(el('li', { class: 'empty', testid: 'people-empty', text: 'Nobody has joined yet. Run a scene, start a bot, or open a chat tab.' }));
+  }
+
+  private personButton(p: api.Person): HTMLButtonElement {
+    const button = p.kicked
+      ? el('button', { class: 'secondary small-button', testid: 'readmit', text: 'Let back in', attrs: { type: 'button', 'aria-label': `Let ${p.name} back in` } })
+      : el('button', { class: 'danger small-button', testid: 'kick', text: 'Remove', attrs: { type: 'button', 'aria-label': `Remove ${p.name} from the room` } });
+    button.disabled = this.busy !== null;
+    button.addEventListener('click', () => void (p.kicked ? this.readmit(p) : this.kick(p)));
+    return button;
+  }
+
+  /**
+   * Classroom mode: the join QR code large, the class code and the links — until the teacher hides
+   * them (everyone is in). The QR code is an image from an SVG data: URL the relay made (checked by
+   * lab-api.ts to be only that); nothing here holds or shows the admin token.
+   */
+  private drawClassroom(): void {
+    const card = must('classroom');
+    const view = this.classroom;
+    if (!view || !view.classroom) {
+      card.hidden = true;
+      return;
+    }
+    card.hidden = false;
+    card.dataset.hidden = String(view.hidden);
+    const key = JSON.stringify(view) + String(this.busy !== null);
+    if (card.dataset.drawn === key) return;
+    card.dataset.drawn = key;
+    const toggle = el('button', { class: 'secondary', testid: view.hidden ? 'show-code' : 'hide-code', text: view.hidden ? 'Show the class code' : 'Hide the code (everyone is in)', attrs: { type: 'button' } });
+    toggle.disabled = this.busy !== null;
+    toggle.addEventListener('click', () => void this.hideCode(!view.hidden));
+    const wrong = view.wrongCodes ? el('p', { class: 'hint', testid: 'wrong-codes', text: `${view.wrongCodes} wrong class code${view.wrongCodes === 1 ? '' : 's'} refused so far.` }) : null;
+    if (view.hidden) {
+      card.replaceChildren(el('h2', { text: 'Joining' }), el('p', { testid: 'code-hidden', text: 'The class code is hidden (here and on the projector). Joining with it still works.' }), ...(wrong ? [wrong] : []), toggle);
+      return;
+    }
+    card.replaceChildren(
+      el('h2', { text: 'Join on your phone or laptop' }),
+      el(
+        'div',
+        { class: 'join' },
+        view.qr ? el('img', { class: 'join-qr', testid: 'join-qr', attrs: { src: view.qr, alt: `QR code of the join link ${view.links[0] ?? ''}`, width: '360', height: '360' } }) : null,
+        el(
+          'div',
+          { class: 'join-text' },
+          el('p', { class: 'hint', text: 'Class code' }),
+          el('p', { class: 'class-code', testid: 'class-code', text: view.code }),
+          el('p', { class: 'hint', text: 'or open' }),
+          el('ul', { class: 'join-links', testid: 'join-links' }, ...view.links.map((link) => el('li', { text: link }))),
+        ),
+      ),
+      ...(wrong ? [wrong] : []),
+      toggle,
+    );
   }
 
   private drawBots(): void {

@@ -18,10 +18,15 @@
  *   POST /api/lab/scan {on, announced}   turn scanning on or off (audited); the policy goes to every client
  *   POST /api/lab/scan/entries {phrase} | {hash}   add a list entry: a phrase is hashed and forgotten (audited)
  *   GET  /api/lab/scan/reports           the reports clients sent, newest first (also /api/regulator/scan-reports)
+ *   GET  /api/lab/classroom              classroom mode: the class code, join links, QR code (none while hidden)
+ *   POST /api/lab/classroom {hidden}     hide the class code from the panel and projector (joining still works), or show it
+ *   POST /api/lab/people/<pin>/kick      remove a person: their tab is closed (4008) and their PIN refused until readmitted or reset
+ *   POST /api/lab/people/<pin>/readmit   let a removed person back in
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
 import { LabError, type Lab } from './lab.ts';
+import { Pin } from '../../shared/protocol.ts';
 
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
@@ -32,9 +37,10 @@ const ScanEntryBody = z.union([
   z.object({ hash: z.string().regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'hash must be 32 bytes in canonical standard base64 (44 characters)') }).strict(),
 ]);
 const who = (req: Request) => `the teacher (${req.socket.remoteAddress ?? 'unknown address'})`;
+const HideCode = z.object({ hidden: z.boolean() }).strict();
 
 function fail(res: Response, err: unknown): void {
-  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : 'bad_request', message: err.message });
+  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : err.status === 409 ? 'conflict' : 'bad_request', message: err.message });
   res.status(400).json({ error: 'bad_request', message: (err as Error).message });
 }
 
@@ -106,6 +112,41 @@ export function labRouter(lab: Lab): express.Router {
     try {
       const entry = 'phrase' in b ? lab.scanner.addPhrase(b.phrase, who(req)) : lab.scanner.addHash(b.hash, who(req));
       res.json({ entry, state: lab.scanner.state() });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.get('/classroom', (_req, res) => void res.json(lab.classroomView()));
+  r.post('/classroom', (req, res) => {
+    const b = body(HideCode, req, res);
+    if (!b) return;
+    try {
+      res.json(lab.hideClassCode(b.hidden));
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  const pinParam = (req: Request, res: Response): string | null => {
+    const pin = Pin.safeParse(req.params.pin);
+    if (pin.success) return pin.data;
+    res.status(400).json({ error: 'bad_request', message: 'pin: a PIN is 8 upper-case hex digits' });
+    return null;
+  };
+  r.post('/people/:pin/kick', (req, res) => {
+    const pin = pinParam(req, res);
+    if (!pin) return;
+    try {
+      res.json({ kicked: pin, ...lab.kick(pin) });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+  r.post('/people/:pin/readmit', (req, res) => {
+    const pin = pinParam(req, res);
+    if (!pin) return;
+    try {
+      lab.readmit(pin);
+      res.json({ readmitted: pin });
     } catch (err) {
       fail(res, err);
     }

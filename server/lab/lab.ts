@@ -7,13 +7,14 @@
  */
 import { Bot, type BotScript } from '../../client/bot/bot.ts';
 import type { ChatMessage, SealingPolicy } from '../../client/core/messenger.ts';
-import type { Policy } from '../../shared/protocol.ts';
+import type { DeviceKind, Policy } from '../../shared/protocol.ts';
 import type { Enterprise, RoomModel } from '../enterprise.ts';
 import type { Logger } from '../log.ts';
 import type { Regulator } from '../regulator.ts';
 import type { ObserverInfo, Relay } from '../relay.ts';
 import type { RelayStore } from '../store.ts';
 import { memoryPair } from '../transport.ts';
+import { qrDataUrl } from '../classroom.ts';
 import { Attacker } from './attacker.ts';
 import { EscrowSwap, type EscrowKeys } from './escrow-swap.ts';
 import { InsiderTap } from './insider.ts';
@@ -29,7 +30,19 @@ export interface LabDeps {
   enterprise: Enterprise;
   setRoom(model: RoomModel, sealedSender?: boolean): Policy;
   log: Logger;
+  /** Classroom mode: the links participants open (with the class code); empty outside it. */
+  joinLinks?: () => string[];
 }
+
+/**
+ * Classroom mode as the teacher panel shows it. While the code is hidden (everyone is in), the
+ * answer holds neither the code nor the links nor the QR code, so no page can show them; joining
+ * with the code still works (a late-comer asks the teacher, who shows it again).
+ */
+export type ClassroomView =
+  | { classroom: false }
+  | { classroom: true; hidden: true; code: null; links: []; qr: null; wrongCodes: number }
+  | { classroom: true; hidden: false; code: string; links: string[]; qr: string; wrongCodes: number };
 
 export interface Person {
   pin: string;
@@ -38,6 +51,10 @@ export interface Person {
   lastSeen: number;
   /** Started by the lab (a bot in this process). */
   bot: boolean;
+  /** What the person's client said it runs on at its last login (their claim, not checked), or null. */
+  device: DeviceKind | null;
+  /** Removed by the teacher: refused at login until let back in or the room is reset. */
+  kicked: boolean;
 }
 
 export interface ScenarioInfo {
@@ -165,7 +182,7 @@ export class Lab {
       name,
       connect: () => {
         const { client, server } = memoryPair();
-        this.deps.relay.handleConnection(server, 'lab');
+        this.deps.relay.handleConnection(server, 'lab', { exempt: true });
         return client;
       },
       ...(options.script ? { script: options.script } : {}),
@@ -202,8 +219,43 @@ export class Lab {
     const online = new Set(this.deps.relay.onlinePins());
     return this.deps.store
       .allUsers()
-      .map((u) => ({ pin: u.pin, name: u.name, online: online.has(u.pin), lastSeen: u.last_seen, bot: botPins.has(u.pin) }))
+      .map((u) => ({ pin: u.pin, name: u.name, online: online.has(u.pin), lastSeen: u.last_seen, bot: botPins.has(u.pin), device: this.deps.relay.deviceOf(u.pin), kicked: this.deps.relay.isKicked(u.pin) }))
       .sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Remove a person from the room (Relay.kick). The lab's own bots are not removed this way: the
+   * lab would go on counting on them; they are stopped with stopBot.
+   */
+  kick(pin: string): { sessions: number } {
+    const bot = [...this.bots.values()].find((b) => b.pin === pin);
+    if (bot) throw new LabError(409, `${bot.name} is one of the lab's bots: stop it instead (DELETE /api/lab/bots/${encodeURIComponent(bot.name)})`);
+    const done = this.deps.relay.kick(pin);
+    if (!done) throw new LabError(404, `nobody with PIN ${pin} in the directory`);
+    return done;
+  }
+
+  /** Let a removed person back in. */
+  readmit(pin: string): void {
+    if (!this.deps.relay.readmit(pin)) throw new LabError(404, `PIN ${pin} was not removed`);
+  }
+
+  /** Classroom mode for the panel: the class code, the join links and the first one's QR code (an SVG data: URL), unless hidden. */
+  classroomView(): ClassroomView {
+    const classroom = this.deps.relay.getClassroom();
+    if (!classroom) return { classroom: false };
+    if (classroom.hidden) return { classroom: true, hidden: true, code: null, links: [], qr: null, wrongCodes: classroom.wrongCodes };
+    const links = this.deps.joinLinks?.() ?? [];
+    return { classroom: true, hidden: false, code: classroom.code, links, qr: links[0] ? qrDataUrl(links[0]) : '', wrongCodes: classroom.wrongCodes };
+  }
+
+  /** Hide the class code from the panel and the projector (everyone is in), or show it again. */
+  hideClassCode(hidden: boolean): ClassroomView {
+    const classroom = this.deps.relay.getClassroom();
+    if (!classroom) throw new LabError(409, 'the relay is not in classroom mode (start it with --classroom): there is no class code');
+    classroom.hidden = hidden;
+    this.deps.log.info(hidden ? 'class code hidden' : 'class code shown');
+    return this.classroomView();
   }
 
   metadata(): MetadataPicture {
