@@ -15,6 +15,7 @@ import { clock, el, must, showStatus } from './dom.ts';
 import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
+import { projectorControl } from './projector-control.ts';
 
 const POLL_MS = 3000;
 const DEFAULT_BOTS = ['Bob', 'Carol', 'Dave'] as const;
@@ -112,6 +113,7 @@ class TeacherPanel {
     document.addEventListener('fullscreenchange', () => {
       must('metadata-fullscreen').textContent = document.fullscreenElement ? 'Leave full screen' : 'Full screen';
     });
+    projectorControl(() => this.token);
     if (this.token) void this.open();
     else this.askToken(null);
   }

@@ -11,10 +11,12 @@
  *   GET  /api/lab/metadata               the metadata picture
  *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
  *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
+ *   GET/POST /api/lab/projector          what the projector shows (server/lab/projector.ts)
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
 import { LabError, type Lab } from './lab.ts';
+import { Projector, projectorRouter } from './projector.ts';
 
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
@@ -74,5 +76,6 @@ export function labRouter(lab: Lab): express.Router {
     if (!body(Reset, req, res)) return;
     res.json(lab.reset(`the teacher (${req.socket.remoteAddress ?? 'unknown address'})`));
   });
+  r.use(projectorRouter(new Projector(lab)));
   return r;
 }
