@@ -6,7 +6,7 @@
  *   npm run bench                      full run (about 5.5 minutes), with the cost ladder at N = 100
  *   npm run bench -- --quick           shorter runs, fewer samples
  *   npm run bench -- --json out.json   also write the figures to out.json
- *   flags: --skip-relay --skip-workshop --skip-memory --skip-crypto --skip-browser --skip-ladder
+ *   flags: --skip-relay --skip-workshop --skip-memory --skip-crypto --skip-browser --skip-pages --skip-ladder
  *          --sizes 10,100,1000  --ladder-sizes 10,100,1000  --reps N
  *          --profile  --fresh-pool  --skip-baseline (experiments)
  *
@@ -21,6 +21,7 @@ import { createHash } from 'node:crypto';
 import { busyCores, GROUP_SIZE, LADDER_LABELS, LADDER_RUNGS, machineCpu, median, spawnTs, sleep, type Child, type LadderRung, type MemorySample } from './common.ts';
 import { runCryptoBench, type CryptoFigures } from './crypto-bench.ts';
 import { runBrowserBench, type BrowserFigures } from './browser-bench.ts';
+import { measureCrowd, measurePageWeight, type CrowdFigures, type PageWeight } from './page-bench.ts';
 import type { AppLimits } from '../server/app.ts';
 import { UNLIMITED } from '../server/relay.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
@@ -33,6 +34,7 @@ const { values: flags } = parseArgs({
     'skip-memory': { type: 'boolean', default: false },
     'skip-crypto': { type: 'boolean', default: false },
     'skip-browser': { type: 'boolean', default: false },
+    'skip-pages': { type: 'boolean', default: false },
     'skip-workshop': { type: 'boolean', default: false },
     sizes: { type: 'string' },
     reps: { type: 'string' },
@@ -632,6 +634,21 @@ async function main(): Promise<void> {
     browser = await runBrowserBench({ messages: CONFIG.browserMessages, startRelay: () => startServerForBrowser() });
   }
 
+  let pages: { weight: PageWeight[]; crowd: CrowdFigures } | null = null;
+  if (!flags['skip-pages']) {
+    log('\n[pages] Chromium: bytes on the wire, first and repeat load of each page; 30 clients loading the chat page at once...');
+    const server = await startServerForBrowser();
+    try {
+      const weight = await measurePageWeight(server.url);
+      for (const w of weight) log(`  ${w.name}: first ${fmt(w.first.bytes / 1024, 1)} KB (${w.first.requests} requests), repeat ${fmt(w.repeat.bytes / 1024, 1)} KB (${w.repeat.fromCache} from cache)`);
+      const crowd = await measureCrowd(server.url, 30, 3);
+      log(`  30 at once: all ready after ${crowd.allReadyMs.map((v) => `${fmt(v, 0)} ms`).join(', ')}${crowd.failures.length ? `; failed: ${crowd.failures.join('; ')}` : ''}`);
+      pages = { weight, crowd };
+    } finally {
+      await server.stop();
+    }
+  }
+
   // ---- Tables
   if (relayFigures) {
     table(
@@ -717,14 +734,24 @@ async function main(): Promise<void> {
     ]);
   }
 
+  if (pages) {
+    table('Page weight: bytes on the wire (Chromium, a fresh profile; the repeat is the page opened again in that profile)', ['page', 'first load', 'requests', 'repeat load', 'from cache'], pages.weight.map((w) => [w.name, `${fmt(w.first.bytes / 1024, 1)} KB`, String(w.first.requests), `${fmt(w.repeat.bytes / 1024, 1)} KB`, String(w.repeat.fromCache)]));
+  }
+
   // Every target is listed; one whose figure was skipped (or N = 100 not run) says so.
   const s100 = relayFigures?.find((s) => s.n === 100);
+  const weightOf = (name: string) => pages?.weight.find((w) => w.name === name);
   const targets: string[][] = [
     targetRow('relay/baseline throughput, 100 clients', '≥ 0.8', s100?.ratio, (v) => fmt(v, 3), (v) => v >= 0.8),
     targetRow('p99 latency, 100 clients × 10 msg/s', '< 20 ms', s100?.relay.p99, (v) => `${fmt(v, 2)} ms`, (v) => v < 20),
     targetRow('relay memory per idle connection (1,000)', '< 50 KB', memory?.relay.bytesPerConnection, (v) => `${fmt(v / 1024)} KB`, (v) => v < 50 * 1024),
     targetRow('browser: chat page ready (median of tabs)', '< 1 s', browser?.readyMs, (v) => `${fmt(v, 0)} ms`, (v) => v < 1000),
     targetRow('browser: tab-to-tab median', '< 50 ms', browser?.tabToTabMedianMs, (v) => `${fmt(v, 1)} ms`, (v) => v < 50),
+    targetRow('chat page, first load on the wire', '≤ 350 KB', weightOf('chat')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 350 * 1024),
+    targetRow('chat page, repeat load on the wire', '≤ 20 KB', weightOf('chat')?.repeat.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 20 * 1024),
+    targetRow('relay view, first load on the wire', '≤ 120 KB', weightOf('relay view')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 120 * 1024),
+    targetRow('regulator console, first load on the wire', '≤ 120 KB', weightOf('regulator console')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 120 * 1024),
+    targetRow('30 chat pages at once, all ready (median of 3 runs)', '≤ 3 s', pages && !pages.crowd.failures.length ? pages.crowd.medianAllReadyMs : undefined, (v) => `${fmt(v, 0)} ms`, (v) => v <= 3000),
   ];
   table('Targets', ['figure', 'target', 'measured', ''], targets);
 
@@ -767,7 +794,7 @@ async function main(): Promise<void> {
         cpuModel: cpus()[0]?.model ?? null,
         quick,
         /** What this run left out, by flag: its figures are null below. */
-        skipped: (['relay', 'baseline', 'ladder', 'workshop', 'memory', 'crypto', 'browser'] as const).filter((k) => flags[`skip-${k}`]),
+        skipped: (['relay', 'baseline', 'ladder', 'workshop', 'memory', 'crypto', 'browser', 'pages'] as const).filter((k) => flags[`skip-${k}`]),
         ladderSizes,
         ulimitNofile: nofile,
         relayLimits: BENCH_LIMITS,
@@ -813,6 +840,7 @@ async function main(): Promise<void> {
             ...cryptoFigures,
           }
         : null,
+      pages,
       browser: browser
         ? {
             ready_ms: browser.readyMs,

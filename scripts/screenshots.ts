@@ -5,7 +5,9 @@
  * then reset the room from the teacher panel, walk the lesson's first five scenes with "Next"
  * and write docs/screenshots/teacher.png: the narration card and the metadata picture;
  * then the last two scenes and docs/screenshots/demand.png, the console's demand on the
- * operator (all 1280x800). Needs Debian's Chromium (apt-get install -y chromium).
+ * operator (all 1280x800); then docs/screenshots/projector.png, the projector opened from the
+ * teacher panel in its sender | relay | recipient layout (1280x720), and docs/screenshots/phone.png,
+ * a chat on a 390x844 touch screen. Needs Debian's Chromium (apt-get install -y chromium).
  */
 import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -137,6 +139,37 @@ async function main(): Promise<void> {
     await console_.getByTestId('demand-button').click();
     await console_.locator('[data-testid="demand-item"][data-status="plaintext"]').first().waitFor();
     await shoot(console_, 'demand.png');
+
+    // The projector, opened from the teacher panel's link (it gets the token without showing it),
+    // following the two bots of scene 2 run again (end to end, the tap on): each one's own screen
+    // around what the relay holds.
+    const run = await fetch(`${app.url}/api/lab/scenarios/tap-on/run`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: '{}' });
+    if (!run.ok) throw new Error(`running tap-on again: ${run.status}`);
+    await teacher.setViewportSize({ width: 1280, height: 720 });
+    const [projector] = await Promise.all([ctx.waitForEvent('page'), teacher.getByTestId('link-projector').click()]);
+    await projector.setViewportSize({ width: 1280, height: 720 });
+    await teacher.getByTestId('projector-layout').selectOption('three-panes');
+    await projector.locator('#app[data-layout="three-panes"]').waitFor();
+    await projector.locator('[data-testid="right-message"]').first().waitFor();
+    await projector.locator('[data-testid="pane-middle"] [data-testid="relay-row"]').first().waitFor();
+    await projector.waitForTimeout(1200);
+    await projector.screenshot({ path: `${outDir}projector.png` });
+    process.stdout.write('wrote docs/screenshots/projector.png\n');
+
+    // A phone: 390x844, touch. Pia writes to the bot Bob, who answers (the tap is still on: the banner says so).
+    const phoneCtx = await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 });
+    const pia = await openChat(phoneCtx, app.url, 'Pia');
+    const bobPin = app.relay.directory().find((d) => d.name === 'Bob' && d.online)?.pin ?? '';
+    await pia.page.locator(`[data-testid="contact"][data-pin="${bobPin}"]`).tap();
+    await pia.page.getByTestId('composer').fill('Is the 3 pm meeting still on?');
+    await pia.page.getByTestId('send').tap();
+    await messageWith(pia.page, 'Bob got it').waitFor();
+    await pia.page.locator('[data-testid="message-state"][data-state="read"]').last().waitFor();
+    await pia.page.waitForTimeout(300);
+    await pia.page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    await pia.page.screenshot({ path: `${outDir}phone.png` });
+    process.stdout.write('wrote docs/screenshots/phone.png\n');
+    await phoneCtx.close();
   } finally {
     await browser.close();
     await app.close();

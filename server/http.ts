@@ -1,12 +1,10 @@
 /**
- * HTTP side: the pages, the client bundle (built in memory by esbuild at start,
- * so `npm start` needs no build step), security headers, health, and the
- * teacher's regulator API behind the admin token.
+ * HTTP side: the pages, the client bundles (built in memory by esbuild at start, so `npm start`
+ * needs no build step: minified, content-hashed, compressed and cached, see assets.ts), security
+ * headers, health, and the teacher's regulator API behind the admin token.
  */
 import express, { type Request, type Response, type NextFunction } from 'express';
-import { build } from 'esbuild';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { Pin, keysOf } from '../shared/protocol.ts';
@@ -18,10 +16,13 @@ import { retryAfterSeconds, type AdminGuard } from './admin-guard.ts';
 import type { Enterprise } from './enterprise.ts';
 import type { Lab } from './lab/lab.ts';
 import { labRouter } from './lab/api.ts';
+import { buildAssets, sendAsset, type Assets } from './assets.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html' } as const;
-const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher'] as const;
+// A page is its path and its HTML file; the HTML loads /assets/<entry>.js and /assets/style.css,
+// names the start rewrites to the hashed ones (assets.ts). A new page: one line here, its entry in ENTRIES.
+export const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html', '/projector': 'projector.html' } as const;
+export const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher', 'projector'] as const;
 
 /** The Content-Security-Policy every page is served with: no inline script, no other origin. */
 export const CSP = [
@@ -36,20 +37,15 @@ export const CSP = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-export async function buildBundles(): Promise<Map<string, string>> {
-  const result = await build({
-    entryPoints: Object.fromEntries(ENTRIES.map((e) => [e, `${root}client/ui/${e}.ts`])),
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    write: false,
-    outdir: '/assets',
-    minify: false,
-    sourcemap: false,
-    logLevel: 'silent',
+let built: Promise<Assets> | null = null;
+
+/** The pages and their assets, built once per process (every relay a test starts shares them). */
+export function buildBundles(): Promise<Assets> {
+  built ??= buildAssets(root, ENTRIES, PAGES).catch((err: unknown) => {
+    built = null;
+    throw err;
   });
-  return new Map(result.outputFiles.map((f) => [f.path.replace(/^.*\//, ''), f.text]));
+  return built;
 }
 
 /** Constant-time comparison of a presented token with the admin token. */
@@ -85,7 +81,7 @@ export interface HttpDeps {
   /** Wrong-token guesses, slowed per address (shared with the console socket). */
   guard: AdminGuard;
   log: Logger;
-  bundles: Map<string, string>;
+  bundles: Assets;
   startedAt: number;
   /** The lab (teacher panel API, at /api/lab) and the operator's handover for a demand. */
   lab: Lab;
@@ -107,16 +103,12 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     next();
   });
 
-  for (const [path, file] of Object.entries(PAGES)) {
-    const html = readFileSync(`${root}client/ui/${file}`, 'utf8');
-    app.get(path, (_req, res) => void res.type('html').send(html));
-  }
-  const css = readFileSync(`${root}client/ui/style.css`, 'utf8');
-  app.get('/assets/style.css', (_req, res) => void res.type('css').send(css));
+  for (const [path, page] of bundles.pages) app.get(path, (req, res) => sendAsset(req, res, page));
+  // Only names that were built: the name is a key, never a path on disk.
   app.get('/assets/:file', (req, res) => {
-    const js = bundles.get(String(req.params.file));
-    if (!js) return void res.status(404).json({ error: 'not_found', message: `no asset ${req.params.file}` });
-    res.type('js').send(js);
+    const file = bundles.files.get(String(req.params.file));
+    if (!file) return void res.status(404).json({ error: 'not_found', message: 'no such asset (asset names carry a content hash: reload the page)' });
+    sendAsset(req, res, file);
   });
 
   app.get('/healthz', (_req, res) => {

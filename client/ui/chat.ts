@@ -24,6 +24,7 @@ import { describeReaders } from '../core/readers.ts';
 import { EscrowPinError } from '../core/escrow-pin.ts';
 import { EscrowPinView, type HeldMessage } from './escrow-pin-view.ts';
 import { b64Bytes, bytes, clock, clockMs, el, must, scheduler, socketUrl } from './dom.ts';
+import { PhoneTabs } from './phone-tabs.ts';
 
 interface ChatEntry {
   chat: string;
@@ -236,11 +237,13 @@ class ChatPage {
   /** What each region was last drawn from: a region is redrawn only when this changes. */
   private readonly drawn = new Map<string, string>();
 
-  private readonly sidebar = el('nav', { class: 'sidebar', testid: 'sidebar' });
+  private readonly sidebar = el('nav', { class: 'sidebar', testid: 'sidebar', attrs: { 'aria-label': 'Contacts and chats' } });
+  /** The phone's tab bar (phone-tabs.ts); hidden on a wider screen. */
+  private tabs: PhoneTabs | null = null;
   private readonly contactsUl = el('ul', { class: 'contacts', testid: 'contacts' });
   private readonly chatsUl = el('ul', { class: 'chats', testid: 'chats' });
   private readonly convHead = el('div', { class: 'conv-head' });
-  private readonly messageList = el('ol', { class: 'messages', testid: 'messages', attrs: { 'aria-live': 'polite' } });
+  private readonly messageList = el('ol', { class: 'messages', testid: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages' } });
   private readonly composer = el('textarea', {
     testid: 'composer',
     // No maxlength: a browser would cut a long paste mid-sentence without a word. The counter says it instead.
@@ -307,12 +310,13 @@ class ChatPage {
     );
     const wire = el(
       'aside',
-      { class: 'wire', testid: 'wire' },
+      { class: 'wire', testid: 'wire', attrs: { 'aria-label': 'What crossed the wire' } },
       this.wireHead,
       el('p', { class: 'hint', text: 'Every envelope this tab sent or received, exactly as the relay saw it. The body is ciphertext; only the key wraps let a reader open it.' }),
       this.wirePanel,
     );
     must('app').replaceChildren(this.sidebar, conversation, wire);
+    this.tabs = new PhoneTabs(must('app'), { contacts: this.sidebar, chat: conversation, wire }, this.openChat ? 'chat' : 'contacts');
 
     this.composer.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -338,6 +342,7 @@ class ChatPage {
   /** Stop drawing: another tab is this person now (the messenger was stopped). */
   unmount(): void {
     this.dead = true;
+    this.tabs?.bar.remove();
     document.removeEventListener('visibilitychange', this.schedule);
     window.removeEventListener('focus', this.schedule);
   }
@@ -377,7 +382,9 @@ class ChatPage {
     this.openChat = chat;
     this.saveUi();
     this.render();
-    this.composer.focus();
+    this.tabs?.show('chat');
+    // On a phone, focusing the box would open the keyboard over the conversation just opened.
+    if (!this.tabs?.phone) this.composer.focus();
   }
 
   /** Characters used of the limit; over it, the count turns red and says by how much. */
@@ -577,6 +584,8 @@ class ChatPage {
       contacts: contacts.map((c) => [c.pin, c.name, c.online]),
       entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction, e.kind]),
     };
+    const unread = entries.reduce((n, e) => n + e.unread, 0);
+    this.tabs?.badge('contacts', unread ? String(unread) : '', `${unread} unread`);
     if (this.unchanged('sidebar', state)) return;
     const contactList = el('ul', { class: 'contacts' });
     for (const c of contacts) {
@@ -594,7 +603,7 @@ class ChatPage {
               attrs: { type: 'button' },
               on: { click: () => this.select(chat) },
             },
-            el('span', { class: `dot ${c.online ? 'on' : 'off'}`, title: c.online ? 'online' : 'offline', attrs: { 'aria-label': c.online ? 'online' : 'offline' } }),
+            el('span', { class: `dot ${c.online ? 'on' : 'off'}`, title: c.online ? 'online' : 'offline', attrs: { role: 'img', 'aria-label': c.online ? 'online' : 'offline' } }),
             el('span', { class: 'name', text: c.name }),
             el('span', { class: 'pin', text: c.pin }),
           ),

@@ -16,6 +16,7 @@ import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-t
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
 import { ObserversCard, ScanCard, type CardDeps } from './teacher-lab2.ts';
+import { projectorControl } from './projector-control.ts';
 
 const POLL_MS = 3000;
 const DEFAULT_BOTS = ['Bob', 'Carol', 'Dave'] as const;
@@ -119,6 +120,7 @@ class TeacherPanel {
     document.addEventListener('fullscreenchange', () => {
       must('metadata-fullscreen').textContent = document.fullscreenElement ? 'Leave full screen' : 'Full screen';
     });
+    projectorControl(() => this.token);
     if (this.token) void this.open();
     else this.askToken(null);
   }

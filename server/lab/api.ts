@@ -22,11 +22,13 @@
  *   POST /api/lab/classroom {hidden}     hide the class code from the panel and projector (joining still works), or show it
  *   POST /api/lab/people/<pin>/kick      remove a person: their tab is closed (4008) and their PIN refused until readmitted or reset
  *   POST /api/lab/people/<pin>/readmit   let a removed person back in
+ *   GET/POST /api/lab/projector          what the projector shows (server/lab/projector.ts)
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
 import { LabError, type Lab } from './lab.ts';
 import { Pin } from '../../shared/protocol.ts';
+import { Projector, projectorRouter } from './projector.ts';
 
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
@@ -152,5 +154,6 @@ export function labRouter(lab: Lab): express.Router {
     }
   });
   r.get('/scan/reports', (_req, res) => void res.json({ reports: lab.scanner.reports(), state: lab.scanner.state() }));
+  r.use(projectorRouter(new Projector(lab)));
   return r;
 }

@@ -213,6 +213,11 @@ export class Lab {
     return [...this.bots.keys()];
   }
 
+  /** A running bot, for the projector's panes (server/lab/projector.ts). */
+  botByName(name: string): Bot | undefined {
+    return this.bots.get(name);
+  }
+
   /** Everyone in the directory, online or not, bots marked. */
   people(): Person[] {
     const botPins = new Set([...this.bots.values()].map((b) => b.pin));

@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { DisplayName, MAX_NAME_CHARS } from '../../shared/protocol.ts';
 import { CSP } from '../../server/http.ts';
-import { user, knows, type TestUser } from '../helpers/relay.ts';
+import { assetPath, user, knows, type TestUser } from '../helpers/relay.ts';
 import { browserSuite, openChat } from '../helpers/browser.ts';
 import { reportFigures } from '../reliability/support.ts';
 
@@ -108,7 +108,7 @@ const suite = browserSuite();
 
 describe('Content-Security-Policy', () => {
   it('every page is served with a CSP that allows scripts only from the own origin (no inline, no eval) and connections only to the own origin', async () => {
-    for (const path of ['/', '/relay', '/regulator', '/teacher', '/assets/chat.js', '/assets/teacher.js', '/healthz', '/no-such-page']) {
+    for (const path of ['/', '/relay', '/regulator', '/teacher', '/projector', await assetPath('chat.js'), await assetPath('teacher.js'), '/healthz', '/no-such-page']) {
       const res = await fetch(`${suite.app.url}${path}`);
       expect(res.headers.get('content-security-policy'), path).toBe(CSP);
     }

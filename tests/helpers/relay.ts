@@ -43,3 +43,11 @@ export async function until(check: () => boolean, what: string, ms = 5000): Prom
 
 /** Wait until `u` knows every PIN in `pins` (presence is batched). */
 export const knows = (u: TestUser, ...pins: string[]) => until(() => pins.every((p) => u.m.directory.has(p)), `${u.m.name} knows ${pins.join(',')}`);
+
+/** The path a page loads an asset under (its content-hashed name): `assetPath('chat.js')` → `/assets/chat-3F2A9C1B.js`. */
+export async function assetPath(plain: string): Promise<string> {
+  const { buildBundles } = await import('../../server/http.ts');
+  const hashed = (await buildBundles()).names.get(plain);
+  if (!hashed) throw new Error(`no asset ${plain} is built`);
+  return `/assets/${hashed}`;
+}

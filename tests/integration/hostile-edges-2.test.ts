@@ -29,7 +29,7 @@ import { DEFAULT_EDGE_LIMITS, FairCaps, MAKE_ROOM_CLOSE, connectionCeiling, open
 import { memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
 import { DEFAULT_REGULATOR_LIMITS } from '../../server/regulator.ts';
-import { startTestRelay } from '../helpers/relay.ts';
+import { assetPath, startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -189,7 +189,7 @@ describe('connections before the WebSocket upgrade', () => {
     await sleep(300);
     expect(app.edge.caps.connections.size('127.0.0.2')).toBe(256);
     expect(await page(app.port, '127.0.0.2'), "a classmate's page behind the same address").toBe(200);
-    expect(await page(app.port, '127.0.0.2', '/assets/chat.js'), 'and its script').toBe(200);
+    expect(await page(app.port, '127.0.0.2', await assetPath('chat.js')), 'and its script').toBe(200);
   }, 60_000);
 
   it('a connection that never finishes its headers (silent, half a request line, or headers trickled) is answered 408 and closed after headersTimeoutMs, not held for a minute', async () => {

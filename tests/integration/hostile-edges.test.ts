@@ -24,7 +24,7 @@ import { PART_BYTES } from '../../server/feed-socket.ts';
 import { allowedHosts, checkHostAndOrigin } from '../../server/hosts.ts';
 import { consoleLogger, memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
-import { startTestRelay } from '../helpers/relay.ts';
+import { assetPath, startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -357,7 +357,7 @@ describe('Host and Origin checked together', () => {
       // Without an Origin (a script, not a page) the Host is checked all the same.
       expect(status(await upgrade(`ws://127.0.0.1:${port}${path}`, { host: evil.host })), `${path} without Origin`).toBe(403);
     }
-    for (const path of ['/', '/?name=Alice', '/relay', '/regulator', '/assets/chat.js', '/assets/style.css', '/healthz', '/api/policy', '/api/regulator/tap']) {
+    for (const path of ['/', '/?name=Alice', '/relay', '/regulator', await assetPath('chat.js'), await assetPath('style.css'), '/healthz', '/api/policy', '/api/regulator/tap']) {
       const page = await get(port, path, evil);
       expect(page.status, path).toBe(403);
       expect(JSON.parse(page.body)).toMatchObject({ error: 'forbidden' });
