@@ -11,14 +11,20 @@
  *   GET  /api/lab/metadata               the metadata picture
  *   POST /api/lab/forget-offline         forget the directory entries of everyone offline
  *   POST /api/lab/reset {confirm: "reset"}     reset the room (the audit log records it)
+ *   GET  /api/lab/attacker               the attacker's loot and what it opens (docs/attacker.md): plaintext
+ *   POST /api/lab/attacker/found {kid, secret} the brute force's answer for an export-grade key: checked
+ *                                        (the secret must derive that key), then its private key is loot;
+ *                                        a wrong one is 400 wrong_key and leaks nothing
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
+import { AttackerError } from './attacker.ts';
 import { LabError, type Lab } from './lab.ts';
 
 const Room = z.object({ model: z.enum(['e2e', 'app-key', 'server-key']), sealedSender: z.boolean().default(false) }).strict();
 const BotBody = z.object({ name: z.string().min(1).max(20) }).strict();
 const Reset = z.object({ confirm: z.literal('reset') }).strict();
+const Found = z.object({ kid: z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits'), secret: z.number().int().min(0).max(2 ** 32 - 1) }).strict();
 
 function fail(res: Response, err: unknown): void {
   if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : 'bad_request', message: err.message });
@@ -73,6 +79,18 @@ export function labRouter(lab: Lab): express.Router {
   r.post('/reset', (req, res) => {
     if (!body(Reset, req, res)) return;
     res.json(lab.reset(`the teacher (${req.socket.remoteAddress ?? 'unknown address'})`));
+  });
+  r.get('/attacker', (_req, res) => void res.json(lab.attacker.view(200)));
+  r.post('/attacker/found', (req, res) => {
+    const b = body(Found, req, res);
+    if (!b) return;
+    try {
+      const loot = lab.attacker.found(b.kid, b.secret);
+      res.json({ loot: { id: loot.id, kind: loot.kind, label: loot.label, scenario: loot.scenario, at: loot.at, kid: b.kid }, counts: lab.attacker.view(0).counts });
+    } catch (err) {
+      if (err instanceof AttackerError) return void res.status(err.code === 'no_target' ? 404 : 400).json({ error: err.code, message: err.message });
+      fail(res, err);
+    }
   });
   return r;
 }

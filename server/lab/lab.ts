@@ -161,6 +161,7 @@ export class Lab {
     this.bots.clear();
     this.current = null;
     this.deps.regulator.setTap({ tap: false, scope: 'all', pins: [], announced: true });
+    this.deps.regulator.useExportGrade(false);
     this.deps.setRoom('e2e', false);
     const users = this.deps.relay.resetRoom();
     const intercepts = this.deps.regulator.resetArchive(who);

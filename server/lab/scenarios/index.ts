@@ -1,6 +1,8 @@
 /** Every scenario of the lab, one file each. Adding one: write its file, list it here. */
 import type { Scenario } from '../types.ts';
 import { endToEnd } from './end-to-end.ts';
+import { exportGrade } from './export-grade.ts';
+import { interceptBreached } from './intercept-breached.ts';
 import { keyStolen } from './key-stolen.ts';
 import { metadataOnly } from './metadata-only.ts';
 import { sealedSender } from './sealed-sender.ts';
@@ -8,4 +10,4 @@ import { serverHeldKeys } from './server-held-keys.ts';
 import { sharedAppKey } from './shared-app-key.ts';
 import { tapOn } from './tap-on.ts';
 
-export const SCENARIOS: readonly Scenario[] = [endToEnd, tapOn, keyStolen, metadataOnly, sealedSender, sharedAppKey, serverHeldKeys];
+export const SCENARIOS: readonly Scenario[] = [endToEnd, tapOn, keyStolen, metadataOnly, sealedSender, sharedAppKey, serverHeldKeys, interceptBreached, exportGrade];
