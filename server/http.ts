@@ -20,8 +20,8 @@ import type { Lab } from './lab/lab.ts';
 import { labRouter } from './lab/api.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html' } as const;
-const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher'] as const;
+const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html', '/attacker': 'attacker.html' } as const;
+const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher', 'attacker', 'brute-worker'] as const;
 
 /** The Content-Security-Policy every page is served with: no inline script, no other origin. */
 export const CSP = [
@@ -31,6 +31,9 @@ export const CSP = [
   "style-src 'self'",
   "img-src 'self' data:",
   "connect-src 'self'",
+  // The attacker console's brute force runs in a Web Worker from this origin (/assets/brute-worker.js):
+  // no blob:, no data:, no other origin. Said explicitly rather than left to script-src's fallback.
+  "worker-src 'self'",
   "base-uri 'none'",
   "form-action 'self'",
   "frame-ancestors 'none'",

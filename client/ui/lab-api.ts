@@ -11,7 +11,7 @@ import type { MetadataPicture as ServerMetadataPicture } from '../../server/lab/
 import type { Page as ServerPage } from '../../server/lab/types.ts';
 import type { Enterprise } from '../../server/enterprise.ts';
 
-const PAGES = ['chat', 'relay view', 'regulator console', 'teacher panel', 'terminal'] as const satisfies readonly ServerPage[];
+const PAGES = ['chat', 'relay view', 'regulator console', 'teacher panel', 'attacker console', 'terminal'] as const satisfies readonly ServerPage[];
 
 const Narration = z.object({
   what: z.string(),

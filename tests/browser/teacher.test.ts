@@ -68,7 +68,7 @@ describe('the teacher panel', () => {
         expect(await card.getByTestId('narration-title').textContent()).toBe(scenario.title);
         expect(await card.getByTestId('narration-what').textContent()).toBe(scenario.narration.what);
         expect(await card.getByTestId('look').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.page))).toEqual(scenario.narration.look.map((l) => l.page));
-        for (const link of await card.getByTestId('look-link').all()) expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|#metadata)$/);
+        for (const link of await card.getByTestId('look-link').all()) expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|\/attacker|#metadata)$/);
         const source = card.getByTestId('source-link');
         expect(await source.getAttribute('href')).toBe(new URL(scenario.narration.source.link).href);
         expect(await source.getAttribute('rel')).toBe('noopener noreferrer');
