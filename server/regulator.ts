@@ -54,8 +54,8 @@ export interface RegulatorOptions {
 }
 
 /**
- * 2^19 = 524,288 secrets: 12,000-16,000 keys/s in a Chromium Web Worker on the project's 2-core
- * laptop (docs/attacker.md, measured) make the whole search 33-44 s, 16-22 s on average.
+ * 2^19 = 524,288 secrets: 11,000-16,000 keys/s in a Chromium Web Worker on the project's 2-core
+ * laptop (docs/attacker.md, measured) make the whole search 33-47 s, 17-24 s on average.
  */
 export const DEFAULT_EXPORT_GRADE_BITS = 19;
 
