@@ -5,7 +5,9 @@
  * then reset the room from the teacher panel, walk the lesson's first five scenes with "Next"
  * and write docs/screenshots/teacher.png: the narration card and the metadata picture;
  * then the last two scenes and docs/screenshots/demand.png, the console's demand on the
- * operator (all 1280x800). Needs Debian's Chromium (apt-get install -y chromium).
+ * operator; then a clean room, the tap and the breach (scenes 2 and 8) and
+ * docs/screenshots/attacker.png, the attacker console
+ * (all 1280x800). Needs Debian's Chromium (apt-get install -y chromium).
  */
 import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -137,6 +139,23 @@ async function main(): Promise<void> {
     await console_.getByTestId('demand-button').click();
     await console_.locator('[data-testid="demand-item"][data-status="plaintext"]').first().waitFor();
     await shoot(console_, 'demand.png');
+
+    // A clean room, the tap (scene 2), then the breach (scene 8) and the attacker console: the loot,
+    // the counts, what opens and what stays closed.
+    await focusTab(teacher);
+    await teacher.getByTestId('reset').click();
+    await teacher.getByTestId('reset-confirm').click();
+    await teacher.getByTestId('people-empty').waitFor();
+    for (const id of ['tap-on', 'intercept-breached']) {
+      await teacher.locator(`[data-testid="scenario"][data-id="${id}"] [data-testid="run"]:not([disabled])`).click();
+      await teacher.locator(`[data-testid="result"][data-id="${id}"]`).waitFor({ timeout: 20_000 });
+    }
+    const attacker = await ctx.newPage();
+    await attacker.goto(`${app.url}/attacker#token=${token}`);
+    await attacker.locator('#status', { hasText: 'live' }).waitFor();
+    await attacker.locator('[data-testid="opened-item"]').first().waitFor();
+    await attacker.waitForTimeout(300);
+    await shoot(attacker, 'attacker.png');
   } finally {
     await browser.close();
     await app.close();
