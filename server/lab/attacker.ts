@@ -125,7 +125,11 @@ export class Attacker {
    * the envelopes copied.
    */
   stealFiles(file: Buffer, scenario: string): { kids: string[]; lines: ArchiveLine[] } {
-    const db = new Database(file, { readonly: true });
+    // A copy of a database in WAL mode says so in its header (bytes 18-19 = 2), and SQLite cannot
+    // open such an image in memory: read it as a rollback-journal database (1), the content unchanged.
+    const image = Buffer.from(file);
+    if (image.length > 19 && image[18] === 2 && image[19] === 2) image[18] = image[19] = 1;
+    const db = new Database(image, { readonly: true });
     let keyRows: { kid: string; sk: string }[];
     let lines: ArchiveLine[];
     try {
@@ -140,7 +144,8 @@ export class Attacker {
     }
     const kids = keyRows.map((row) => {
       const key = escrowKeyPairFromSecret(fromB64(row.sk));
-      this.leak({ kind: 'escrow key', label: `escrow key ${key.kid}, from the copied regulator.db`, scenario, key, kid: key.kid });
+      // A second theft copies the same key again: held once.
+      if (!this.loot.some((l) => 'key' in l && l.kid === key.kid)) this.leak({ kind: 'escrow key', label: `escrow key ${key.kid}, from the copied regulator.db`, scenario, key, kid: key.kid });
       return key.kid;
     });
     this.leak({ kind: 'archive copy', label: `the intercept archive (${lines.length} envelopes), from the copied regulator.db`, scenario, lines: () => lines });

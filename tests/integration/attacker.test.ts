@@ -4,6 +4,9 @@
  * against what the bots sent; the brute force run in Node with the same search code the attacker
  * console's worker runs; the attacker API behind the admin token; a reset that forgets the loot.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openArchived } from '../../shared/archive.ts';
 import { escrowKeyPairFromSecret, fromB64 } from '../../shared/crypto.ts';
@@ -105,6 +108,31 @@ describe('the intercept system is breached', () => {
     const after = await view(app);
     expect(after.counts).toEqual(before.counts);
     expect(after.opened.some((m) => m.id === sent.id)).toBe(false);
+  });
+});
+
+describe('the breach and the export-grade key with the databases on disk (as npm start keeps them)', () => {
+  it('the breach reads a copy of a regulator.db on disk (WAL mode) and opens what the tap covered; the export-grade key in force survives a restart, and a second breach holds each key once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attacker-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    let app = await startTestRelay({ dataDir: dir, exportGradeBits: BITS });
+    try {
+      await run(app, 'export-grade');
+      const kid = app.regulator.exportGradeTarget()!.kid;
+      await app.close();
+      app = await startTestRelay({ dataDir: dir, exportGradeBits: BITS });
+      expect(app.regulator.exportGradeTarget()?.kid).toBe(kid);
+      expect(app.relay.getPolicy().escrowKid).toBe(kid);
+      const { result } = await run(app, 'intercept-breached');
+      expect(result.facts).toMatchObject({ 'escrow keys in the copy': 2, 'end to end, opened': 0, 'audit entries for the theft': 0 });
+      expect(result.facts['opened by the attacker']).toBe(result.facts['covered by the tap']);
+      expect(Number(result.facts['covered by the tap'])).toBeGreaterThanOrEqual(4);
+      await run(app, 'intercept-breached');
+      expect(new Set(app.lab.attacker.view().loot.filter((l) => l.kind === 'escrow key').map((l) => l.kid)).size).toBe(2);
+      expect(app.lab.attacker.view().loot.filter((l) => l.kind === 'escrow key')).toHaveLength(2);
+    } finally {
+      await app.close();
+    }
   });
 });
 
