@@ -152,7 +152,8 @@ export class Lab {
 
   /**
    * "Reset the room": bots stopped, everyone disconnected and forgotten, every queue, stored
-   * envelope, metadata record and intercept emptied, the tap off and the room end to end. The
+   * envelope, metadata record and intercept emptied, the tap off, the full-strength escrow key in
+   * force, the attacker's loot forgotten and the room end to end. The
    * regulator's audit log keeps a record of the reset (and of everything before it).
    */
   reset(who: string): { users: number; intercepts: number; bots: number } {

@@ -81,7 +81,12 @@ describe('the attacker console', () => {
       expect(await console_.page.getByTestId('opened-item').first().getByTestId('wire-model').textContent()).toBe('e2e-escrow');
 
       // Export-grade: the console holds a public key to break, and nothing opens with it yet.
+      const regulator = await open(ctx, '/regulator');
       await runFromPanel(panel.page, 'export-grade');
+      // The regulator console names the key now in force, without a reload.
+      await regulator.page.locator('#kid', { hasText: suite.app.regulator.exportGradeTarget()!.kid }).waitFor();
+      await regulator.page.locator('[data-testid="audit"] li', { hasText: 'export-grade escrow key' }).first().waitFor();
+      expect(regulator.problems.errors).toEqual([]);
       await focusTab(console_.page);
       const target = console_.page.getByTestId('target');
       await target.waitFor();
