@@ -49,14 +49,16 @@ describe('the intercept system is breached', () => {
   it('the key from the copied regulator.db opens N of N archived messages the tap covered, all sent before the breach, with the texts the bots sent, and 0 of the end-to-end ones', async () => {
     const app = await relay();
     const { result, at } = await run(app, 'intercept-breached');
-    const archive = app.regulator.archived(0, 1000);
+    const v = await view(app);
+    // What the archive held when it was copied (a bot's answer may be archived after the copy).
+    const breach = v.loot.find((l) => l.kind === 'archive copy')!.at;
+    const archive = app.regulator.archived(0, 1000).filter((l) => l.at <= breach);
     const escrowed = archive.filter((l) => keysOf(l.env).model === 'e2e-escrow');
     const e2e = archive.filter((l) => keysOf(l.env).model === 'e2e');
     expect(escrowed.length).toBeGreaterThanOrEqual(2);
     expect(e2e.length).toBeGreaterThanOrEqual(1);
     expect(result.facts).toMatchObject({ 'covered by the tap': escrowed.length, 'opened by the attacker': escrowed.length, 'end to end, closed': e2e.length, 'end to end, opened': 0, 'audit entries for the theft': 0 });
 
-    const v = await view(app);
     expect(v.loot.map((l) => l.kind).sort()).toEqual(['archive copy', 'escrow key']);
     expect(v.loot.find((l) => l.kind === 'escrow key')?.kid).toBe(app.regulator.kid);
     expect(v.opened.map((m) => m.id).sort()).toEqual(escrowed.map((l) => l.env.id).sort());
@@ -70,7 +72,6 @@ describe('the intercept system is breached', () => {
       expect(sent?.text, m.id).toBe(m.text);
     }
     // Sent before the breach: every opened message was archived before the copy was taken.
-    const breach = v.loot.find((l) => l.kind === 'archive copy')!.at;
     expect(v.opened.every((m) => m.at <= breach)).toBe(true);
     expect(v.counts.earliest).toBe(Math.min(...escrowed.map((l) => l.at)));
     expect(v.counts.people).toBe(new Set(escrowed.flatMap((l) => [l.env.from, ...l.env.to])).size);
@@ -177,7 +178,10 @@ describe('export-grade escrow', () => {
     const after = await view(app);
     expect(after.targets[0]?.broken).toBe(true);
     const sealed = app.regulator.archived(0, 1000).filter((l) => { const k = keysOf(l.env); return k.model === 'e2e-escrow' && k.escrow.kid === target.kid; });
-    expect(after.opened.map((m) => m.id).sort()).toEqual(sealed.map((l) => l.env.id).sort());
+    // The copy was taken when the scene ended: the bots' answers, sealed to the same key later, are not in it.
+    const sealedIds = new Set(sealed.map((l) => l.env.id));
+    expect(after.opened).toHaveLength(2);
+    expect(after.opened.every((m) => sealedIds.has(m.id))).toBe(true);
     expect(after.opened.map((m) => m.text)).toEqual(['The shipment leaves from dock 7 on Thursday.', 'Understood. Use the side gate, the code is 4471.']);
     // Posting it again leaks nothing more.
     expect((await api(app, '/attacker/found', { body: { kid: target.kid, secret } })).status).toBe(200);
