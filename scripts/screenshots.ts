@@ -5,9 +5,11 @@
  * then reset the room from the teacher panel, walk the lesson's first five scenes with "Next"
  * and write docs/screenshots/teacher.png: the narration card and the metadata picture;
  * then the last two scenes and docs/screenshots/demand.png, the console's demand on the
- * operator (all 1280x800); then docs/screenshots/projector.png, the projector opened from the
- * teacher panel in its sender | relay | recipient layout (1280x720), and docs/screenshots/phone.png,
- * a chat on a 390x844 touch screen. Needs Debian's Chromium (apt-get install -y chromium).
+ * operator; then a clean room, the tap and the breach (scenes 2 and 8) and
+ * docs/screenshots/attacker.png, the attacker console (all 1280x800); then
+ * docs/screenshots/projector.png, the projector opened from the teacher panel in its
+ * sender | relay | recipient layout (1280x720), and docs/screenshots/phone.png, a chat on a
+ * 390x844 touch screen. Needs Debian's Chromium (apt-get install -y chromium).
  */
 import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -170,6 +172,23 @@ async function main(): Promise<void> {
     await pia.page.screenshot({ path: `${outDir}phone.png` });
     process.stdout.write('wrote docs/screenshots/phone.png\n');
     await phoneCtx.close();
+
+    // A clean room, the tap (scene 2), then the breach (scene 8) and the attacker console: the loot,
+    // the counts, what opens and what stays closed.
+    await focusTab(teacher);
+    await teacher.getByTestId('reset').click();
+    await teacher.getByTestId('reset-confirm').click();
+    await teacher.getByTestId('people-empty').waitFor();
+    for (const id of ['tap-on', 'intercept-breached']) {
+      await teacher.locator(`[data-testid="scenario"][data-id="${id}"] [data-testid="run"]:not([disabled])`).click();
+      await teacher.locator(`[data-testid="result"][data-id="${id}"]`).waitFor({ timeout: 20_000 });
+    }
+    const attacker = await ctx.newPage();
+    await attacker.goto(`${app.url}/attacker#token=${token}`);
+    await attacker.locator('#status', { hasText: 'live' }).waitFor();
+    await attacker.locator('[data-testid="opened-item"]').first().waitFor();
+    await attacker.waitForTimeout(300);
+    await shoot(attacker, 'attacker.png');
   } finally {
     await browser.close();
     await app.close();

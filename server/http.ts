@@ -21,8 +21,9 @@ import { buildAssets, sendAsset, type Assets } from './assets.ts';
 const root = fileURLToPath(new URL('..', import.meta.url));
 // A page is its path and its HTML file; the HTML loads /assets/<entry>.js and /assets/style.css,
 // names the start rewrites to the hashed ones (assets.ts). A new page: one line here, its entry in ENTRIES.
-export const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html', '/projector': 'projector.html' } as const;
-export const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher', 'projector'] as const;
+// brute-worker is the attacker console's Web Worker: its HTML names it in data-worker, rewritten the same way.
+export const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html', '/projector': 'projector.html', '/attacker': 'attacker.html' } as const;
+export const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher', 'projector', 'attacker', 'brute-worker'] as const;
 
 /** The Content-Security-Policy every page is served with: no inline script, no other origin. */
 export const CSP = [
@@ -32,6 +33,9 @@ export const CSP = [
   "style-src 'self'",
   "img-src 'self' data:",
   "connect-src 'self'",
+  // The attacker console's brute force runs in a Web Worker from this origin (/assets/brute-worker.js):
+  // no blob:, no data:, no other origin. Said explicitly rather than left to script-src's fallback.
+  "worker-src 'self'",
   "base-uri 'none'",
   "form-action 'self'",
   "frame-ancestors 'none'",

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startApp } from './app.ts';
-import { DEFAULT_REGULATOR_LIMITS } from './regulator.ts';
+import { DEFAULT_EXPORT_GRADE_BITS, DEFAULT_REGULATOR_LIMITS } from './regulator.ts';
 import { adminTokenProblem } from './admin-guard.ts';
 import { parsePublicHost } from './hosts.ts';
 import { consoleLogger } from './log.ts';
@@ -39,6 +39,9 @@ Usage: npm start -- [options]
   --archive-max-mib N      the regulator's intercept archive holds at most N MiB (default ${DEFAULT_REGULATOR_LIMITS.archiveMaxBytes / 1048576},
                            in memory with --ephemeral, on disk otherwise); past it the oldest
                            intercepts are deleted, and the console's audit log says so
+  --export-grade-bits N    the export-grade escrow key's secret has N bits, 8 to 32 (default
+                           ${DEFAULT_EXPORT_GRADE_BITS}: a brute force of about 20-45 s in Chromium on a laptop;
+                           one bit less halves it, see docs/attacker.md)
   --admin-token T          the teacher's token, 16 to 200 printable characters
                            (default: a random one, made on the first start and kept in
                            DIR/admin-token, or new each run with --ephemeral). Other processes on
@@ -65,6 +68,7 @@ function options() {
         data: { type: 'string', default: 'data' },
         ephemeral: { type: 'boolean', default: false },
         'archive-max-mib': { type: 'string' },
+        'export-grade-bits': { type: 'string' },
         'admin-token': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'public-host': { type: 'string', multiple: true, default: [] },
@@ -121,6 +125,8 @@ async function main(): Promise<void> {
   const token = adminToken(opts['admin-token'], opts['admin-token-file']);
   const archiveMib = opts['archive-max-mib'] === undefined ? undefined : Number(opts['archive-max-mib']);
   if (archiveMib !== undefined && !(Number.isFinite(archiveMib) && archiveMib >= 1 && archiveMib <= 1_048_576)) fail(`--archive-max-mib must be a number of MiB from 1 to 1048576, not "${opts['archive-max-mib']}"`);
+  const exportGradeBits = opts['export-grade-bits'] === undefined ? undefined : Number(opts['export-grade-bits']);
+  if (exportGradeBits !== undefined && !(Number.isInteger(exportGradeBits) && exportGradeBits >= 8 && exportGradeBits <= 32)) fail(`--export-grade-bits must be a whole number from 8 to 32, not "${opts['export-grade-bits']}"`);
   const publicHosts = opts['public-host'];
   for (const name of publicHosts) {
     try {
@@ -142,7 +148,7 @@ async function main(): Promise<void> {
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     const limits = archiveMib === undefined ? {} : { archiveMaxBytes: Math.round(archiveMib * 1048576) };
-    app = await startApp({ port, host, classroom, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), log, limits });
+    app = await startApp({ port, host, classroom, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), ...(exportGradeBits === undefined ? {} : { exportGradeBits }), log, limits });
   } catch (err) {
     if (err instanceof StoreError) {
       process.stderr.write(`error: ${err.message}\n`);
@@ -179,6 +185,7 @@ async function main(): Promise<void> {
     `  Relay view:         ${app.url}/relay        (what the server sees; anyone may open it)`,
     `  Teacher panel:      ${app.url}/teacher#token=${app.adminToken}`,
     `  Regulator console:  ${app.url}/regulator#token=${app.adminToken}`,
+    `  Attacker console:   ${app.url}/attacker    (what a scene leaked or stolen; open it from the teacher panel, it takes that tab's token)`,
     '                      (the teacher\'s links: the token after # is the admin token; keep them off the projector)',
     ...(app.classroom
       ? classroomLines({ lan: app.hosts.lan, port: app.port, code: app.classroom.code, fallbackBase: app.url })

@@ -8,13 +8,20 @@
  * public policy (escrow public key, key id, scope). The secret lives in this
  * module's SQLite file and leaves it only through the audited export.
  *
+ * Export-grade escrow (the lab's scene 13): `useExportGrade(true)` puts in force an escrow key
+ * derived from a deliberately small secret (shared/export-grade.ts), as export rules once did; the
+ * policy's key id changes and compliant clients seal to it. The private key stays here like the
+ * other; the regulator keeps every key it ever used, so it still opens what each one sealed, and
+ * `useExportGrade(false)` (or a room reset) puts the first, full-strength key back in force.
+ *
  * The archive is bounded in bytes (`archiveMaxBytes`): past it the oldest intercepts are deleted,
  * and the audit log (which the console shows) and the teacher's log say so. The archive is the
  * regulator's copy, never the delivery queue: what it drops was delivered all the same.
  */
 import type Database from 'better-sqlite3';
-import { DisplayName, Pin, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
+import { DisplayName, Pin, keysOf, type AuditEntry, type Envelope, type InterceptItem, type Policy, type TapSettings, type TrafficEvent } from '../shared/protocol.ts';
 import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
+import { EXPORT_KDF, exportBitsProblem, exportKeyPair, randomExportSecret, type ExportGradeTarget } from '../shared/export-grade.ts';
 import { ARCHIVE_TABLE, formatArchiveLine, lineOfRow, migrateArchive, openArchived, type ArchiveLine, type ArchiveRow } from '../shared/archive.ts';
 import { openDatabase, StoreError } from './store.ts';
 import { silentLogger, type Logger } from './log.ts';
@@ -38,7 +45,19 @@ export interface RegulatorOptions {
   limits?: Partial<RegulatorLimits>;
   /** The teacher's log: told when the archive drops its oldest intercepts. */
   log?: Logger;
+  /**
+   * The size in bits of an export-grade escrow key's secret (`useExportGrade`): 2^bits secrets to
+   * search. The default is sized for a search of about 20-45 s in Chromium on a laptop
+   * (docs/attacker.md); tests choose fewer bits so they stay fast, with the same search code.
+   */
+  exportGradeBits?: number;
 }
+
+/**
+ * 2^19 = 524,288 secrets: 11,000-16,000 keys/s in a Chromium Web Worker on the project's 2-core
+ * laptop (docs/attacker.md, measured) make the whole search 33-47 s, 17-24 s on average.
+ */
+export const DEFAULT_EXPORT_GRADE_BITS = 19;
 
 /** What the archive has dropped to stay within its cap, since this regulator started. */
 export interface ArchiveDrops {
@@ -106,7 +125,15 @@ export interface TapPoint {
 
 export class Regulator {
   private readonly db: Database.Database;
-  private readonly key: EscrowKeyPair;
+  /** The key in force: the first one, or an export-grade one. */
+  private key: EscrowKeyPair;
+  /** The first, full-strength key (the one the relay's first policy named). */
+  private readonly primary: EscrowKeyPair;
+  /** Every key this regulator made, by key id: it still opens what each one sealed. */
+  private readonly keys = new Map<string, EscrowKeyPair>();
+  /** The export-grade key in force, if one is. */
+  private exportGrade: { kid: string; bits: number } | null = null;
+  readonly exportGradeBits: number;
   private settings: TapSettings;
   private readonly listeners = new Set<(item: Intercept) => void>();
   private readonly auditListeners = new Set<() => void>();
@@ -125,6 +152,9 @@ export class Regulator {
     options: RegulatorOptions = {},
   ) {
     this.limits = { ...DEFAULT_REGULATOR_LIMITS, ...options.limits };
+    this.exportGradeBits = options.exportGradeBits ?? DEFAULT_EXPORT_GRADE_BITS;
+    const bitsProblem = exportBitsProblem(this.exportGradeBits);
+    if (bitsProblem) throw new Error(bitsProblem);
     this.log = options.log ?? silentLogger;
     this.db = openDatabase(file, 'regulator');
     try {
@@ -135,8 +165,9 @@ export class Regulator {
     }
     const db = this.db;
     this.stmt = {
-      getKey: db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM escrow_key ORDER BY created_at LIMIT 1'),
-      putKey: db.prepare('INSERT INTO escrow_key (kid, pk, sk, created_at) VALUES (?, ?, ?, ?)'),
+      getKey: db.prepare<[], { kid: string; pk: string; sk: string }>('SELECT kid, pk, sk FROM escrow_key ORDER BY created_at, rowid LIMIT 1'),
+      allKeys: db.prepare<[], { kid: string; sk: string }>('SELECT kid, sk FROM escrow_key ORDER BY created_at, rowid'),
+      putKey: db.prepare('INSERT OR IGNORE INTO escrow_key (kid, pk, sk, created_at) VALUES (?, ?, ?, ?)'),
       archive: db.prepare('INSERT INTO archive (at, env_id, sender, sender_pk, json, names) VALUES (?, ?, ?, ?, ?, ?)'),
       since: db.prepare<[number, number], ArchiveRow>('SELECT seq, at, sender_pk, json, names FROM archive WHERE seq > ? ORDER BY seq LIMIT ?'),
       latest: db.prepare<[number], ArchiveRow>('SELECT seq, at, sender_pk, json, names FROM archive ORDER BY seq DESC LIMIT ?'),
@@ -151,7 +182,15 @@ export class Regulator {
       putSetting: db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
     };
     this.archiveBytes = this.stmt.bytes.get()?.n ?? 0;
-    this.key = this.loadOrCreateKey();
+    this.primary = this.loadOrCreateKey();
+    for (const row of this.stmt.allKeys.all()) {
+      const key = escrowKeyPairFromSecret(fromB64(row.sk));
+      if (key.kid === row.kid) this.keys.set(key.kid, key);
+    }
+    this.keys.set(this.primary.kid, this.primary);
+    this.key = this.primary;
+    this.exportGrade = this.loadExportGrade();
+    if (this.exportGrade) this.key = this.keys.get(this.exportGrade.kid) ?? this.primary;
     this.settings = this.loadSettings();
     this.applyPolicy();
     this.unsubscribe = relay.observe(
@@ -170,6 +209,51 @@ export class Regulator {
     this.stmt.putKey.run(key.kid, toB64(key.pk), toB64(key.sk), Date.now());
     this.record('key created', `escrow key ${key.kid} created`);
     return key;
+  }
+
+  private loadExportGrade(): { kid: string; bits: number } | null {
+    const raw = this.stmt.getSetting.get('escrow.export-grade')?.value;
+    if (!raw) return null;
+    try {
+      const saved = JSON.parse(raw) as { kid?: unknown; bits?: unknown } | null;
+      if (!saved || typeof saved.kid !== 'string' || typeof saved.bits !== 'number' || !this.keys.has(saved.kid)) return null;
+      return { kid: saved.kid, bits: saved.bits };
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Put an export-grade escrow key in force (a fresh one, from a new random secret of
+   * `exportGradeBits` bits), or the full-strength key back. The relay gets the new public key in the
+   * policy (a new key id, so compliant clients seal to it); the private key is stored here like the
+   * first one and never leaves but through the audited export. Audited either way.
+   */
+  useExportGrade(on: boolean): Policy {
+    if (on) {
+      const bits = this.exportGradeBits;
+      const key = exportKeyPair(randomExportSecret(bits));
+      this.stmt.putKey.run(key.kid, toB64(key.pk), toB64(key.sk), Date.now());
+      this.keys.set(key.kid, key);
+      this.key = key;
+      this.exportGrade = { kid: key.kid, bits };
+      this.stmt.putSetting.run('escrow.export-grade', JSON.stringify(this.exportGrade));
+      this.record('escrow key weakened', `export-grade escrow key ${key.kid} in force: derived from a ${bits}-bit secret ("${EXPORT_KDF}", 2^${bits} possible keys); key ${this.primary.kid} is kept for what it sealed`);
+    } else {
+      if (!this.exportGrade) return this.relay.getPolicy();
+      const weak = this.exportGrade.kid;
+      this.key = this.primary;
+      this.exportGrade = null;
+      this.stmt.putSetting.run('escrow.export-grade', 'null');
+      this.record('escrow key restored', `escrow key ${this.primary.kid} in force again; export-grade key ${weak} is kept for what it sealed`);
+    }
+    this.applyPolicy();
+    return this.relay.getPolicy();
+  }
+
+  /** The export-grade key in force, as public as an export standard: key id, public key, bits and derivation. Null while the full-strength key is. */
+  exportGradeTarget(): ExportGradeTarget | null {
+    return this.exportGrade ? { kid: this.exportGrade.kid, pk: toB64(this.key.pk), bits: this.exportGrade.bits, kdf: EXPORT_KDF } : null;
   }
 
   private loadSettings(): TapSettings {
@@ -310,7 +394,9 @@ export class Regulator {
 
   /** Try the escrow key on one archived envelope: opened, end-to-end, or a field that does not open (and why). */
   open(item: ArchivedEnvelope): Intercept {
-    const verdict = openArchived(item, this.key);
+    // Each envelope with the key it names: an export-grade key's messages stay readable after it is retired.
+    const keys = keysOf(item.env);
+    const verdict = openArchived(item, (keys.model === 'e2e-escrow' ? this.keys.get(keys.escrow.kid) : undefined) ?? this.key);
     const base = { seq: item.seq, at: item.at, senderPk: item.senderPk, ...(item.names ? { names: item.names } : {}), env: item.env };
     return verdict.status === 'opened'
       ? { ...base, status: 'opened', readable: true, code: null, text: verdict.text, group: verdict.group ?? null, reason: null }
@@ -392,7 +478,18 @@ export class Regulator {
     this.record('demand served on the operator', `${envelopes} envelopes asked for; the operator handed over ${plaintext} in plaintext, the rest as metadata and ciphertext`);
   }
 
-  /** Export the escrow secret key. Recorded in the audit log, which the console shows. */
+  /**
+   * The regulator's database file, byte for byte, as someone who copies regulator.db off the disk
+   * gets it: every escrow key it holds and the whole archive (the lab's breach scenario). Not in the
+   * audit log, on purpose: copying a file is not something this application sees or records, just
+   * as a thief does not use the audited export. Pending archive writes are committed first.
+   */
+  fileCopy(): Buffer {
+    this.commitArchive();
+    return this.db.serialize();
+  }
+
+  /** Export the escrow secret key in force. Recorded in the audit log, which the console shows. */
   exportKey(who: string): EscrowKeyFile {
     this.record('escrow key exported', `escrow key ${this.key.kid} exported by ${who}`);
     return { kind: 'backdoor-lab escrow key', kid: this.key.kid, pk: toB64(this.key.pk), sk: toB64(this.key.sk), exportedAt: Date.now() };

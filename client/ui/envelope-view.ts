@@ -17,7 +17,7 @@ import { assertNever, keysOf, type AnyEnvelope } from '../../shared/protocol.ts'
 import { b64Bytes, b64ToHex, bytes, clockMs, el, expandable } from './dom.ts';
 import { escrowLabel, type EscrowView } from './words.ts';
 
-/** Who is looking: the tab that sealed it, a recipient's tab, the relay, the regulator's console. */
+/** Who is looking: the tab that sealed it, a recipient's tab, the relay, the regulator's console, the attacker's console. */
 export type Viewer = EscrowView;
 
 export interface EnvelopeViewContext {
@@ -55,7 +55,7 @@ export function escrowBadge(env: AnyEnvelope, viewer: Viewer, testid: string): H
     { class: 'escrow-yes', testid, data: { escrow: label.kind }, title: label.long },
     label.kind === 'sealed' ? 'sealed' : 'present',
     el('span', { class: 'pin', text: ` key ${label.kid.slice(0, 8)}…` }),
-    el('span', { class: 'hint', text: label.kind === 'sealed' ? ' this tab sealed it' : viewer === 'regulator' ? ' see the verdict' : ' cannot check' }),
+    el('span', { class: 'hint', text: label.kind === 'sealed' ? ' this tab sealed it' : viewer === 'regulator' || viewer === 'attacker' ? ' see the verdict' : ' cannot check' }),
   );
 }
 

@@ -141,6 +141,8 @@ class Console {
           this.renderCounts();
           return;
         case 'state':
+          // The key in force can change (the lab's export-grade key and back): the policy names it while the tap is on.
+          if (msg.policy.escrowKid) must('kid').textContent = msg.policy.escrowKid;
           this.setState(msg.settings, msg.policy, msg.audit, false);
           return;
         case 'error':

@@ -13,7 +13,7 @@ export { wordsFor };
  * whether a field opens; the relay and a recipient see only that one is present and well formed,
  * and the sender knows what it sealed.
  */
-export type EscrowView = 'relay' | 'recipient' | 'sender' | 'regulator';
+export type EscrowView = 'relay' | 'recipient' | 'sender' | 'regulator' | 'attacker';
 
 export interface EscrowLabel {
   /** 'none' (end to end), 'present' (a field the viewer cannot check), 'sealed' (the viewer sealed it). */
@@ -38,6 +38,7 @@ export function escrowLabel(env: AnyEnvelope, view: EscrowView): EscrowLabel {
   }
   const kid = keys.escrow.kid;
   if (view === 'sender') return { kind: 'sealed', short: `sealed to ${kid}`, long: `This tab sealed the message key to the escrow key ${kid}: whoever holds that key can read it.`, kid };
+  if (view === 'attacker') return { kind: 'present', short: `present, key ${kid.slice(0, 8)}…`, long: `An escrow field for key ${kid}. Only that key can tell whether it opens (it may be forged): this console says whether the keys the attacker holds did.`, kid };
   if (view === 'regulator') return { kind: 'present', short: `present, key ${kid.slice(0, 8)}…`, long: `An escrow field for key ${kid}. Only an escrow key can tell whether it opens: this console's verdict on the envelope says what its key did.`, kid };
   return {
     kind: 'present',

@@ -23,9 +23,14 @@
  *   POST /api/lab/people/<pin>/kick      remove a person: their tab is closed (4008) and their PIN refused until readmitted or reset
  *   POST /api/lab/people/<pin>/readmit   let a removed person back in
  *   GET/POST /api/lab/projector          what the projector shows (server/lab/projector.ts)
+ *   GET  /api/lab/attacker               the attacker's loot and what it opens (docs/attacker.md): plaintext
+ *   POST /api/lab/attacker/found {kid, secret} the brute force's answer for an export-grade key: checked
+ *                                        (the secret must derive that key), then its private key is loot;
+ *                                        a wrong one is 400 wrong_key and leaks nothing
  */
 import express, { type Request, type Response } from 'express';
 import { z } from 'zod';
+import { AttackerError } from './attacker.ts';
 import { LabError, type Lab } from './lab.ts';
 import { Pin } from '../../shared/protocol.ts';
 import { Projector, projectorRouter } from './projector.ts';
@@ -40,6 +45,7 @@ const ScanEntryBody = z.union([
 ]);
 const who = (req: Request) => `the teacher (${req.socket.remoteAddress ?? 'unknown address'})`;
 const HideCode = z.object({ hidden: z.boolean() }).strict();
+const Found = z.object({ kid: z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits'), secret: z.number().int().min(0).max(2 ** 32 - 1) }).strict();
 
 function fail(res: Response, err: unknown): void {
   if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : err.status === 409 ? 'conflict' : 'bad_request', message: err.message });
@@ -155,5 +161,17 @@ export function labRouter(lab: Lab): express.Router {
   });
   r.get('/scan/reports', (_req, res) => void res.json({ reports: lab.scanner.reports(), state: lab.scanner.state() }));
   r.use(projectorRouter(new Projector(lab)));
+  r.get('/attacker', (_req, res) => void res.json(lab.attacker.view(200)));
+  r.post('/attacker/found', (req, res) => {
+    const b = body(Found, req, res);
+    if (!b) return;
+    try {
+      const loot = lab.attacker.found(b.kid, b.secret);
+      res.json({ loot: { id: loot.id, kind: loot.kind, label: loot.label, scenario: loot.scenario, at: loot.at, kid: b.kid }, counts: lab.attacker.view(0).counts });
+    } catch (err) {
+      if (err instanceof AttackerError) return void res.status(err.code === 'no_target' ? 404 : 400).json({ error: err.code, message: err.message });
+      fail(res, err);
+    }
+  });
   return r;
 }

@@ -274,7 +274,8 @@ export class Lab {
 
   /**
    * "Reset the room": bots stopped, everyone disconnected and forgotten, every queue, stored
-   * envelope, metadata record and intercept emptied, the tap off and the room end to end. The
+   * envelope, metadata record and intercept emptied, the tap off, the full-strength escrow key in
+   * force, the attacker's loot forgotten and the room end to end. The
    * regulator's audit log keeps a record of the reset (and of everything before it).
    */
   reset(who: string): { users: number; intercepts: number; bots: number } {
@@ -284,6 +285,7 @@ export class Lab {
     this.current = null;
     this.undoSwap();
     this.deps.regulator.setTap({ tap: false, scope: 'all', pins: [], announced: true });
+    this.deps.regulator.useExportGrade(false);
     this.deps.setRoom('e2e', false);
     const users = this.deps.relay.resetRoom();
     const intercepts = this.deps.regulator.resetArchive(who);

@@ -108,7 +108,7 @@ const suite = browserSuite();
 
 describe('Content-Security-Policy', () => {
   it('every page is served with a CSP that allows scripts only from the own origin (no inline, no eval) and connections only to the own origin', async () => {
-    for (const path of ['/', '/relay', '/regulator', '/teacher', '/projector', await assetPath('chat.js'), await assetPath('teacher.js'), '/healthz', '/no-such-page']) {
+    for (const path of ['/', '/relay', '/regulator', '/teacher', '/projector', '/attacker', await assetPath('chat.js'), await assetPath('teacher.js'), await assetPath('brute-worker.js'), '/healthz', '/no-such-page']) {
       const res = await fetch(`${suite.app.url}${path}`);
       expect(res.headers.get('content-security-policy'), path).toBe(CSP);
     }
@@ -116,6 +116,7 @@ describe('Content-Security-Policy', () => {
     expect(directives.get('default-src')).toEqual(["'none'"]);
     expect(directives.get('script-src')).toEqual(["'self'", "'wasm-unsafe-eval'"]); // libsodium's WebAssembly, nothing else
     expect(directives.get('connect-src')).toEqual(["'self'"]);
+    expect(directives.get('worker-src')).toEqual(["'self'"]); // the attacker console's brute-force worker, from this origin only
     for (const [name, values] of directives) {
       for (const bad of ["'unsafe-inline'", "'unsafe-eval'", '*', 'data:', 'http:', 'https:', 'ws:', 'wss:']) {
         if (name === 'img-src' && bad === 'data:') continue; // images from data: URLs only (no script can come from an image)

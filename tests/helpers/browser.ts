@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll } from 'vitest';
 import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core';
 import { startTestRelay } from './relay.ts';
+import type { AppOptions } from '../../server/app.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -29,11 +30,11 @@ export async function launchChromium(): Promise<Browser> {
 export type TestRelay = Awaited<ReturnType<typeof startTestRelay>>;
 
 /** One test relay and one Chromium for a whole test file: started before its tests, closed after them. */
-export function browserSuite(): { readonly app: TestRelay; readonly browser: Browser } {
+export function browserSuite(options: AppOptions = {}): { readonly app: TestRelay; readonly browser: Browser } {
   let app: TestRelay | undefined;
   let browser: Browser | undefined;
   beforeAll(async () => {
-    app = await startTestRelay();
+    app = await startTestRelay(options);
     browser = await launchChromium();
   });
   afterAll(async () => {

@@ -4,6 +4,8 @@ import { clientSideScanning } from './client-side-scanning.ts';
 import { endToEnd } from './end-to-end.ts';
 import { forgedEscrow } from './forged-escrow.ts';
 import { insiderTap } from './insider-tap.ts';
+import { exportGrade } from './export-grade.ts';
+import { interceptBreached } from './intercept-breached.ts';
 import { keyStolen } from './key-stolen.ts';
 import { metadataOnly } from './metadata-only.ts';
 import { preEncryption } from './pre-encryption.ts';
@@ -13,4 +15,19 @@ import { sharedAppKey } from './shared-app-key.ts';
 import { swappedEscrowKey } from './swapped-escrow-key.ts';
 import { tapOn } from './tap-on.ts';
 
-export const SCENARIOS: readonly Scenario[] = [endToEnd, tapOn, keyStolen, metadataOnly, sealedSender, sharedAppKey, serverHeldKeys, forgedEscrow, preEncryption, swappedEscrowKey, insiderTap, clientSideScanning];
+export const SCENARIOS: readonly Scenario[] = [
+  endToEnd,
+  tapOn,
+  keyStolen,
+  metadataOnly,
+  sealedSender,
+  sharedAppKey,
+  serverHeldKeys,
+  interceptBreached,
+  forgedEscrow,
+  preEncryption,
+  swappedEscrowKey,
+  insiderTap,
+  exportGrade,
+  clientSideScanning,
+];
