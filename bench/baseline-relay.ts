@@ -15,7 +15,6 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/protocol.ts';
 import { listenLocal, serveServer } from './common.ts';
 
-
 const server = createServer((_req, res) => res.writeHead(404).end());
 const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_FRAME_BYTES });
 const byPin = new Map<string, WebSocket>();

@@ -81,10 +81,7 @@ async function oneMessage(from: Page, to: Page, text: string): Promise<number> {
   return seenAt - enterAt;
 }
 
-export async function runBrowserBench(options: {
-  messages: number;
-  startRelay: () => Promise<{ url: string; stop: () => Promise<void> }>;
-}): Promise<BrowserFigures> {
+export async function runBrowserBench(options: { messages: number; startRelay: () => Promise<{ url: string; stop: () => Promise<void> }> }): Promise<BrowserFigures> {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install -y chromium), or run with --skip-browser`);
   const relay = await options.startRelay();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });

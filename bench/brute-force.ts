@@ -55,5 +55,7 @@ try {
 const full = 2 ** DEFAULT_EXPORT_GRADE_BITS;
 process.stdout.write(`${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}; 2^${bits} secrets per run\n`);
 for (const { where, rate } of rates) {
-  process.stdout.write(`${where.padEnd(16)} ${Math.round(rate).toLocaleString('en-US').padStart(7)} keys/s  → 2^${DEFAULT_EXPORT_GRADE_BITS}: all ${(full / rate).toFixed(1)} s, on average ${(full / 2 / rate).toFixed(1)} s\n`);
+  process.stdout.write(
+    `${where.padEnd(16)} ${Math.round(rate).toLocaleString('en-US').padStart(7)} keys/s  → 2^${DEFAULT_EXPORT_GRADE_BITS}: all ${(full / rate).toFixed(1)} s, on average ${(full / 2 / rate).toFixed(1)} s\n`,
+  );
 }

@@ -227,7 +227,14 @@ function sendNext(client: Client, t0: number): void {
 function latencySummary(samples: number[]): { p50: number; p90: number; p99: number; max: number; mean: number; samples: number } {
   samples.sort((a, b) => a - b);
   const mean = samples.reduce((s, x) => s + x, 0) / (samples.length || 1);
-  return { p50: percentile(samples, 50), p90: percentile(samples, 90), p99: percentile(samples, 99), max: samples[samples.length - 1] ?? Number.NaN, mean, samples: samples.length };
+  return {
+    p50: percentile(samples, 50),
+    p90: percentile(samples, 90),
+    p99: percentile(samples, 99),
+    max: samples[samples.length - 1] ?? Number.NaN,
+    mean,
+    samples: samples.length,
+  };
 }
 
 /** Wait (bounded) until the relay has sent every receipt for what was delivered, so phases do not overlap. */

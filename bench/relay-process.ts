@@ -16,7 +16,6 @@ import { startApp, type App } from '../server/app.ts';
 import type { AppLimits } from '../server/app.ts';
 import { serveServer } from './common.ts';
 
-
 const limits = JSON.parse(process.argv[2] ?? '{}') as Partial<AppLimits>;
 let app: App | null = null;
 let dataDir: string | null = null;

@@ -331,13 +331,13 @@ async function relayRun(loadgen: Child, kind: ServerKind, n: number): Promise<Ru
   const server = startServer(kind);
   try {
     const started = await server.request<Started>({ cmd: 'start' }, 60_000);
-    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>({ cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', receipts: kind !== 'accept-only', cycle: kind !== 'relay', wsUrl: started.wsUrl, n }, 120_000);
-    await sleep(300); // presence frames settle
-    await server.request({ cmd: 'loop-reset' });
-    const open = await loadgen.request<OpenResult>(
-      { cmd: 'open', rate: CONFIG.openRate(n), seconds: CONFIG.openSeconds, warmupSeconds: CONFIG.openWarmup, from: 0 },
+    const login = await loadgen.request<{ loginMs: number; errors: number; errorSamples: string[] }>(
+      { cmd: 'connect', mode: kind === 'baseline' ? 'baseline' : 'relay', receipts: kind !== 'accept-only', cycle: kind !== 'relay', wsUrl: started.wsUrl, n },
       120_000,
     );
+    await sleep(300); // presence frames settle
+    await server.request({ cmd: 'loop-reset' });
+    const open = await loadgen.request<OpenResult>({ cmd: 'open', rate: CONFIG.openRate(n), seconds: CONFIG.openSeconds, warmupSeconds: CONFIG.openWarmup, from: 0 }, 120_000);
     open.serverLoopDelay = await server.request<LoopDelay>({ cmd: 'loop' });
     await sleep(200);
     const c0 = await cpuOf(server);
@@ -640,7 +640,8 @@ async function main(): Promise<void> {
     const server = await startServerForBrowser();
     try {
       const weight = await measurePageWeight(server.url);
-      for (const w of weight) log(`  ${w.name}: first ${fmt(w.first.bytes / 1024, 1)} KB (${w.first.requests} requests), repeat ${fmt(w.repeat.bytes / 1024, 1)} KB (${w.repeat.fromCache} from cache)`);
+      for (const w of weight)
+        log(`  ${w.name}: first ${fmt(w.first.bytes / 1024, 1)} KB (${w.first.requests} requests), repeat ${fmt(w.repeat.bytes / 1024, 1)} KB (${w.repeat.fromCache} from cache)`);
       const crowd = await measureCrowd(server.url, 30, 3);
       log(`  30 at once: all ready after ${crowd.allReadyMs.map((v) => `${fmt(v, 0)} ms`).join(', ')}${crowd.failures.length ? `; failed: ${crowd.failures.join('; ')}` : ''}`);
       pages = { weight, crowd };
@@ -679,11 +680,13 @@ async function main(): Promise<void> {
       table(
         'Cost ladder — the same load against servers doing more and more of the relay’s work (closed loop)',
         ['N clients', 'server', 'msg/s', '÷ baseline', 'cpu/msg', 'server cpu'],
-        relayFigures.filter((s) => s.ladder).flatMap((s) => [
-          rung(s, 'baseline: JSON.parse, forward', s.baseline),
-          ...LADDER_RUNGS.map((r) => rung(s, LADDER_LABELS[r], s.ladder?.[r])),
-          rung(s, 'relay: + offline queue, receipts stored', s.relay),
-        ]),
+        relayFigures
+          .filter((s) => s.ladder)
+          .flatMap((s) => [
+            rung(s, 'baseline: JSON.parse, forward', s.baseline),
+            ...LADDER_RUNGS.map((r) => rung(s, LADDER_LABELS[r], s.ladder?.[r])),
+            rung(s, 'relay: + offline queue, receipts stored', s.relay),
+          ]),
       );
     }
     const disturbed = relayFigures.flatMap((s) => Object.values(s.runs).flat()).filter((r) => r.otherCores > 0.3);
@@ -714,44 +717,126 @@ async function main(): Promise<void> {
     const rss = (m: MemorySample) => m.vmRss ?? m.rss;
     const row = (name: string, m: MemoryFigures | null) =>
       m
-        ? [name, fmtUnit(rss(m.before) / 1024 / 1024, 1, 'MB'), fmtUnit(rss(m.after) / 1024 / 1024, 1, 'MB'), fmtUnit(m.bytesPerConnection / 1024, 1, 'KB'), fmtUnit(m.heapPerConnection / 1024, 1, 'KB')]
+        ? [
+            name,
+            fmtUnit(rss(m.before) / 1024 / 1024, 1, 'MB'),
+            fmtUnit(rss(m.after) / 1024 / 1024, 1, 'MB'),
+            fmtUnit(m.bytesPerConnection / 1024, 1, 'KB'),
+            fmtUnit(m.heapPerConnection / 1024, 1, 'KB'),
+          ]
         : [name, NOT_MEASURED, NOT_MEASURED, NOT_MEASURED, NOT_MEASURED];
-    table(`Memory: RSS of the server process, idle, before and with ${CONFIG.memoryConnections} logged-in connections (after GC)`, ['server', 'before', 'after', 'per connection', 'JS heap per connection'], [
-      row('relay', memory.relay),
-      row('baseline', memory.baseline),
-    ]);
+    table(
+      `Memory: RSS of the server process, idle, before and with ${CONFIG.memoryConnections} logged-in connections (after GC)`,
+      ['server', 'before', 'after', 'per connection', 'JS heap per connection'],
+      [row('relay', memory.relay), row('baseline', memory.baseline)],
+    );
   }
   if (cryptoFigures) {
-    table('Client crypto, libsodium-wrappers in Node (µs per message)', ['message', 'seal + sign', 'verify + open', 'envelope JSON bytes'], [
-      ['1:1', fmt(cryptoFigures.oneToOne.sealUs, 0), fmt(cryptoFigures.oneToOne.openUs, 0), String(cryptoFigures.oneToOne.bytes)],
-      ['group of 30 (29 recipients)', fmt(cryptoFigures.group30.sealUs, 0), fmt(cryptoFigures.group30.openUs, 0), String(cryptoFigures.group30.bytes)],
-    ]);
+    table(
+      'Client crypto, libsodium-wrappers in Node (µs per message)',
+      ['message', 'seal + sign', 'verify + open', 'envelope JSON bytes'],
+      [
+        ['1:1', fmt(cryptoFigures.oneToOne.sealUs, 0), fmt(cryptoFigures.oneToOne.openUs, 0), String(cryptoFigures.oneToOne.bytes)],
+        ['group of 30 (29 recipients)', fmt(cryptoFigures.group30.sealUs, 0), fmt(cryptoFigures.group30.openUs, 0), String(cryptoFigures.group30.bytes)],
+      ],
+    );
   }
   if (browser) {
-    table(`Browser (Chromium ${browser.chromium})`, ['figure', 'value'], [
-      ['ready: navigation start → keys made, logged in (per tab)', browser.readyMsPerTab.map((t) => `${t.name} ${fmt(t.readyMs, 0)} ms`).join(', ')],
-      [`tab to tab: Enter → text in the other tab (${browser.samples} messages)`, `median ${fmt(browser.tabToTabMedianMs, 1)} ms, p95 ${fmt(browser.tabToTabP95Ms, 1)} ms, max ${fmt(browser.tabToTabMaxMs, 1)} ms`],
-    ]);
+    table(
+      `Browser (Chromium ${browser.chromium})`,
+      ['figure', 'value'],
+      [
+        ['ready: navigation start → keys made, logged in (per tab)', browser.readyMsPerTab.map((t) => `${t.name} ${fmt(t.readyMs, 0)} ms`).join(', ')],
+        [
+          `tab to tab: Enter → text in the other tab (${browser.samples} messages)`,
+          `median ${fmt(browser.tabToTabMedianMs, 1)} ms, p95 ${fmt(browser.tabToTabP95Ms, 1)} ms, max ${fmt(browser.tabToTabMaxMs, 1)} ms`,
+        ],
+      ],
+    );
   }
 
   if (pages) {
-    table('Page weight: bytes on the wire (Chromium, a fresh profile; the repeat is the page opened again in that profile)', ['page', 'first load', 'requests', 'repeat load', 'from cache'], pages.weight.map((w) => [w.name, `${fmt(w.first.bytes / 1024, 1)} KB`, String(w.first.requests), `${fmt(w.repeat.bytes / 1024, 1)} KB`, String(w.repeat.fromCache)]));
+    table(
+      'Page weight: bytes on the wire (Chromium, a fresh profile; the repeat is the page opened again in that profile)',
+      ['page', 'first load', 'requests', 'repeat load', 'from cache'],
+      pages.weight.map((w) => [w.name, `${fmt(w.first.bytes / 1024, 1)} KB`, String(w.first.requests), `${fmt(w.repeat.bytes / 1024, 1)} KB`, String(w.repeat.fromCache)]),
+    );
   }
 
   // Every target is listed; one whose figure was skipped (or N = 100 not run) says so.
   const s100 = relayFigures?.find((s) => s.n === 100);
   const weightOf = (name: string) => pages?.weight.find((w) => w.name === name);
   const targets: string[][] = [
-    targetRow('relay/baseline throughput, 100 clients', '≥ 0.8', s100?.ratio, (v) => fmt(v, 3), (v) => v >= 0.8),
-    targetRow('p99 latency, 100 clients × 10 msg/s', '< 20 ms', s100?.relay.p99, (v) => `${fmt(v, 2)} ms`, (v) => v < 20),
-    targetRow('relay memory per idle connection (1,000)', '< 50 KB', memory?.relay.bytesPerConnection, (v) => `${fmt(v / 1024)} KB`, (v) => v < 50 * 1024),
-    targetRow('browser: chat page ready (median of tabs)', '< 1 s', browser?.readyMs, (v) => `${fmt(v, 0)} ms`, (v) => v < 1000),
-    targetRow('browser: tab-to-tab median', '< 50 ms', browser?.tabToTabMedianMs, (v) => `${fmt(v, 1)} ms`, (v) => v < 50),
-    targetRow('chat page, first load on the wire', '≤ 350 KB', weightOf('chat')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 350 * 1024),
-    targetRow('chat page, repeat load on the wire', '≤ 20 KB', weightOf('chat')?.repeat.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 20 * 1024),
-    targetRow('relay view, first load on the wire', '≤ 120 KB', weightOf('relay view')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 120 * 1024),
-    targetRow('regulator console, first load on the wire', '≤ 120 KB', weightOf('regulator console')?.first.bytes, (v) => `${fmt(v / 1024, 1)} KB`, (v) => v <= 120 * 1024),
-    targetRow('30 chat pages at once, all ready (median of 3 runs)', '≤ 3 s', pages && !pages.crowd.failures.length ? pages.crowd.medianAllReadyMs : undefined, (v) => `${fmt(v, 0)} ms`, (v) => v <= 3000),
+    targetRow(
+      'relay/baseline throughput, 100 clients',
+      '≥ 0.8',
+      s100?.ratio,
+      (v) => fmt(v, 3),
+      (v) => v >= 0.8,
+    ),
+    targetRow(
+      'p99 latency, 100 clients × 10 msg/s',
+      '< 20 ms',
+      s100?.relay.p99,
+      (v) => `${fmt(v, 2)} ms`,
+      (v) => v < 20,
+    ),
+    targetRow(
+      'relay memory per idle connection (1,000)',
+      '< 50 KB',
+      memory?.relay.bytesPerConnection,
+      (v) => `${fmt(v / 1024)} KB`,
+      (v) => v < 50 * 1024,
+    ),
+    targetRow(
+      'browser: chat page ready (median of tabs)',
+      '< 1 s',
+      browser?.readyMs,
+      (v) => `${fmt(v, 0)} ms`,
+      (v) => v < 1000,
+    ),
+    targetRow(
+      'browser: tab-to-tab median',
+      '< 50 ms',
+      browser?.tabToTabMedianMs,
+      (v) => `${fmt(v, 1)} ms`,
+      (v) => v < 50,
+    ),
+    targetRow(
+      'chat page, first load on the wire',
+      '≤ 350 KB',
+      weightOf('chat')?.first.bytes,
+      (v) => `${fmt(v / 1024, 1)} KB`,
+      (v) => v <= 350 * 1024,
+    ),
+    targetRow(
+      'chat page, repeat load on the wire',
+      '≤ 20 KB',
+      weightOf('chat')?.repeat.bytes,
+      (v) => `${fmt(v / 1024, 1)} KB`,
+      (v) => v <= 20 * 1024,
+    ),
+    targetRow(
+      'relay view, first load on the wire',
+      '≤ 120 KB',
+      weightOf('relay view')?.first.bytes,
+      (v) => `${fmt(v / 1024, 1)} KB`,
+      (v) => v <= 120 * 1024,
+    ),
+    targetRow(
+      'regulator console, first load on the wire',
+      '≤ 120 KB',
+      weightOf('regulator console')?.first.bytes,
+      (v) => `${fmt(v / 1024, 1)} KB`,
+      (v) => v <= 120 * 1024,
+    ),
+    targetRow(
+      '30 chat pages at once, all ready (median of 3 runs)',
+      '≤ 3 s',
+      pages && !pages.crowd.failures.length ? pages.crowd.medianAllReadyMs : undefined,
+      (v) => `${fmt(v, 0)} ms`,
+      (v) => v <= 3000,
+    ),
   ];
   table('Targets', ['figure', 'target', 'measured', ''], targets);
 

@@ -30,7 +30,9 @@ const heap = (m: MemorySample) => m.heapUsed + m.external + m.arrayBuffers;
 const rss = (m: MemorySample) => m.vmRss ?? m.rss;
 const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
 const report = (what: string, before: MemorySample, after: MemorySample, n: number) =>
-  process.stdout.write(`${what}: ${n} sockets, per socket ${kb((rss(after) - rss(before)) / n)} RSS, ${kb((heap(after) - heap(before)) / n)} heap+external (total ${((rss(after) - rss(before)) / 1e6).toFixed(1)} MB RSS)\n`);
+  process.stdout.write(
+    `${what}: ${n} sockets, per socket ${kb((rss(after) - rss(before)) / n)} RSS, ${kb((heap(after) - heap(before)) / n)} heap+external (total ${((rss(after) - rss(before)) / 1e6).toFixed(1)} MB RSS)\n`,
+  );
 
 // 1. Idle viewers that read.
 const base = await memory();
@@ -71,7 +73,9 @@ const stalled: Socket[] = [];
 for (let i = 0; i < stalledCount; i++) {
   const socket = netConnect(port, '127.0.0.1');
   await new Promise<void>((r) => socket.once('connect', () => r()));
-  socket.write(`GET /ws/relay-view HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  socket.write(
+    `GET /ws/relay-view HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
   await new Promise<void>((r) => socket.once('data', () => r()));
   socket.pause();
   stalled.push(socket);

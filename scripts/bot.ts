@@ -31,7 +31,11 @@ function fail(message: string): never {
 }
 
 const parseOptions = () =>
-  parseArgs({ options: { name: { type: 'string' }, url: { type: 'string', default: 'ws://127.0.0.1:3000/ws' }, script: { type: 'string' }, help: { type: 'boolean', default: false } }, strict: true, allowPositionals: false }).values;
+  parseArgs({
+    options: { name: { type: 'string' }, url: { type: 'string', default: 'ws://127.0.0.1:3000/ws' }, script: { type: 'string' }, help: { type: 'boolean', default: false } },
+    strict: true,
+    allowPositionals: false,
+  }).values;
 
 async function main(): Promise<void> {
   let values: ReturnType<typeof parseOptions>;
@@ -59,7 +63,8 @@ async function main(): Promise<void> {
   const url = values.url;
   const bot = new Bot({ name: name.data, connect: () => new WebSocket(url) as unknown as SocketLike, ...(script ? { script } : {}) });
   bot.m.on((event) => {
-    if (event.type === 'message' && event.message.direction === 'in' && event.message.state === 'received' && !event.message.note) process.stdout.write(`${bot.m.nameOf(event.message.from)} (${event.message.from}): ${JSON.stringify(event.message.text)}\n`);
+    if (event.type === 'message' && event.message.direction === 'in' && event.message.state === 'received' && !event.message.note)
+      process.stdout.write(`${bot.m.nameOf(event.message.from)} (${event.message.from}): ${JSON.stringify(event.message.text)}\n`);
     if (event.type === 'error' && !event.ref) process.stderr.write(`relay: ${event.code}: ${event.message}\n`);
   });
   try {

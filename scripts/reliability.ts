@@ -114,15 +114,42 @@ const headline: [string, string][] = [
   ['fuzz: watchdog pair lost', `${pick('fuzz', 'watchdog lost')} of ${pick('fuzz', 'watchdog accepted')}`],
   ['SIGKILL: accepted', `${pick('faults: SIGKILL and restart', 'accepted by the relay')} of ${pick('faults: SIGKILL and restart', 'messages sent')} sent`],
   ['SIGKILL: lost / duplicated (app)', `${pick('faults: SIGKILL and restart', 'app level: lost')} / ${pick('faults: SIGKILL and restart', 'app level: duplicated')}`],
-  ['SIGKILL: missing / redelivered (relay)', `${pick('faults: SIGKILL and restart', 'relay level: missing')} / ${pick('faults: SIGKILL and restart', 'relay level: redelivered after restart (acks lost in the kill, dropped by id)')}`],
-  ['latency p50 quiet / flooded', `${pick('flood (token bucket on, default limits)', 'latency quiet p50 / p95').split(' / ')[0]} / ${pick('flood (token bucket on, default limits)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (token bucket on, default limits)', 'ratio flooded/quiet p50')})`],
-  ['latency p50 flooded, no token bucket', `${pick('flood (contrast: token bucket opened wide)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (contrast: token bucket opened wide)', 'ratio flooded/quiet p50')})`],
-  ['latency p50 quiet / fan-out flooded', `${pick('fan-out flood (output budget on, default limits)', 'latency quiet p50 / p95').split(' / ')[0]} / ${pick('fan-out flood (output budget on, default limits)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('fan-out flood (output budget on, default limits)', 'ratio flooded/quiet p50')})`],
-  ['fan-out: relay output charged / budget', `${pick('fan-out flood (output budget on, default limits)', 'relay output charged (bytes)')} / ${pick('fan-out flood (output budget on, default limits)', "budget from the flooder's start (bytes)")} bytes`],
-  ['fan-out, byte buckets opened wide', `${pick('fan-out flood (contrast: byte buckets opened wide)', 'relay output per flooded second')}, latency p50 ${pick('fan-out flood (contrast: byte buckets opened wide)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('fan-out flood (contrast: byte buckets opened wide)', 'ratio flooded/quiet p50')})`],
-  ['slow consumer: close / largest buffer', `${pick('slow consumer', 'close seen by the device')} / ${pick('slow consumer', 'largest relay-side buffer sampled')} of ${pick('slow consumer', 'bound (maxBufferedBytes)')} bytes`],
-  ['directory: users / welcome entries and bytes', `${pick('directory lockout', 'users in the directory')} / ${pick('directory lockout', 'welcome entries / bytes now')} (whole directory ${pick('directory lockout', 'the whole directory as JSON (what every welcome carried before)')} bytes)`],
-  ['XSS payloads tried', `${pick('XSS corpus', 'payloads tried')} (${pick('XSS corpus', 'of them valid as names (≤ 40 chars)')} also as names); injected ${pick('XSS corpus', 'injected elements, handlers, script URLs in page bodies')}`],
+  [
+    'SIGKILL: missing / redelivered (relay)',
+    `${pick('faults: SIGKILL and restart', 'relay level: missing')} / ${pick('faults: SIGKILL and restart', 'relay level: redelivered after restart (acks lost in the kill, dropped by id)')}`,
+  ],
+  [
+    'latency p50 quiet / flooded',
+    `${pick('flood (token bucket on, default limits)', 'latency quiet p50 / p95').split(' / ')[0]} / ${pick('flood (token bucket on, default limits)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (token bucket on, default limits)', 'ratio flooded/quiet p50')})`,
+  ],
+  [
+    'latency p50 flooded, no token bucket',
+    `${pick('flood (contrast: token bucket opened wide)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('flood (contrast: token bucket opened wide)', 'ratio flooded/quiet p50')})`,
+  ],
+  [
+    'latency p50 quiet / fan-out flooded',
+    `${pick('fan-out flood (output budget on, default limits)', 'latency quiet p50 / p95').split(' / ')[0]} / ${pick('fan-out flood (output budget on, default limits)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('fan-out flood (output budget on, default limits)', 'ratio flooded/quiet p50')})`,
+  ],
+  [
+    'fan-out: relay output charged / budget',
+    `${pick('fan-out flood (output budget on, default limits)', 'relay output charged (bytes)')} / ${pick('fan-out flood (output budget on, default limits)', "budget from the flooder's start (bytes)")} bytes`,
+  ],
+  [
+    'fan-out, byte buckets opened wide',
+    `${pick('fan-out flood (contrast: byte buckets opened wide)', 'relay output per flooded second')}, latency p50 ${pick('fan-out flood (contrast: byte buckets opened wide)', 'latency flooded p50 / p95').split(' / ')[0]} (ratio ${pick('fan-out flood (contrast: byte buckets opened wide)', 'ratio flooded/quiet p50')})`,
+  ],
+  [
+    'slow consumer: close / largest buffer',
+    `${pick('slow consumer', 'close seen by the device')} / ${pick('slow consumer', 'largest relay-side buffer sampled')} of ${pick('slow consumer', 'bound (maxBufferedBytes)')} bytes`,
+  ],
+  [
+    'directory: users / welcome entries and bytes',
+    `${pick('directory lockout', 'users in the directory')} / ${pick('directory lockout', 'welcome entries / bytes now')} (whole directory ${pick('directory lockout', 'the whole directory as JSON (what every welcome carried before)')} bytes)`,
+  ],
+  [
+    'XSS payloads tried',
+    `${pick('XSS corpus', 'payloads tried')} (${pick('XSS corpus', 'of them valid as names (≤ 40 chars)')} also as names); injected ${pick('XSS corpus', 'injected elements, handlers, script URLs in page bodies')}`,
+  ],
 ];
 
 const rows: [string, string, string][] = [];
@@ -131,7 +158,15 @@ const w0 = Math.max(7, ...rows.map((r) => r[0].length));
 const w1 = Math.max(6, ...rows.map((r) => r[1].length));
 const line = (a: string, b: string, c: string) => `${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`;
 const hw = Math.max(...headline.map((h) => h[0].length));
-const out = ['', 'Backdoor Lab reliability figures', '', ...headline.map(([k, v]) => `  ${k.padEnd(hw)}  ${v}`), '', line('section', 'figure', 'value'), line('-'.repeat(w0), '-'.repeat(w1), '-----')];
+const out = [
+  '',
+  'Backdoor Lab reliability figures',
+  '',
+  ...headline.map(([k, v]) => `  ${k.padEnd(hw)}  ${v}`),
+  '',
+  line('section', 'figure', 'value'),
+  line('-'.repeat(w0), '-'.repeat(w1), '-----'),
+];
 let previous = '';
 for (const [section, figure, value] of rows) {
   out.push(line(section === previous ? '' : section, figure, value));

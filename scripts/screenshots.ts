@@ -69,7 +69,7 @@ async function main(): Promise<void> {
 
     // Under the tap.
     await say(alice.page, bob.page, 'Bring the quarterly numbers. They are not public yet.');
-    await say(bob.page, alice.page, 'Will do. Please don\'t forward this.');
+    await say(bob.page, alice.page, "Will do. Please don't forward this.");
 
     // A group of three.
     await focusTab(alice.page);
@@ -90,7 +90,13 @@ async function main(): Promise<void> {
     const groupId = (await alice.page.locator('[data-testid="chat-item"].active').getAttribute('data-chat')) ?? '';
     const mallory = await rawClient(`${app.url.replace('http', 'ws')}/ws`, { name: 'Carol' });
     const bobKey = app.relay.directory().find((d) => d.pin === bob.pin)!.pk;
-    const { env } = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.pin, signPk: fromB64(bobKey) }], conv: groupId, body: { text: 'Change of plan: send the numbers to me directly.', group: 'Project Falcon' }, escrow: { pk: fromB64(app.relay.getPolicy().escrowPk!), kid: app.relay.getPolicy().escrowKid! } });
+    const { env } = sealEnvelope({
+      sender: mallory.identity,
+      to: [{ pin: bob.pin, signPk: fromB64(bobKey) }],
+      conv: groupId,
+      body: { text: 'Change of plan: send the numbers to me directly.', group: 'Project Falcon' },
+      escrow: { pk: fromB64(app.relay.getPolicy().escrowPk!), kid: app.relay.getPolicy().escrowKid! },
+    });
     mallory.send({ type: 'send', env });
     await mallory.next('accepted', (f) => f.id === env.id);
     await focusTab(bob.page);
@@ -145,7 +151,11 @@ async function main(): Promise<void> {
     // The projector, opened from the teacher panel's link (it gets the token without showing it),
     // following the two bots of scene 2 run again (end to end, the tap on): each one's own screen
     // around what the relay holds.
-    const run = await fetch(`${app.url}/api/lab/scenarios/tap-on/run`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: '{}' });
+    const run = await fetch(`${app.url}/api/lab/scenarios/tap-on/run`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: '{}',
+    });
     if (!run.ok) throw new Error(`running tap-on again: ${run.status}`);
     await teacher.setViewportSize({ width: 1280, height: 720 });
     const [projector] = await Promise.all([ctx.waitForEvent('page'), teacher.getByTestId('link-projector').click()]);

@@ -82,7 +82,14 @@ export interface App {
   server: Server;
   /** The Host names this relay answers (bind address, localhost names, LAN addresses, public hosts). */
   hosts: AllowedHosts;
-  edge: { limits: EdgeLimits; stats: EdgeStats; views: ViewFeed; consoles: ConsoleFeed; guard: AdminGuard; caps: { connections: FairCaps; viewers: FairCaps; pendingLogins: FairCaps } };
+  edge: {
+    limits: EdgeLimits;
+    stats: EdgeStats;
+    views: ViewFeed;
+    consoles: ConsoleFeed;
+    guard: AdminGuard;
+    caps: { connections: FairCaps; viewers: FairCaps; pendingLogins: FairCaps };
+  };
   /** The relay in its enterprise role: the server-held key model's server key, and what the operator can hand over. */
   enterprise: Enterprise;
   /** The lab: scenarios, bots, people, the metadata picture, reset (the teacher panel's API). */
@@ -114,7 +121,9 @@ function splitLimits(limits: Partial<AppLimits> = {}): { relay: Partial<RelayLim
 }
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string, headers: Record<string, string> = {}): void {
-  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n${extra}Content-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`,
   );
@@ -173,7 +182,11 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   let regulator: Regulator;
   const relay = new Relay(store, log, relayLimits);
   try {
-    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay, { limits: regulatorLimits, log, ...(options.exportGradeBits === undefined ? {} : { exportGradeBits: options.exportGradeBits }) });
+    regulator = new Regulator(dataDir === null ? ':memory:' : join(dataDir, 'regulator.db'), relay, {
+      limits: regulatorLimits,
+      log,
+      ...(options.exportGradeBits === undefined ? {} : { exportGradeBits: options.exportGradeBits }),
+    });
   } catch (err) {
     relay.close();
     store.close();
@@ -210,27 +223,45 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     const check = hosts ? checkHostAndOrigin(hosts, req.headers.host, origin) : { ok: false as const, reason: 'the relay is starting' };
     if (!check.ok) {
       stats.refusedHost += 1;
-      log.info('refused request: host or origin', { host: req.headers.host ?? '', origin: origin ?? '', path: (req.url ?? '').split('?')[0], address: req.socket.remoteAddress ?? '-' });
+      log.info('refused request: host or origin', {
+        host: req.headers.host ?? '',
+        origin: origin ?? '',
+        path: (req.url ?? '').split('?')[0],
+        address: req.socket.remoteAddress ?? '-',
+      });
     }
     return check;
   };
   // Slow requests: Node checks these every connectionsCheckingInterval (30 s by default, which with
   // its 60 s headersTimeout let a connection that never finishes its request line live 60-90 s).
   const headersTimeout = limits.headersTimeoutMs;
-  const server = createServer({ headersTimeout, requestTimeout: Math.max(headersTimeout, limits.requestTimeoutMs), connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersTimeout / 2))) }, (req, res) => {
-    const check = hostCheck(req);
-    if (check.ok) return void http(req, res);
-    // DNS rebinding: a page on another name that resolves to this machine gets nothing, not even a page.
-    res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
-    res.end(JSON.stringify({ error: 'forbidden', message: check.reason }));
-  });
+  const server = createServer(
+    {
+      headersTimeout,
+      requestTimeout: Math.max(headersTimeout, limits.requestTimeoutMs),
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersTimeout / 2))),
+    },
+    (req, res) => {
+      const check = hostCheck(req);
+      if (check.ok) return void http(req, res);
+      // DNS rebinding: a page on another name that resolves to this machine gets nothing, not even a page.
+      res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
+      res.end(JSON.stringify({ error: 'forbidden', message: check.reason }));
+    },
+  );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   // Below the open-file limit (edge-limits.ts): past it Node drops a newcomer before it reads a
   // byte, so the relay's own files never meet EMFILE. Half of it may be connections not upgraded.
   server.maxConnections = limits.maxConnections;
   // An address at its own cap loses its oldest such connection to the newcomer (replaceOldest): an
   // honest request needs a moment, one that never finishes has held its place longest.
-  const rawCaps = new FairCaps('connections open', limits.rawConnectionsPerAddress, Math.max(1, Math.min(limits.rawConnectionsTotal, Math.floor(limits.maxConnections / 2))), limits.loopbackReservePercent, true);
+  const rawCaps = new FairCaps(
+    'connections open',
+    limits.rawConnectionsPerAddress,
+    Math.max(1, Math.min(limits.rawConnectionsTotal, Math.floor(limits.maxConnections / 2))),
+    limits.loopbackReservePercent,
+    true,
+  );
   const rawRelease = new WeakMap<Socket, () => void>();
   const refusalLogged = new Map<string, number>();
   /** A refusal at the edge, logged at most once every 10 s per kind and address (a flood must not flood the terminal). */
@@ -248,7 +279,8 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     if (caps.evictions === before) return;
     stats.madeRoom += caps.evictions - before;
     madeRoom += 1;
-    if (madeRoom === 1 || madeRoom % 100 === 0) log.info(`${what}: full, so an older one was closed to make room (the oldest of the address holding the most)`, { for: address, times: madeRoom });
+    if (madeRoom === 1 || madeRoom % 100 === 0)
+      log.info(`${what}: full, so an older one was closed to make room (the oldest of the address holding the most)`, { for: address, times: madeRoom });
   };
   server.on('connection', (socket: Socket) => {
     // Before a byte is read: one address cannot hold more than its share of the relay's sockets
@@ -328,7 +360,12 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
     if (path === '/ws/relay-view') {
       const full = admit(viewerCaps, 'relay-view sockets', address);
       if (full) return capped('refusedViewers', full);
-      return viewWss.handleUpgrade(req, socket, head, (ws) => track(views.add(ws), viewerCaps.add(address, () => closeToMakeRoom(ws))));
+      return viewWss.handleUpgrade(req, socket, head, (ws) =>
+        track(
+          views.add(ws),
+          viewerCaps.add(address, () => closeToMakeRoom(ws)),
+        ),
+      );
     }
     if (path === '/ws/regulator') {
       const wait = guard.lockedFor(address);

@@ -70,7 +70,13 @@ function compressed(body: Buffer, kind: 'br' | 'gz', dir: string | null): Buffer
   }
   const made =
     kind === 'br'
-      ? brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: constants.BROTLI_MAX_QUALITY, [constants.BROTLI_PARAM_SIZE_HINT]: body.length, [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT } })
+      ? brotliCompressSync(body, {
+          params: {
+            [constants.BROTLI_PARAM_QUALITY]: constants.BROTLI_MAX_QUALITY,
+            [constants.BROTLI_PARAM_SIZE_HINT]: body.length,
+            [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT,
+          },
+        })
       : gzipSync(body, { level: 9 });
   if (file) {
     try {
@@ -168,7 +174,7 @@ export function sendAsset(req: Request, res: Response, file: Asset): void {
   res.setHeader('ETag', file.etag);
   res.setHeader('Content-Type', file.type);
   const known = req.headers['if-none-match'];
-  if (known && known.split(',').some((tag) => tag.trim().replace(/^W\//, '') === file.etag)) {
+  if (known?.split(',').some((tag) => tag.trim().replace(/^W\//, '') === file.etag)) {
     res.status(304).end();
     return;
   }

@@ -63,7 +63,8 @@ export class Classroom {
       const seconds = retryAfterSeconds(wait);
       return { ok: false, code: ErrorCode.ClassCodeLocked, message: `too many wrong class codes from your address: try again in ${seconds} s`, retryAfterMs: wait };
     }
-    if (presented === undefined) return { ok: false, code: ErrorCode.ClassCodeRequired, message: 'this room needs the class code: scan the QR code on the projector, or type the code the teacher shows' };
+    if (presented === undefined)
+      return { ok: false, code: ErrorCode.ClassCodeRequired, message: 'this room needs the class code: scan the QR code on the projector, or type the code the teacher shows' };
     if (presented.length !== this.code.length || !timingSafeEqual(Buffer.from(presented), Buffer.from(this.code))) {
       this.wrongCodes += 1;
       const lock = this.guard.failed(address);
@@ -124,7 +125,12 @@ export function classroomLines(input: { lan: readonly string[]; port: number; co
     lines.push('  participants open (or scan the QR code below):');
     lines.push(`    ${joinUrl(first, input.code)}`);
   }
-  lines.push('', ...terminalQr(joinUrl(first, input.code)).split('\n').map((l) => `  ${l}`));
+  lines.push(
+    '',
+    ...terminalQr(joinUrl(first, input.code))
+      .split('\n')
+      .map((l) => `  ${l}`),
+  );
   lines.push('  If a phone on the same Wi-Fi cannot open the link, the network isolates its devices: see "Running a workshop" in README.md.');
   return lines;
 }

@@ -52,7 +52,12 @@ export class ConsoleFeed {
 
   constructor(private readonly deps: ConsoleDeps) {
     const { limits } = deps;
-    this.waiting = new FairCaps('regulator-console sockets waiting for the admin token', limits.consolesWaitingPerAddress, limits.consolesWaitingTotal, limits.loopbackReservePercent);
+    this.waiting = new FairCaps(
+      'regulator-console sockets waiting for the admin token',
+      limits.consolesWaitingPerAddress,
+      limits.consolesWaitingTotal,
+      limits.loopbackReservePercent,
+    );
     this.open = new FairCaps('regulator consoles open', limits.consolesPerAddress, limits.consolesTotal, limits.loopbackReservePercent);
     this.offAudit = deps.regulator.onAudit(() => {
       if (!this.consoles.size) return;

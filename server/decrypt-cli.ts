@@ -158,7 +158,18 @@ async function decryptArchive(path: string, key: EscrowKeyPair): Promise<Report>
       const line = parsed.value;
       const { seq, at, env } = line;
       report.envelopes += 1;
-      const base = { line: lineNo, seq, id: env.id, at, ts: env.ts, from: env.from, to: env.to, fromName: personOf(line, env.from), toNames: env.to.map((p) => personOf(line, p)), conv: env.conv };
+      const base = {
+        line: lineNo,
+        seq,
+        id: env.id,
+        at,
+        ts: env.ts,
+        from: env.from,
+        to: env.to,
+        fromName: personOf(line, env.from),
+        toNames: env.to.map((p) => personOf(line, p)),
+        conv: env.conv,
+      };
       const verdict = openArchived(line, key);
       switch (verdict.status) {
         case 'opened':
@@ -195,10 +206,9 @@ function summary(r: Report): string {
 function renderText(r: Report): { out: string; err: string } {
   const out = [`archive ${r.archive}, escrow key ${r.kid}`];
   // Envelopes and unreadable lines together, in file order.
-  const rows: ({ line: number; item: Item } | { line: number; reason: string })[] = [
-    ...r.items.map((item) => ({ line: item.line, item })),
-    ...r.errors,
-  ].sort((a, b) => a.line - b.line);
+  const rows: ({ line: number; item: Item } | { line: number; reason: string })[] = [...r.items.map((item) => ({ line: item.line, item })), ...r.errors].sort(
+    (a, b) => a.line - b.line,
+  );
   for (const row of rows) {
     if (!('item' in row)) {
       out.push(`UNREADABLE  line ${row.line}: ${row.reason}`);

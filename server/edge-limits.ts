@@ -126,7 +126,6 @@ export const DEFAULT_EDGE_LIMITS: EdgeLimits = {
 /** The names of the edge limits (the rest of `startApp`'s limits object goes to the relay). */
 export const EDGE_LIMIT_KEYS = Object.keys(DEFAULT_EDGE_LIMITS) as (keyof EdgeLimits)[];
 
-
 /**
  * The standard WebSocket close code "try again later" (RFC 6455 registry): a connection closed by
  * `FairCaps` to make room for another address. Clients reconnect after it like after any close.
@@ -206,7 +205,10 @@ export class FairCaps {
     }
     if (!victim || victim.size < mine + 2) {
       const total = loopback ? this.total : this.total - this.reserve;
-      return { scope: 'total', reason: `too many ${this.what} on this relay (${total} at most${loopback ? '' : ` from the network; ${this.reserve} more are kept for the relay's own machine`}); try again later` };
+      return {
+        scope: 'total',
+        reason: `too many ${this.what} on this relay (${total} at most${loopback ? '' : ` from the network; ${this.reserve} more are kept for the relay's own machine`}); try again later`,
+      };
     }
     this.makeRoom(victim);
     return null;

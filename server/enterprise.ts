@@ -32,7 +32,8 @@ export class Enterprise {
 
   /** The room's part of the policy for a key model: the server's public key only where it is used. */
   room(model: RoomModel, sealedSender = false): Policy['room'] {
-    if (sealedSender && model !== 'e2e') throw new Error('sealed sender is a mode of end-to-end rooms: the app key and the server-held key models show the sender to whoever holds their key anyway');
+    if (sealedSender && model !== 'e2e')
+      throw new Error('sealed sender is a mode of end-to-end rooms: the app key and the server-held key models show the sender to whoever holds their key anyway');
     return model === 'server-key' ? { model, serverPk: toB64(this.key.pk), serverKid: this.key.kid, sealedSender } : { model, serverPk: null, serverKid: null, sealedSender };
   }
 
@@ -44,8 +45,10 @@ export class Enterprise {
   hook(): InPathHook {
     return (env, sender) => {
       if (env.keys.model !== 'server-key') return { action: 'pass' };
-      if (env.keys.kid !== this.key.kid) return { action: 'refuse', code: 'wrong_model', message: `wrapped to another enterprise server (${env.keys.kid}); this one is ${this.key.kid}` };
-      if (!verifyEnvelope(env, fromB64(sender.pk))) return { action: 'refuse', code: 'bad_signature', message: 'the envelope\'s signature does not verify: the server will not pass it' };
+      if (env.keys.kid !== this.key.kid)
+        return { action: 'refuse', code: 'wrong_model', message: `wrapped to another enterprise server (${env.keys.kid}); this one is ${this.key.kid}` };
+      if (!verifyEnvelope(env, fromB64(sender.pk)))
+        return { action: 'refuse', code: 'bad_signature', message: "the envelope's signature does not verify: the server will not pass it" };
       const key = openKey(env, { kind: 'server', key: this.key });
       if (!key.ok) return { action: 'refuse', code: 'bad_frame', message: `the server cannot open the message key: ${key.reason}` };
       const body = decryptBody(env, key.value);
@@ -68,9 +71,15 @@ export class Enterprise {
    */
   handOver(env: AnyEnvelope): { status: 'plaintext'; by: 'server key' | 'app key'; text: string; group?: string } | { status: 'ciphertext only'; why: string } {
     const keys = keysOf(env);
-    const opened =
-      keys.model === 'server-key' ? openAs(env, { kind: 'server', key: this.key }) : keys.model === 'app-key' ? openAs(env, { kind: 'app', key: appKey().key }) : null;
-    if (!opened) return { status: 'ciphertext only', why: keys.model === 'e2e-escrow' ? 'end to end with an escrow field: the operator holds no key that opens it (the escrow key is the regulator\'s)' : 'end to end: the operator holds no key that opens it' };
+    const opened = keys.model === 'server-key' ? openAs(env, { kind: 'server', key: this.key }) : keys.model === 'app-key' ? openAs(env, { kind: 'app', key: appKey().key }) : null;
+    if (!opened)
+      return {
+        status: 'ciphertext only',
+        why:
+          keys.model === 'e2e-escrow'
+            ? "end to end with an escrow field: the operator holds no key that opens it (the escrow key is the regulator's)"
+            : 'end to end: the operator holds no key that opens it',
+      };
     if (!opened.ok) return { status: 'ciphertext only', why: opened.reason };
     const group = groupNameOf(opened.value);
     return { status: 'plaintext', by: keys.model === 'server-key' ? 'server key' : 'app key', text: describeBody(opened.value), ...(group !== undefined ? { group } : {}) };

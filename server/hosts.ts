@@ -131,7 +131,8 @@ export function checkHostAndOrigin(allowed: AllowedHosts, host: string | undefin
   if (host === undefined || host === '') return { ok: false, reason: 'no Host header' };
   const parsed = parseHostHeader(host);
   const rule = parsed ? allowed.rules.get(parsed.name)?.get(parsed.port) : undefined;
-  if (!parsed || !rule) return { ok: false, reason: `Host ${JSON.stringify(host)} is not a name this relay serves (it serves ${allowed.list.join(', ')}; add others with --public-host)` };
+  if (!parsed || !rule)
+    return { ok: false, reason: `Host ${JSON.stringify(host)} is not a name this relay serves (it serves ${allowed.list.join(', ')}; add others with --public-host)` };
   if (origin === undefined) return { ok: true };
   let url: URL;
   try {

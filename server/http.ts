@@ -22,7 +22,14 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 // A page is its path and its HTML file; the HTML loads /assets/<entry>.js and /assets/style.css,
 // names the start rewrites to the hashed ones (assets.ts). A new page: one line here, its entry in ENTRIES.
 // brute-worker is the attacker console's Web Worker: its HTML names it in data-worker, rewritten the same way.
-export const PAGES = { '/': 'chat.html', '/relay': 'relay.html', '/regulator': 'regulator.html', '/teacher': 'teacher.html', '/projector': 'projector.html', '/attacker': 'attacker.html' } as const;
+export const PAGES = {
+  '/': 'chat.html',
+  '/relay': 'relay.html',
+  '/regulator': 'regulator.html',
+  '/teacher': 'teacher.html',
+  '/projector': 'projector.html',
+  '/attacker': 'attacker.html',
+} as const;
 export const ENTRIES = ['chat', 'relay-view', 'regulator', 'teacher', 'projector', 'attacker', 'brute-worker'] as const;
 
 /** The Content-Security-Policy every page is served with: no inline script, no other origin. */
@@ -141,7 +148,10 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       // Locked out after too many wrong tokens: the token is not even compared.
       refused(429);
       const seconds = retryAfterSeconds(wait);
-      return void res.status(429).setHeader('Retry-After', String(seconds)).json({ error: 'too_many_failures', message: `too many wrong admin tokens from your address: try again in ${seconds} s` });
+      return void res
+        .status(429)
+        .setHeader('Retry-After', String(seconds))
+        .json({ error: 'too_many_failures', message: `too many wrong admin tokens from your address: try again in ${seconds} s` });
     }
     const token = bearer(req);
     if (!token) {

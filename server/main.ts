@@ -124,9 +124,11 @@ async function main(): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be a whole number from 0 to 65535, not "${opts.port}"`);
   const token = adminToken(opts['admin-token'], opts['admin-token-file']);
   const archiveMib = opts['archive-max-mib'] === undefined ? undefined : Number(opts['archive-max-mib']);
-  if (archiveMib !== undefined && !(Number.isFinite(archiveMib) && archiveMib >= 1 && archiveMib <= 1_048_576)) fail(`--archive-max-mib must be a number of MiB from 1 to 1048576, not "${opts['archive-max-mib']}"`);
+  if (archiveMib !== undefined && !(Number.isFinite(archiveMib) && archiveMib >= 1 && archiveMib <= 1_048_576))
+    fail(`--archive-max-mib must be a number of MiB from 1 to 1048576, not "${opts['archive-max-mib']}"`);
   const exportGradeBits = opts['export-grade-bits'] === undefined ? undefined : Number(opts['export-grade-bits']);
-  if (exportGradeBits !== undefined && !(Number.isInteger(exportGradeBits) && exportGradeBits >= 8 && exportGradeBits <= 32)) fail(`--export-grade-bits must be a whole number from 8 to 32, not "${opts['export-grade-bits']}"`);
+  if (exportGradeBits !== undefined && !(Number.isInteger(exportGradeBits) && exportGradeBits >= 8 && exportGradeBits <= 32))
+    fail(`--export-grade-bits must be a whole number from 8 to 32, not "${opts['export-grade-bits']}"`);
   const publicHosts = opts['public-host'];
   for (const name of publicHosts) {
     try {
@@ -148,7 +150,17 @@ async function main(): Promise<void> {
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     const limits = archiveMib === undefined ? {} : { archiveMaxBytes: Math.round(archiveMib * 1048576) };
-    app = await startApp({ port, host, classroom, publicHosts, dataDir: opts.ephemeral ? null : opts.data, ...(token ? { adminToken: token } : {}), ...(exportGradeBits === undefined ? {} : { exportGradeBits }), log, limits });
+    app = await startApp({
+      port,
+      host,
+      classroom,
+      publicHosts,
+      dataDir: opts.ephemeral ? null : opts.data,
+      ...(token ? { adminToken: token } : {}),
+      ...(exportGradeBits === undefined ? {} : { exportGradeBits }),
+      log,
+      limits,
+    });
   } catch (err) {
     if (err instanceof StoreError) {
       process.stderr.write(`error: ${err.message}\n`);
@@ -186,7 +198,7 @@ async function main(): Promise<void> {
     `  Teacher panel:      ${app.url}/teacher#token=${app.adminToken}`,
     `  Regulator console:  ${app.url}/regulator#token=${app.adminToken}`,
     `  Attacker console:   ${app.url}/attacker    (what a scene leaked or stolen; open it from the teacher panel, it takes that tab's token)`,
-    '                      (the teacher\'s links: the token after # is the admin token; keep them off the projector)',
+    "                      (the teacher's links: the token after # is the admin token; keep them off the projector)",
     ...(app.classroom
       ? classroomLines({ lan: app.hosts.lan, port: app.port, code: app.classroom.code, fallbackBase: app.url })
       : bases.length > 1

@@ -238,7 +238,10 @@ export class Regulator {
       this.key = key;
       this.exportGrade = { kid: key.kid, bits };
       this.stmt.putSetting.run('escrow.export-grade', JSON.stringify(this.exportGrade));
-      this.record('escrow key weakened', `export-grade escrow key ${key.kid} in force: derived from a ${bits}-bit secret ("${EXPORT_KDF}", 2^${bits} possible keys); key ${this.primary.kid} is kept for what it sealed`);
+      this.record(
+        'escrow key weakened',
+        `export-grade escrow key ${key.kid} in force: derived from a ${bits}-bit secret ("${EXPORT_KDF}", 2^${bits} possible keys); key ${this.primary.kid} is kept for what it sealed`,
+      );
     } else {
       if (!this.exportGrade) return this.relay.getPolicy();
       const weak = this.exportGrade.kid;
@@ -262,7 +265,12 @@ export class Regulator {
     if (!raw) return off;
     try {
       const saved = JSON.parse(raw) as TapSettings;
-      return { tap: saved.tap === true, scope: saved.scope === 'warrant' ? 'warrant' : 'all', pins: saved.pins.filter((p) => Pin.safeParse(p).success), announced: saved.announced !== false };
+      return {
+        tap: saved.tap === true,
+        scope: saved.scope === 'warrant' ? 'warrant' : 'all',
+        pins: saved.pins.filter((p) => Pin.safeParse(p).success),
+        announced: saved.announced !== false,
+      };
     } catch {
       return off;
     }
@@ -430,7 +438,9 @@ export class Regulator {
 
   /** The newest `limit` intercepts, opened where the key opens them, oldest first. */
   recent(limit = 200): Intercept[] {
-    return this.rows(this.stmt.latest.all(limit)).reverse().map((item) => this.open(item));
+    return this.rows(this.stmt.latest.all(limit))
+      .reverse()
+      .map((item) => this.open(item));
   }
 
   /** The seq after which the newest `limit` intercepts start (0 when the archive holds no more than that). */

@@ -222,7 +222,16 @@ export interface RelayStats {
   maxBuffered: number;
 }
 
-export const POLICY_OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+export const POLICY_OFF: Policy = {
+  tap: false,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: null,
+  escrowKid: null,
+  epoch: 0,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
 
 export type TrafficObserver = (event: TrafficEvent) => void;
 
@@ -462,7 +471,14 @@ export class Relay {
    * written before anything of that turn leaves the relay.
    */
   observe(name: string, observer: TrafficObserver, options: { hidden?: boolean; flush?: () => void; sink?: string } = {}): () => void {
-    const entry: ObserverEntry = { name, hidden: options.hidden === true, since: Date.now(), envelopes: 0, observer, ...(options.sink !== undefined ? { sink: options.sink } : {}) };
+    const entry: ObserverEntry = {
+      name,
+      hidden: options.hidden === true,
+      since: Date.now(),
+      envelopes: 0,
+      observer,
+      ...(options.sink !== undefined ? { sink: options.sink } : {}),
+    };
     this.observerEntries.add(entry);
     this.observers.add(observer);
     const flush = options.flush;
@@ -796,7 +812,14 @@ export class Relay {
     const pin = session.pin;
     if (pin && !this.bucketsFull(session)) {
       this.buckets.delete(pin);
-      this.buckets.set(pin, { tokens: session.tokens, receiptTokens: session.receiptTokens, inBytes: session.inBytes, outBytes: session.outBytes, lastRefill: session.lastRefill, dropped: session.dropped });
+      this.buckets.set(pin, {
+        tokens: session.tokens,
+        receiptTokens: session.receiptTokens,
+        inBytes: session.inBytes,
+        outBytes: session.outBytes,
+        lastRefill: session.lastRefill,
+        dropped: session.dropped,
+      });
       if (this.buckets.size > 10_000) this.buckets.delete(this.buckets.keys().next().value!);
     }
     if (this.closed) return; // shutting down: the store may already be closed
@@ -864,7 +887,9 @@ export class Relay {
 
   private bucketsFull(bucket: Bucket): boolean {
     const limits = this.limits;
-    return bucket.tokens >= limits.rateBurst && bucket.receiptTokens >= limits.receiptBurst && bucket.inBytes >= limits.inputBurstBytes && bucket.outBytes >= limits.outputBurstBytes;
+    return (
+      bucket.tokens >= limits.rateBurst && bucket.receiptTokens >= limits.receiptBurst && bucket.inBytes >= limits.inputBurstBytes && bucket.outBytes >= limits.outputBurstBytes
+    );
   }
 
   /**
@@ -887,7 +912,12 @@ export class Relay {
     const wait = Relay.due(session.outBytes, cost, limits.outputBurstBytes, limits.outputBytesPerSecond);
     if (wait > 0) {
       this.stats.outputLimited += 1;
-      this.limited(session, wait, `output limit: ${what} would make the relay send ${cost} bytes; at most ${limits.outputBytesPerSecond} bytes per second (${limits.outputBurstBytes} at once) per connection`, ref);
+      this.limited(
+        session,
+        wait,
+        `output limit: ${what} would make the relay send ${cost} bytes; at most ${limits.outputBytesPerSecond} bytes per second (${limits.outputBurstBytes} at once) per connection`,
+        ref,
+      );
       return false;
     }
     session.outBytes -= cost;
@@ -934,7 +964,12 @@ export class Relay {
         const wait = Relay.due(session.inBytes, size, limits.inputBurstBytes, limits.inputBytesPerSecond);
         if (wait > 0) {
           this.stats.inputLimited += 1;
-          this.limited(session, wait, `rate limit: at most ${limits.inputBytesPerSecond} bytes per second (${limits.inputBurstBytes} at once)`, isBinary ? undefined : sendRef(data));
+          this.limited(
+            session,
+            wait,
+            `rate limit: at most ${limits.inputBytesPerSecond} bytes per second (${limits.inputBurstBytes} at once)`,
+            isBinary ? undefined : sendRef(data),
+          );
           return;
         }
         session.tokens -= 1;
@@ -981,7 +1016,10 @@ export class Relay {
     const limits = this.limits;
     session.receiptTokens = Math.max(-limits.receiptBurst, session.receiptTokens - 1);
     session.inBytes = Math.max(-limits.inputBurstBytes, session.inBytes - size);
-    const wait = Math.max(session.receiptTokens < 0 ? -session.receiptTokens / limits.receiptsPerSecond : 0, session.inBytes < 0 ? -session.inBytes / limits.inputBytesPerSecond : 0);
+    const wait = Math.max(
+      session.receiptTokens < 0 ? -session.receiptTokens / limits.receiptsPerSecond : 0,
+      session.inBytes < 0 ? -session.inBytes / limits.inputBytesPerSecond : 0,
+    );
     if (wait > 0) {
       this.stats.receiptsPaced += 1;
       this.pauseFor(session, wait);
@@ -993,9 +1031,12 @@ export class Relay {
     const socket = session.socket;
     if (socket.isPaused || socket.readyState !== 1) return;
     socket.pause();
-    setTimeout(() => {
-      if (socket.readyState === 1) socket.resume();
-    }, Math.min(1000, Math.max(1, Math.ceil(seconds * 1000)))).unref();
+    setTimeout(
+      () => {
+        if (socket.readyState === 1) socket.resume();
+      },
+      Math.min(1000, Math.max(1, Math.ceil(seconds * 1000))),
+    ).unref();
   }
 
   /**
@@ -1046,7 +1087,13 @@ export class Relay {
       const { loginsPerSecond, loginBurst } = this.limits;
       this.stats.loginsLimited += 1;
       this.logOnce(`login rate ${addressKey(session.address)}`, 'logins refused: login rate', { address: session.address });
-      this.error(session, ErrorCode.RateLimited, `too many logins from ${addressKey(session.address)}: at most ${loginsPerSecond} a second (${loginBurst} at once); try again in ${Math.ceil(wait)} s`, undefined, Math.ceil(wait * 1000));
+      this.error(
+        session,
+        ErrorCode.RateLimited,
+        `too many logins from ${addressKey(session.address)}: at most ${loginsPerSecond} a second (${loginBurst} at once); try again in ${Math.ceil(wait)} s`,
+        undefined,
+        Math.ceil(wait * 1000),
+      );
       this.closeHard(session, CloseCode.LoginFailed, 'login failed: rate_limited');
       return;
     }
@@ -1055,7 +1102,14 @@ export class Relay {
       // costs the relay no crypto and registers nothing. The code itself is never logged.
       const verdict = this.classroom.check(msg.code, session.address);
       if (!verdict.ok) {
-        this.emit({ kind: 'rejected', at: Date.now(), pin: '-', code: verdict.code, message: verdict.code === ErrorCode.ClassCodeRequired ? 'no class code' : verdict.code === ErrorCode.ClassCodeWrong ? 'wrong class code' : 'locked out for wrong class codes' });
+        this.emit({
+          kind: 'rejected',
+          at: Date.now(),
+          pin: '-',
+          code: verdict.code,
+          message:
+            verdict.code === ErrorCode.ClassCodeRequired ? 'no class code' : verdict.code === ErrorCode.ClassCodeWrong ? 'wrong class code' : 'locked out for wrong class codes',
+        });
         this.logOnce(`class code ${addressKey(session.address)}`, 'login refused: class code', { reason: verdict.code, address: session.address });
         this.error(session, verdict.code, verdict.message, undefined, verdict.retryAfterMs === undefined ? undefined : Math.ceil(verdict.retryAfterMs));
         this.closeHard(session, CloseCode.LoginFailed, `login failed: ${verdict.code}`);
@@ -1093,7 +1147,11 @@ export class Relay {
     if ((this.sessionsByAddress.get(key) ?? 0) - replacing >= this.limits.sessionsPerAddress) {
       this.stats.sessionsLimited += 1;
       this.logOnce(`sessions ${key}`, 'logins refused: too many sessions from one address', { address: session.address });
-      this.error(session, ErrorCode.RateLimited, `too many sessions logged in from ${key} (${this.limits.sessionsPerAddress} at most); close a tab or a bot somewhere and try again`);
+      this.error(
+        session,
+        ErrorCode.RateLimited,
+        `too many sessions logged in from ${key} (${this.limits.sessionsPerAddress} at most); close a tab or a bot somewhere and try again`,
+      );
       this.closeHard(session, CloseCode.LoginFailed, 'login failed: too many sessions from your address');
       return;
     }
@@ -1144,7 +1202,14 @@ export class Relay {
     else this.devices.delete(pin);
     this.online.set(pin, session);
     this.log.info('login', { pin, name: msg.name });
-    const welcome = JSON.stringify({ type: 'welcome', pin, name: msg.name, directory: this.directory(), total: this.store.userCount(), policy: this.policy } satisfies ServerMessage);
+    const welcome = JSON.stringify({
+      type: 'welcome',
+      pin,
+      name: msg.name,
+      directory: this.directory(),
+      total: this.store.userCount(),
+      policy: this.policy,
+    } satisfies ServerMessage);
     if (welcome.length > this.stats.maxWelcomeBytes) this.stats.maxWelcomeBytes = welcome.length;
     // The welcome is output this login caused: charged like any (it may leave the bucket in debt,
     // which the next envelopes wait out), and kept with the PIN between its connections.
@@ -1174,7 +1239,12 @@ export class Relay {
     if (unknown.length) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${unknown.join(', ')}`, env.id);
     if (!modelAllowed(this.policy.room.model, env.keys.model)) {
       this.emit({ kind: 'rejected', at: Date.now(), pin, code: ErrorCode.WrongModel, message: `${env.keys.model} in a ${this.policy.room.model} room` });
-      return this.error(session, ErrorCode.WrongModel, `this room uses the key model ${this.policy.room.model}: seal it again as the policy says (this envelope is ${env.keys.model})`, env.id);
+      return this.error(
+        session,
+        ErrorCode.WrongModel,
+        `this room uses the key model ${this.policy.room.model}: seal it again as the policy says (this envelope is ${env.keys.model})`,
+        env.id,
+      );
     }
     if (offered.delivery !== undefined) return this.error(session, ErrorCode.BadFrame, 'delivery wraps are added by the enterprise server, never sent by a client', env.id);
     const escrowKid = env.keys.model === 'e2e-escrow' ? env.keys.escrow.kid : null;
@@ -1223,7 +1293,16 @@ export class Relay {
         const user = this.store.getUser(p);
         if (user) names[p] = entryOf(user, false).name;
       }
-      this.emit({ kind: 'envelope', at: now, env, bytes: json.length, online, senderPk: session.pk, names, ...(serverRead ? { serverRead: { text: serverRead.text, group: serverRead.group ?? null } } : {}) });
+      this.emit({
+        kind: 'envelope',
+        at: now,
+        env,
+        bytes: json.length,
+        online,
+        senderPk: session.pk,
+        names,
+        ...(serverRead ? { serverRead: { text: serverRead.text, group: serverRead.group ?? null } } : {}),
+      });
     }
   }
 
@@ -1252,7 +1331,8 @@ export class Relay {
    */
   private onSendSealed(session: Session, pin: string, msg: Extract<ClientMessage, { type: 'send-sealed' }>): void {
     if (!this.policy.room.sealedSender) return this.error(session, ErrorCode.WrongModel, 'sealed sender is off in this room', msg.id);
-    if (policyCovers(this.policy, pin, [msg.to])) return this.error(session, ErrorCode.EscrowRequired, 'the tap is on: a sealed box hides the escrow field from the relay, so send the envelope unsealed', msg.id);
+    if (policyCovers(this.policy, pin, [msg.to]))
+      return this.error(session, ErrorCode.EscrowRequired, 'the tap is on: a sealed box hides the escrow field from the relay, so send the envelope unsealed', msg.id);
     if (msg.to === pin) return this.error(session, ErrorCode.BadFrame, 'to must not be yourself', msg.id);
     if (this.store.seenSender(msg.id) !== undefined) return this.send(session, { type: 'accepted', id: msg.id, duplicate: true });
     if (!this.store.getUser(msg.to)) return this.error(session, ErrorCode.UnknownRecipient, `no user with PIN ${msg.to}`, msg.id);
@@ -1277,7 +1357,8 @@ export class Relay {
       delete session.reportable;
       return;
     }
-    const reportable = (session.reportable ??= new Map());
+    session.reportable ??= new Map();
+    const reportable = session.reportable;
     reportable.set(id, { to: [...to], model });
     while (reportable.size > SCAN_REPORTABLE_PER_SESSION) reportable.delete(reportable.keys().next().value!);
   }
@@ -1302,7 +1383,15 @@ export class Relay {
       const user = this.store.getUser(p);
       return user ? entryOf(user, false).name : p;
     };
-    const report: ScanReport = { at: Date.now(), id: msg.id, from: { pin, name: session.name }, to: sent.to.map((p) => ({ pin: p, name: nameOf(p) })), list: scan.list, entry: msg.entry, model: sent.model };
+    const report: ScanReport = {
+      at: Date.now(),
+      id: msg.id,
+      from: { pin, name: session.name },
+      to: sent.to.map((p) => ({ pin: p, name: nameOf(p) })),
+      list: scan.list,
+      entry: msg.entry,
+      model: sent.model,
+    };
     try {
       this.reportSink(report);
     } catch (err) {
@@ -1360,7 +1449,10 @@ export class Relay {
     }
     const excess = this.store.userCount() - limits.maxUsers + 1;
     if (excess > 0) {
-      const stale = this.store.staleUsers(now - limits.evictAfterMs, excess + this.online.size).filter((pin) => !this.online.has(pin)).slice(0, excess);
+      const stale = this.store
+        .staleUsers(now - limits.evictAfterMs, excess + this.online.size)
+        .filter((pin) => !this.online.has(pin))
+        .slice(0, excess);
       if (stale.length < excess) {
         this.stats.directoryFull += 1;
         return {

@@ -273,7 +273,7 @@ export class RelayStore {
       touchUser: db.prepare('UPDATE users SET last_seen = ?, last_sent = max(last_sent, ?) WHERE pin = ?'),
       addEnvelope: db.prepare('INSERT INTO envelopes (id, sender, json, at) VALUES (?, ?, ?, ?)'),
       getEnvelopeJson: db.prepare<[string], { json: string }>('SELECT json FROM envelopes WHERE id = ?'),
-      dropEnvelopeIfDone: db.prepare('DELETE FROM envelopes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE ref = ? AND kind = \'envelope\')'),
+      dropEnvelopeIfDone: db.prepare("DELETE FROM envelopes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE ref = ? AND kind = 'envelope')"),
       enqueue: db.prepare('INSERT INTO queue (recipient, kind, ref, payload, at) VALUES (?, ?, ?, ?, ?)'),
       pending: db.prepare<[string], QueueRow>('SELECT qid, recipient, kind, ref, payload FROM queue WHERE recipient = ? ORDER BY qid'),
       // With the envelope's sender (who gets the delivery receipt), while the envelope is still stored.
@@ -283,9 +283,7 @@ export class RelayStore {
          LEFT JOIN envelopes e ON q.kind = 'envelope' AND e.id = q.ref WHERE q.qid = ? AND q.recipient = ?`,
       ),
       deleteQueued: db.prepare('DELETE FROM queue WHERE qid = ?'),
-      addMetadata: db.prepare(
-        'INSERT INTO metadata (at, kind, sender, recipients, conv, ref, bytes, escrow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-      ),
+      addMetadata: db.prepare('INSERT INTO metadata (at, kind, sender, recipients, conv, ref, bytes, escrow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       metadataFor: db.prepare<[string], MetadataRow>("SELECT * FROM metadata WHERE ref = ? AND kind = 'envelope' LIMIT 1"),
       recentMetadata: db.prepare<[number], MetadataRow>('SELECT * FROM metadata ORDER BY seq DESC LIMIT ?'),
       queueDepth: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM queue'),
@@ -449,11 +447,7 @@ export class RelayStore {
    * Accept an envelope in one transaction: keep one copy of it, queue it for each recipient and
    * log its metadata (which also remembers its id). Returns the qid per recipient.
    */
-  acceptEnvelope(
-    env: { id: string; from: string; to: string[]; conv: string; escrow: boolean },
-    json: string,
-    now: number,
-  ): Map<string, number> {
+  acceptEnvelope(env: { id: string; from: string; to: string[]; conv: string; escrow: boolean }, json: string, now: number): Map<string, number> {
     const run = this.db.transaction(() => {
       this.stmt.addEnvelope.run(env.id, env.from, json, now);
       const qids = new Map<string, number>();

@@ -69,7 +69,13 @@ export function lineOfRow(row: ArchiveRow): Parsed<ArchiveLine> {
   } catch {
     return { ok: false, reason: 'not valid JSON' };
   }
-  const parsed = ArchiveLine.safeParse({ seq: row.seq, at: row.at, senderPk: row.sender_pk, ...(names && typeof names === 'object' && Object.keys(names).length ? { names } : {}), env });
+  const parsed = ArchiveLine.safeParse({
+    seq: row.seq,
+    at: row.at,
+    senderPk: row.sender_pk,
+    ...(names && typeof names === 'object' && Object.keys(names).length ? { names } : {}),
+    env,
+  });
   return parsed.success ? { ok: true, value: parsed.data } : { ok: false, reason: `not an archive line: ${describeIssue(parsed.error)}` };
 }
 

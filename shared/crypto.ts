@@ -112,7 +112,10 @@ export const escrowKid = (pk: Uint8Array): string => toHex(sodium.crypto_generic
  * computed by each client from the key it is asked to seal to, never taken from the relay's word.
  */
 export function escrowFingerprint(pk: Uint8Array): string {
-  return toHex(sodium.crypto_generichash(20, pk, null)).toUpperCase().match(/.{4}/g)!.join(' ');
+  return toHex(sodium.crypto_generichash(20, pk, null))
+    .toUpperCase()
+    .match(/.{4}/g)!
+    .join(' ');
 }
 
 /** A fingerprint as a person typed or pasted it (spaces, dashes, any case), or null if it is not 40 hex digits. */
@@ -141,8 +144,7 @@ export function loginTranscript(nonceB64: string, signPkB64: string): Uint8Array
   return utf8(`${LOGIN_CONTEXT}\nnonce=${nonceB64}\npk=${signPkB64}`);
 }
 
-export const signLogin = (nonceB64: string, id: Identity): string =>
-  toB64(sodium.crypto_sign_detached(loginTranscript(nonceB64, toB64(id.signPk)), id.signSk));
+export const signLogin = (nonceB64: string, id: Identity): string => toB64(sodium.crypto_sign_detached(loginTranscript(nonceB64, toB64(id.signPk)), id.signSk));
 
 export function verifyLogin(nonceB64: string, signPkB64: string, sigB64: string): boolean {
   try {
@@ -160,4 +162,3 @@ export function unwrapKey(sealedB64: string, boxPk: Uint8Array, boxSk: Uint8Arra
     return { ok: false, reason: 'the key wrap does not open with this key' };
   }
 }
-

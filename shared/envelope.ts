@@ -210,7 +210,8 @@ export const openWithEscrow = (env: AnyEnvelope, key: EscrowKeyPair, senderSignP
 export const whoCanRead = (env: AnyEnvelope): WhoCanRead => readersOfKeys(env.v === PROTOCOL_VERSION ? env : { to: env.to }, keysOf(env));
 
 /** Anyone with the app key opens an app-key envelope (and nothing else). */
-export const openWithAppKey = (env: AnyEnvelope, key: Uint8Array = appKey().key, senderSignPk?: Uint8Array): Outcome<MessageBody> => openAs(env, { kind: 'app', key }, senderSignPk);
+export const openWithAppKey = (env: AnyEnvelope, key: Uint8Array = appKey().key, senderSignPk?: Uint8Array): Outcome<MessageBody> =>
+  openAs(env, { kind: 'app', key }, senderSignPk);
 
 /** The enterprise server opens a server-held key envelope with its key. */
 export const openAsServer = (env: AnyEnvelope, key: ServerKeyPair, senderSignPk?: Uint8Array): Outcome<MessageBody> => openAs(env, { kind: 'server', key }, senderSignPk);

@@ -31,7 +31,9 @@ export interface ExportGradeTarget {
 }
 
 export function exportBitsProblem(bits: number): string | null {
-  return Number.isInteger(bits) && bits >= MIN_EXPORT_BITS && bits <= MAX_EXPORT_BITS ? null : `export-grade bits must be a whole number from ${MIN_EXPORT_BITS} to ${MAX_EXPORT_BITS}, not ${bits}`;
+  return Number.isInteger(bits) && bits >= MIN_EXPORT_BITS && bits <= MAX_EXPORT_BITS
+    ? null
+    : `export-grade bits must be a whole number from ${MIN_EXPORT_BITS} to ${MAX_EXPORT_BITS}, not ${bits}`;
 }
 
 let kdfKey: Uint8Array | null = null;

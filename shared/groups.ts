@@ -72,7 +72,7 @@ export function createGroup(creator: Identity, name: string, others: readonly Gr
 
 /** The next version of a group, signed by its creator (the only one who can sign one). */
 export function changeGroup(state: GroupState, creator: Identity, change: { name?: string; add?: readonly GroupMember[]; remove?: readonly string[] }): GroupState {
-  if (toB64(creator.signPk) !== state.creator) throw new Error('only the group\'s creator can change its members or name');
+  if (toB64(creator.signPk) !== state.creator) throw new Error("only the group's creator can change its members or name");
   const removed = new Set(change.remove ?? []);
   if (removed.has(creator.pin)) throw new Error('the creator cannot leave the group (the creator signs every change)');
   const members = sortMembers(dedupe([...state.members.filter((m) => !removed.has(m.pin)), ...(change.add ?? [])]));
@@ -99,7 +99,7 @@ export function verifyGroupState(state: GroupState): { ok: true } | { ok: false;
   } catch {
     return bad('the creator key is not base64');
   }
-  if (groupIdOf(state.creator, state.salt) !== state.id) return bad('the group id is not derived from the creator\'s key and salt');
+  if (groupIdOf(state.creator, state.salt) !== state.id) return bad("the group id is not derived from the creator's key and salt");
   const creatorPin = pinOf(creatorPk);
   if (!state.members.some((m) => m.pin === creatorPin && m.pk === state.creator)) return bad('the creator is not on the member list');
   const sorted = sortMembers(state.members);
@@ -122,7 +122,7 @@ export function verifyGroupState(state: GroupState): { ok: true } | { ok: false;
   } catch {
     ok = false;
   }
-  return ok ? { ok: true } : bad('the creator\'s signature does not verify');
+  return ok ? { ok: true } : bad("the creator's signature does not verify");
 }
 
 /** True when two lists are the same signed document. */
@@ -155,7 +155,8 @@ export function checkGroupMessage(input: {
   if (!valid.ok) return valid;
   if (carried.id !== env.conv) return fail(GroupFailure.WrongGroup, `the member list is for group ${carried.id}, the envelope for ${env.conv}`);
   // A list older than one this client let go of may still name a member since removed.
-  if (!stored && input.floor !== undefined && carried.version < input.floor) return fail(GroupFailure.Stale, `sent under member list version ${carried.version}; this client once held version ${input.floor}`);
+  if (!stored && input.floor !== undefined && carried.version < input.floor)
+    return fail(GroupFailure.Stale, `sent under member list version ${carried.version}; this client once held version ${input.floor}`);
 
   let current = stored;
   let updated = false;
@@ -170,14 +171,18 @@ export function checkGroupMessage(input: {
   if (!sender) {
     return fail(
       carried.version < list.version ? GroupFailure.Stale : GroupFailure.NotMember,
-      carried.version < list.version ? `sent under member list version ${carried.version}, and the sender is not on version ${list.version}` : `the sender ${env.from} is not a member of this group`,
+      carried.version < list.version
+        ? `sent under member list version ${carried.version}, and the sender is not on version ${list.version}`
+        : `the sender ${env.from} is not a member of this group`,
     );
   }
   if (sender.pk !== input.senderPk) return fail(GroupFailure.MemberKeyMismatch, `${env.from} is on the list with another key than the one that signed this message`);
   // A note says who made or changed the group: only its creator's is honoured, and only with a
   // list at least as new as the one held (the same list again is a repeat, which claims no change).
-  if (input.note && sender.pk !== list.creator) return fail(GroupFailure.NoteNotFromCreator, `${env.from} is not the group's creator, so a note of theirs about making or changing it is not honoured`);
-  if (input.note && carried.version < list.version) return fail(GroupFailure.NoteNotNewer, `a group note with member list version ${carried.version}, older than version ${list.version} held`);
+  if (input.note && sender.pk !== list.creator)
+    return fail(GroupFailure.NoteNotFromCreator, `${env.from} is not the group's creator, so a note of theirs about making or changing it is not honoured`);
+  if (input.note && carried.version < list.version)
+    return fail(GroupFailure.NoteNotNewer, `a group note with member list version ${carried.version}, older than version ${list.version} held`);
   const memberPins = list.members.map((m) => m.pin);
   const got = new Set([env.from, ...env.to]);
   // The creator's change note also goes to the members it removed, so that they learn it: either
@@ -190,11 +195,12 @@ export function checkGroupMessage(input: {
     isChangeNote && stored !== undefined && got.has(me) && [...got].every((p) => p === env.from || (!memberPins.includes(p) && stored.members.some((m) => m.pin === p)));
   const equal = isChangeNote ? removedOnly || memberPins.every((p) => got.has(p)) : got.size === memberPins.length && memberPins.every((p) => got.has(p));
   if (!equal) {
-    if (carried.version < list.version) return fail(GroupFailure.Stale, `sent under member list version ${carried.version} (you hold version ${list.version}), to people who are no longer exactly the group`);
-    return fail(GroupFailure.RecipientsMismatch, 'the envelope went to other people than the group\'s members');
+    if (carried.version < list.version)
+      return fail(GroupFailure.Stale, `sent under member list version ${carried.version} (you hold version ${list.version}), to people who are no longer exactly the group`);
+    return fail(GroupFailure.RecipientsMismatch, "the envelope went to other people than the group's members");
   }
   if (!list.members.some((m) => m.pin === me) && !(isChangeNote && stored?.members.some((m) => m.pin === me))) {
-    return fail(GroupFailure.NotForMe, 'you are not on this group\'s member list');
+    return fail(GroupFailure.NotForMe, "you are not on this group's member list");
   }
   return { ok: true, state: list, updated };
 }

@@ -31,10 +31,13 @@ const b64 = (min: number, max: number) =>
     // Canonical standard base64 only: unused padding bits must be zero, as libsodium's decoder demands,
     // so nothing that passes here can fail to decode later.
     .regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/, 'must be canonical standard base64')
-    .refine((s) => {
-      const n = (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
-      return n >= min && n <= max;
-    }, `must decode to ${min === max ? min : `${min}..${max}`} bytes`);
+    .refine(
+      (s) => {
+        const n = (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
+        return n >= min && n <= max;
+      },
+      `must decode to ${min === max ? min : `${min}..${max}`} bytes`,
+    );
 
 /** A BlackBerry-style PIN: 8 upper-case hex digits, derived from the public key. */
 export const Pin = z.string().regex(/^[0-9A-F]{8}$/, 'PIN must be 8 upper-case hex digits');
@@ -57,9 +60,15 @@ export const MAX_MARKS_PER_CHAR = 4;
  */
 export const NAME_REFUSALS: readonly { chars: RegExp; message: string }[] = [
   { chars: /[\p{Cc}]/u, message: 'name must not contain control characters (C0, DEL or C1, such as a newline, tab or escape)' },
-  { chars: /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/u, message: 'name must not contain bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C): they reorder the text around the name' },
+  {
+    chars: /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/u,
+    message: 'name must not contain bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C): they reorder the text around the name',
+  },
   { chars: /[\p{Zl}\p{Zp}]/u, message: 'name must not contain line or paragraph separators (U+2028, U+2029)' },
-  { chars: /[\p{Cf}\p{Cs}]/u, message: 'name must not contain invisible format characters (zero-width space or joiner, word joiner, byte order mark, soft hyphen...) or lone surrogates' },
+  {
+    chars: /[\p{Cf}\p{Cs}]/u,
+    message: 'name must not contain invisible format characters (zero-width space or joiner, word joiner, byte order mark, soft hyphen...) or lone surrogates',
+  },
   { chars: /(?! )[\s\p{Zs}]/u, message: 'name must not contain whitespace other than a plain space (no tab, no-break or other wide space)' },
   {
     // Default-ignorable code points render as nothing: the Hangul fillers (U+115F, U+1160, U+3164,
@@ -67,9 +76,13 @@ export const NAME_REFUSALS: readonly { chars: RegExp; message: string }[] = [
     // right after an emoji is the exception, so that "❤️" stays a heart. (Format characters, also
     // default-ignorable, have their own message above.)
     chars: /(?!\p{Cf})(?!(?<=\p{Emoji})\uFE0F(?!\uFE0F))\p{Default_Ignorable_Code_Point}/u,
-    message: 'name must not contain invisible characters (Hangul fillers, the combining grapheme joiner, variation selectors other than one U+FE0F right after an emoji...): they show as nothing',
+    message:
+      'name must not contain invisible characters (Hangul fillers, the combining grapheme joiner, variation selectors other than one U+FE0F right after an emoji...): they show as nothing',
   },
-  { chars: new RegExp(`(?<=\\p{M}{${MAX_MARKS_PER_CHAR}})\\p{M}`, 'u'), message: `name must not stack more than ${MAX_MARKS_PER_CHAR} combining marks on one character: they spill over the lines around it` },
+  {
+    chars: new RegExp(`(?<=\\p{M}{${MAX_MARKS_PER_CHAR}})\\p{M}`, 'u'),
+    message: `name must not stack more than ${MAX_MARKS_PER_CHAR} combining marks on one character: they spill over the lines around it`,
+  },
 ];
 
 /** A character that shows: a letter, digit, symbol or punctuation mark (U+2800, the blank Braille pattern, does not). */
@@ -80,7 +93,10 @@ export const DisplayName = NAME_REFUSALS.reduce((schema, { chars, message }) => 
   .min(1, 'name must not be empty')
   .max(MAX_NAME_CHARS, `name must be at most ${MAX_NAME_CHARS} characters`)
   // Said only when no refusal above applies, so that each bad name gets the one message that fits.
-  .refine((s) => VISIBLE.test(s) || s === '' || NAME_REFUSALS.some(({ chars }) => chars.test(s)), 'name must contain at least one visible letter, digit, symbol or punctuation mark: blanks and marks alone show as nothing');
+  .refine(
+    (s) => VISIBLE.test(s) || s === '' || NAME_REFUSALS.some(({ chars }) => chars.test(s)),
+    'name must contain at least one visible letter, digit, symbol or punctuation mark: blanks and marks alone show as nothing',
+  );
 
 export const PublicKey = b64(32, 32);
 export const Signature = b64(64, 64);
@@ -109,7 +125,10 @@ export type EscrowField = z.infer<typeof EscrowField>;
 export const KEY_MODEL_NAMES = ['e2e', 'e2e-escrow', 'app-key', 'server-key', 'ratchet', 'ghost'] as const;
 export type KeyModelName = (typeof KEY_MODEL_NAMES)[number];
 
-const Wraps = z.array(KeyWrap).min(1).max(MAX_RECIPIENTS + 1);
+const Wraps = z
+  .array(KeyWrap)
+  .min(1)
+  .max(MAX_RECIPIENTS + 1);
 
 /** End to end: the message key sealed to the sender's own key and each recipient's, nobody else's. */
 export const E2eKeys = z.object({ model: z.literal('e2e'), wraps: Wraps }).strict();
@@ -168,12 +187,21 @@ const routing = {
   body: b64(17, MAX_FRAME_BYTES),
 };
 
-function checkRouting(env: { from: string; to: string[]; conv: string }, wraps: { want: string[]; got: string[] } | null, ctx: z.RefinementCtx, wrapsPath: (string | number)[]): void {
+function checkRouting(
+  env: { from: string; to: string[]; conv: string },
+  wraps: { want: string[]; got: string[] } | null,
+  ctx: z.RefinementCtx,
+  wrapsPath: (string | number)[],
+): void {
   if (new Set(env.to).size !== env.to.length) ctx.addIssue({ code: 'custom', message: 'to must not repeat a PIN', path: ['to'] });
   if (env.to.includes(env.from)) ctx.addIssue({ code: 'custom', message: 'to must not include the sender', path: ['to'] });
   if (env.conv === 'dm' && env.to.length !== 1) ctx.addIssue({ code: 'custom', message: 'a dm names exactly one recipient', path: ['to'] });
   if (wraps && [...wraps.want].sort().join(',') !== [...wraps.got].sort().join(',')) {
-    ctx.addIssue({ code: 'custom', message: wraps.want.length === 1 ? 'wraps must hold one key, for the sender' : 'wraps must hold one key for the sender and each recipient', path: wrapsPath });
+    ctx.addIssue({
+      code: 'custom',
+      message: wraps.want.length === 1 ? 'wraps must hold one key, for the sender' : 'wraps must hold one key for the sender and each recipient',
+      path: wrapsPath,
+    });
   }
 }
 
@@ -200,7 +228,8 @@ export const Envelope = z
     checkRouting(env, requiredWrapPins(env, env.keys), ctx, ['keys', 'wraps']);
     if (env.delivery !== undefined) {
       if (env.keys.model !== 'server-key') ctx.addIssue({ code: 'custom', message: 'only a server-held key envelope has a delivery', path: ['delivery'] });
-      else if ([...env.delivery.map((w) => w.to)].sort().join(',') !== [...env.to].sort().join(',')) ctx.addIssue({ code: 'custom', message: 'delivery must hold one key for each recipient', path: ['delivery'] });
+      else if ([...env.delivery.map((w) => w.to)].sort().join(',') !== [...env.to].sort().join(','))
+        ctx.addIssue({ code: 'custom', message: 'delivery must hold one key for each recipient', path: ['delivery'] });
     }
   });
 export type Envelope = z.infer<typeof Envelope>;
@@ -267,7 +296,7 @@ export const MessageBody = z
   .superRefine((body, ctx) => {
     if (body.text.length === 0 && body.note === undefined) ctx.addIssue({ code: 'custom', message: 'text must not be empty', path: ['text'] });
     if (body.note !== undefined && (body.group === undefined || typeof body.group === 'string')) {
-      ctx.addIssue({ code: 'custom', message: 'a group note carries the group\'s signed member list', path: ['group'] });
+      ctx.addIssue({ code: 'custom', message: "a group note carries the group's signed member list", path: ['group'] });
     }
   });
 export type MessageBody = z.infer<typeof MessageBody>;
@@ -329,7 +358,10 @@ export const Policy = z
     announced: z.boolean(),
     /** The regulator's X25519 escrow public key (null while the tap is off). */
     escrowPk: PublicKey.nullable(),
-    escrowKid: z.string().regex(/^[0-9a-f]{16}$/).nullable(),
+    escrowKid: z
+      .string()
+      .regex(/^[0-9a-f]{16}$/)
+      .nullable(),
     /** Incremented on every change, so clients can tell a fresh policy from a stale one. */
     epoch: z.number().int().min(0),
     /**
@@ -362,9 +394,7 @@ export function policyCovers(policy: Policy, from: string, to: readonly string[]
   return policy.pins.includes(from) || to.some((pin) => policy.pins.includes(pin));
 }
 
-export const DirectoryEntry = z
-  .object({ pin: Pin, name: DisplayName, pk: PublicKey, online: z.boolean() })
-  .strict();
+export const DirectoryEntry = z.object({ pin: Pin, name: DisplayName, pk: PublicKey, online: z.boolean() }).strict();
 export type DirectoryEntry = z.infer<typeof DirectoryEntry>;
 
 // ---------------------------------------------------------------------------
@@ -377,7 +407,9 @@ export type DirectoryEntry = z.infer<typeof DirectoryEntry>;
 export const CLASS_CODE_ALPHABET = '23456789ABCDEFGHJKMNPQRSTWXYZ';
 export const CLASS_CODE_LENGTH = 6;
 /** A class code as it travels in a login: exactly six characters of CLASS_CODE_ALPHABET. */
-export const ClassCode = z.string().regex(new RegExp(`^[${CLASS_CODE_ALPHABET}]{${CLASS_CODE_LENGTH}}$`), `class code must be ${CLASS_CODE_LENGTH} characters from ${CLASS_CODE_ALPHABET}`);
+export const ClassCode = z
+  .string()
+  .regex(new RegExp(`^[${CLASS_CODE_ALPHABET}]{${CLASS_CODE_LENGTH}}$`), `class code must be ${CLASS_CODE_LENGTH} characters from ${CLASS_CODE_ALPHABET}`);
 export type ClassCode = z.infer<typeof ClassCode>;
 
 /**
@@ -404,7 +436,15 @@ export const ClientMessage = z.discriminatedUnion('type', [
    * registered); `device` is what the client says it runs on, for the teacher's list.
    */
   z
-    .object({ type: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), pk: PublicKey, name: DisplayName, sig: Signature, code: ClassCode.optional(), device: DeviceKind.optional() })
+    .object({
+      type: z.literal('hello'),
+      v: z.literal(PROTOCOL_VERSION),
+      pk: PublicKey,
+      name: DisplayName,
+      sig: Signature,
+      code: ClassCode.optional(),
+      device: DeviceKind.optional(),
+    })
     .strict(),
   z.object({ type: z.literal('send'), env: Envelope }).strict(),
   /**
@@ -451,9 +491,7 @@ export const ServerMessage = z.discriminatedUnion('type', [
    * Login succeeded. `directory` is a bounded page (online users first, then the most recently
    * seen), `total` the number of users the relay knows; the others are found with `lookup`.
    */
-  z
-    .object({ type: z.literal('welcome'), pin: Pin, name: DisplayName, directory: z.array(DirectoryEntry), total: z.number().int().min(0), policy: Policy })
-    .strict(),
+  z.object({ type: z.literal('welcome'), pin: Pin, name: DisplayName, directory: z.array(DirectoryEntry), total: z.number().int().min(0), policy: Policy }).strict(),
   /** Directory changes since the last frame: new users and who went on- or offline. */
   z.object({ type: z.literal('presence'), users: z.array(DirectoryEntry) }).strict(),
   z.object({ type: z.literal('policy'), policy: Policy }).strict(),
@@ -470,9 +508,7 @@ export const ServerMessage = z.discriminatedUnion('type', [
   /** The answer to `lookup`: the entries found, and the PINs the relay does not know. */
   z.object({ type: z.literal('users'), users: z.array(DirectoryEntry), unknown: z.array(Pin) }).strict(),
   /** `retryAfterMs`: on `rate_limited`, when the refused frame would fit the socket's budget. */
-  z
-    .object({ type: z.literal('error'), code: z.string(), message: z.string(), ref: z.string().optional(), retryAfterMs: z.number().int().min(0).optional() })
-    .strict(),
+  z.object({ type: z.literal('error'), code: z.string(), message: z.string(), ref: z.string().optional(), retryAfterMs: z.number().int().min(0).optional() }).strict(),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
@@ -543,9 +579,7 @@ export type InterceptItem = z.infer<typeof InterceptItem>;
 export const AuditEntry = z.object({ seq: z.number().int(), at: z.number(), action: z.string(), detail: z.string() }).strict();
 export type AuditEntry = z.infer<typeof AuditEntry>;
 
-export const TapSettings = z
-  .object({ tap: z.boolean(), scope: z.enum(['all', 'warrant']), pins: z.array(Pin), announced: z.boolean() })
-  .strict();
+export const TapSettings = z.object({ tap: z.boolean(), scope: z.enum(['all', 'warrant']), pins: z.array(Pin), announced: z.boolean() }).strict();
 export type TapSettings = z.infer<typeof TapSettings>;
 
 /** The regulator console socket (`/ws/regulator`): the console sends `auth` first. */

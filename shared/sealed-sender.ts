@@ -20,9 +20,10 @@ export function openSealedBox(box: string, id: string, me: Identity): Outcome<An
   try {
     json = JSON.parse(sodium.to_string(sodium.crypto_box_seal_open(fromB64(box), me.boxPk, me.boxSk)));
   } catch {
-    return fail(OpenFailure.SealedBoxDoesNotOpen, 'the box does not open with this device\'s key');
+    return fail(OpenFailure.SealedBoxDoesNotOpen, "the box does not open with this device's key");
   }
   const parsed = AnyEnvelope.safeParse(json);
-  if (!parsed.success || parsed.data.id !== id || !parsed.data.to.includes(me.pin)) return fail(OpenFailure.SealedBoxDoesNotOpen, 'the box holds no envelope for this device under that id');
+  if (!parsed.success || parsed.data.id !== id || !parsed.data.to.includes(me.pin))
+    return fail(OpenFailure.SealedBoxDoesNotOpen, 'the box holds no envelope for this device under that id');
   return { ok: true, value: parsed.data };
 }

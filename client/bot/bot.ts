@@ -27,12 +27,18 @@ export function parseScript(text: string): BotScript {
     const json = JSON.parse(trimmed) as unknown;
     if (!json || typeof json !== 'object') throw new Error('a bot script is a JSON object or lines of text');
     const { replies, echo, delayMs } = json as Record<string, unknown>;
-    if (replies !== undefined && !(Array.isArray(replies) && replies.every((r) => typeof r === 'string' && r.length > 0 && r.length <= 4000))) throw new Error('"replies" must be a list of texts');
+    if (replies !== undefined && !(Array.isArray(replies) && replies.every((r) => typeof r === 'string' && r.length > 0 && r.length <= 4000)))
+      throw new Error('"replies" must be a list of texts');
     if (echo !== undefined && typeof echo !== 'boolean') throw new Error('"echo" must be true or false');
     if (delayMs !== undefined && !(typeof delayMs === 'number' && delayMs >= 0 && delayMs <= 60_000)) throw new Error('"delayMs" must be 0 to 60000');
     return { ...(replies ? { replies: replies as string[] } : {}), ...(echo !== undefined ? { echo } : {}), ...(delayMs !== undefined ? { delayMs } : {}) };
   }
-  return { replies: trimmed.split(/\r?\n/).map((l) => l.trim()).filter(Boolean) };
+  return {
+    replies: trimmed
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter(Boolean),
+  };
 }
 
 export interface BotOptions {
@@ -57,7 +63,14 @@ export class Bot {
   private off: (() => void) | null = null;
 
   constructor(private readonly options: BotOptions) {
-    const m: MessengerOptions = { name: options.name, connect: options.connect, storage: memoryStore(), backoff: { minMs: 200, maxMs: 3000 }, ...(options.sealing ? { sealing: options.sealing } : {}), pinnedEscrow: options.pinnedEscrow ?? null };
+    const m: MessengerOptions = {
+      name: options.name,
+      connect: options.connect,
+      storage: memoryStore(),
+      backoff: { minMs: 200, maxMs: 3000 },
+      ...(options.sealing ? { sealing: options.sealing } : {}),
+      pinnedEscrow: options.pinnedEscrow ?? null,
+    };
     this.m = new Messenger(m);
   }
 

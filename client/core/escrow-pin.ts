@@ -11,9 +11,7 @@ import { escrowFingerprint, normalizeFingerprint } from '../../shared/crypto.ts'
 
 export type PinVerdict =
   /** Nothing pinned: the client seals to whatever key the policy names, without a word. */
-  | { status: 'not-pinned'; announced: string }
-  | { status: 'matches'; announced: string }
-  | { status: 'differs'; announced: string; pinned: string };
+  { status: 'not-pinned'; announced: string } | { status: 'matches'; announced: string } | { status: 'differs'; announced: string; pinned: string };
 
 /** Compare the escrow key the policy names with the pin (null: nothing pinned). */
 export function checkEscrowPin(pinned: string | null, announcedPk: Uint8Array): PinVerdict {
@@ -30,6 +28,8 @@ export class EscrowPinError extends Error {
     readonly announced: string,
     readonly pinned: string,
   ) {
-    super(`not sent: the relay asks to seal this message's key to an escrow key with fingerprint ${announced}, not the regulator's key you pinned (${pinned}). Whoever holds that key could read it, and the regulator could not.`);
+    super(
+      `not sent: the relay asks to seal this message's key to an escrow key with fingerprint ${announced}, not the regulator's key you pinned (${pinned}). Whoever holds that key could read it, and the regulator could not.`,
+    );
   }
 }

@@ -98,7 +98,9 @@ export class GroupBook {
 
   /** Others' groups in the order they go first: not made by anyone I wrote to, then the least active. */
   private othersByPriority(): GroupState[] {
-    const ranked = [...this.states.values()].filter((s) => s.creator !== this.mine).map((state) => ({ state, known: Number(this.known(state)), at: this.active.get(state.id) ?? 0 }));
+    const ranked = [...this.states.values()]
+      .filter((s) => s.creator !== this.mine)
+      .map((state) => ({ state, known: Number(this.known(state)), at: this.active.get(state.id) ?? 0 }));
     return ranked.sort((a, b) => b.known - a.known || b.at - a.at).map((r) => r.state);
   }
 

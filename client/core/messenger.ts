@@ -264,7 +264,14 @@ const OPEN = 1;
  * Login refusals after which reconnecting would only be refused again: the messenger stops and
  * says why (the page asks for the code, or says the teacher removed this person).
  */
-export const LOGIN_STOPS: readonly string[] = [ErrorCode.BadSignature, ErrorCode.KeyMismatch, ErrorCode.ClassCodeRequired, ErrorCode.ClassCodeWrong, ErrorCode.ClassCodeLocked, ErrorCode.Kicked];
+export const LOGIN_STOPS: readonly string[] = [
+  ErrorCode.BadSignature,
+  ErrorCode.KeyMismatch,
+  ErrorCode.ClassCodeRequired,
+  ErrorCode.ClassCodeWrong,
+  ErrorCode.ClassCodeLocked,
+  ErrorCode.Kicked,
+];
 
 /** `start()` rejects with this when the relay refuses the login for good (a code in LOGIN_STOPS). */
 export class LoginRefused extends Error {
@@ -805,7 +812,11 @@ export class Messenger {
     const name = checked.data;
     this.requireKnown(others);
     this.checkPin(others);
-    const state = createGroup(this.identity, name, others.map((pin) => this.memberOf(pin)));
+    const state = createGroup(
+      this.identity,
+      name,
+      others.map((pin) => this.memberOf(pin)),
+    );
     this.groups.put(state);
     const note = describeNote('group-created', state, undefined);
     return { id: state.id, message: this.post(others, state.id, { text: '', group: state, note: 'group-created' }, note) };
@@ -984,7 +995,8 @@ export class Messenger {
     this.checkPin(to, acceptEscrow);
     // The key id is worked out from the key itself: a policy whose id does not match its key gets an
     // envelope the relay refuses, never a field that names one key and is sealed to another.
-    const covered = policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid ? { pk: fromB64(policy.escrowPk), kid: escrowKid(fromB64(policy.escrowPk)) } : null;
+    const covered =
+      policy && policyCovers(policy, this.pin, to) && policy.escrowPk && policy.escrowKid ? { pk: fromB64(policy.escrowPk), kid: escrowKid(fromB64(policy.escrowPk)) } : null;
     const recipients = to.map((pin) => ({ pin, signPk: fromB64(this.directory.get(pin)!.pk) }));
     return sealEnvelope({
       sender: this.identity,
@@ -1426,4 +1438,3 @@ export function newGroupId(): string {
   globalThis.crypto.getRandomValues(bytes);
   return `g-${toHex(bytes)}`;
 }
-

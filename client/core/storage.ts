@@ -9,7 +9,7 @@ import type { KeyValueStore } from './messenger.ts';
 
 /** What each stored key holds, in words for the page. */
 export const STORED_WHAT: Record<string, string> = {
-  'backdoor-lab.identity': 'your keys (this person\'s identity)',
+  'backdoor-lab.identity': "your keys (this person's identity)",
   'backdoor-lab.state': 'your message history',
   'backdoor-lab.groups': 'your groups',
   'backdoor-lab.directory': 'your contacts',

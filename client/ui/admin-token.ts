@@ -40,7 +40,10 @@ export async function refusal(res: Response): Promise<{ auth: boolean; message: 
       return { auth: true, message: 'Wrong admin token: the relay refused it. Type the one printed when the relay started.' };
     case 429: {
       const wait = Number(res.headers.get('Retry-After'));
-      return { auth: true, message: `Too many wrong tokens from this computer's address: the relay will not even check one for ${Number.isFinite(wait) && wait > 0 ? `${wait} s` : 'a while'}. Wait, then type the right one.` };
+      return {
+        auth: true,
+        message: `Too many wrong tokens from this computer's address: the relay will not even check one for ${Number.isFinite(wait) && wait > 0 ? `${wait} s` : 'a while'}. Wait, then type the right one.`,
+      };
     }
     default:
       return { auth: false, message: `The relay said no (${res.status}): ${said}` };

@@ -45,7 +45,15 @@ export const AttackerView: z.ZodType<ServerView> = z.object({
   targets: z.array(Target),
   opened: z.array(z.object({ ...Message, text: z.string(), group: z.string().exactOptional(), by: z.string() })),
   closed: z.array(z.object({ ...Message, status: z.enum(['end-to-end', 'not-opened']), reason: z.string() })),
-  counts: z.object({ held: z.number(), opened: z.number(), closed: z.number(), endToEnd: z.number(), people: z.number(), conversations: z.number(), earliest: z.number().nullable() }),
+  counts: z.object({
+    held: z.number(),
+    opened: z.number(),
+    closed: z.number(),
+    endToEnd: z.number(),
+    people: z.number(),
+    conversations: z.number(),
+    earliest: z.number().nullable(),
+  }),
 });
 export type AttackerView = ServerView;
 export type Target = z.infer<typeof Target>;

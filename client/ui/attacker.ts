@@ -61,7 +61,9 @@ function parseReport(data: unknown): SearchReport | null {
     case 'exhausted':
       return n(r.tried) && n(r.total) && n(r.ms) ? { type: r.type, tried: r.tried as number, total: r.total as number, ms: r.ms as number } : null;
     case 'found':
-      return n(r.secret) && n(r.tried) && n(r.total) && n(r.ms) && typeof r.kid === 'string' ? { type: 'found', secret: r.secret as number, kid: r.kid, tried: r.tried as number, total: r.total as number, ms: r.ms as number } : null;
+      return n(r.secret) && n(r.tried) && n(r.total) && n(r.ms) && typeof r.kid === 'string'
+        ? { type: 'found', secret: r.secret as number, kid: r.kid, tried: r.tried as number, total: r.total as number, ms: r.ms as number }
+        : null;
     case 'error':
       return typeof r.message === 'string' ? { type: 'error', message: r.message } : null;
     default:
@@ -104,7 +106,9 @@ class AttackerConsole {
       'form',
       { class: 'card token-form', testid: 'token-form' },
       el('h2', { text: 'Admin token' }),
-      el('p', { text: 'This console shows plaintext: it needs the teacher\'s token, printed when the relay started (the part after #token= in the teacher panel\'s link). This tab keeps it until you close it; the page never shows it.' }),
+      el('p', {
+        text: "This console shows plaintext: it needs the teacher's token, printed when the relay started (the part after #token= in the teacher panel's link). This tab keeps it until you close it; the page never shows it.",
+      }),
       input,
       ' ',
       el('button', { text: 'Open console', attrs: { type: 'submit' } }),
@@ -206,7 +210,7 @@ class AttackerConsole {
     for (const m of [...v.opened, ...v.closed]) {
       if (m.env.from) this.names.set(m.env.from, m.from);
       const to = m.env.to.filter((pin) => pin !== m.env.from);
-      to.forEach((pin, i) => this.names.set(pin, m.to[i] ?? pin));
+      for (const [i, pin] of to.entries()) this.names.set(pin, m.to[i] ?? pin);
     }
     this.drawCounts(v);
     this.drawLoot(v);
@@ -217,7 +221,13 @@ class AttackerConsole {
   private drawCounts(v: api.AttackerView): void {
     const c = v.counts;
     const item = (key: string, label: string, value: string, hint: string | null = null) =>
-      el('div', { class: `big-count ${key}`, testid: `count-${key}`, data: { value } }, el('dt', { text: label }), el('dd', { text: value }), hint ? el('span', { class: 'hint', text: hint }) : null);
+      el(
+        'div',
+        { class: `big-count ${key}`, testid: `count-${key}`, data: { value } },
+        el('dt', { text: label }),
+        el('dd', { text: value }),
+        hint ? el('span', { class: 'hint', text: hint }) : null,
+      );
     must('counts').replaceChildren(
       item('opened', 'messages opened', num(c.opened), `of ${num(c.held)} envelopes held`),
       item('people', 'people', num(c.people), 'whose messages opened'),
@@ -252,16 +262,24 @@ class AttackerConsole {
     const opened = must('opened');
     opened.replaceChildren(
       ...(v.opened.length
-        ? [...v.opened].reverse().map((m) =>
-            el(
-              'li',
-              { class: 'intercept read', testid: 'opened-item', data: { id: m.id, seq: String(m.seq) } },
-              el('div', { class: 'meta' }, el('time', { text: when(m.at) }), el('span', { class: 'route', testid: 'opened-route', text: `${m.from} → ${m.to.join(', ')}` }), m.group ? el('span', { class: 'hint', text: `group "${m.group}"` }) : null),
-              el('p', { class: 'plaintext', testid: 'opened-text', text: m.text }),
-              el('p', { class: 'hint', testid: 'opened-by', text: `opened with ${m.by}` }),
-              envelopeDetails('the envelope, as the copy holds it', m.env, this.envCtx, `o:${m.id}`),
-            ),
-          )
+        ? [...v.opened]
+            .reverse()
+            .map((m) =>
+              el(
+                'li',
+                { class: 'intercept read', testid: 'opened-item', data: { id: m.id, seq: String(m.seq) } },
+                el(
+                  'div',
+                  { class: 'meta' },
+                  el('time', { text: when(m.at) }),
+                  el('span', { class: 'route', testid: 'opened-route', text: `${m.from} → ${m.to.join(', ')}` }),
+                  m.group ? el('span', { class: 'hint', text: `group "${m.group}"` }) : null,
+                ),
+                el('p', { class: 'plaintext', testid: 'opened-text', text: m.text }),
+                el('p', { class: 'hint', testid: 'opened-by', text: `opened with ${m.by}` }),
+                envelopeDetails('the envelope, as the copy holds it', m.env, this.envCtx, `o:${m.id}`),
+              ),
+            )
         : [el('li', { class: 'empty', text: 'Nothing opens yet.' })]),
     );
     const closed = must('closed');
@@ -272,7 +290,11 @@ class AttackerConsole {
               'li',
               { class: `intercept ${m.status === 'end-to-end' ? 'sealed' : 'forged'}`, testid: 'closed-item', data: { id: m.id, status: m.status } },
               el('div', { class: 'meta' }, el('time', { text: when(m.at) }), el('span', { class: 'route', text: `${m.from} → ${m.to.join(', ')}` })),
-              el('p', { class: 'closed-why', testid: 'closed-reason', text: m.status === 'end-to-end' ? 'End to end: no escrow field. No stolen key opens it; only its sender and recipients can.' : `Does not open: ${m.reason}` }),
+              el('p', {
+                class: 'closed-why',
+                testid: 'closed-reason',
+                text: m.status === 'end-to-end' ? 'End to end: no escrow field. No stolen key opens it; only its sender and recipients can.' : `Does not open: ${m.reason}`,
+              }),
               envelopeDetails('the envelope, as the copy holds it', m.env, this.envCtx, `c:${m.id}`),
             ),
           )
@@ -297,7 +319,13 @@ class AttackerConsole {
     const total = 2 ** t.bits;
     const box = el('div', { class: 'target', testid: 'target', data: { kid: t.kid, broken: String(t.broken), state: search?.state ?? (t.broken ? 'found' : 'idle') } });
     box.append(
-      el('p', null, 'Key ', el('code', { class: 'mono', text: t.kid }), ` — a ${t.bits}-bit secret: ${num(total)} to try. Held: its public key and the published derivation (BLAKE2b keyed with "${t.kdf}", then a libsodium box seed). No private key.`),
+      el(
+        'p',
+        null,
+        'Key ',
+        el('code', { class: 'mono', text: t.kid }),
+        ` — a ${t.bits}-bit secret: ${num(total)} to try. Held: its public key and the published derivation (BLAKE2b keyed with "${t.kdf}", then a libsodium box seed). No private key.`,
+      ),
     );
     const progress = el('progress', { testid: 'brute-progress', attrs: { max: String(total), value: String(search?.tried ?? (t.broken ? total : 0)) } });
     const figures = el('p', { class: 'brute-figures', testid: 'brute-figures' });

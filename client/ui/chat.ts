@@ -60,11 +60,16 @@ const isoOrEmpty = (ts: number): string => (Number.isNaN(new Date(ts).getTime())
 
 /** A duration in the largest whole unit: "3 days", "2 h", "7 min". */
 function span(ms: number): string {
-  const units: [number, string][] = [[86_400_000, 'day'], [3_600_000, 'hour'], [60_000, 'minute']];
-  for (const [size, name] of units) if (ms >= size) {
-    const n = Math.floor(ms / size);
-    return `${n} ${name}${n === 1 ? '' : 's'}`;
-  }
+  const units: [number, string][] = [
+    [86_400_000, 'day'],
+    [3_600_000, 'hour'],
+    [60_000, 'minute'],
+  ];
+  for (const [size, name] of units)
+    if (ms >= size) {
+      const n = Math.floor(ms / size);
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
   return `${Math.round(ms / 1000)} s`;
 }
 
@@ -160,7 +165,13 @@ async function run(person: PersonTab): Promise<void> {
       document.body.dataset.ready = 'removed';
       const again = el('button', { text: 'Join again', testid: 'join-again', attrs: { type: 'button' }, on: { click: () => location.reload() } });
       must('app').replaceChildren(
-        el('div', { class: 'card elsewhere', testid: 'removed-card' }, el('h2', { text: 'The teacher reset the room.' }), el('p', { text: `${event.message}. This tab's keys and history are still here; "Join again" logs ${person.name} in afresh.` }), again),
+        el(
+          'div',
+          { class: 'card elsewhere', testid: 'removed-card' },
+          el('h2', { text: 'The teacher reset the room.' }),
+          el('p', { text: `${event.message}. This tab's keys and history are still here; "Join again" logs ${person.name} in afresh.` }),
+          again,
+        ),
       );
       return;
     }
@@ -215,14 +226,19 @@ function elsewhere(person: PersonTab, why: string): void {
   const button = el('button', { text: 'Use here', testid: 'use-here', attrs: { type: 'button' } });
   button.addEventListener('click', () => {
     button.disabled = true;
-    void person.takeOver().then(() => run(person)).catch((err: unknown) => fatal(err instanceof Error ? err.message : String(err)));
+    void person
+      .takeOver()
+      .then(() => run(person))
+      .catch((err: unknown) => fatal(err instanceof Error ? err.message : String(err)));
   });
   must('app').replaceChildren(
     el(
       'div',
       { class: 'card elsewhere', testid: 'elsewhere' },
       el('h2', { text: why }),
-      el('p', { text: `One tab at a time can be ${person.name}: the relay keeps one session per PIN. "Use here" moves ${person.name} (keys, PIN and history) to this tab; the other tab can take it back the same way.` }),
+      el('p', {
+        text: `One tab at a time can be ${person.name}: the relay keeps one session per PIN. "Use here" moves ${person.name} (keys, PIN and history) to this tab; the other tab can take it back the same way.`,
+      }),
       button,
     ),
   );
@@ -269,7 +285,11 @@ class ChatPage {
     private readonly m: Messenger,
     private readonly storage: KeyValueStore,
   ) {
-    this.pin = new EscrowPinView(m, (held) => this.sendHeld(held), () => this.schedule());
+    this.pin = new EscrowPinView(
+      m,
+      (held) => this.sendHeld(held),
+      () => this.schedule(),
+    );
     const saved = storage.getItem(UI_KEY);
     if (saved) {
       try {
@@ -305,7 +325,21 @@ class ChatPage {
         'p',
         { class: 'legend', testid: 'legend' },
         this.counter,
-        el('span', { class: 'ticks' }, 'Ticks on your messages: ', el('b', { text: '…' }), ' sending · ', el('b', { text: '✓' }), ' the relay has it · ', el('b', { text: 'D' }), ' delivered to their device · ', el('b', { text: 'R' }), ' read · ', el('b', { text: '✗' }), ' failed'),
+        el(
+          'span',
+          { class: 'ticks' },
+          'Ticks on your messages: ',
+          el('b', { text: '…' }),
+          ' sending · ',
+          el('b', { text: '✓' }),
+          ' the relay has it · ',
+          el('b', { text: 'D' }),
+          ' delivered to their device · ',
+          el('b', { text: 'R' }),
+          ' read · ',
+          el('b', { text: '✗' }),
+          ' failed',
+        ),
       ),
     );
     const wire = el(
@@ -365,7 +399,9 @@ class ChatPage {
   // Model
 
   private entries(): ChatEntry[] {
-    return this.m.chats().map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread, held: c.held, dropped: c.dropped }));
+    return this.m
+      .chats()
+      .map((c) => ({ chat: c.chat, title: c.title, members: c.members, group: c.kind !== 'dm', kind: c.kind, last: c.last, unread: c.unread, held: c.held, dropped: c.dropped }));
   }
 
   private entry(chat: string): ChatEntry {
@@ -541,10 +577,19 @@ class ChatPage {
         verdict === null
           ? null
           : verdict.status === 'matches'
-            ? el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: ' Its fingerprint matches the regulator\'s key you pinned.' })
+            ? el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: " Its fingerprint matches the regulator's key you pinned." })
             : verdict.status === 'differs'
-              ? el('strong', { class: 'pin-differs', testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` But its fingerprint, ${verdict.announced}, is not the regulator's key you pinned: this tab asks before sending.` })
-              : el('span', { testid: 'escrow-pin-status', data: { status: verdict.status }, text: ` Its fingerprint: ${verdict.announced}. Compare it with the one your teacher shows, and pin it (bottom left) to be warned if it changes.` }),
+              ? el('strong', {
+                  class: 'pin-differs',
+                  testid: 'escrow-pin-status',
+                  data: { status: verdict.status },
+                  text: ` But its fingerprint, ${verdict.announced}, is not the regulator's key you pinned: this tab asks before sending.`,
+                })
+              : el('span', {
+                  testid: 'escrow-pin-status',
+                  data: { status: verdict.status },
+                  text: ` Its fingerprint: ${verdict.announced}. Compare it with the one your teacher shows, and pin it (bottom left) to be warned if it changes.`,
+                }),
       ),
     );
   }
@@ -555,7 +600,7 @@ class ChatPage {
    */
   private renderScanNotice(policy: Policy | null): void {
     const scan = policy?.scan;
-    const shown = scan !== undefined && scan.announced;
+    const shown = scan?.announced;
     if (this.unchanged('scan', shown ? [scan.list, scan.entries.length, this.m.scanner.enabled] : null)) return;
     const slot = must('scan-slot');
     if (!shown) {
@@ -622,8 +667,19 @@ class ChatPage {
           null,
           el(
             'button',
-            { class: `chat-item${this.openChat === e.chat ? ' active' : ''}`, testid: 'chat-item', data: { chat: e.chat }, attrs: { type: 'button' }, on: { click: () => this.select(e.chat) } },
-            el('span', { class: 'title' }, e.kind === 'apart' ? el('span', { class: 'tag warn', text: 'not verified' }) : e.group ? el('span', { class: 'tag', text: 'group' }) : null, e.title),
+            {
+              class: `chat-item${this.openChat === e.chat ? ' active' : ''}`,
+              testid: 'chat-item',
+              data: { chat: e.chat },
+              attrs: { type: 'button' },
+              on: { click: () => this.select(e.chat) },
+            },
+            el(
+              'span',
+              { class: 'title' },
+              e.kind === 'apart' ? el('span', { class: 'tag warn', text: 'not verified' }) : e.group ? el('span', { class: 'tag', text: 'group' }) : null,
+              e.title,
+            ),
             e.unread ? el('span', { class: 'unread', testid: 'unread', text: String(e.unread) }) : null,
             el('span', { class: 'preview', text: preview.length > 60 ? `${preview.slice(0, 60)}…` : preview }),
           ),
@@ -635,7 +691,8 @@ class ChatPage {
     this.contactsUl.replaceChildren(...contactList.childNodes);
     this.chatsUl.replaceChildren(...chatList.childNodes);
     const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
-    if (!this.sidebar.childElementCount) this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form, this.pin.form);
+    if (!this.sidebar.childElementCount)
+      this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form, this.pin.form);
     this.sidebar.scrollTop = scroll;
   }
 
@@ -730,13 +787,20 @@ class ChatPage {
     // The head is redrawn only when it changes, so an open safety number (or member form) stays open.
     const contacts = m.contacts().map((c) => [c.pin, c.name]);
     const refused = entry.kind === 'dm' ? m.refusedKeys.get(entry.members[0] ?? '') : undefined;
-    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts, refused?.offered])) this.drawHead(entry, who, other);
+    if (!this.unchanged('conv-head', [chat, entry.title, who, other?.pk, state?.version, state?.members.map((x) => x.pin), contacts, refused?.offered]))
+      this.drawHead(entry, who, other);
 
     // Only the newest DRAWN_PER_CHAT are drawn; the tab holds more (history.ts) and says how many.
     const messages = m.messagesIn(chat, DRAWN_PER_CHAT);
     const earlier = (current?.held ?? 0) - messages.length + (current?.dropped ?? 0);
     const names = [...new Set(messages.flatMap((msg) => [msg.from, ...msg.readers.participants]))].map((pin) => m.nameOf(pin));
-    const drawnState = [chat, names, earlier, clockDay(Date.now()), messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.waiting, msg.deliveredTo.length, msg.readBy.length, msg.readers])];
+    const drawnState = [
+      chat,
+      names,
+      earlier,
+      clockDay(Date.now()),
+      messages.map((msg) => [msg.id, msg.state, msg.text, msg.error, msg.waiting, msg.deliveredTo.length, msg.readBy.length, msg.readers]),
+    ];
     if (this.unchanged('conv', drawnState)) return;
     const list = this.messageList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
@@ -753,7 +817,14 @@ class ChatPage {
     });
     this.messageNodes = built;
     list.replaceChildren(...items);
-    if (earlier > 0) list.prepend(el('li', { class: 'empty', testid: 'earlier', text: `${earlier} earlier message${earlier === 1 ? '' : 's'} in this chat ${earlier === 1 ? 'is' : 'are'} not drawn here (the newest ${DRAWN_PER_CHAT} are).` }));
+    if (earlier > 0)
+      list.prepend(
+        el('li', {
+          class: 'empty',
+          testid: 'earlier',
+          text: `${earlier} earlier message${earlier === 1 ? '' : 's'} in this chat ${earlier === 1 ? 'is' : 'are'} not drawn here (the newest ${DRAWN_PER_CHAT} are).`,
+        }),
+      );
     if (!items.length) list.append(el('li', { class: 'empty', text: entry.group ? 'No messages yet. Say hello to the group.' : `No messages yet. Say hello to ${entry.title}.` }));
     list.scrollTop = atBottom || this.renderedChat !== chat ? list.scrollHeight : scroll;
     this.renderedChat = chat;
@@ -784,7 +855,11 @@ class ChatPage {
     }
     if (entry.kind === 'apart') {
       head.push(
-        el('p', { class: 'flag', testid: 'apart-warning', text: 'These messages name a group, but the member list you hold does not let them in (or they carry none). They never change who is in a group or who your replies go to. Each one says why.' }),
+        el('p', {
+          class: 'flag',
+          testid: 'apart-warning',
+          text: 'These messages name a group, but the member list you hold does not let them in (or they carry none). They never change who is in a group or who your replies go to. Each one says why.',
+        }),
       );
     }
     const state = entry.kind === 'group' ? m.groups.get(entry.chat) : undefined;
@@ -797,13 +872,30 @@ class ChatPage {
           'ul',
           { class: 'member-list' },
           ...state.members.map((x) =>
-            el('li', { testid: 'group-member-row', data: { pin: x.pin } }, x.pin === m.pin ? `${m.name} (you)` : m.nameOf(x.pin), ' ', el('span', { class: 'pin', text: x.pin }), x.pin === creatorPin ? el('span', { class: 'tag', text: 'creator' }) : null),
+            el(
+              'li',
+              { testid: 'group-member-row', data: { pin: x.pin } },
+              x.pin === m.pin ? `${m.name} (you)` : m.nameOf(x.pin),
+              ' ',
+              el('span', { class: 'pin', text: x.pin }),
+              x.pin === creatorPin ? el('span', { class: 'tag', text: 'creator' }) : null,
+            ),
           ),
         ),
-        el('p', { class: 'hint', text: `The member list is signed by its creator, ${creatorPin === m.pin ? 'you' : `${m.nameOf(creatorPin)} (${creatorPin})`}. Only the creator can change it; a message from anyone else is shown apart.` }),
+        el('p', {
+          class: 'hint',
+          text: `The member list is signed by its creator, ${creatorPin === m.pin ? 'you' : `${m.nameOf(creatorPin)} (${creatorPin})`}. Only the creator can change it; a message from anyone else is shown apart.`,
+        }),
       );
-      if (!state.members.some((x) => x.pin === m.pin)) members.append(el('p', { class: 'flag', testid: 'removed', text: 'You were removed from this group: you can read its history, but not send to it.' }));
-      if (creatorPin === m.pin) members.append(this.memberForm(state.id, state.members.map((x) => x.pin)));
+      if (!state.members.some((x) => x.pin === m.pin))
+        members.append(el('p', { class: 'flag', testid: 'removed', text: 'You were removed from this group: you can read its history, but not send to it.' }));
+      if (creatorPin === m.pin)
+        members.append(
+          this.memberForm(
+            state.id,
+            state.members.map((x) => x.pin),
+          ),
+        );
       head.push(members);
     }
     this.convHead.replaceChildren(...head);
@@ -848,18 +940,32 @@ class ChatPage {
     if (msg.note) {
       // A group note: who made or changed the group, as a line of its own; and, on the creator's
       // screen, which of its envelopes the relay has not taken yet, in plain words.
-      const li = el('li', { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } }, el('div', { class: 'text', text: this.noteText(msg) }));
+      const li = el(
+        'li',
+        { class: 'message note', testid: 'group-note', data: { id: msg.id, direction: msg.direction, state: msg.state } },
+        el('div', { class: 'text', text: this.noteText(msg) }),
+      );
       if (msg.state === 'failed') li.append(el('div', { class: 'flag', testid: 'note-failed', text: `Not sent: ${msg.error ?? 'unknown error'}` }));
       for (const w of msg.waiting ?? []) {
         const whom = w.to.map((pin) => `${m.nameOf(pin)} (${pin})`).join(', ');
         const why = w.code === 'queue_full' ? 'the relay holds too many messages waiting for them' : w.message;
         li.append(
-          el('div', { class: 'flag', testid: 'note-waiting', data: { code: w.code } }, w.nextAt === null ? `Not delivered to ${whom}: ${why}. Your client has stopped trying.` : `Not yet delivered to ${whom}: ${why}. Your client sends it again, with the same signed member list (try ${w.attempt}).`),
+          el(
+            'div',
+            { class: 'flag', testid: 'note-waiting', data: { code: w.code } },
+            w.nextAt === null
+              ? `Not delivered to ${whom}: ${why}. Your client has stopped trying.`
+              : `Not yet delivered to ${whom}: ${why}. Your client sends it again, with the same signed member list (try ${w.attempt}).`,
+          ),
         );
       }
       return li;
     }
-    const li = el('li', { class: `message ${mine ? 'out' : 'in'} ${msg.state}${msg.flag ? ' flagged' : ''}`, testid: 'message', data: { id: msg.id, direction: msg.direction, state: msg.state } });
+    const li = el('li', {
+      class: `message ${mine ? 'out' : 'in'} ${msg.state}${msg.flag ? ' flagged' : ''}`,
+      testid: 'message',
+      data: { id: msg.id, direction: msg.direction, state: msg.state },
+    });
     // In a group the sender line carries the PIN as well: two people may pick the same name.
     if (!mine && group) li.append(el('div', { class: 'sender', testid: 'sender' }, m.nameOf(msg.from), ' ', el('span', { class: 'pin', text: msg.from })));
     if (msg.flag) {
@@ -873,16 +979,25 @@ class ChatPage {
       );
     }
     if (msg.state === 'unreadable') {
-      li.append(el('div', { class: 'text error', testid: 'message-text', data: { code: msg.errorCode ?? '' }, text: `Could not open this message. ${msg.errorCode ? wordsFor(msg.errorCode) : (msg.error ?? 'unknown reason')}` }));
-    }
-    else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
+      li.append(
+        el('div', {
+          class: 'text error',
+          testid: 'message-text',
+          data: { code: msg.errorCode ?? '' },
+          text: `Could not open this message. ${msg.errorCode ? wordsFor(msg.errorCode) : (msg.error ?? 'unknown reason')}`,
+        }),
+      );
+    } else li.append(el('div', { class: 'text', testid: 'message-text', text: msg.text }));
     // The sender's time, with its date when that is not today; a clock far ahead of ours is said so.
     const meta = el('div', { class: 'meta' }, el('time', { testid: 'message-time', text: stamp(msg.ts), attrs: { datetime: isoOrEmpty(msg.ts) } }));
-    if (msg.clockAheadMs !== undefined) meta.append(' ', el('span', { class: 'flag skew', testid: 'clock-ahead', text: `sender's clock was ${span(msg.clockAheadMs)} ahead of yours` }));
+    if (msg.clockAheadMs !== undefined)
+      meta.append(' ', el('span', { class: 'flag skew', testid: 'clock-ahead', text: `sender's clock was ${span(msg.clockAheadMs)} ahead of yours` }));
     if (mine) meta.append(' ', this.stateBadge(msg));
     li.append(meta);
     // Who can read: from the envelope actually sent (message.readers), never from the current tap switch.
-    li.append(el('div', { class: `readers${msg.readers.escrowKid ? ' escrowed' : ''}`, testid: 'readers', text: `Who can read: ${describeReaders(msg.readers, (pin) => m.nameOf(pin))}` }));
+    li.append(
+      el('div', { class: `readers${msg.readers.escrowKid ? ' escrowed' : ''}`, testid: 'readers', text: `Who can read: ${describeReaders(msg.readers, (pin) => m.nameOf(pin))}` }),
+    );
     return li;
   }
 
@@ -893,7 +1008,11 @@ class ChatPage {
     const m = this.m;
     const who = (pin: string) => (pin === m.pin ? 'you' : `${m.nameOf(pin)} (${pin})`);
     const by = msg.direction === 'out' ? 'You' : who(msg.from);
-    if (note.kind === 'group-created') return `${by} made the group "${msg.group ?? ''}" with ${note.added.filter((p) => p !== msg.from).map(who).join(', ')}.`;
+    if (note.kind === 'group-created')
+      return `${by} made the group "${msg.group ?? ''}" with ${note.added
+        .filter((p) => p !== msg.from)
+        .map(who)
+        .join(', ')}.`;
     const parts = [
       note.added.length ? `added ${note.added.map(who).join(', ')}` : '',
       note.removed.length ? `removed ${note.removed.map(who).join(', ')}` : '',
@@ -960,7 +1079,8 @@ class ChatPage {
       });
     this.wireNodes = built;
     this.wirePanel.replaceChildren(...nodes);
-    if (!nodes.length) this.wirePanel.append(el('p', { class: 'empty', text: chat || this.wireScope === 'all' ? 'Nothing yet. Send a message.' : 'Open a chat to see its envelopes.' }));
+    if (!nodes.length)
+      this.wirePanel.append(el('p', { class: 'empty', text: chat || this.wireScope === 'all' ? 'Nothing yet. Send a message.' : 'Open a chat to see its envelopes.' }));
     this.wirePanel.scrollTop = scroll;
   }
 

@@ -116,8 +116,13 @@ export class DemandPanel {
           'div',
           { class: 'verdict read' },
           el('span', { class: 'badge', text: 'PLAINTEXT' }),
-          el('span', { class: 'via', text: item.by === 'server key' ? '— the operator opened it with its server key' : '— the operator opened it with the app\'s shared key' }),
-          el('span', { class: 'opened' }, item.group !== undefined ? el('span', { class: 'group', text: `[${item.group}] ` }) : null, el('span', { class: 'plaintext', testid: 'demand-text', text: item.text })),
+          el('span', { class: 'via', text: item.by === 'server key' ? '— the operator opened it with its server key' : "— the operator opened it with the app's shared key" }),
+          el(
+            'span',
+            { class: 'opened' },
+            item.group !== undefined ? el('span', { class: 'group', text: `[${item.group}] ` }) : null,
+            el('span', { class: 'plaintext', testid: 'demand-text', text: item.text }),
+          ),
         ),
       );
     }

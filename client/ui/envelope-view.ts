@@ -40,7 +40,7 @@ export function modelWords(env: AnyEnvelope, viewer: Viewer): string {
       // The app-key scenario's card quotes the first words: keep them.
       return `the shared app key: anyone with the app can read it${viewer === 'relay' ? ', this relay too' : viewer === 'regulator' ? ', this console too' : ''} (BBM PIN messages: every copy of the app ships the key)`;
     case 'server-key':
-      return `server-held key (BES): sealed to the enterprise server (key ${keys.kid}), which opens it and wraps it again for the recipients — the server reads it${viewer === 'regulator' ? '; the escrow key does not, a demand on the server\'s operator does' : ''}`;
+      return `server-held key (BES): sealed to the enterprise server (key ${keys.kid}), which opens it and wraps it again for the recipients — the server reads it${viewer === 'regulator' ? "; the escrow key does not, a demand on the server's operator does" : ''}`;
     default:
       return assertNever(keys);
   }
@@ -75,21 +75,34 @@ const hint = (text: string) => el('span', { class: 'hint', text: ` ${text}` });
 export function envelopeFields(env: AnyEnvelope, ctx: EnvelopeViewContext, key: string, options: { sealed?: boolean } = {}): HTMLElement {
   const keys = keysOf(env);
   const wrapList = (label: string, wraps: { to: string; key: string }[], what: string) =>
-    row(label, el('ul', { class: 'wraps' }, ...wraps.map((w) => el('li', null, `→ ${ctx.name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:${label}:${w.to}`, ctx.expanded)))), hint(what));
+    row(
+      label,
+      el('ul', { class: 'wraps' }, ...wraps.map((w) => el('li', null, `→ ${ctx.name(w.to)}: `, expandable(b64ToHex(w.key), 24, `${key}:${label}:${w.to}`, ctx.expanded)))),
+      hint(what),
+    );
   let modelFields: HTMLElement[];
   switch (keys.model) {
     case 'e2e':
     case 'e2e-escrow':
-      modelFields = [wrapList('wraps', keys.wraps, 'the message key sealed to each one\'s key')];
+      modelFields = [wrapList('wraps', keys.wraps, "the message key sealed to each one's key")];
       break;
     case 'app-key':
-      modelFields = [row('app key', `${keys.kid}: `, expandable(b64ToHex(keys.key), 24, `${key}:app`, ctx.expanded), hint('the message key, encrypted with the key every copy of the app ships'))];
+      modelFields = [
+        row(
+          'app key',
+          `${keys.kid}: `,
+          expandable(b64ToHex(keys.key), 24, `${key}:app`, ctx.expanded),
+          hint('the message key, encrypted with the key every copy of the app ships'),
+        ),
+      ];
       break;
     case 'server-key':
       modelFields = [
         row('server', `${keys.kid}: `, expandable(b64ToHex(keys.server), 24, `${key}:server`, ctx.expanded), hint('the message key, sealed to the enterprise server')),
-        wrapList('wraps', keys.wraps, 'the sender\'s own copy'),
-        env.v === 2 && env.delivery ? wrapList('delivery', env.delivery, 'the server\'s re-wraps for the recipients (added by the server, not signed)') : row('delivery', hint('none yet: the server adds one wrap per recipient once it has opened the key')),
+        wrapList('wraps', keys.wraps, "the sender's own copy"),
+        env.v === 2 && env.delivery
+          ? wrapList('delivery', env.delivery, "the server's re-wraps for the recipients (added by the server, not signed)")
+          : row('delivery', hint('none yet: the server adds one wrap per recipient once it has opened the key')),
       ];
       break;
     default:
@@ -103,8 +116,13 @@ export function envelopeFields(env: AnyEnvelope, ctx: EnvelopeViewContext, key: 
     row('from', ctx.name(env.from)),
     row('to', env.to.map((pin) => ctx.name(pin)).join(', ')),
     row('conv', env.conv),
-    row('ts', `${env.ts} (${clockMs(env.ts)})`, hint('the sender\'s clock')),
-    row('model', el('code', { class: 'mono', testid: 'wire-model', text: keys.model }), hint(modelWords(env, ctx.viewer)), env.v === 1 ? hint('(protocol version 1: the model is implicit in the escrow field)') : null),
+    row('ts', `${env.ts} (${clockMs(env.ts)})`, hint("the sender's clock")),
+    row(
+      'model',
+      el('code', { class: 'mono', testid: 'wire-model', text: keys.model }),
+      hint(modelWords(env, ctx.viewer)),
+      env.v === 1 ? hint('(protocol version 1: the model is implicit in the escrow field)') : null,
+    ),
     row('nonce', el('code', { class: 'mono', text: b64ToHex(env.nonce) })),
     row('body', ciphertext(env, ctx, key, 64), hint(`${b64Bytes(env.body)} B hex, XChaCha20-Poly1305`)),
     ...modelFields,
@@ -141,7 +159,8 @@ export function envelopeDetails(label: string, env: AnyEnvelope, ctx: EnvelopeVi
 }
 
 /** What a sealed-sender box hides from the relay and what it does not: one sentence for every page. */
-export const SEALED_SENDER = 'Sealed sender: the whole envelope, its sender and signature with it, travels inside a box only the recipient opens. The relay still sees to whom, when and how much.';
+export const SEALED_SENDER =
+  'Sealed sender: the whole envelope, its sender and signature with it, travels inside a box only the recipient opens. The relay still sees to whom, when and how much.';
 
 /** "Alice (PIN) → Bob (PIN), Carol (PIN)", for a line above an envelope. */
 export const route = (env: AnyEnvelope, name: (pin: string) => string): string => `${name(env.from)} → ${env.to.map(name).join(', ')}`;

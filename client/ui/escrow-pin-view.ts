@@ -24,7 +24,10 @@ export class EscrowPinView {
   readonly warning = el('div', { class: 'escrow-warning-slot', testid: 'escrow-warning-slot' });
   private readonly summary = el('summary', { testid: 'escrow-pin-summary' });
   private readonly current = el('p', { class: 'hint', testid: 'escrow-pin-current' });
-  private readonly input = el('input', { testid: 'escrow-pin-input', attrs: { autocomplete: 'off', spellcheck: 'false', placeholder: '40 hex digits, e.g. 1A2B 3C4D …', 'aria-label': 'The regulator key\'s fingerprint' } });
+  private readonly input = el('input', {
+    testid: 'escrow-pin-input',
+    attrs: { autocomplete: 'off', spellcheck: 'false', placeholder: '40 hex digits, e.g. 1A2B 3C4D …', 'aria-label': "The regulator key's fingerprint" },
+  });
   private readonly error = el('p', { class: 'error', testid: 'escrow-pin-error' });
   held: HeldMessage | null = null;
   /** The held message the warning was last drawn for: the page redraws often, the warning only when this changes. */
@@ -53,7 +56,10 @@ export class EscrowPinView {
     });
     this.form.append(
       this.summary,
-      el('p', { class: 'hint', text: 'Your teacher shows the regulator key\'s fingerprint. Type it here: if the relay ever asks this tab to seal your messages to another escrow key, it warns you before sending.' }),
+      el('p', {
+        class: 'hint',
+        text: "Your teacher shows the regulator key's fingerprint. Type it here: if the relay ever asks this tab to seal your messages to another escrow key, it warns you before sending.",
+      }),
       this.current,
       this.input,
       save,
@@ -78,7 +84,7 @@ export class EscrowPinView {
 
   render(): void {
     const pinned = this.m.pinnedEscrow;
-    const summary = pinned ? 'Regulator\'s key: pinned' : 'Regulator\'s key: not pinned';
+    const summary = pinned ? "Regulator's key: pinned" : "Regulator's key: not pinned";
     if (this.summary.textContent !== summary) this.summary.textContent = summary;
     this.form.dataset.pinned = String(pinned !== null);
     const current = pinned ? `Pinned: ${pinned}` : 'Nothing pinned: this tab seals to whatever escrow key the relay names, without a word.';
@@ -91,7 +97,7 @@ export class EscrowPinView {
       return;
     }
     const sendAnyway = el('button', { text: 'Send anyway, to that key', class: 'danger', testid: 'escrow-send-anyway', attrs: { type: 'button' } });
-    const dontSend = el('button', { text: 'Don\'t send', testid: 'escrow-dont-send', attrs: { type: 'button' } });
+    const dontSend = el('button', { text: "Don't send", testid: 'escrow-dont-send', attrs: { type: 'button' } });
     sendAnyway.addEventListener('click', () => {
       this.held = null;
       this.send(held);
@@ -106,10 +112,10 @@ export class EscrowPinView {
       el(
         'div',
         { class: 'flag escrow-warning', testid: 'escrow-warning', attrs: { role: 'alert' } },
-        el('strong', { text: 'Not sent: this is not the regulator\'s key. ' }),
-        'The relay asks this tab to seal your message\'s key to an escrow key with the fingerprint ',
+        el('strong', { text: "Not sent: this is not the regulator's key. " }),
+        "The relay asks this tab to seal your message's key to an escrow key with the fingerprint ",
         el('span', { class: 'fingerprint', testid: 'escrow-announced', text: held.announced }),
-        '. You pinned the regulator\'s key, ',
+        ". You pinned the regulator's key, ",
         el('span', { class: 'fingerprint', testid: 'escrow-pinned', text: held.pinned }),
         '. Someone who controls the relay may have swapped the key: whoever holds it could read this message, and the regulator could not. ',
         el('br'),

@@ -117,7 +117,13 @@ export function parseAnswer<T>(schema: z.ZodType<T>, value: unknown, what: strin
 // ---------------------------------------------------------------------------
 // Lab part 2: the relay's observers (the insider scene) and client-side scanning.
 
-const ObserverInfo: z.ZodType<import('../../server/relay.ts').ObserverInfo> = z.object({ name: z.string(), hidden: z.boolean(), since: z.number(), envelopes: z.number(), sink: z.string().exactOptional() });
+const ObserverInfo: z.ZodType<import('../../server/relay.ts').ObserverInfo> = z.object({
+  name: z.string(),
+  hidden: z.boolean(),
+  since: z.number(),
+  envelopes: z.number(),
+  sink: z.string().exactOptional(),
+});
 export type ObserverInfo = z.infer<typeof ObserverInfo>;
 export const Observers = z.object({ observers: z.array(z.object({ name: z.string(), since: z.number() })) });
 export const Revealed = z.object({ observers: z.array(ObserverInfo), hidden: z.number() });

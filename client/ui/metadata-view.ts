@@ -32,7 +32,12 @@ export function metadataTotals(pic: MetadataPicture): string {
 }
 
 export function metadataMatrix(pic: MetadataPicture): HTMLElement {
-  if (!pic.pairs.length) return el('p', { class: 'empty', testid: 'metadata-empty', text: 'No messages yet. Run a scene, or write from a chat tab: every envelope the relay passes adds to this picture.' });
+  if (!pic.pairs.length)
+    return el('p', {
+      class: 'empty',
+      testid: 'metadata-empty',
+      text: 'No messages yet. Run a scene, or write from a chat tab: every envelope the relay passes adds to this picture.',
+    });
   const names = new Map(pic.people.map((p) => [p.pin, p.name]));
   const order = (pins: Iterable<string>) => [...new Set(pins)].sort((a, b) => (names.get(a) ?? a).localeCompare(names.get(b) ?? b) || a.localeCompare(b));
   const senders = order(pic.pairs.flatMap((p) => (p.from ? [p.from] : [])));
@@ -44,7 +49,12 @@ export function metadataMatrix(pic: MetadataPicture): HTMLElement {
   const sum = (pairs: Pair[]) => ({ count: pairs.reduce((n, p) => n + p.count, 0), bytes: pairs.reduce((n, p) => n + p.bytes, 0) });
   const totalCell = (pairs: Pair[], testid: string, data: Record<string, string>) => {
     const t = sum(pairs);
-    return el('td', { class: 'total', testid, data: { ...data, count: String(t.count) } }, el('div', { class: 'count', text: String(t.count) }), el('div', { class: 'bytes', text: bytes(t.bytes) }));
+    return el(
+      'td',
+      { class: 'total', testid, data: { ...data, count: String(t.count) } },
+      el('div', { class: 'count', text: String(t.count) }),
+      el('div', { class: 'bytes', text: bytes(t.bytes) }),
+    );
   };
 
   const row = (from: string | null) => {
@@ -56,7 +66,14 @@ export function metadataMatrix(pic: MetadataPicture): HTMLElement {
       el(
         'th',
         { attrs: { scope: 'row' } },
-        from === null ? el('span', { class: 'who' }, el('span', { class: 'name hidden-sender', text: 'hidden sender' }), el('span', { class: 'pin', text: 'sealed: the relay does not know who' })) : person(from),
+        from === null
+          ? el(
+              'span',
+              { class: 'who' },
+              el('span', { class: 'name hidden-sender', text: 'hidden sender' }),
+              el('span', { class: 'pin', text: 'sealed: the relay does not know who' }),
+            )
+          : person(from),
       ),
       ...recipients.map((to) => {
         const pair = cells.get(`${key}>${to}`);
@@ -85,13 +102,31 @@ export function metadataMatrix(pic: MetadataPicture): HTMLElement {
     el(
       'thead',
       null,
-      el('tr', null, el('th', { class: 'corner', text: 'from ↓  to →' }), ...recipients.map((to) => el('th', { attrs: { scope: 'col' } }, person(to))), el('th', { class: 'total', text: 'sent' })),
+      el(
+        'tr',
+        null,
+        el('th', { class: 'corner', text: 'from ↓  to →' }),
+        ...recipients.map((to) => el('th', { attrs: { scope: 'col' } }, person(to))),
+        el('th', { class: 'total', text: 'sent' }),
+      ),
     ),
     el('tbody', null, ...senders.map((from) => row(from)), hidden ? row(null) : null),
     el(
       'tfoot',
       null,
-      el('tr', null, el('th', { text: 'received' }), ...recipients.map((to) => totalCell(pic.pairs.filter((p) => p.to === to), 'matrix-col-total', { to })), totalCell(pic.pairs, 'matrix-total', {})),
+      el(
+        'tr',
+        null,
+        el('th', { text: 'received' }),
+        ...recipients.map((to) =>
+          totalCell(
+            pic.pairs.filter((p) => p.to === to),
+            'matrix-col-total',
+            { to },
+          ),
+        ),
+        totalCell(pic.pairs, 'matrix-total', {}),
+      ),
     ),
   );
 }

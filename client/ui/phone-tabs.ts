@@ -33,7 +33,12 @@ export class PhoneTabs {
     this.current = initial;
     for (const name of ORDER) {
       const badge = el('span', { class: 'tab-badge', testid: `tab-badge-${name}` });
-      const tab = el('button', { class: 'phone-tab', testid: `tab-${name}`, data: { pane: name }, attrs: { type: 'button', id: `tab-${name}` } }, el('span', { text: LABELS[name] }), badge);
+      const tab = el(
+        'button',
+        { class: 'phone-tab', testid: `tab-${name}`, data: { pane: name }, attrs: { type: 'button', id: `tab-${name}` } },
+        el('span', { text: LABELS[name] }),
+        badge,
+      );
       tab.addEventListener('click', () => this.show(name));
       tab.addEventListener('keydown', (ev) => this.key(ev, name));
       this.tabs.set(name, tab);
@@ -68,7 +73,16 @@ export class PhoneTabs {
 
   private key(ev: KeyboardEvent, name: PaneName): void {
     const at = ORDER.indexOf(name);
-    const to = ev.key === 'ArrowRight' ? ORDER[(at + 1) % ORDER.length] : ev.key === 'ArrowLeft' ? ORDER[(at + ORDER.length - 1) % ORDER.length] : ev.key === 'Home' ? ORDER[0] : ev.key === 'End' ? ORDER[ORDER.length - 1] : undefined;
+    const to =
+      ev.key === 'ArrowRight'
+        ? ORDER[(at + 1) % ORDER.length]
+        : ev.key === 'ArrowLeft'
+          ? ORDER[(at + ORDER.length - 1) % ORDER.length]
+          : ev.key === 'Home'
+            ? ORDER[0]
+            : ev.key === 'End'
+              ? ORDER[ORDER.length - 1]
+              : undefined;
     if (!to) return;
     ev.preventDefault();
     this.show(to, true);
@@ -104,12 +118,12 @@ export class PhoneTabs {
 function fitToVisualViewport(): void {
   const vv = window.visualViewport;
   if (!vv) return;
-  const fit = () => {
+  const fitToViewport = () => {
     // CSSOM, not a style attribute: the CSP (style-src 'self') allows this.
     document.documentElement.style.setProperty('--vvh', `${Math.round(vv.height)}px`);
     if (vv.offsetTop) window.scrollTo(0, 0);
   };
-  vv.addEventListener('resize', fit);
-  vv.addEventListener('scroll', fit);
-  fit();
+  vv.addEventListener('resize', fitToViewport);
+  vv.addEventListener('scroll', fitToViewport);
+  fitToViewport();
 }

@@ -19,7 +19,9 @@ export const LAYOUT_WORDS: Record<Layout, string> = {
 const Pane = z.object({
   name: z.string(),
   pin: z.string(),
-  messages: z.array(z.object({ id: z.string(), direction: z.enum(['in', 'out']), text: z.string(), ts: z.number(), state: z.string(), readers: z.string(), escrowed: z.boolean() })),
+  messages: z.array(
+    z.object({ id: z.string(), direction: z.enum(['in', 'out']), text: z.string(), ts: z.number(), state: z.string(), readers: z.string(), escrowed: z.boolean() }),
+  ),
 });
 const Conversation: z.ZodType<ServerConversation> = z.object({ picked: z.boolean(), left: Pane, right: Pane });
 

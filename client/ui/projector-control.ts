@@ -72,7 +72,10 @@ export function projectorControl(token: () => string | null): void {
   receipts.addEventListener('change', () => void send({ receipts: receipts.checked }));
   const pair = () => {
     if (left.value === LATEST || right.value === LATEST) return void send({ pair: null });
-    if (left.value === right.value) return void (error.textContent = 'Pick two different bots for the two panes.');
+    if (left.value === right.value) {
+      error.textContent = 'Pick two different bots for the two panes.';
+      return;
+    }
     void send({ pair: [left.value, right.value] });
   };
   left.addEventListener('change', pair);

@@ -69,7 +69,9 @@ class ProjectorPage {
       'form',
       { class: 'card token-form pane', testid: 'token-form' },
       el('h2', { text: 'Open the projector from the teacher panel' }),
-      el('p', { text: 'Its "Projector" link opens this page with the teacher\'s token, without showing it. This page shows plaintext in some layouts, so it needs the token, as the regulator console does.' }),
+      el('p', {
+        text: 'Its "Projector" link opens this page with the teacher\'s token, without showing it. This page shows plaintext in some layouts, so it needs the token, as the regulator console does.',
+      }),
       input,
       ' ',
       el('button', { text: 'Open', attrs: { type: 'submit' } }),
@@ -229,7 +231,14 @@ class ProjectorPage {
         );
         return;
       case 'metadata':
-        this.app.replaceChildren(pane('pane-metadata', 'Who talked to whom: the relay\'s own log, no key, no tap', el('p', { class: 'p-sub', attrs: { id: 'metadata-sub' } }), el('div', { class: 'p-matrix', attrs: { id: 'metadata-wrap' } })));
+        this.app.replaceChildren(
+          pane(
+            'pane-metadata',
+            "Who talked to whom: the relay's own log, no key, no tap",
+            el('p', { class: 'p-sub', attrs: { id: 'metadata-sub' } }),
+            el('div', { class: 'p-matrix', attrs: { id: 'metadata-wrap' } }),
+          ),
+        );
         return;
       case 'narration':
         this.app.replaceChildren(el('section', { class: 'pane pane-narration', testid: 'pane-narration', attrs: { id: 'narration' } }));
@@ -240,8 +249,10 @@ class ProjectorPage {
   /** The relay's envelopes, newest first; `pins`: only those between these two. Receipts as the teacher chose. */
   private drawRelay(listId: string, pins: [string, string] | null): void {
     const receipts = this.view?.receipts ?? false;
-    const between = (from: string | null, to: string[]) => !pins || ((from === null || pins.includes(from)) && to.some((p) => pins.includes(p)) && (from === null || to.some((p) => p !== from)));
-    const keep = (e: TrafficEvent): boolean => (e.kind === 'envelope' ? between(e.env.from, e.env.to) : e.kind === 'sealed' ? between(null, [e.to]) : e.kind === 'receipt' && receipts && between(e.by, [e.to]));
+    const between = (from: string | null, to: string[]) =>
+      !pins || ((from === null || pins.includes(from)) && to.some((p) => pins.includes(p)) && (from === null || to.some((p) => p !== from)));
+    const keep = (e: TrafficEvent): boolean =>
+      e.kind === 'envelope' ? between(e.env.from, e.env.to) : e.kind === 'sealed' ? between(null, [e.to]) : e.kind === 'receipt' && receipts && between(e.by, [e.to]);
     const shown = this.events.filter(keep).slice(-RELAY_ROWS).reverse();
     const key = (e: TrafficEvent) => (e.kind === 'receipt' ? `r${e.id}${e.state}` : e.kind === 'sealed' ? `s${e.id}` : e.kind === 'envelope' ? e.env.id : '');
     if (this.unchanged(listId, [shown.map(key), pins, [...this.names]])) return;
@@ -258,7 +269,12 @@ class ProjectorPage {
         return el(
           'li',
           { class: 'p-row', testid: 'relay-row', data: { id: env.id, kind: 'envelope' } },
-          el('div', { class: 'p-route' }, `${this.name(env.from)} → ${env.to.map((p) => this.name(p)).join(', ')}`, el('span', { class: 'p-meta', text: ` · ${clock(event.at)} · ${bytes(event.bytes)}` })),
+          el(
+            'div',
+            { class: 'p-route' },
+            `${this.name(env.from)} → ${env.to.map((p) => this.name(p)).join(', ')}`,
+            el('span', { class: 'p-meta', text: ` · ${clock(event.at)} · ${bytes(event.bytes)}` }),
+          ),
           el('code', { class: 'p-cipher', testid: 'relay-cipher', text: shorten(b64ToHex(env.body), 44) }),
           el('div', { class: 'p-escrow' }, 'escrow field: ', escrowBadge(env, 'relay', 'relay-escrow')),
           event.serverRead ? el('div', { class: 'p-read', testid: 'server-read' }, 'The enterprise server read it: ', event.serverRead.text) : null,
@@ -272,7 +288,11 @@ class ProjectorPage {
           el('div', { class: 'p-closed', text: 'Sealed sender: the relay sees to whom, when and how much, not who.' }),
         );
       case 'receipt':
-        return el('li', { class: 'p-row p-receipt', testid: 'relay-row', data: { kind: 'receipt' } }, `${event.state === 'read' ? 'read' : 'delivered'} receipt: ${this.name(event.by)} → ${this.name(event.to)} · ${clock(event.at)}`);
+        return el(
+          'li',
+          { class: 'p-row p-receipt', testid: 'relay-row', data: { kind: 'receipt' } },
+          `${event.state === 'read' ? 'read' : 'delivered'} receipt: ${this.name(event.by)} → ${this.name(event.to)} · ${clock(event.at)}`,
+        );
       default:
         return el('li');
     }
@@ -288,10 +308,19 @@ class ProjectorPage {
       el(
         'li',
         { class: `p-row ${item.readable ? 'opened' : 'closed'}`, testid: 'console-row', data: { id: item.env.id, readable: String(item.readable) } },
-        el('div', { class: 'p-route' }, `${nameOf(item, item.env.from)} → ${item.env.to.map((p) => nameOf(item, p)).join(', ')}`, el('span', { class: 'p-meta', text: ` · ${clock(item.at)}` })),
+        el(
+          'div',
+          { class: 'p-route' },
+          `${nameOf(item, item.env.from)} → ${item.env.to.map((p) => nameOf(item, p)).join(', ')}`,
+          el('span', { class: 'p-meta', text: ` · ${clock(item.at)}` }),
+        ),
         item.readable && item.text !== null
           ? el('div', { class: 'p-read', testid: 'console-text' }, 'READ: ', el('q', { text: item.text }))
-          : el('div', { class: 'p-closed', testid: 'console-closed', text: item.status === 'end-to-end' ? 'Cannot open: end to end, no escrow field.' : `Not opened: ${item.reason ?? item.code ?? 'the escrow key does not open it'}` }),
+          : el('div', {
+              class: 'p-closed',
+              testid: 'console-closed',
+              text: item.status === 'end-to-end' ? 'Cannot open: end to end, no escrow field.' : `Not opened: ${item.reason ?? item.code ?? 'the escrow key does not open it'}`,
+            }),
       ),
     );
     const list = must('console-list');
@@ -315,7 +344,10 @@ class ProjectorPage {
     }
     const pins: [string, string] = [conv.left.pin, conv.right.pin];
     if (!this.unchanged('conversation', conv)) {
-      for (const [side, pane] of [['left', conv.left], ['right', conv.right]] as const) {
+      for (const [side, pane] of [
+        ['left', conv.left],
+        ['right', conv.right],
+      ] as const) {
         const heading = this.app.querySelector(`.pane-${side} h2`);
         if (heading) heading.textContent = `${pane.name}'s screen`;
         must(`${side}-sub`).textContent = `a lab bot: what its own keys opened`;
@@ -327,7 +359,9 @@ class ProjectorPage {
               'li',
               { class: `p-bubble ${msg.direction}`, testid: `${side}-message`, data: { id: msg.id } },
               el('div', { class: 'p-who', text: msg.direction === 'out' ? `${pane.name} sent` : `from ${side === 'left' ? conv.right.name : conv.left.name}` }),
-              msg.state === 'unreadable' ? el('div', { class: 'p-closed', text: 'could not open this message' }) : el('div', { class: 'p-text', testid: `${side}-text`, text: msg.text }),
+              msg.state === 'unreadable'
+                ? el('div', { class: 'p-closed', text: 'could not open this message' })
+                : el('div', { class: 'p-text', testid: `${side}-text`, text: msg.text }),
               el('div', { class: msg.escrowed ? 'p-readers escrowed' : 'p-readers', text: `Who can read: ${msg.readers}` }),
             ),
           ),
@@ -349,7 +383,7 @@ class ProjectorPage {
     if (this.unchanged('narration', record ? [record.id, record.at] : null)) return;
     const card = must('narration');
     if (!record) {
-      card.replaceChildren(el('h2', { text: 'No scene run yet' }), el('p', { text: 'The teacher runs the scenes from the teacher panel; each one\'s card shows here.' }));
+      card.replaceChildren(el('h2', { text: 'No scene run yet' }), el('p', { text: "The teacher runs the scenes from the teacher panel; each one's card shows here." }));
       return;
     }
     const n = record.narration;

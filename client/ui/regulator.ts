@@ -7,16 +7,7 @@
  * a Bearer header on the REST calls.
  */
 import './no-eval.ts';
-import {
-  Pin,
-  parseConsoleMessage,
-  parseViewerMessage,
-  keysOf,
-  type AuditEntry,
-  type InterceptItem,
-  type Policy,
-  type TapSettings,
-} from '../../shared/protocol.ts';
+import { Pin, parseConsoleMessage, parseViewerMessage, keysOf, type AuditEntry, type InterceptItem, type Policy, type TapSettings } from '../../shared/protocol.ts';
 import { clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 import { wordsFor } from './words.ts';
 import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
@@ -87,7 +78,7 @@ class Console {
       'form',
       { class: 'card token-form', testid: 'token-form' },
       el('h2', { text: 'Admin token' }),
-      el('p', { text: 'The teacher\'s token was printed when the relay started (the part after #token= in the regulator link).' }),
+      el('p', { text: "The teacher's token was printed when the relay started (the part after #token= in the regulator link)." }),
       input,
       ' ',
       el('button', { text: 'Open console', attrs: { type: 'submit' } }),
@@ -281,7 +272,8 @@ class Console {
     }
     pending.hidden = false;
     this.form.classList.add('pending');
-    pending.textContent = typeof form === 'string' ? `Not applied: ${form}` : `Not applied yet: ${this.describe(form)}. Press Apply to put it in force; until then the tap stays as shown above.`;
+    pending.textContent =
+      typeof form === 'string' ? `Not applied: ${form}` : `Not applied yet: ${this.describe(form)}. Press Apply to put it in force; until then the tap stays as shown above.`;
   }
 
   private describe(s: TapSettings): string {
@@ -296,7 +288,9 @@ class Console {
     const pins = new Set<string>();
     if (scope === 'warrant') {
       for (const input of this.form.querySelectorAll<HTMLInputElement>('#warrant-pins input:checked')) pins.add(input.value);
-      for (const word of must<HTMLInputElement>('warrant-text').value.split(/[\s,;]+/).filter(Boolean)) {
+      for (const word of must<HTMLInputElement>('warrant-text')
+        .value.split(/[\s,;]+/)
+        .filter(Boolean)) {
         const pin = word.toUpperCase();
         if (!Pin.safeParse(pin).success) return `"${word}" is not a PIN (8 hex digits)`;
         pins.add(pin);
@@ -365,7 +359,11 @@ class Console {
     const verdict = this.verdict(item);
     const li = el(
       'li',
-      { class: `intercept ${verdict.kind}`, testid: 'intercept', data: { id: env.id, readable: String(item.readable), status: item.status, code: item.code ?? '', via: verdict.via ?? '' } },
+      {
+        class: `intercept ${verdict.kind}`,
+        testid: 'intercept',
+        data: { id: env.id, readable: String(item.readable), status: item.status, code: item.code ?? '', via: verdict.via ?? '' },
+      },
       el(
         'div',
         { class: 'meta' },
@@ -399,8 +397,13 @@ class Console {
           'div',
           { class: 'verdict read' },
           el('span', { class: 'badge', text: 'READ' }),
-          el('span', { class: 'via', testid: 'intercept-via', text: byApp ? '— with the app\'s shared key (every copy of the app has it)' : '— with the escrow key' }),
-          el('span', { class: 'opened' }, item.group ? el('span', { class: 'group', text: `[${item.group}] ` }) : null, el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' })),
+          el('span', { class: 'via', testid: 'intercept-via', text: byApp ? "— with the app's shared key (every copy of the app has it)" : '— with the escrow key' }),
+          el(
+            'span',
+            { class: 'opened' },
+            item.group ? el('span', { class: 'group', text: `[${item.group}] ` }) : null,
+            el('span', { class: 'plaintext', testid: 'intercept-text', text: item.text ?? '' }),
+          ),
         ),
       };
     }
@@ -409,7 +412,12 @@ class Console {
       return {
         kind: 'sealed',
         via: null,
-        node: el('div', { class: 'verdict sealed' }, el('span', { class: 'badge', text: 'SEALED' }), el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted: no escrow field' })),
+        node: el(
+          'div',
+          { class: 'verdict sealed' },
+          el('span', { class: 'badge', text: 'SEALED' }),
+          el('span', { class: 'unreadable', testid: 'intercept-unreadable', text: 'unreadable — end-to-end encrypted: no escrow field' }),
+        ),
       };
     }
     if (item.code === 'server_held') {
@@ -438,7 +446,10 @@ class Console {
         el('span', {
           class: 'unreadable',
           testid: 'intercept-unreadable',
-          text: model === 'app-key' ? 'unreadable — the app\'s shared key does not open it (altered, or not from the claimed sender)' : 'unreadable — the escrow field is there but does not open (forged, or sealed to another key)',
+          text:
+            model === 'app-key'
+              ? "unreadable — the app's shared key does not open it (altered, or not from the claimed sender)"
+              : 'unreadable — the escrow field is there but does not open (forged, or sealed to another key)',
         }),
         reason(),
       ),
@@ -449,14 +460,21 @@ class Console {
     const shown = this.list.querySelectorAll('[data-testid="intercept"]');
     const escrow = this.list.querySelectorAll('[data-via="escrow key"]').length;
     const app = this.list.querySelectorAll('[data-via="app key"]').length;
-    must('counts').textContent = `${this.total} ${this.total === 1 ? 'envelope' : 'envelopes'} archived · of the ${shown.length} shown, ${escrow} read with the escrow key${app ? `, ${app} with the app's shared key` : ''}`;
+    must('counts').textContent =
+      `${this.total} ${this.total === 1 ? 'envelope' : 'envelopes'} archived · of the ${shown.length} shown, ${escrow} read with the escrow key${app ? `, ${app} with the app's shared key` : ''}`;
     if (!shown.length) this.list.replaceChildren(el('li', { class: 'empty', text: 'Nothing intercepted yet. Every envelope that passes the relay appears here.' }));
   }
 
   private renderAudit(audit: AuditEntry[]): void {
     must('audit').replaceChildren(
       ...audit.map((a) =>
-        el('li', { class: 'audit-entry', testid: 'audit-entry', data: { action: a.action } }, el('time', { text: clock(a.at) }), el('b', { text: a.action }), el('span', { text: a.detail })),
+        el(
+          'li',
+          { class: 'audit-entry', testid: 'audit-entry', data: { action: a.action } },
+          el('time', { text: clock(a.at) }),
+          el('b', { text: a.action }),
+          el('span', { text: a.detail }),
+        ),
       ),
     );
   }

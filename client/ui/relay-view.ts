@@ -96,8 +96,10 @@ class RelayView {
     node.dataset.model = policy.room.model;
     const words: Record<Policy['room']['model'], string> = {
       e2e: `The server relays ciphertext. It cannot read any message: it holds no key that opens them. What it does see is below: who, to whom, when, how big.${policy.room.sealedSender ? ' With sealed sender on, a direct message\'s "from" is hidden too.' : ''}`,
-      'app-key': 'This room uses the shared app key (BBM PIN messages): every copy of the app has the key that opens every message, so this server can read them all, and so can anyone with the app.',
-      'server-key': 'This room uses server-held keys (BES): the enterprise server opens every message key and wraps it again for the recipient. It reads every message, shown below in red; whoever runs or compels it can too.',
+      'app-key':
+        'This room uses the shared app key (BBM PIN messages): every copy of the app has the key that opens every message, so this server can read them all, and so can anyone with the app.',
+      'server-key':
+        'This room uses server-held keys (BES): the enterprise server opens every message key and wraps it again for the recipient. It reads every message, shown below in red; whoever runs or compels it can too.',
     };
     node.textContent = words[policy.room.model];
     node.classList.toggle('reads', policy.room.model !== 'e2e');
@@ -160,9 +162,18 @@ class RelayView {
               el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: env.id })),
               el('div', null, ciphertext(env, this.view, env.id)),
               event.serverRead
-                ? el('div', { class: 'server-read', testid: 'server-read' }, el('strong', { text: 'The enterprise server read it: ' }), event.serverRead.group ? `[${event.serverRead.group}] ` : '', event.serverRead.text)
+                ? el(
+                    'div',
+                    { class: 'server-read', testid: 'server-read' },
+                    el('strong', { text: 'The enterprise server read it: ' }),
+                    event.serverRead.group ? `[${event.serverRead.group}] ` : '',
+                    event.serverRead.text,
+                  )
                 : null,
-              el('div', { class: 'hint', text: `${modelWords(env, 'relay')}${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}` }),
+              el('div', {
+                class: 'hint',
+                text: `${modelWords(env, 'relay')}${queued.length ? `; queued for offline ${queued.map((p) => this.names.get(p) ?? p).join(', ')}` : ''}`,
+              }),
               envelopeDetails('every field, as the relay holds it', env, this.view, env.id),
             ),
           ),
@@ -183,8 +194,23 @@ class RelayView {
             el('td', null, this.who(event.to)),
             el('td', { class: 'conv', text: '?' }),
             el('td', { class: 'num', text: bytes(event.bytes) }),
-            el('td', null, el('span', { class: 'no', testid: 'escrow-cell', data: { escrow: 'unknown' }, title: 'The relay cannot see whether a sealed box holds an escrow field: under a tap it refuses sealed boxes.', text: 'cannot see' })),
-            el('td', { class: 'content' }, el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: event.id })), el('div', { class: 'hint', text: SEALED_SENDER })),
+            el(
+              'td',
+              null,
+              el('span', {
+                class: 'no',
+                testid: 'escrow-cell',
+                data: { escrow: 'unknown' },
+                title: 'The relay cannot see whether a sealed box holds an escrow field: under a tap it refuses sealed boxes.',
+                text: 'cannot see',
+              }),
+            ),
+            el(
+              'td',
+              { class: 'content' },
+              el('div', { class: 'mono small' }, 'id ', el('span', { testid: 'envelope-id', text: event.id })),
+              el('div', { class: 'hint', text: SEALED_SENDER }),
+            ),
           ),
         );
         return;
@@ -238,7 +264,13 @@ class RelayView {
 
   private sessionRow(at: number, kind: string, text: string): void {
     this.sessions.prepend(
-      el('li', { class: `session ${kind}`, testid: 'session-row', data: { kind } }, el('time', { text: clockMs(at) }), el('span', { class: 'kind', text: kind }), el('span', { text })),
+      el(
+        'li',
+        { class: `session ${kind}`, testid: 'session-row', data: { kind } },
+        el('time', { text: clockMs(at) }),
+        el('span', { class: 'kind', text: kind }),
+        el('span', { text }),
+      ),
     );
     while (this.sessions.childElementCount > MAX_SESSION_ROWS) this.sessions.lastElementChild?.remove();
   }

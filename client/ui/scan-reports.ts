@@ -73,7 +73,8 @@ export class ScanReportsPanel {
           ),
         ),
       );
-      if (!reports.length) list.append(el('li', { class: 'empty', text: 'No reports yet. A client reports a message whose words match a hash on the list, before it encrypts it.' }));
+      if (!reports.length)
+        list.append(el('li', { class: 'empty', text: 'No reports yet. A client reports a message whose words match a hash on the list, before it encrypts it.' }));
     } catch (err) {
       this.error.textContent = err instanceof Error && err.message.startsWith('the relay') ? err.message : unreachable(err);
     }

@@ -31,7 +31,14 @@ export class ObserversCard {
   async refresh(): Promise<void> {
     const { observers } = await this.deps.call(api.Observers, '/api/lab/observers', 'the observer list');
     must('observers').replaceChildren(
-      ...observers.map((o) => el('li', { class: 'observer', testid: 'observer', data: { name: o.name } }, el('span', { class: 'name', text: o.name }), el('span', { class: 'hint', text: ` since ${clock(o.since)}` }))),
+      ...observers.map((o) =>
+        el(
+          'li',
+          { class: 'observer', testid: 'observer', data: { name: o.name } },
+          el('span', { class: 'name', text: o.name }),
+          el('span', { class: 'hint', text: ` since ${clock(o.since)}` }),
+        ),
+      ),
     );
   }
 
@@ -68,10 +75,18 @@ export class ObserversCard {
         ...this.revealed.observers.map((o) =>
           el(
             'li',
-            { class: `observer ${o.hidden ? 'hidden-observer' : ''}`, testid: 'revealed-observer', data: { name: o.name, hidden: String(o.hidden), envelopes: String(o.envelopes) } },
+            {
+              class: `observer ${o.hidden ? 'hidden-observer' : ''}`,
+              testid: 'revealed-observer',
+              data: { name: o.name, hidden: String(o.hidden), envelopes: String(o.envelopes) },
+            },
             o.hidden ? el('span', { class: 'tag danger-tag', text: 'HIDDEN' }) : null,
             el('span', { class: 'name', text: ` ${o.name}` }),
-            el('span', { class: 'hint', testid: 'revealed-since', text: ` — since ${clock(o.since)}, ${o.envelopes} ${o.envelopes === 1 ? 'envelope' : 'envelopes'} handed to it` }),
+            el('span', {
+              class: 'hint',
+              testid: 'revealed-since',
+              text: ` — since ${clock(o.since)}, ${o.envelopes} ${o.envelopes === 1 ? 'envelope' : 'envelopes'} handed to it`,
+            }),
             o.sink ? el('span', { class: 'sink', testid: 'revealed-sink', text: ` — copies to: ${o.sink}` }) : null,
           ),
         ),
@@ -159,7 +174,11 @@ export class ScanCard {
           { class: 'scan-entry', testid: 'scan-entry', data: { n: String(e.n), hash: e.hash } },
           el('b', { text: `#${e.n} ` }),
           el('code', { class: 'hash', text: `${e.hash.slice(0, 16)}…` }),
-          el('span', { class: 'hint', testid: 'scan-note', text: kept[e.hash] ? ` — your note (this tab only): "${kept[e.hash]}"` : ' — no note in this tab (added by a scene or another tab)' }),
+          el('span', {
+            class: 'hint',
+            testid: 'scan-note',
+            text: kept[e.hash] ? ` — your note (this tab only): "${kept[e.hash]}"` : ' — no note in this tab (added by a scene or another tab)',
+          }),
         ),
       ),
     );

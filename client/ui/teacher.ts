@@ -139,7 +139,9 @@ class TeacherPanel {
       'form',
       { class: 'card token-form', testid: 'token-form' },
       el('h2', { text: 'Admin token' }),
-      el('p', { text: 'The teacher\'s token was printed when the relay started (the part after #token= in the regulator console\'s link). This tab keeps it until you close it; the page never shows it.' }),
+      el('p', {
+        text: "The teacher's token was printed when the relay started (the part after #token= in the regulator console's link). This tab keeps it until you close it; the page never shows it.",
+      }),
       input,
       ' ',
       el('button', { text: 'Open the panel', attrs: { type: 'submit' } }),
@@ -351,7 +353,9 @@ class TeacherPanel {
   private forgetOffline(): Promise<boolean> {
     return this.act('Forgetting offline people', async () => {
       const { forgotten } = await this.call(api.Forgotten, '/api/lab/forget-offline', 'forgetting offline people', { method: 'POST', body: {} });
-      return forgotten ? `Forgot ${forgotten} ${forgotten === 1 ? 'person' : 'people'} who ${forgotten === 1 ? 'was' : 'were'} offline (their directory entries and queues).` : 'Nobody was offline: nothing to forget.';
+      return forgotten
+        ? `Forgot ${forgotten} ${forgotten === 1 ? 'person' : 'people'} who ${forgotten === 1 ? 'was' : 'were'} offline (their directory entries and queues).`
+        : 'Nobody was offline: nothing to forget.';
     });
   }
 
@@ -380,7 +384,7 @@ class TeacherPanel {
         'p',
         { class: 'reset-warning', testid: 'reset-warning', attrs: { role: 'alert' } },
         el('strong', { text: 'Reset the whole room? ' }),
-        'Everyone is disconnected and forgotten (open chat tabs are told), every queue, the relay\'s metadata log and the intercept archive are emptied, the bots stop, the tap goes off and the room is end to end again. The regulator\'s audit log keeps a record of the reset.',
+        "Everyone is disconnected and forgotten (open chat tabs are told), every queue, the relay's metadata log and the intercept archive are emptied, the bots stop, the tap goes off and the room is end to end again. The regulator's audit log keeps a record of the reset.",
       ),
       confirm,
       ' ',
@@ -473,7 +477,10 @@ class TeacherPanel {
       card.dataset.id = '';
       card.replaceChildren(
         el('h2', { class: 'scene-title', text: 'No scene run yet' }),
-        el('p', { class: 'what', text: `Press "Next" to start with scene ${first?.scene ?? 1}${first ? `, ${first.title}` : ''}. Each scene sets the modes it needs, starts bot participants, sends its messages through the real relay, and shows here what happened, where to look, and the real event behind it.` }),
+        el('p', {
+          class: 'what',
+          text: `Press "Next" to start with scene ${first?.scene ?? 1}${first ? `, ${first.title}` : ''}. Each scene sets the modes it needs, starts bot participants, sends its messages through the real relay, and shows here what happened, where to look, and the real event behind it.`,
+        }),
       );
       return;
     }
@@ -491,7 +498,9 @@ class TeacherPanel {
         el(
           'dl',
           { class: 'facts', testid: 'result-facts' },
-          ...Object.entries(record.result.facts).map(([k, v]) => el('div', { class: 'fact', testid: 'fact', data: { key: k, value: factValue(v) } }, el('dt', { text: k }), el('dd', { text: factValue(v) }))),
+          ...Object.entries(record.result.facts).map(([k, v]) =>
+            el('div', { class: 'fact', testid: 'fact', data: { key: k, value: factValue(v) } }, el('dt', { text: k }), el('dd', { text: factValue(v) })),
+          ),
         ),
       ),
       el('h3', { text: 'What happens' }),
@@ -513,7 +522,12 @@ class TeacherPanel {
         ...n.look.map((l) => {
           const page = PAGE_LINKS[l.page];
           const label = page.href
-            ? el('a', { class: 'page-link', testid: 'look-link', text: page.label, attrs: { href: page.href, ...(page.href.startsWith('#') ? {} : { target: '_blank', rel: page.opener ? 'opener' : 'noopener' }) } })
+            ? el('a', {
+                class: 'page-link',
+                testid: 'look-link',
+                text: page.label,
+                attrs: { href: page.href, ...(page.href.startsWith('#') ? {} : { target: '_blank', rel: page.opener ? 'opener' : 'noopener' }) },
+              })
             : el('span', { class: 'page-link', text: page.label });
           return el('li', { testid: 'look', data: { page: l.page } }, label, el('span', { text: ` ${l.what}` }));
         }),
@@ -565,7 +579,10 @@ class TeacherPanel {
     box.dataset.swapped = String(keys.swapped);
     const announced = keys.announced;
     box.replaceChildren(
-      el('p', { class: 'hint', text: 'The regulator key\'s fingerprint — read it out or write it on the board: a chat tab that pins it warns when the relay asks it to seal to another key.' }),
+      el('p', {
+        class: 'hint',
+        text: "The regulator key's fingerprint — read it out or write it on the board: a chat tab that pins it warns when the relay asks it to seal to another key.",
+      }),
       el('p', { class: 'fingerprint', testid: 'regulator-fingerprint', text: keys.regulator.fingerprint }),
       announced === null
         ? el('p', { class: 'hint', testid: 'announced-key', text: 'The tap is off: the relay announces no escrow key.' })
@@ -629,7 +646,7 @@ class TeacherPanel {
   private drawClassroom(): void {
     const card = must('classroom');
     const view = this.classroom;
-    if (!view || !view.classroom) {
+    if (!view?.classroom) {
       card.hidden = true;
       return;
     }
@@ -638,12 +655,24 @@ class TeacherPanel {
     const key = JSON.stringify(view) + String(this.busy !== null);
     if (card.dataset.drawn === key) return;
     card.dataset.drawn = key;
-    const toggle = el('button', { class: 'secondary', testid: view.hidden ? 'show-code' : 'hide-code', text: view.hidden ? 'Show the class code' : 'Hide the code (everyone is in)', attrs: { type: 'button' } });
+    const toggle = el('button', {
+      class: 'secondary',
+      testid: view.hidden ? 'show-code' : 'hide-code',
+      text: view.hidden ? 'Show the class code' : 'Hide the code (everyone is in)',
+      attrs: { type: 'button' },
+    });
     toggle.disabled = this.busy !== null;
     toggle.addEventListener('click', () => void this.hideCode(!view.hidden));
-    const wrong = view.wrongCodes ? el('p', { class: 'hint', testid: 'wrong-codes', text: `${view.wrongCodes} wrong class code${view.wrongCodes === 1 ? '' : 's'} refused so far.` }) : null;
+    const wrong = view.wrongCodes
+      ? el('p', { class: 'hint', testid: 'wrong-codes', text: `${view.wrongCodes} wrong class code${view.wrongCodes === 1 ? '' : 's'} refused so far.` })
+      : null;
     if (view.hidden) {
-      card.replaceChildren(el('h2', { text: 'Joining' }), el('p', { testid: 'code-hidden', text: 'The class code is hidden (here and on the projector). Joining with it still works.' }), ...(wrong ? [wrong] : []), toggle);
+      card.replaceChildren(
+        el('h2', { text: 'Joining' }),
+        el('p', { testid: 'code-hidden', text: 'The class code is hidden (here and on the projector). Joining with it still works.' }),
+        ...(wrong ? [wrong] : []),
+        toggle,
+      );
       return;
     }
     card.replaceChildren(
@@ -651,7 +680,9 @@ class TeacherPanel {
       el(
         'div',
         { class: 'join' },
-        view.qr ? el('img', { class: 'join-qr', testid: 'join-qr', attrs: { src: view.qr, alt: `QR code of the join link ${view.links[0] ?? ''}`, width: '360', height: '360' } }) : null,
+        view.qr
+          ? el('img', { class: 'join-qr', testid: 'join-qr', attrs: { src: view.qr, alt: `QR code of the join link ${view.links[0] ?? ''}`, width: '360', height: '360' } })
+          : null,
         el(
           'div',
           { class: 'join-text' },
@@ -672,7 +703,13 @@ class TeacherPanel {
     must('bot-buttons').replaceChildren(
       ...names.map((name) => {
         const on = running.has(name);
-        const button = el('button', { class: `bot-toggle ${on ? 'stop secondary' : 'start'}`, testid: 'bot-toggle', data: { name, running: String(on) }, text: `${on ? 'Stop' : 'Start'} ${name}`, attrs: { type: 'button' } });
+        const button = el('button', {
+          class: `bot-toggle ${on ? 'stop secondary' : 'start'}`,
+          testid: 'bot-toggle',
+          data: { name, running: String(on) },
+          text: `${on ? 'Stop' : 'Start'} ${name}`,
+          attrs: { type: 'button' },
+        });
         button.disabled = this.busy !== null;
         button.addEventListener('click', () => void (on ? this.stopBot(name) : this.startBot(name)));
         return button;

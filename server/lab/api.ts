@@ -45,10 +45,20 @@ const ScanEntryBody = z.union([
 ]);
 const who = (req: Request) => `the teacher (${req.socket.remoteAddress ?? 'unknown address'})`;
 const HideCode = z.object({ hidden: z.boolean() }).strict();
-const Found = z.object({ kid: z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits'), secret: z.number().int().min(0).max(2 ** 32 - 1) }).strict();
+const Found = z
+  .object({
+    kid: z.string().regex(/^[0-9a-f]{16}$/, 'kid must be 16 lower-case hex digits'),
+    secret: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 32 - 1),
+  })
+  .strict();
 
 function fail(res: Response, err: unknown): void {
-  if (err instanceof LabError) return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : err.status === 409 ? 'conflict' : 'bad_request', message: err.message });
+  if (err instanceof LabError)
+    return void res.status(err.status).json({ error: err.status === 404 ? 'not_found' : err.status === 409 ? 'conflict' : 'bad_request', message: err.message });
   res.status(400).json({ error: 'bad_request', message: (err as Error).message });
 }
 

@@ -145,7 +145,8 @@ export class Attacker {
     const kids = keyRows.map((row) => {
       const key = escrowKeyPairFromSecret(fromB64(row.sk));
       // A second theft copies the same key again: held once.
-      if (!this.loot.some((l) => 'key' in l && l.kid === key.kid)) this.leak({ kind: 'escrow key', label: `escrow key ${key.kid}, from the copied regulator.db`, scenario, key, kid: key.kid });
+      if (!this.loot.some((l) => 'key' in l && l.kid === key.kid))
+        this.leak({ kind: 'escrow key', label: `escrow key ${key.kid}, from the copied regulator.db`, scenario, key, kid: key.kid });
       return key.kid;
     });
     this.leak({ kind: 'archive copy', label: `the intercept archive (${lines.length} envelopes), from the copied regulator.db`, scenario, lines: () => lines });
@@ -249,9 +250,7 @@ export class Attacker {
         ...('kid' in l ? { kid: l.kid } : 'target' in l ? { kid: l.target.kid } : {}),
         ...('lines' in l ? { envelopes: l.lines().length } : {}),
       })),
-      targets: this.loot
-        .filter((l): l is TargetLoot => 'target' in l)
-        .map((l) => ({ ...l.target, loot: l.id, scenario: l.scenario, at: l.at, broken: keyKids.has(l.target.kid) })),
+      targets: this.loot.filter((l): l is TargetLoot => 'target' in l).map((l) => ({ ...l.target, loot: l.id, scenario: l.scenario, at: l.at, broken: keyKids.has(l.target.kid) })),
       opened: limit > 0 ? opened.slice(-limit) : [],
       closed: limit > 0 ? closed.slice(-limit) : [],
       counts: { held, opened: opened.length, closed: held - opened.length, endToEnd, people: people.size, conversations: conversations.size, earliest },

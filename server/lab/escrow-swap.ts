@@ -48,7 +48,7 @@ export class EscrowSwap {
     const lines: ArchiveLine[] = [];
     let seq = 0;
     const stop = this.relay.observe(
-      'a copy of the feed for whoever swapped the escrow key (the relay\'s configuration)',
+      "a copy of the feed for whoever swapped the escrow key (the relay's configuration)",
       (event) => {
         if (event.kind !== 'envelope' || lines.length >= FEED_COPY_MAX) return;
         lines.push({ seq: ++seq, at: event.at, senderPk: event.senderPk, ...(Object.keys(event.names).length ? { names: event.names } : {}), env: event.env });
@@ -59,7 +59,7 @@ export class EscrowSwap {
     const policy = this.relay.setEscrowOverride({ pk: toB64(key.pk), kid: key.kid });
     const copy = () => lines.slice();
     this.attacker.leak({ kind: 'swapped escrow key', label: `the escrow key put in the relay's policy in place of the regulator's (${key.kid})`, scenario, key, kid: key.kid });
-    this.attacker.leak({ kind: 'feed copy', label: 'a copy of the relay\'s feed since the swap', scenario, lines: copy });
+    this.attacker.leak({ kind: 'feed copy', label: "a copy of the relay's feed since the swap", scenario, lines: copy });
     return { key, policy, copy };
   }
 

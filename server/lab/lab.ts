@@ -104,7 +104,7 @@ export class Lab {
    */
   async swapEscrowKey(scenario: string): Promise<ReturnType<EscrowSwap['swap']>> {
     const swapped = this.escrow.swap(scenario);
-    this.deps.log.info('lab: the relay now announces another escrow key than the regulator\'s', { kid: swapped.key.kid });
+    this.deps.log.info("lab: the relay now announces another escrow key than the regulator's", { kid: swapped.key.kid });
     await this.policyReached(swapped.policy.epoch);
     return swapped;
   }
@@ -116,7 +116,7 @@ export class Lab {
 
   /** Put the regulator's key back in the relay's policy, if it was swapped. */
   private undoSwap(): void {
-    if (this.escrow.undo()) this.deps.log.info('lab: the relay announces the regulator\'s escrow key again', { kid: this.deps.regulator.kid });
+    if (this.escrow.undo()) this.deps.log.info("lab: the relay announces the regulator's escrow key again", { kid: this.deps.regulator.kid });
   }
 
   /** The relay's observers as the operator's normal view lists them: hidden ones left out. */
@@ -137,7 +137,10 @@ export class Lab {
     const what = hidden.length
       ? hidden.map((o) => `"${o.name}", attached ${new Date(o.since).toISOString()}, handed ${o.envelopes} envelopes, copying to ${o.sink ?? 'an undeclared recipient'}`).join('; ')
       : 'none';
-    this.deps.regulator.recordAction('observers revealed', `${who} listed every observer of the relay, hidden ones included: ${all.length} attached, ${hidden.length} hidden (${what})`);
+    this.deps.regulator.recordAction(
+      'observers revealed',
+      `${who} listed every observer of the relay, hidden ones included: ${all.length} attached, ${hidden.length} hidden (${what})`,
+    );
     return all;
   }
 
@@ -224,7 +227,15 @@ export class Lab {
     const online = new Set(this.deps.relay.onlinePins());
     return this.deps.store
       .allUsers()
-      .map((u) => ({ pin: u.pin, name: u.name, online: online.has(u.pin), lastSeen: u.last_seen, bot: botPins.has(u.pin), device: this.deps.relay.deviceOf(u.pin), kicked: this.deps.relay.isKicked(u.pin) }))
+      .map((u) => ({
+        pin: u.pin,
+        name: u.name,
+        online: online.has(u.pin),
+        lastSeen: u.last_seen,
+        bot: botPins.has(u.pin),
+        device: this.deps.relay.deviceOf(u.pin),
+        kicked: this.deps.relay.isKicked(u.pin),
+      }))
       .sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
   }
 
@@ -322,7 +333,9 @@ export class Lab {
 
   /** Wait until no bot has a reply pending or a message unacknowledged (bounded: a bot that is stuck does not hang the panel). */
   private async botsIdle(): Promise<void> {
-    await waitFor(() => [...this.bots.values()].every((b) => b.idle()), 'the bots to finish answering').catch((err: unknown) => this.deps.log.info('lab bots still busy', { error: (err as Error).message }));
+    await waitFor(() => [...this.bots.values()].every((b) => b.idle()), 'the bots to finish answering').catch((err: unknown) =>
+      this.deps.log.info('lab bots still busy', { error: (err as Error).message }),
+    );
   }
 
   /** Wait until every bot has the policy of `epoch` (people's tabs get it in the same frame). */

@@ -93,13 +93,13 @@ export class Projector {
 
   private conversation(): Conversation | { why: string } {
     const picked = this.pair ? this.pair.map((n) => this.lab.botByName(n)) : null;
-    if (picked && picked[0] && picked[1]) return { picked: true, left: pane(picked[0], picked[1]), right: pane(picked[1], picked[0]) };
+    if (picked?.[0] && picked[1]) return { picked: true, left: pane(picked[0], picked[1]), right: pane(picked[1], picked[0]) };
     const latest = this.latestPair();
     if (!latest) {
       return {
         why: this.pair
           ? `${this.pair.join(' or ')} is not running: start both bots again, or pick another pair on the teacher panel.`
-          : 'No two bots have written to each other yet. Run a scene, or start two bots on the teacher panel: the three panes follow a conversation between two of the lab\'s bots, whose plaintext the lab holds.',
+          : "No two bots have written to each other yet. Run a scene, or start two bots on the teacher panel: the three panes follow a conversation between two of the lab's bots, whose plaintext the lab holds.",
       };
     }
     // The latest message's sender on the left.
@@ -108,7 +108,10 @@ export class Projector {
 
   /** The two bots with the newest direct message between them, its sender first. */
   private latestPair(): [Bot, Bot] | null {
-    const bots = this.lab.botNames().map((n) => this.lab.botByName(n)).filter((b): b is Bot => b !== undefined);
+    const bots = this.lab
+      .botNames()
+      .map((n) => this.lab.botByName(n))
+      .filter((b): b is Bot => b !== undefined);
     const byPin = new Map(bots.map((b) => [b.pin, b]));
     let best: { ts: number; pair: [Bot, Bot] } | null = null;
     for (const bot of bots) {

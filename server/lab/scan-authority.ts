@@ -73,7 +73,12 @@ export class ScanAuthority {
   set(settings: { on: boolean; announced: boolean }, who: string): Policy {
     this.on = settings.on;
     this.announced = settings.announced;
-    this.regulator.recordAction('scanning changed', settings.on ? `client-side scanning on (${settings.announced ? 'announced on the chat page' : 'not announced'}), list of ${this.list?.entries.length ?? 0} hashes, set by ${who}` : `client-side scanning off, set by ${who}`);
+    this.regulator.recordAction(
+      'scanning changed',
+      settings.on
+        ? `client-side scanning on (${settings.announced ? 'announced on the chat page' : 'not announced'}), list of ${this.list?.entries.length ?? 0} hashes, set by ${who}`
+        : `client-side scanning off, set by ${who}`,
+    );
     return this.publish();
   }
 
@@ -93,7 +98,10 @@ export class ScanAuthority {
     if (list.entries.length >= MAX_SCAN_ENTRIES) throw new Error(`the list holds at most ${MAX_SCAN_ENTRIES} hashes`);
     const entry: ScanEntry = { n: (list.entries.at(-1)?.n ?? 0) + 1, hash, at: Date.now() };
     list.entries.push(entry);
-    this.regulator.recordAction('scan list changed', `entry ${entry.n} added to scan list ${list.id} by ${who}: hash ${hash.slice(0, 12)}… (what it stands for is not recorded here)`);
+    this.regulator.recordAction(
+      'scan list changed',
+      `entry ${entry.n} added to scan list ${list.id} by ${who}: hash ${hash.slice(0, 12)}… (what it stands for is not recorded here)`,
+    );
     this.publish();
     return { ...entry };
   }
@@ -119,11 +127,14 @@ export class ScanAuthority {
   }
 
   private ensureList(): { id: string; salt: Uint8Array; entries: ScanEntry[] } {
-    return (this.list ??= { id: randomBytes(8).toString('hex'), salt: new Uint8Array(randomBytes(SCAN_SALT_BYTES)), entries: [] });
+    this.list ??= { id: randomBytes(8).toString('hex'), salt: new Uint8Array(randomBytes(SCAN_SALT_BYTES)), entries: [] };
+    return this.list;
   }
 
   private publish(): Policy {
-    const scan: ScanPolicy | null = this.on ? { list: this.ensureList().id, salt: toB64(this.ensureList().salt), entries: this.ensureList().entries.map((e) => e.hash), announced: this.announced } : null;
+    const scan: ScanPolicy | null = this.on
+      ? { list: this.ensureList().id, salt: toB64(this.ensureList().salt), entries: this.ensureList().entries.map((e) => e.hash), announced: this.announced }
+      : null;
     return this.relay.setScan(scan);
   }
 

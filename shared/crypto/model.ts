@@ -11,11 +11,7 @@ import type { ServerKeyPair } from './server-key.ts';
  * key (the regulator, or whoever stole it); anyone with the app's shared key; the enterprise
  * server with its key (or whoever compels or breaches it).
  */
-export type Reader =
-  | { kind: 'member'; identity: Identity }
-  | { kind: 'escrow'; key: EscrowKeyPair }
-  | { kind: 'app'; key: Uint8Array }
-  | { kind: 'server'; key: ServerKeyPair };
+export type Reader = { kind: 'member'; identity: Identity } | { kind: 'escrow'; key: EscrowKeyPair } | { kind: 'app'; key: Uint8Array } | { kind: 'server'; key: ServerKeyPair };
 
 /** A recipient as the sender seals to it: its PIN and its directory (Ed25519) key. */
 export interface Recipient {

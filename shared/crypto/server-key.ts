@@ -70,4 +70,3 @@ export const serverKeyModel = {
     return { members: [...keys.wraps.map((w) => w.to), ...(env.delivery ? env.delivery.map((w) => w.to) : env.to)], escrowKid: null, appKid: null, serverKid: keys.kid };
   },
 } as const;
-

@@ -52,7 +52,7 @@ describe('the attacker console', () => {
     await lab('reset', { confirm: 'reset' });
   });
 
-  test('run from the teacher panel: the breach\'s loot and counts on the console are the API\'s, the opened texts are what the bots sent, the end-to-end ones stay closed; then the export-grade key is brute-forced live in the worker (progress, keys/s, time) and the messages it opens appear', async () => {
+  test("run from the teacher panel: the breach's loot and counts on the console are the API's, the opened texts are what the bots sent, the end-to-end ones stay closed; then the export-grade key is brute-forced live in the worker (progress, keys/s, time) and the messages it opens appear", async () => {
     await withContext(async (ctx) => {
       const panel = await open(ctx, '/teacher');
       const console_ = await open(ctx, '/attacker');
@@ -122,13 +122,22 @@ describe('the attacker console', () => {
       await console_.page.locator('[data-testid="loot-item"][data-kind="broken export key"]').waitFor();
       // A key no secret of the space derives: the search runs to the end, the bar moving all the way.
       const stray = exportKeyPair(2 ** BITS + 7);
-      suite.app.lab.attacker.leak({ kind: 'export-grade public key', label: 'a key outside the space', scenario: 'the test', target: { kid: stray.kid, pk: toB64(stray.pk), bits: BITS, kdf: EXPORT_KDF } });
+      suite.app.lab.attacker.leak({
+        kind: 'export-grade public key',
+        label: 'a key outside the space',
+        scenario: 'the test',
+        target: { kid: stray.kid, pk: toB64(stray.pk), bits: BITS, kdf: EXPORT_KDF },
+      });
       const strayBox = console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"]`);
       await strayBox.waitFor();
-      await console_.page.evaluate(() => void ((window as unknown as { __progress: number[] }).__progress.length = 0));
+      await console_.page.evaluate(() => {
+        (window as unknown as { __progress: number[] }).__progress.length = 0;
+      });
       await strayBox.getByTestId('brute-start').click();
       await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"] [data-testid="brute-outcome"][data-state="exhausted"]`).waitFor({ timeout: 30_000 });
-      expect(await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"] [data-testid="brute-outcome"]`).textContent()).toBe('No secret of the 8,192 derives this key.');
+      expect(await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"] [data-testid="brute-outcome"]`).textContent()).toBe(
+        'No secret of the 8,192 derives this key.',
+      );
       expect(await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"] [data-testid="brute-figures"]`).getAttribute('data-tried')).toBe(String(2 ** BITS));
       expect(await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"] [data-testid="brute-progress"]`).getAttribute('value')).toBe(String(2 ** BITS));
       expect(await console_.page.locator(`[data-testid="target"][data-kid="${stray.kid}"]`).getAttribute('data-broken')).toBe('false');
@@ -170,7 +179,11 @@ describe('the attacker console', () => {
     try {
       const bob = await suite.app.lab.bot('Bob');
       await lab('room', { model: 'e2e' });
-      const tap = await fetch(`${suite.app.url}/api/regulator/tap`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
+      const tap = await fetch(`${suite.app.url}/api/regulator/tap`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ tap: true, scope: 'all', announced: true }),
+      });
       expect(tap.status).toBe(200);
       await knows(mallory, bob.pin);
       await until(() => mallory.m.policy?.tap === true, 'the tap reached Mallory');
@@ -192,28 +205,31 @@ describe('the attacker console', () => {
     }
   });
 
-  test('the CSP lets the console start its own worker and no other: another origin\'s script, a blob: and a data: worker are refused', async () => {
+  test("the CSP lets the console start its own worker and no other: another origin's script, a blob: and a data: worker are refused", async () => {
     const res = await fetch(`${suite.app.url}/attacker`);
     expect(res.headers.get('content-security-policy')).toContain("worker-src 'self'");
     expect((await fetch(`${suite.app.url}${await assetPath('brute-worker.js')}`)).headers.get('content-security-policy')).toContain("script-src 'self' 'wasm-unsafe-eval'");
     await withContext(async (ctx) => {
       const { page, problems } = await open(ctx, '/attacker');
       const other = suite.app.url.replace('127.0.0.1', 'localhost');
-      const outcomes = await page.evaluate(async (urls) => {
-        const tryWorker = (url: string) =>
-          new Promise<string>((resolve) => {
-            try {
-              const w = new Worker(url, { type: 'module' });
-              w.onerror = () => resolve('error event');
-              w.onmessage = () => resolve('ran');
-              setTimeout(() => resolve('no answer'), 1500);
-            } catch (err) {
-              resolve(`threw ${(err as Error).name}`);
-            }
-          });
-        const blob = URL.createObjectURL(new Blob(['postMessage(1)'], { type: 'text/javascript' }));
-        return { other: await tryWorker(`${urls.other}${urls.worker}`), blob: await tryWorker(blob), data: await tryWorker('data:text/javascript,postMessage(1)') };
-      }, { other, worker: await assetPath('brute-worker.js') });
+      const outcomes = await page.evaluate(
+        async (urls) => {
+          const tryWorker = (url: string) =>
+            new Promise<string>((resolve) => {
+              try {
+                const w = new Worker(url, { type: 'module' });
+                w.onerror = () => resolve('error event');
+                w.onmessage = () => resolve('ran');
+                setTimeout(() => resolve('no answer'), 1500);
+              } catch (err) {
+                resolve(`threw ${(err as Error).name}`);
+              }
+            });
+          const blob = URL.createObjectURL(new Blob(['postMessage(1)'], { type: 'text/javascript' }));
+          return { other: await tryWorker(`${urls.other}${urls.worker}`), blob: await tryWorker(blob), data: await tryWorker('data:text/javascript,postMessage(1)') };
+        },
+        { other, worker: await assetPath('brute-worker.js') },
+      );
       expect(outcomes.other).not.toBe('ran');
       expect(outcomes.blob).not.toBe('ran');
       expect(outcomes.data).not.toBe('ran');

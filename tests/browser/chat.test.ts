@@ -12,7 +12,19 @@ import { sealEnvelope } from '../../shared/envelope.ts';
 import { rawClient } from '../helpers/raw-client.ts';
 import { until } from '../helpers/relay.ts';
 
-import { browserSuite, focusTab, median, messageWith, openChat, openDm, typeAndSend, waitReady, watchProblems, type ChatTab, withContext as withBrowserContext } from '../helpers/browser.ts';
+import {
+  browserSuite,
+  focusTab,
+  median,
+  messageWith,
+  openChat,
+  openDm,
+  typeAndSend,
+  waitReady,
+  watchProblems,
+  type ChatTab,
+  withContext as withBrowserContext,
+} from '../helpers/browser.ts';
 
 const suite = browserSuite();
 
@@ -69,9 +81,13 @@ describe('chat page', () => {
         await tab.page.evaluate(() => {
           const w = window as unknown as { __enterAt?: number; __seen: Record<string, number> };
           w.__seen = {};
-          document.addEventListener('keydown', (ev) => {
-            if (ev.key === 'Enter' && !ev.shiftKey) w.__enterAt = performance.timeOrigin + performance.now();
-          }, true);
+          document.addEventListener(
+            'keydown',
+            (ev) => {
+              if (ev.key === 'Enter' && !ev.shiftKey) w.__enterAt = performance.timeOrigin + performance.now();
+            },
+            true,
+          );
         });
       }
       const latencies: number[] = [];
@@ -112,7 +128,7 @@ describe('chat page', () => {
     });
   });
 
-  test('the wire panel and the relay view show the envelope id and its ciphertext, and never the plaintext, not even in the relay view\'s WebSocket frames', async () => {
+  test("the wire panel and the relay view show the envelope id and its ciphertext, and never the plaintext, not even in the relay view's WebSocket frames", async () => {
     await withContext(async (ctx) => {
       const relayPage = await ctx.newPage();
       const frames: string[] = [];
@@ -134,7 +150,7 @@ describe('chat page', () => {
         capture.stop();
       }
       const env = capture.envelopes.find((e) => e.from === dana.pin);
-      expect(env, 'the relay handled Dana\'s envelope').toBeDefined();
+      expect(env, "the relay handled Dana's envelope").toBeDefined();
       const cipherHex = hexOf(env!.body);
       const prefix = cipherHex.slice(0, 32);
 
@@ -231,7 +247,12 @@ describe('chat page', () => {
         const entries = () => mallory.frames.flatMap((f) => (f.type === 'welcome' ? f.directory : f.type === 'presence' ? f.users : []));
         await until(() => entries().some((d) => d.pin === bob.pin), 'Mallory sees Bob in the directory');
         const bobPk = entries().find((d) => d.pin === bob.pin)!.pk;
-        const { env } = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.pin, signPk: fromB64(bobPk) }], conv: groupId, body: { text: 'the meeting moved to my place', group: 'Quiet room' } });
+        const { env } = sealEnvelope({
+          sender: mallory.identity,
+          to: [{ pin: bob.pin, signPk: fromB64(bobPk) }],
+          conv: groupId,
+          body: { text: 'the meeting moved to my place', group: 'Quiet room' },
+        });
         mallory.send({ type: 'send', env });
         await mallory.next('accepted', (f) => f.id === env.id);
 
@@ -306,7 +327,12 @@ describe('page security', () => {
       await typeAndSend(bob.page, 'reply');
       await messageWith(alice.page, 'reply').waitFor();
       await focusTab(alice.page);
-      await alice.page.getByTestId('wire-record').first().getByRole('button', { name: /expand/ }).first().click();
+      await alice.page
+        .getByTestId('wire-record')
+        .first()
+        .getByRole('button', { name: /expand/ })
+        .first()
+        .click();
       await alice.page.getByTestId('wire-scope-all').click();
       await alice.page.getByTestId('safety').locator('summary').click();
       expect(await alice.page.getByTestId('safety-number').textContent()).toMatch(/^(\d{5} ){11}\d{5}$/);
@@ -336,7 +362,7 @@ describe('page security', () => {
     });
   });
 
-  test('without ?name the chat page asks for a name, and the name chosen becomes the tab\'s person', async () => {
+  test("without ?name the chat page asks for a name, and the name chosen becomes the tab's person", async () => {
     await withContext(async (ctx) => {
       const page = await ctx.newPage();
       await page.goto(`${suite.app.url}/`);

@@ -27,7 +27,11 @@ afterAll(async () => {
 const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> => withBrowserContext(browser, { viewport: { width: 1280, height: 800 } }, run);
 
 async function post(path: string, body: unknown = {}): Promise<Record<string, unknown>> {
-  const res = await fetch(`${app.url}/api/lab/${path}`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${app.url}/api/lab/${path}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   expect(res.status, path).toBe(200);
   return (await res.json()) as Record<string, unknown>;
 }
@@ -142,7 +146,7 @@ describe('classroom mode in the browser', () => {
     });
   });
 
-  test('the people list shows each participant\'s claimed device, and Remove then Let back in work from the panel', async () => {
+  test("the people list shows each participant's claimed device, and Remove then Let back in work from the panel", async () => {
     await withContext(async (ctx) => {
       const { page: chat } = await page(ctx);
       await chat.goto(`${app.url}/#code=${CODE}`);

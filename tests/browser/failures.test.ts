@@ -66,7 +66,7 @@ describe('the failures, from the teacher panel', () => {
         const item = console_.locator(`[data-testid="intercept"][data-id="${line.env.id}"]`);
         await item.waitFor();
         expect(await item.getAttribute('data-code')).toBe('escrow_does_not_open');
-        expect(await item.getByTestId('intercept-reason').textContent()).toContain('names the regulator\'s key but does not open with it: forged or corrupted');
+        expect(await item.getByTestId('intercept-reason').textContent()).toContain("names the regulator's key but does not open with it: forged or corrupted");
       }
       const pre = archived.find((l) => l.env.from === pinOf('Erin'))!;
       const preItem = console_.locator(`[data-testid="intercept"][data-id="${pre.env.id}"]`);
@@ -130,7 +130,7 @@ describe('the failures, from the teacher panel', () => {
       const warning = alice.page.getByTestId('escrow-warning');
       await warning.waitFor();
       expect(await warning.getAttribute('role')).toBe('alert');
-      expect(await warning.textContent()).toContain('Not sent: this is not the regulator\'s key.');
+      expect(await warning.textContent()).toContain("Not sent: this is not the regulator's key.");
       expect(await warning.textContent()).toContain('whoever holds it could read this message, and the regulator could not');
       expect(await alice.page.getByTestId('escrow-announced').textContent()).toBe(announced);
       expect(await alice.page.getByTestId('escrow-pinned').textContent()).toBe(fingerprint);
@@ -151,7 +151,7 @@ describe('the failures, from the teacher panel', () => {
       await alice.page.getByTestId('composer').press('Enter');
       await alice.page.getByTestId('escrow-send-anyway').click();
       await messageWith(alice.page, text).waitFor();
-      await until(() => suite.app.regulator.archived(0, 1000).some((l) => l.env.from === alice.pin), 'Alice\'s message archived');
+      await until(() => suite.app.regulator.archived(0, 1000).some((l) => l.env.from === alice.pin), "Alice's message archived");
       const sent = suite.app.regulator.archived(0, 1000).find((l) => l.env.from === alice.pin)!;
       const keys = keysOf(sent.env);
       expect(keys.model === 'e2e-escrow' && keys.escrow.kid).toBe(swappedKid);

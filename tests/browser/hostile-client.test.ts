@@ -61,7 +61,7 @@ async function fillStorage(page: Page): Promise<number> {
   });
 }
 
-describe('a victim\'s chat page against other participants', () => {
+describe("a victim's chat page against other participants", () => {
   test('a stranger writing 20 messages a second into the open chat makes the page send fewer read frames than messages, within its read budget: they are batched, and every message is marked read', async () => {
     await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
       const victim = await openChat(ctx, suite.app.url, 'Victim');
@@ -79,12 +79,17 @@ describe('a victim\'s chat page against other participants', () => {
         await until(() => mallory.frames.filter((f) => f.type === 'receipt' && f.state === 'read').length >= 60, 'a read receipt for each of the 60', 15_000);
         // Playwright reports a sent frame a moment after it left, so the last read frame may be seen
         // after Mallory already holds its receipt: wait for the page's frames too.
-        const idsSent = () => reads().slice(before).flatMap((s) => (JSON.parse(s) as { ids: string[] }).ids);
-        await until(() => new Set(idsSent()).size >= 60, 'the page\'s read frames seen for all 60', 5_000).catch(() => undefined);
+        const idsSent = () =>
+          reads()
+            .slice(before)
+            .flatMap((s) => (JSON.parse(s) as { ids: string[] }).ids);
+        await until(() => new Set(idsSent()).size >= 60, "the page's read frames seen for all 60", 5_000).catch(() => undefined);
         const frames = reads().slice(before);
         const elapsed = (Date.now() - startedAt) / 1000;
         const ids = frames.flatMap((s) => (JSON.parse(s) as { ids: string[] }).ids);
-        console.log(`[figures] read frames sent by the page for 60 messages at 20/s in the open chat: ${frames.length} in ${elapsed.toFixed(1)} s (ids per frame: ${frames.map((s) => (JSON.parse(s) as { ids: string[] }).ids.length).join(',')})`);
+        console.log(
+          `[figures] read frames sent by the page for 60 messages at 20/s in the open chat: ${frames.length} in ${elapsed.toFixed(1)} s (ids per frame: ${frames.map((s) => (JSON.parse(s) as { ids: string[] }).ids.length).join(',')})`,
+        );
         expect(new Set(ids).size, 'every message read').toBe(60);
         expect(ids.length, 'each message read once').toBe(60);
         // The page's read budget (client/core: a burst of 4, then 4 a second), whatever the machine's
@@ -97,7 +102,7 @@ describe('a victim\'s chat page against other participants', () => {
     });
   }, 90_000);
 
-  test('strangers sending ~220 messages of 4,000 control characters (24,000 characters each once escaped) fill none of the browser\'s storage: a message received afterwards survives a reload, and a new person in the same browser keeps her keys', async () => {
+  test("strangers sending ~220 messages of 4,000 control characters (24,000 characters each once escaped) fill none of the browser's storage: a message received afterwards survives a reload, and a new person in the same browser keeps her keys", async () => {
     await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
       const victim = await openChat(ctx, suite.app.url, 'Alice');
       const bob = await user(suite.app.wsUrl, 'Bob');
@@ -128,7 +133,7 @@ describe('a victim\'s chat page against other participants', () => {
         expect(await messageWith(victim.page, 'after the flood: meet at five').count(), 'the message received after the flood, after a reload').toBe(1);
 
         const carol = await openChat(ctx, suite.app.url, 'Carol');
-        expect(await carol.page.evaluate(() => localStorage.getItem('backdoor-lab/person/Carol/backdoor-lab.identity') !== null), 'Carol\'s keys are saved').toBe(true);
+        expect(await carol.page.evaluate(() => localStorage.getItem('backdoor-lab/person/Carol/backdoor-lab.identity') !== null), "Carol's keys are saved").toBe(true);
         expect([...victim.problems.errors, ...carol.problems.errors].filter((e) => /quota/i.test(e))).toEqual([]);
       } finally {
         bob.m.stop();
@@ -137,7 +142,7 @@ describe('a victim\'s chat page against other participants', () => {
     });
   }, 150_000);
 
-  test('with the browser\'s localStorage full (another person\'s data), a new group and its messages still reach the victim, the page says plainly that storage is full and what is not kept, and a reload is still the same person', async () => {
+  test("with the browser's localStorage full (another person's data), a new group and its messages still reach the victim, the page says plainly that storage is full and what is not kept, and a reload is still the same person", async () => {
     await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
       const victim = await openChat(ctx, suite.app.url, 'Alice');
       const bob = await user(suite.app.wsUrl, 'Bob');
@@ -168,7 +173,7 @@ describe('a victim\'s chat page against other participants', () => {
     });
   }, 120_000);
 
-  test('a message stamped a day ahead is drawn where it arrived, with its date and a mark that the sender\'s clock is a day ahead; the preview is the message that came last', async () => {
+  test("a message stamped a day ahead is drawn where it arrived, with its date and a mark that the sender's clock is a day ahead; the preview is the message that came last", async () => {
     await withContext(suite.browser, { viewport: { width: 1280, height: 720 } }, async (ctx) => {
       const victim = await openChat(ctx, suite.app.url, 'Dora');
       const mallory = await rawClient(suite.app.wsUrl, { name: 'Mallory' });

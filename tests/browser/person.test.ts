@@ -20,7 +20,7 @@ async function openRaw(ctx: BrowserContext, name: string): Promise<Page> {
 }
 
 describe('people stay themselves', () => {
-  test('closing Bob\'s tab and opening /?name=Bob again in the same browser brings back the same Bob, with his PIN and his history, while Alice is another person', async () => {
+  test("closing Bob's tab and opening /?name=Bob again in the same browser brings back the same Bob, with his PIN and his history, while Alice is another person", async () => {
     await withContext(async (ctx) => {
       const alice = await openChat(ctx, suite.app.url, 'Alice');
       const bob = await openChat(ctx, suite.app.url, 'Bob');
@@ -83,7 +83,11 @@ describe('people stay themselves', () => {
 describe('directory entries are checked in the tab', () => {
   test('when the relay offers another key for a PIN the tab already knows (a real 32-bit PIN collision), the tab keeps the first key and the chat says so', async () => {
     await withContext(async (ctx) => {
-      const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as { pin: string; first: { seedHex: string }; second: { seedHex: string } };
+      const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as {
+        pin: string;
+        first: { seedHex: string };
+        second: { seedHex: string };
+      };
       const first = newIdentity(fromHex(collision.first.seedHex));
       const second = newIdentity(fromHex(collision.second.seedHex));
       const alice = await openChat(ctx, suite.app.url, 'Alice');

@@ -21,7 +21,7 @@ function inView(page: Page, testid: string): Promise<{ top: number; bottom: numb
     const node = document.querySelector(`[data-testid="${id}"]`);
     const r = node?.getBoundingClientRect();
     const visible = window.visualViewport?.height ?? innerHeight;
-    if (!r || !r.height) return { top: -1, bottom: -1, visible, inside: false };
+    if (!r?.height) return { top: -1, bottom: -1, visible, inside: false };
     return { top: r.top, bottom: r.bottom, visible, inside: r.top >= 0 && r.bottom <= visible + 0.5 && r.left >= 0 && r.right <= innerWidth + 0.5 };
   }, testid);
 }
@@ -45,7 +45,7 @@ describe('phone', () => {
         expect(await shown(page, 'conversation')).toBe(true);
         expect(await shown(page, 'sidebar')).toBe(false);
         const width = await page.getByTestId('conversation').evaluate((n) => n.getBoundingClientRect().width);
-        expect(width, 'the conversation column has the screen\'s width').toBeGreaterThan(380);
+        expect(width, "the conversation column has the screen's width").toBeGreaterThan(380);
         expect(await inView(page, 'composer')).toMatchObject({ inside: true });
         expect(await inView(page, 'send')).toMatchObject({ inside: true });
 
@@ -123,10 +123,11 @@ describe('phone', () => {
       expect(await shown(page, 'sidebar')).toBe(true);
 
       // Tab into the contacts, Enter on Kim: the chat opens; Tab on to the box; Enter sends.
-      const ring = () => page.evaluate(() => {
-        const s = getComputedStyle(document.activeElement as Element);
-        return s.outlineStyle !== 'none' && Number.parseFloat(s.outlineWidth) >= 2;
-      });
+      const ring = () =>
+        page.evaluate(() => {
+          const s = getComputedStyle(document.activeElement as Element);
+          return s.outlineStyle !== 'none' && Number.parseFloat(s.outlineWidth) >= 2;
+        });
       const seen = new Set<string>();
       for (let i = 0; i < 30 && (await focused()) !== 'contact'; i++) {
         await page.keyboard.press('Tab');
@@ -185,7 +186,12 @@ describe('phone', () => {
         await a.page.getByTestId('tab-contacts').tap();
         await check('phone contacts', a.page);
         await check('desktop chat', b.page);
-        for (const [name, path] of [['relay view', '/relay'], ['console', '/regulator#token=test-admin-token'], ['teacher panel', '/teacher#token=test-admin-token'], ['projector', '/projector#token=test-admin-token']] as const) {
+        for (const [name, path] of [
+          ['relay view', '/relay'],
+          ['console', '/regulator#token=test-admin-token'],
+          ['teacher panel', '/teacher#token=test-admin-token'],
+          ['projector', '/projector#token=test-admin-token'],
+        ] as const) {
           const page = await deskCtx.newPage();
           await page.goto(`${suite.app.url}${path}`);
           await page.locator('#status', { hasText: 'live' }).waitFor();
@@ -208,7 +214,10 @@ describe('phone', () => {
       await b.page.bringToFront();
       await b.page.locator(`[data-testid="contact"][data-pin="${a.pin}"]`).tap();
       await messageWith(b.page, 'A message for the relay view').waitFor();
-      for (const [name, path, ready] of [['relay view', '/relay', '[data-testid="traffic-row"]'], ['console', '/regulator#token=test-admin-token', '[data-testid="intercept"]']] as const) {
+      for (const [name, path, ready] of [
+        ['relay view', '/relay', '[data-testid="traffic-row"]'],
+        ['console', '/regulator#token=test-admin-token', '[data-testid="intercept"]'],
+      ] as const) {
         const page = await ctx.newPage();
         await page.goto(`${suite.app.url}${path}`);
         await page.locator(ready).first().waitFor();

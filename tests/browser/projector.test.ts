@@ -64,7 +64,10 @@ describe('projector', () => {
         await projector.locator(content[layout]!).first().waitFor();
         const sizes = await textSizes(projector);
         expect(sizes.length, `${layout}: text measured`).toBeGreaterThan(5);
-        expect(sizes.filter((s) => s.px < 24), `${layout}: text under 24 px`).toEqual([]);
+        expect(
+          sizes.filter((s) => s.px < 24),
+          `${layout}: text under 24 px`,
+        ).toEqual([]);
         expect(await projector.evaluate(() => document.documentElement.scrollWidth <= innerWidth), `${layout}: no horizontal scroll`).toBe(true);
       }
       // The console pane reads the tap's messages; the relay pane holds them as ciphertext only.
@@ -80,7 +83,7 @@ describe('projector', () => {
     });
   }, 90_000);
 
-  it('three panes: each outer pane is that bot\'s own decrypted view, the middle the relay\'s envelopes of the same messages, with no plaintext', async () => {
+  it("three panes: each outer pane is that bot's own decrypted view, the middle the relay's envelopes of the same messages, with no plaintext", async () => {
     expect((await api('/api/lab/projector', { layout: 'three-panes', pair: ['Carol', 'Bob'] })).status).toBe(200);
     await withContext(suite.browser, { viewport }, async (ctx) => {
       const projector = await openFromPanel(await ctx.newPage());
@@ -117,7 +120,9 @@ describe('projector', () => {
       const projector = await openFromPanel(await ctx.newPage());
       await projector.locator('#app[data-layout="relay-console"]').waitFor();
       await projector.locator('[data-testid="console-text"]').first().waitFor();
-      const seen = await projector.evaluate(() => [location.href, document.documentElement.outerHTML, document.body.innerText, ...[...document.querySelectorAll('input')].map((i) => i.value)].join('\n'));
+      const seen = await projector.evaluate(() =>
+        [location.href, document.documentElement.outerHTML, document.body.innerText, ...[...document.querySelectorAll('input')].map((i) => i.value)].join('\n'),
+      );
       expect(seen).not.toContain(TOKEN);
     });
     await withContext(suite.browser, { viewport }, async (ctx) => {
@@ -138,7 +143,10 @@ describe('projector', () => {
     // A page on another origin: no CORS grant, so even a guessed request's answer is unreadable to it.
     const foreign = await fetch(`${suite.app.url}/api/lab/projector`, { headers: { Origin: 'http://evil.example', Authorization: `Bearer ${TOKEN}` } });
     expect(foreign.headers.get('access-control-allow-origin')).toBeNull();
-    const preflight = await fetch(`${suite.app.url}/api/lab/projector`, { method: 'OPTIONS', headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization' } });
+    const preflight = await fetch(`${suite.app.url}/api/lab/projector`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization' },
+    });
     expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
     expect(preflight.headers.get('access-control-allow-headers')).toBeNull();
   }, 60_000);

@@ -17,7 +17,8 @@ import { browserSuite, focusTab, messageWith, openChat, openDm, typeAndSend, wat
 const TOKEN = 'test-admin-token';
 const suite = browserSuite();
 
-const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> => withBrowserContext(suite.browser, { viewport: { width: 1280, height: 800 }, acceptDownloads: true }, run);
+const withContext = <T>(run: (ctx: BrowserContext) => Promise<T>): Promise<T> =>
+  withBrowserContext(suite.browser, { viewport: { width: 1280, height: 800 }, acceptDownloads: true }, run);
 
 /** Set the tap from the console's own controls, then wait until the console shows the new state. */
 async function setTap(page: Page, tap: boolean, announced: boolean): Promise<void> {
@@ -41,7 +42,11 @@ async function api(path: string): Promise<Response> {
 describe('regulator console', () => {
   // The tests share the suite's relay, in any order: each starts with the tap off, whatever the one before left.
   beforeEach(async () => {
-    const res = await fetch(`${suite.app.url}/api/regulator/tap`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ tap: false }) });
+    const res = await fetch(`${suite.app.url}/api/regulator/tap`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ tap: false }),
+    });
     expect(res.status).toBe(200);
   });
 
@@ -130,7 +135,12 @@ describe('regulator console', () => {
         )
       ).filter((s) => mine.has(s.id));
       expect(shown.map((s) => s.id).sort()).toEqual([...mine].sort());
-      expect(shown.filter((s) => s.readable).map((s) => s.id).sort()).toEqual([tappedId, silentId].sort());
+      expect(
+        shown
+          .filter((s) => s.readable)
+          .map((s) => s.id)
+          .sort(),
+      ).toEqual([tappedId, silentId].sort());
 
       const archiveRes = await api('archive.jsonl');
       expect(archiveRes.status).toBe(200);
@@ -222,7 +232,10 @@ describe('regulator console', () => {
       // And each console label is what the real escrow key does with the archived bytes.
       const keyFile = (await (await api('escrow-key')).json()) as { sk: string };
       const escrow = escrowKeyPairFromSecret(fromB64(keyFile.sk));
-      const lines = (await (await api('archive.jsonl')).text()).split('\n').filter(Boolean).map((l) => parseArchiveLine(l));
+      const lines = (await (await api('archive.jsonl')).text())
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => parseArchiveLine(l));
       const verdict = (id: string) => {
         const line = lines.find((l) => l.ok && l.value.env.id === id);
         if (!line?.ok) throw new Error(`${id} not in the archive`);
@@ -235,7 +248,7 @@ describe('regulator console', () => {
     });
   });
 
-  test('the console\'s export buttons download the archive and the escrow key through Blob URLs, and the key export is audited', async () => {
+  test("the console's export buttons download the archive and the escrow key through Blob URLs, and the key export is audited", async () => {
     // Something in the archive to export: two Node clients built on client/core exchange a message.
     const ivan = await user(suite.app.wsUrl, 'Ivan');
     const judy = await user(suite.app.wsUrl, 'Judy');
@@ -255,7 +268,9 @@ describe('regulator console', () => {
 
       const [archive] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-archive').click()]);
       expect(archive.suggestedFilename()).toBe('archive.jsonl');
-      const lines = readFileSync(await archive.path(), 'utf8').split('\n').filter(Boolean);
+      const lines = readFileSync(await archive.path(), 'utf8')
+        .split('\n')
+        .filter(Boolean);
       expect(lines.length).toBe(suite.app.regulator.archiveSize());
       expect(lines.some((l) => l.includes(sent.id))).toBe(true);
 
@@ -264,9 +279,7 @@ describe('regulator console', () => {
       const file = JSON.parse(readFileSync(await key.path(), 'utf8')) as { kid: string; sk: string };
       expect(file.kid).toBe(kid);
       expect(escrowKeyPairFromSecret(fromB64(file.sk)).kid).toBe(kid);
-      await expect
-        .poll(() => page.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').count())
-        .toBe(exportsBefore + 1);
+      await expect.poll(() => page.locator('[data-testid="audit-entry"][data-action="escrow key exported"]').count()).toBe(exportsBefore + 1);
       expect(problems.errors).toEqual([]);
     });
   });

@@ -30,11 +30,15 @@ const fact = (page: Page, key: string) => page.locator(`[data-testid="fact"][dat
 
 describe('lab part 2 on the teacher panel', () => {
   beforeEach(async () => {
-    const res = await fetch(`${suite.app.url}/api/lab/reset`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: '{"confirm":"reset"}' });
+    const res = await fetch(`${suite.app.url}/api/lab/reset`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: '{"confirm":"reset"}',
+    });
     expect(res.status).toBe(200);
   });
 
-  test('the insider scene: its observer is not in the panel\'s list, the reveal shows it hidden with since, envelopes and sink, and the console\'s audit log has the reveal only', async () => {
+  test("the insider scene: its observer is not in the panel's list, the reveal shows it hidden with since, envelopes and sink, and the console's audit log has the reveal only", async () => {
     await withContext(async (ctx) => {
       const { page, problems } = await openPanel(ctx);
       await runScene(page, 'insider-tap');

@@ -68,7 +68,8 @@ describe('the teacher panel', () => {
         expect(await card.getByTestId('narration-title').textContent()).toBe(scenario.title);
         expect(await card.getByTestId('narration-what').textContent()).toBe(scenario.narration.what);
         expect(await card.getByTestId('look').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.page))).toEqual(scenario.narration.look.map((l) => l.page));
-        for (const link of await card.getByTestId('look-link').all()) expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|\/attacker|\/projector|#metadata)$/);
+        for (const link of await card.getByTestId('look-link').all())
+          expect(await link.getAttribute('href')).toMatch(/^(\/|\/relay|\/regulator|\/attacker|\/projector|#metadata)$/);
         const source = card.getByTestId('source-link');
         expect(await source.getAttribute('href')).toBe(new URL(scenario.narration.source.link).href);
         expect(await source.getAttribute('rel')).toBe('noopener noreferrer');
@@ -237,7 +238,7 @@ describe('the teacher panel', () => {
       const item = (id: string) => console_.locator(`[data-testid="intercept"][data-id="${id}"]`);
       await item(bes.env.id).waitFor();
       expect(await item(bbm.env.id).getAttribute('data-via')).toBe('app key');
-      expect(await item(bbm.env.id).getByTestId('intercept-via').textContent()).toBe('— with the app\'s shared key (every copy of the app has it)');
+      expect(await item(bbm.env.id).getByTestId('intercept-via').textContent()).toBe("— with the app's shared key (every copy of the app has it)");
       expect(await item(bes.env.id).getAttribute('data-code')).toBe('server_held');
       expect(await item(bes.env.id).getByTestId('intercept-unreadable').textContent()).toContain('the enterprise server holds the key');
       expect(await item(bes.env.id).getByTestId('intercept-reason').textContent()).toContain('Its key is held by the enterprise server');
@@ -250,7 +251,10 @@ describe('the teacher panel', () => {
       await console_.getByTestId('demand-button').click();
       const handed = (id: string) => console_.locator(`[data-testid="demand-item"][data-id="${id}"]`);
       await handed(bes.env.id).waitFor();
-      for (const [model, by] of [['server-key', 'server key'], ['app-key', 'app key']] as const) {
+      for (const [model, by] of [
+        ['server-key', 'server key'],
+        ['app-key', 'app key'],
+      ] as const) {
         for (const i of byModel(model)) {
           expect(await handed(i.env.id).getAttribute('data-status')).toBe('plaintext');
           expect(await handed(i.env.id).getAttribute('data-by')).toBe(by);
@@ -266,7 +270,9 @@ describe('the teacher panel', () => {
       }
       const servers = byModel('server-key').length;
       const apps = byModel('app-key').length;
-      expect(await console_.getByTestId('demand-summary').textContent()).toContain(`handed over ${servers + apps} of the ${intercepts.length} archived envelopes in plaintext (${servers} opened with the server's key, ${apps} with the app's shared key)`);
+      expect(await console_.getByTestId('demand-summary').textContent()).toContain(
+        `handed over ${servers + apps} of the ${intercepts.length} archived envelopes in plaintext (${servers} opened with the server's key, ${apps} with the app's shared key)`,
+      );
       expect(await console_.locator('[data-testid="demand-model"][data-model="e2e"]').getAttribute('data-plaintext')).toBe('0');
       expect(suite.app.regulator.auditLog().some((a) => a.action === 'demand served on the operator')).toBe(true);
 

@@ -108,11 +108,27 @@ const suite = browserSuite();
 
 describe('Content-Security-Policy', () => {
   it('every page is served with a CSP that allows scripts only from the own origin (no inline, no eval) and connections only to the own origin', async () => {
-    for (const path of ['/', '/relay', '/regulator', '/teacher', '/projector', '/attacker', await assetPath('chat.js'), await assetPath('teacher.js'), await assetPath('brute-worker.js'), '/healthz', '/no-such-page']) {
+    for (const path of [
+      '/',
+      '/relay',
+      '/regulator',
+      '/teacher',
+      '/projector',
+      '/attacker',
+      await assetPath('chat.js'),
+      await assetPath('teacher.js'),
+      await assetPath('brute-worker.js'),
+      '/healthz',
+      '/no-such-page',
+    ]) {
       const res = await fetch(`${suite.app.url}${path}`);
       expect(res.headers.get('content-security-policy'), path).toBe(CSP);
     }
-    const directives = new Map(CSP.split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name!, values]));
+    const directives = new Map(
+      CSP.split(';')
+        .map((d) => d.trim().split(/\s+/))
+        .map(([name, ...values]) => [name!, values]),
+    );
     expect(directives.get('default-src')).toEqual(["'none'"]);
     expect(directives.get('script-src')).toEqual(["'self'", "'wasm-unsafe-eval'"]); // libsodium's WebAssembly, nothing else
     expect(directives.get('connect-src')).toEqual(["'self'"]);
@@ -236,7 +252,11 @@ describe('XSS corpus', () => {
     expect(PAYLOADS.length).toBeGreaterThanOrEqual(30);
     expect(NAMES.length).toBeGreaterThanOrEqual(20);
     // The tap is on so that the regulator console opens every message and shows texts and group names too.
-    const tap = await fetch(`${suite.app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
+    const tap = await fetch(`${suite.app.url}/api/regulator/tap`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ tap: true, scope: 'all', announced: true }),
+    });
     expect(tap.status).toBe(200);
 
     const context = await suite.browser.newContext({ bypassCSP: true });
@@ -266,7 +286,14 @@ describe('XSS corpus', () => {
       const contactNames = async () => alice.page.$$eval('[data-testid="contact"] .name', (els) => els.map((e) => e.textContent ?? ''));
       await alice.page.waitForFunction((n) => document.querySelectorAll('[data-testid="contact"]').length >= n, bots.length, { timeout: 20_000 });
       const chatTitles = () =>
-        alice.page.$$eval('[data-testid="chat-item"] .title', (els) => els.map((e) => [...e.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent).join('')));
+        alice.page.$$eval('[data-testid="chat-item"] .title', (els) =>
+          els.map((e) =>
+            [...e.childNodes]
+              .filter((n) => n.nodeType === Node.TEXT_NODE)
+              .map((n) => n.textContent)
+              .join(''),
+          ),
+        );
       await alice.page.waitForFunction((n) => document.querySelectorAll('[data-testid="chat-item"]').length >= n, NAMES.length * 2 + 1, { timeout: 20_000 });
       await alice.page.locator(`[data-testid="contact"][data-pin="${mallory.m.pin}"]`).click();
       await alice.page.waitForFunction((n) => document.querySelectorAll('[data-testid="messages"] [data-testid="message-text"]').length >= n, PAYLOADS.length, { timeout: 20_000 });

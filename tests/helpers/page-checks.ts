@@ -24,7 +24,10 @@ export function contrastFailures(page: Page, root = 'body'): Promise<ContrastFai
     const parse = (c: string): number[] | null => {
       const m = /rgba?\(([^)]+)\)/.exec(c);
       if (!m) return null;
-      const parts = m[1]!.split(/[\s,/]+/).filter(Boolean).map(Number);
+      const parts = m[1]!
+        .split(/[\s,/]+/)
+        .filter(Boolean)
+        .map(Number);
       return [parts[0]!, parts[1]!, parts[2]!, parts[3] ?? 1];
     };
     const channel = (v: number) => {
@@ -71,7 +74,15 @@ export function contrastFailures(page: Page, root = 'body'): Promise<ContrastFai
       const px = Number.parseFloat(style.fontSize);
       const large = px >= 24 || (Number(style.fontWeight) >= 700 && px >= 18.66);
       const need = large ? 3 : 4.5;
-      if (ratio < need - 0.005) out.push({ text: node.textContent.trim().slice(0, 40), color: style.color, background: `rgb(${bg.slice(0, 3).map(Math.round).join(', ')})`, ratio: Math.round(ratio * 100) / 100, px, need });
+      if (ratio < need - 0.005)
+        out.push({
+          text: node.textContent.trim().slice(0, 40),
+          color: style.color,
+          background: `rgb(${bg.slice(0, 3).map(Math.round).join(', ')})`,
+          ratio: Math.round(ratio * 100) / 100,
+          px,
+          need,
+        });
     }
     return out;
   }, root);

@@ -47,7 +47,10 @@ describe('assets', () => {
   it('every page loads its script and stylesheet under a content-hashed name, and the plain names are gone', async () => {
     for (const path of Object.keys(PAGES)) {
       const names = await assetsOf(path);
-      expect(names.some((n) => /^\/assets\/[a-z-]+-[A-Z0-9]{8}\.js$/.test(n)), `${path} loads a hashed script: ${names.join(', ')}`).toBe(true);
+      expect(
+        names.some((n) => /^\/assets\/[a-z-]+-[A-Z0-9]{8}\.js$/.test(n)),
+        `${path} loads a hashed script: ${names.join(', ')}`,
+      ).toBe(true);
       expect(names, `${path} loads the hashed stylesheet`).toContainEqual(expect.stringMatching(/^\/assets\/style-[A-Z0-9]{8}\.css$/));
       for (const name of names) expect((await get(name)).status, name).toBe(200);
     }
@@ -102,7 +105,15 @@ describe('assets', () => {
   });
 
   it('an unknown asset, a path that climbs out of /assets or a huge Accept-Encoding gets a 404 or a plain answer, never a file off disk', async () => {
-    for (const path of ['/assets/nope-ABCDEFGH.js', '/assets/../package.json', '/assets/..%2Fpackage.json', '/assets/%2e%2e%2fserver%2fhttp.ts', '/assets/style-N5FE46VI.css%00', '/assets/', '/assets//etc/passwd']) {
+    for (const path of [
+      '/assets/nope-ABCDEFGH.js',
+      '/assets/../package.json',
+      '/assets/..%2Fpackage.json',
+      '/assets/%2e%2e%2fserver%2fhttp.ts',
+      '/assets/style-N5FE46VI.css%00',
+      '/assets/',
+      '/assets//etc/passwd',
+    ]) {
       const res = await get(path);
       expect([400, 404], `${path}: ${res.status}`).toContain(res.status);
       expect(res.body.toString('utf8'), path).not.toMatch(/"name": "backdoor-lab"|import express/);

@@ -57,7 +57,13 @@ describe('the intercept system is breached', () => {
     const e2e = archive.filter((l) => keysOf(l.env).model === 'e2e');
     expect(escrowed.length).toBeGreaterThanOrEqual(2);
     expect(e2e.length).toBeGreaterThanOrEqual(1);
-    expect(result.facts).toMatchObject({ 'covered by the tap': escrowed.length, 'opened by the attacker': escrowed.length, 'end to end, closed': e2e.length, 'end to end, opened': 0, 'audit entries for the theft': 0 });
+    expect(result.facts).toMatchObject({
+      'covered by the tap': escrowed.length,
+      'opened by the attacker': escrowed.length,
+      'end to end, closed': e2e.length,
+      'end to end, opened': 0,
+      'audit entries for the theft': 0,
+    });
 
     expect(v.loot.map((l) => l.kind).sort()).toEqual(['archive copy', 'escrow key']);
     expect(v.loot.find((l) => l.kind === 'escrow key')?.kid).toBe(app.regulator.kid);
@@ -129,7 +135,14 @@ describe('the breach and the export-grade key with the databases on disk (as npm
       expect(result.facts['opened by the attacker']).toBe(result.facts['covered by the tap']);
       expect(Number(result.facts['covered by the tap'])).toBeGreaterThanOrEqual(4);
       await run(app, 'intercept-breached');
-      expect(new Set(app.lab.attacker.view().loot.filter((l) => l.kind === 'escrow key').map((l) => l.kid)).size).toBe(2);
+      expect(
+        new Set(
+          app.lab.attacker
+            .view()
+            .loot.filter((l) => l.kind === 'escrow key')
+            .map((l) => l.kid),
+        ).size,
+      ).toBe(2);
       expect(app.lab.attacker.view().loot.filter((l) => l.kind === 'escrow key')).toHaveLength(2);
     } finally {
       await app.close();
@@ -138,7 +151,7 @@ describe('the breach and the export-grade key with the databases on disk (as npm
 });
 
 describe('export-grade escrow', () => {
-  it('the regulator\'s export-grade key is in the policy; the attacker holds only its public key and the archive, opens nothing, then the brute force (the worker\'s search code, in Node) finds the secret and the found key opens both messages', async () => {
+  it("the regulator's export-grade key is in the policy; the attacker holds only its public key and the archive, opens nothing, then the brute force (the worker's search code, in Node) finds the secret and the found key opens both messages", async () => {
     const app = await relay();
     const strong = app.regulator.kid;
     const { result } = await run(app, 'export-grade');
@@ -146,7 +159,13 @@ describe('export-grade escrow', () => {
     expect(target.bits).toBe(BITS);
     expect(target.kid).not.toBe(strong);
     expect(app.relay.getPolicy()).toMatchObject({ tap: true, escrowKid: target.kid, escrowPk: target.pk });
-    expect(result.facts).toMatchObject({ 'escrow key': target.kid, 'secret bits': BITS, 'sent under it': 2, 'sealed to it in the copy': 2, 'private key held by the attacker': false });
+    expect(result.facts).toMatchObject({
+      'escrow key': target.kid,
+      'secret bits': BITS,
+      'sent under it': 2,
+      'sealed to it in the copy': 2,
+      'private key held by the attacker': false,
+    });
     expect(app.regulator.auditLog().some((a) => a.action === 'escrow key weakened' && a.detail.includes(target.kid))).toBe(true);
 
     const before = await view(app);
@@ -156,7 +175,12 @@ describe('export-grade escrow', () => {
 
     // The search, as the worker runs it: every secret until one derives the public key.
     let reports = 0;
-    const secret = searchExportKey(fromB64(target.pk), BITS, { slice: 128, progress: () => void (reports += 1) });
+    const secret = searchExportKey(fromB64(target.pk), BITS, {
+      slice: 128,
+      progress: () => {
+        reports += 1;
+      },
+    });
     expect(secret).not.toBeNull();
     expect(reports).toBeGreaterThan(0);
     expect(exportKeyPair(secret!).kid).toBe(target.kid);
@@ -177,7 +201,10 @@ describe('export-grade escrow', () => {
     expect(found.status).toBe(200);
     const after = await view(app);
     expect(after.targets[0]?.broken).toBe(true);
-    const sealed = app.regulator.archived(0, 1000).filter((l) => { const k = keysOf(l.env); return k.model === 'e2e-escrow' && k.escrow.kid === target.kid; });
+    const sealed = app.regulator.archived(0, 1000).filter((l) => {
+      const k = keysOf(l.env);
+      return k.model === 'e2e-escrow' && k.escrow.kid === target.kid;
+    });
     // The copy was taken when the scene ended: the bots' answers, sealed to the same key later, are not in it.
     const sealedIds = new Set(sealed.map((l) => l.env.id));
     expect(after.opened).toHaveLength(2);

@@ -56,7 +56,11 @@ interface Participant {
   storage: KeyValueStore;
 }
 
-function participant(app: TestRelay, name: string, options: { code?: string | null; storage?: KeyValueStore; device?: 'phone' | 'tablet' | 'laptop'; wrap?: (ws: WebSocket) => SocketLike } = {}): Participant {
+function participant(
+  app: TestRelay,
+  name: string,
+  options: { code?: string | null; storage?: KeyValueStore; device?: 'phone' | 'tablet' | 'laptop'; wrap?: (ws: WebSocket) => SocketLike } = {},
+): Participant {
   const frames: ServerMessage[] = [];
   const closes: number[] = [];
   const sockets: WebSocket[] = [];
@@ -95,12 +99,17 @@ async function joined(app: TestRelay, name: string, options: Parameters<typeof p
 /** The ids of the messages a participant was shown as received, with how often each. */
 function received(p: Participant): Map<string, number> {
   const counts = new Map<string, number>();
-  for (const e of p.events) if (e.type === 'message' && e.message.direction === 'in' && e.message.state === 'received') counts.set(e.message.id, (counts.get(e.message.id) ?? 0) + 1);
+  for (const e of p.events)
+    if (e.type === 'message' && e.message.direction === 'in' && e.message.state === 'received') counts.set(e.message.id, (counts.get(e.message.id) ?? 0) + 1);
   return counts;
 }
 
 /** A hand-made login on a raw socket: whatever `hello` fields the test gives (or a broken frame). */
-async function rawLogin(app: TestRelay, hello: (challenge: { nonce: string }, id: Identity) => unknown, id: Identity = newIdentity()): Promise<{ frames: ServerMessage[]; close: { code: number; reason: string } }> {
+async function rawLogin(
+  app: TestRelay,
+  hello: (challenge: { nonce: string }, id: Identity) => unknown,
+  id: Identity = newIdentity(),
+): Promise<{ frames: ServerMessage[]; close: { code: number; reason: string } }> {
   const ws = new WebSocket(app.wsUrl);
   cleanups.push(() => ws.terminate());
   const frames: ServerMessage[] = [];
@@ -118,15 +127,17 @@ async function rawLogin(app: TestRelay, hello: (challenge: { nonce: string }, id
   return { frames, close: await close };
 }
 
-const hello = (code: string | undefined, extra: Record<string, unknown> = {}) => (challenge: { nonce: string }, id: Identity) => ({
-  type: 'hello',
-  v: PROTOCOL_VERSION,
-  pk: toB64(id.signPk),
-  name: 'Mallory',
-  sig: signLogin(challenge.nonce, id),
-  ...(code === undefined ? {} : { code }),
-  ...extra,
-});
+const hello =
+  (code: string | undefined, extra: Record<string, unknown> = {}) =>
+  (challenge: { nonce: string }, id: Identity) => ({
+    type: 'hello',
+    v: PROTOCOL_VERSION,
+    pk: toB64(id.signPk),
+    name: 'Mallory',
+    sig: signLogin(challenge.nonce, id),
+    ...(code === undefined ? {} : { code }),
+    ...extra,
+  });
 
 /**
  * A SocketLike over a real WebSocket that lets the test stand in the way: `deliver(data)` false
@@ -160,7 +171,11 @@ function proxy(ws: WebSocket, options: { deliver?: (data: string, ws: WebSocket)
 
 const errorOf = (frames: ServerMessage[]) => frames.find((f): f is Extract<ServerMessage, { type: 'error' }> => f.type === 'error');
 
-async function api(app: TestRelay, path: string, init: { method?: string; body?: unknown; token?: string | null } = {}): Promise<{ status: number; body: Record<string, unknown>; text: string }> {
+async function api(
+  app: TestRelay,
+  path: string,
+  init: { method?: string; body?: unknown; token?: string | null } = {},
+): Promise<{ status: number; body: Record<string, unknown>; text: string }> {
   const token = init.token === undefined ? TOKEN : init.token;
   const method = init.method ?? 'GET';
   const body = method === 'GET' ? undefined : init.body;
@@ -263,7 +278,10 @@ describe('classroom: joining with the class code', () => {
 
   it('a Messenger refused for its class code stops (no reconnect loop) and start() says why', async () => {
     const app = await classroomRelay();
-    for (const [code, expected] of [[null, ErrorCode.ClassCodeRequired], ['AB2345', ErrorCode.ClassCodeWrong]] as const) {
+    for (const [code, expected] of [
+      [null, ErrorCode.ClassCodeRequired],
+      ['AB2345', ErrorCode.ClassCodeWrong],
+    ] as const) {
       const p = participant(app, 'Late', { code });
       const err = await p.m.start().then(
         () => null,
@@ -348,7 +366,7 @@ describe('classroom: joining with the class code', () => {
 });
 
 describe('classroom: teacher controls', () => {
-  it('kick closes exactly that person\'s session with 4008, the kicked client stops, and its PIN is refused until readmitted', async () => {
+  it("kick closes exactly that person's session with 4008, the kicked client stops, and its PIN is refused until readmitted", async () => {
     const app = await classroomRelay();
     const [alice, bob, carol] = await Promise.all(['Alice', 'Bob', 'Carol'].map((n) => joined(app, n)));
     const kicked = await api(app, `/api/lab/people/${bob!.m.pin}/kick`, { method: 'POST', body: {} });
@@ -365,7 +383,10 @@ describe('classroom: teacher controls', () => {
 
     // Bob's client started again (a reload) is refused with the same code, and stops.
     const again = participant(app, 'Bob', { storage: bob!.storage });
-    const err = await again.m.start().then(() => null, (e: unknown) => e);
+    const err = await again.m.start().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect((err as LoginRefused).code).toBe(ErrorCode.Kicked);
     await until(() => again.closes.length === 1, 'the refused socket closed');
     expect(again.closes).toEqual([CloseCode.Kicked]);
@@ -394,7 +415,12 @@ describe('classroom: teacher controls', () => {
   it("the teacher's controls need the admin token, refuse bad PINs and the lab's bots, and reset lets the kicked back in", async () => {
     const app = await classroomRelay();
     const bob = await joined(app, 'Bob');
-    for (const [method, path] of [['GET', '/api/lab/classroom'], ['POST', '/api/lab/classroom'], ['POST', `/api/lab/people/${bob.m.pin}/kick`], ['POST', `/api/lab/people/${bob.m.pin}/readmit`]] as const) {
+    for (const [method, path] of [
+      ['GET', '/api/lab/classroom'],
+      ['POST', '/api/lab/classroom'],
+      ['POST', `/api/lab/people/${bob.m.pin}/kick`],
+      ['POST', `/api/lab/people/${bob.m.pin}/readmit`],
+    ] as const) {
       expect((await api(app, path, { method, body: {}, token: null })).status).toBe(401);
     }
     expect(app.relay.onlinePins()).toContain(bob.m.pin);
@@ -415,7 +441,7 @@ describe('classroom: teacher controls', () => {
     expect(app.relay.onlinePins()).toContain(bob.m.pin);
   });
 
-  it('hiding the class code takes it, the links and the QR code out of the panel\'s answer; joining with it still works', async () => {
+  it("hiding the class code takes it, the links and the QR code out of the panel's answer; joining with it still works", async () => {
     const app = await classroomRelay();
     const shown = await api(app, '/api/lab/classroom');
     expect(shown.body).toMatchObject({ classroom: true, hidden: false, code: CODE, links: [`${app.url}/#code=${CODE}`] });
@@ -515,7 +541,10 @@ describe('classroom: phones sleep and come back', () => {
 });
 
 describe('classroom: LAN addresses, Host check and start-up', () => {
-  const lan = { eth0: [{ address: '192.168.1.20', family: 'IPv4', internal: false, netmask: '255.255.255.0', mac: '00:00:00:00:00:00', cidr: '192.168.1.20/24' }], lo: [{ address: '127.0.0.1', family: 'IPv4', internal: true, netmask: '255.0.0.0', mac: '00:00:00:00:00:00', cidr: '127.0.0.1/8' }] } as unknown as NodeJS.Dict<import('node:os').NetworkInterfaceInfo[]>;
+  const lan = {
+    eth0: [{ address: '192.168.1.20', family: 'IPv4', internal: false, netmask: '255.255.255.0', mac: '00:00:00:00:00:00', cidr: '192.168.1.20/24' }],
+    lo: [{ address: '127.0.0.1', family: 'IPv4', internal: true, netmask: '255.0.0.0', mac: '00:00:00:00:00:00', cidr: '127.0.0.1/8' }],
+  } as unknown as NodeJS.Dict<import('node:os').NetworkInterfaceInfo[]>;
 
   it('the Host check accepts the printed LAN addresses with the port and refuses any other name', async () => {
     const hosts = allowedHosts({ bind: '0.0.0.0', port: 3000, interfaces: lan });
@@ -556,7 +585,10 @@ describe('classroom: LAN addresses, Host check and start-up', () => {
   });
 
   it('npm start -- --classroom listens on every interface and prints the class code, the join link and a QR code that decodes to it', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--classroom', '--ephemeral', '--port', '0', '--quiet'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--classroom', '--ephemeral', '--port', '0', '--quiet'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -575,7 +607,10 @@ describe('classroom: LAN addresses, Host check and start-up', () => {
     expect(links.length).toBeGreaterThan(0);
     expect(links.every((l) => l.endsWith(`/#code=${classCode}`) && l.includes(`:${port}/`))).toBe(true);
     // The QR code in the terminal (light modules drawn, for a dark terminal) decodes to the first link.
-    const qrLines = out.split('\n').filter((l) => /^ {2}[█▀▄ ]{20,}$/.test(l)).map((l) => l.slice(2));
+    const qrLines = out
+      .split('\n')
+      .filter((l) => /^ {2}[█▀▄ ]{20,}$/.test(l))
+      .map((l) => l.slice(2));
     expect(decodeTerminalQr(qrLines)).toBe(links[0]);
     // Only loopback is spoken to: the relay answers there, and wants the code.
     expect((await fetch(`http://127.0.0.1:${port}/api/join`).then((r) => r.json())) as unknown).toEqual({ classCode: true });
@@ -584,7 +619,10 @@ describe('classroom: LAN addresses, Host check and start-up', () => {
   it('--class-code keeps a chosen code (typed loosely) and refuses one that is not a class code, with exit 2', async () => {
     const run = (...args: string[]) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--host', '127.0.0.1', '--quiet', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--host', '127.0.0.1', '--quiet', ...args], {
+          cwd: root,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let out = '';
         child.stdout.on('data', (d: Buffer) => {
           out += d.toString();
@@ -625,15 +663,17 @@ function decodeTerminalQr(lines: string[]): string {
   const width = (rows[0]!.length + 2 * pad) * scale;
   const height = (rows.length + 2 * pad) * scale;
   const data = new Uint8Array(width * height * 4).fill(255);
-  rows.forEach((row, y) =>
-    row.forEach((dark, x) => {
-      if (!dark) return;
+  for (const [y, row] of rows.entries()) {
+    for (const [x, dark] of row.entries()) {
+      if (!dark) continue;
       for (let dy = 0; dy < scale; dy++)
         for (let dx = 0; dx < scale; dx++) {
           const i = (((y + pad) * scale + dy) * width + (x + pad) * scale + dx) * 4;
-          data[i] = data[i + 1] = data[i + 2] = 0;
+          data[i] = 0;
+          data[i + 1] = 0;
+          data[i + 2] = 0;
         }
-    }),
-  );
+    }
+  }
   return decodeQR({ width, height, data });
 }

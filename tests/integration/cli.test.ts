@@ -105,19 +105,29 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
         let msg: ChatMessage;
         if (group !== undefined) {
           // The group note that announces its signed member list is an envelope of its own.
-          const made = from.m.createGroup(group, to.map((u) => u.m.pin));
+          const made = from.m.createGroup(
+            group,
+            to.map((u) => u.m.pin),
+          );
           for (const u of to) await until(() => u.m.messages.has(made.message.id), `${u.m.name} gets the group note`);
           const members = [from, ...to].map((u) => u.m.pin).sort();
           sent.set(made.message.id, { text: `[group created: "${group}", members ${members.join(', ')}]`, opens, escrow: opens, from: from.m.pin, to: made.message.to, group });
           msg = from.m.sendGroup(made.id, text);
         } else {
-          msg = from.m.sendText(to.map((u) => u.m.pin), text);
+          msg = from.m.sendText(
+            to.map((u) => u.m.pin),
+            text,
+          );
         }
         for (const u of to) await until(() => u.m.messages.get(msg.id)?.text === text, `${u.m.name} reads "${text}"`);
         sent.set(msg.id, { text, opens, escrow: opens, from: from.m.pin, to: msg.to, ...(group !== undefined ? { group } : {}) });
       };
       const tap = async (body: unknown) => {
-        const res = await fetch(`${app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const res = await fetch(`${app.url}/api/regulator/tap`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
         expect(res.status).toBe(200);
         const { policy } = (await res.json()) as { policy: Policy };
         await until(() => users.every((u) => u.m.policy?.epoch === policy.epoch), 'policy reached every client');
@@ -131,8 +141,16 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
       await send(bob, [alice], 'cli: "quoted", ünïcödé\nand a second line \u001b[31mred?', true);
       await send(carol, [alice, bob], 'cli: a group under the tap', true, 'Tapped group');
       // A sender who puts 80 random bytes in the escrow field under the right key id.
-      const forged = await sendRaw(app.wsUrl, (me) =>
-        sealEnvelope({ sender: me, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text: 'cli: forged escrow field' }, plan: { model: 'e2e-escrow', forged: { kid: policy.escrowKid! } } }).env,
+      const forged = await sendRaw(
+        app.wsUrl,
+        (me) =>
+          sealEnvelope({
+            sender: me,
+            to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }],
+            conv: 'dm',
+            body: { text: 'cli: forged escrow field' },
+            plan: { model: 'e2e-escrow', forged: { kid: policy.escrowKid! } },
+          }).env,
       );
       sent.set(forged.id, { text: 'cli: forged escrow field', opens: false, escrow: true, from: forged.from, to: forged.to });
       names.set(forged.from, 'Forger');
@@ -172,7 +190,9 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
       } else {
         expect(run.stdout).not.toContain(s.text);
         const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-        expect(run.stdout).toMatch(new RegExp(`CLOSED +${id} +${esc(person(s.from))} -> ${esc(s.to.map(person).join(', '))}: .*\\((${s.escrow ? 'escrow_does_not_open' : 'no_escrow_field'})\\)`));
+        expect(run.stdout).toMatch(
+          new RegExp(`CLOSED +${id} +${esc(person(s.from))} -> ${esc(s.to.map(person).join(', '))}: .*\\((${s.escrow ? 'escrow_does_not_open' : 'no_escrow_field'})\\)`),
+        );
       }
     }
     expect(run.stdout).not.toContain('\u001b');
@@ -196,7 +216,10 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
   });
 
   it('a raw base64 secret key file opens the same messages as the exported key file', async () => {
-    const [fromJson, fromRaw] = await Promise.all([decrypt('--json', '--archive', archiveFile, '--key', keyFile), decrypt('--json', '--archive', archiveFile, '--key', rawKeyFile)]);
+    const [fromJson, fromRaw] = await Promise.all([
+      decrypt('--json', '--archive', archiveFile, '--key', keyFile),
+      decrypt('--json', '--archive', archiveFile, '--key', rawKeyFile),
+    ]);
     expect(fromRaw.code).toBe(0);
     const a = JSON.parse(fromJson.stdout) as JsonReport;
     const b = JSON.parse(fromRaw.stdout) as JsonReport;
@@ -204,7 +227,7 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
     expect({ ...b, archive: null }).toEqual({ ...a, archive: null });
   });
 
-  it('another regulator\'s key opens nothing: every escrowed envelope counts as a field that did not open', async () => {
+  it("another regulator's key opens nothing: every escrowed envelope counts as a field that did not open", async () => {
     const other = newEscrowKeyPair();
     const file = join(dir, 'other-key.hex');
     writeFileSync(file, toHex(other.sk));
@@ -256,7 +279,11 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
     writeFileSync(lying, JSON.stringify({ ...keyJson, kid: '0000000000000000' }));
     const garbage = join(dir, 'garbage.txt');
     writeFileSync(garbage, 'this is not a key at all');
-    const runs = await Promise.all([decrypt('--archive', archiveFile, '--key', short), decrypt('--archive', archiveFile, '--key', lying), decrypt('--archive', archiveFile, '--key', garbage)]);
+    const runs = await Promise.all([
+      decrypt('--archive', archiveFile, '--key', short),
+      decrypt('--archive', archiveFile, '--key', lying),
+      decrypt('--archive', archiveFile, '--key', garbage),
+    ]);
     for (const run of runs) {
       expect(run.code).toBe(2);
       expect(run.stdout).toBe('');
@@ -284,7 +311,10 @@ describe.concurrent('npm run decrypt on an archive exported from a live relay', 
     expect(run.stdout).toContain('UNREADABLE  line 3: not valid JSON');
     expect(run.stdout).toMatch(/UNREADABLE {2}line 5: not an archive line: env\.body/);
     // In file order: line 3 is reported between the envelopes of lines 2 and 4.
-    const order = run.stdout.split('\n').map((l) => l.split(' ')[0]).filter((w) => w === 'OPENED' || w === 'CLOSED' || w === 'UNREADABLE');
+    const order = run.stdout
+      .split('\n')
+      .map((l) => l.split(' ')[0])
+      .filter((w) => w === 'OPENED' || w === 'CLOSED' || w === 'UNREADABLE');
     expect(order).toHaveLength(sent.size);
     expect([order[2], order[4]]).toEqual(['UNREADABLE', 'UNREADABLE']);
     const intact = ids.filter((_, i) => i !== 2 && i !== 4).map((id) => sent.get(id)!);

@@ -28,7 +28,11 @@ interface Run {
   result: { summary: string; facts: Record<string, string | number | boolean> };
 }
 async function run(app: TestRelay, id: string): Promise<Run> {
-  const res = await fetch(`${app.url}/api/lab/scenarios/${id}/run`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' });
+  const res = await fetch(`${app.url}/api/lab/scenarios/${id}/run`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
   expect(res.status, await res.clone().text()).toBe(200);
   return (await res.json()) as Run;
 }
@@ -37,7 +41,7 @@ const regulatorKey = (app: TestRelay) => escrowKeyPairFromSecret(fromB64(app.reg
 const regulatorFingerprint = (app: TestRelay) => escrowFingerprint(fromB64(app.regulator.publicKey));
 
 describe('forged escrow field (scene 9)', () => {
-  it('forged escrow field is accepted by the relay but flagged by the regulator: the relay stored and delivered all of them, the regulator\'s key opens 0, the recipient opens all', async () => {
+  it("forged escrow field is accepted by the relay but flagged by the regulator: the relay stored and delivered all of them, the regulator's key opens 0, the recipient opens all", async () => {
     const app = await relay();
     const { result } = await run(app, 'forged-escrow');
     const mallory = await app.lab.bot('Mallory');
@@ -80,7 +84,12 @@ describe('pre-encryption (scene 10)', () => {
     expect(seen).toMatch(/^sbx1:[A-Za-z0-9+/=]+$/);
     expect(seen).not.toContain('north gate');
     expect(frank.m.messages.get(sent.id)?.text).toBe(seen);
-    expect(result.facts).toMatchObject({ 'sealed to the regulator': true, 'envelope opened by the regulator': true, 'regulator read the text': false, 'Frank read the text': true });
+    expect(result.facts).toMatchObject({
+      'sealed to the regulator': true,
+      'envelope opened by the regulator': true,
+      'regulator read the text': false,
+      'Frank read the text': true,
+    });
   });
 
   it('through the real relay under the tap: the escrow key opens only the outer layer, the shared key opens the text, another key opens nothing', async () => {
@@ -104,7 +113,7 @@ describe('pre-encryption (scene 10)', () => {
 });
 
 describe('swapped escrow key (scene 11)', () => {
-  it('the swapped key opens N of N messages sent under the swap, the regulator\'s opens 0 of them, and the pinned bot refused to send', async () => {
+  it("the swapped key opens N of N messages sent under the swap, the regulator's opens 0 of them, and the pinned bot refused to send", async () => {
     const app = await relay();
     const { result } = await run(app, 'swapped-escrow-key');
     const swappedKid = app.relay.getPolicy().escrowKid!;
@@ -132,11 +141,19 @@ describe('swapped escrow key (scene 11)', () => {
     expect([...grace.m.messages.values()].filter((m) => m.direction === 'out')).toEqual([]);
     expect(grace.refusals.length).toBe(1);
     expect(grace.refusals[0]).toContain(regulatorFingerprint(app));
-    expect(result.facts).toMatchObject({ 'sent under the swap': 2, 'opened by the swapped key': 2, 'opened by the regulator': 0, 'sealed to another key (console)': 2, 'regulator read the message before the swap': true, 'Grace (pinned) refused to send': true, 'regulator key fingerprint': regulatorFingerprint(app) });
+    expect(result.facts).toMatchObject({
+      'sent under the swap': 2,
+      'opened by the swapped key': 2,
+      'opened by the regulator': 0,
+      'sealed to another key (console)': 2,
+      'regulator read the message before the swap': true,
+      'Grace (pinned) refused to send': true,
+      'regulator key fingerprint': regulatorFingerprint(app),
+    });
     expect(app.lab.escrowKeys()).toMatchObject({ swapped: true, regulator: { kid: app.regulator.kid, fingerprint: regulatorFingerprint(app) } });
   });
 
-  it('the next scenario, and a reset, put the regulator\'s key back in the policy; the attacker keeps what it copied until the reset', async () => {
+  it("the next scenario, and a reset, put the regulator's key back in the policy; the attacker keeps what it copied until the reset", async () => {
     const app = await relay();
     await run(app, 'swapped-escrow-key');
     expect(app.relay.getPolicy().escrowKid).not.toBe(app.regulator.kid);
@@ -147,7 +164,11 @@ describe('swapped escrow key (scene 11)', () => {
     expect(app.lab.escrowKeys().swapped).toBe(false);
     await run(app, 'swapped-escrow-key');
     expect(app.lab.escrowKeys().swapped).toBe(true);
-    const res = await fetch(`${app.url}/api/lab/reset`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{"confirm":"reset"}' });
+    const res = await fetch(`${app.url}/api/lab/reset`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' },
+      body: '{"confirm":"reset"}',
+    });
     expect(res.status).toBe(200);
     expect(app.relay.escrowOverrideKey()).toBeNull();
     expect(app.lab.attacker.view().loot).toEqual([]);
@@ -179,7 +200,7 @@ describe('swapped escrow key (scene 11)', () => {
     // Unpinned Bob: sealed to the intruder, no warning.
     const bobEvents = bob.events.length;
     const quiet = bob.m.sendText(alice.m.pin, 'the intruder reads this');
-    await until(() => alice.m.messages.has(quiet.id), 'Alice gets Bob\'s');
+    await until(() => alice.m.messages.has(quiet.id), "Alice gets Bob's");
     expect(bob.events.slice(bobEvents).some((e) => e.type === 'error')).toBe(false);
     const line = app.regulator.archived(0, 100).find((l) => l.env.id === quiet.id)!;
     expect(openArchived(line, intruder).status).toBe('opened');
@@ -214,13 +235,13 @@ describe('swapped escrow key (scene 11)', () => {
     expect(() => alice.m.sendText(bob.m.pin, 'and another')).toThrow(EscrowPinError);
     // The swap undone: the pinned client sends again without a word.
     app.relay.setEscrowOverride(null);
-    await until(() => alice.m.policy?.escrowKid === app.regulator.kid, 'the regulator\'s key is back');
+    await until(() => alice.m.policy?.escrowKid === app.regulator.kid, "the regulator's key is back");
     expect(alice.m.escrowPin()).toMatchObject({ status: 'matches' });
     const back = alice.m.sendText(bob.m.pin, 'back to normal');
     await until(() => bob.m.messages.has(back.id), 'Bob gets it');
   });
 
-  it('a policy that names the regulator\'s key id with another key cannot make a pinned client skip its warning, nor an unpinned one seal a field that names one key and opens with another', async () => {
+  it("a policy that names the regulator's key id with another key cannot make a pinned client skip its warning, nor an unpinned one seal a field that names one key and opens with another", async () => {
     const app = await relay();
     app.regulator.setTap({ tap: true, scope: 'all', pins: [], announced: true });
     const alice = await user(app.wsUrl, 'Alice');
@@ -236,12 +257,12 @@ describe('swapped escrow key (scene 11)', () => {
     // Bob (unpinned) seals under the key id of the key itself: the relay refuses it, visibly.
     await knows(bob, alice.m.pin);
     const sent = bob.m.sendText(alice.m.pin, 'refused, not silently mislabelled');
-    await until(() => bob.m.messages.get(sent.id)?.state === 'failed', 'Bob\'s message fails');
+    await until(() => bob.m.messages.get(sent.id)?.state === 'failed', "Bob's message fails");
     expect(bob.events.some((e) => e.type === 'error' && e.code === ErrorCode.EscrowRequired)).toBe(true);
     expect(app.store.envelopeMetadata(sent.id)).toBeUndefined();
   });
 
-  it('a participant cannot swap the key: there is no client frame or route for it without the admin token, and a pin lives only in its own tab\'s storage', async () => {
+  it("a participant cannot swap the key: there is no client frame or route for it without the admin token, and a pin lives only in its own tab's storage", async () => {
     const app = await relay();
     app.regulator.setTap({ tap: true, scope: 'all', pins: [], announced: true });
     const epoch = app.relay.getPolicy().epoch;
@@ -254,15 +275,24 @@ describe('swapped escrow key (scene 11)', () => {
     expect(errors().map((f) => f.type === 'error' && f.code)).toEqual([ErrorCode.BadFrame, ErrorCode.BadFrame]);
     expect(app.relay.getPolicy().epoch).toBe(epoch);
     expect(app.relay.getPolicy().escrowKid).toBe(app.regulator.kid);
-    for (const [method, path] of [['GET', '/api/lab/escrow'], ['POST', '/api/lab/escrow'], ['POST', '/api/lab/scenarios/swapped-escrow-key/run']] as const) {
+    for (const [method, path] of [
+      ['GET', '/api/lab/escrow'],
+      ['POST', '/api/lab/escrow'],
+      ['POST', '/api/lab/scenarios/swapped-escrow-key/run'],
+    ] as const) {
       const res = await fetch(`${app.url}${path}`, { method, headers: { 'content-type': 'application/json' }, ...(method === 'POST' ? { body: '{}' } : {}) });
       expect(res.status, `${method} ${path}`).toBe(401);
     }
     expect(app.relay.escrowOverrideKey()).toBeNull();
     expect(app.lab.attacker.view().loot).toEqual([]);
     // With the token, the panel reads the fingerprints (and cannot set one: there is no such route).
-    const keys = (await (await fetch(`${app.url}/api/lab/escrow`, { headers: { authorization: `Bearer ${app.adminToken}` } })).json()) as { regulator: { fingerprint: string }; swapped: boolean };
+    const keys = (await (await fetch(`${app.url}/api/lab/escrow`, { headers: { authorization: `Bearer ${app.adminToken}` } })).json()) as {
+      regulator: { fingerprint: string };
+      swapped: boolean;
+    };
     expect(keys).toMatchObject({ regulator: { fingerprint: regulatorFingerprint(app) }, swapped: false });
-    expect((await fetch(`${app.url}/api/lab/escrow`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' })).status).toBe(404);
+    expect(
+      (await fetch(`${app.url}/api/lab/escrow`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' })).status,
+    ).toBe(404);
   });
 });

@@ -90,7 +90,12 @@ describe('groups nobody can join uninvited', () => {
     // Not one of them is inside the group thread, and the group's members are unchanged everywhere.
     for (const u of [alice, bob]) {
       expect(u.m.messagesIn(made.id).map((m) => m.from)).not.toContain(mallory.identity.pin);
-      expect(u.m.groups.get(made.id)?.members.map((m) => m.pin).sort()).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].sort());
+      expect(
+        u.m.groups
+          .get(made.id)
+          ?.members.map((m) => m.pin)
+          .sort(),
+      ).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].sort());
       const chat = u.m.chats().find((c) => c.chat === made.id)!;
       expect(chat.members.sort()).toEqual([alice.m.pin, bob.m.pin, carol.m.pin].filter((p) => p !== u.m.pin).sort());
     }
@@ -107,7 +112,7 @@ describe('groups nobody can join uninvited', () => {
     expect(events?.recipients.split(',').sort()).toEqual([alice.m.pin, carol.m.pin].sort());
   });
 
-  it('a member who adds an outsider to a group message\'s recipients is shown apart, and the outsider is never added', async () => {
+  it("a member who adds an outsider to a group message's recipients is shown apart, and the outsider is never added", async () => {
     const app = await relay();
     const alice = await member(app, 'Alice');
     const bob = await raw(app, 'Bob'); // a real member whose client misbehaves
@@ -156,7 +161,7 @@ describe('groups nobody can join uninvited', () => {
 
     // Dave is in: his reply reaches Alice and Bob inside the group.
     const hello = dave.m.sendGroup(made.id, 'thanks for having me');
-    await until(() => alice.m.messages.has(hello.id) && bob.m.messages.has(hello.id), 'Dave\'s message arrives');
+    await until(() => alice.m.messages.has(hello.id) && bob.m.messages.has(hello.id), "Dave's message arrives");
     expect(bob.m.messages.get(hello.id)).toMatchObject({ chat: made.id, state: 'received' });
     expect(hello.to.sort()).toEqual([alice.m.pin, bob.m.pin].sort());
 
@@ -168,7 +173,7 @@ describe('groups nobody can join uninvited', () => {
     expect(after.to.sort()).toEqual([alice.m.pin, dave.m.pin].sort());
   });
 
-  it('a member\'s own client refuses to send to a group it was removed from, and names the removal', async () => {
+  it("a member's own client refuses to send to a group it was removed from, and names the removal", async () => {
     const app = await relay();
     const alice = await member(app, 'Alice');
     const bob = await member(app, 'Bob');

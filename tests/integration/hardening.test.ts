@@ -288,11 +288,17 @@ async function fullSession(baseUrl: string, token: string): Promise<SessionSecre
   const sendAndWait = async (from: TestUser, to: TestUser[], text: string, group?: string) => {
     let msg: ChatMessage;
     if (group !== undefined) {
-      const made = from.m.createGroup(group, to.map((u) => u.m.pin));
+      const made = from.m.createGroup(
+        group,
+        to.map((u) => u.m.pin),
+      );
       await until(() => to.every((u) => u.m.messages.has(made.message.id)), `the group note of "${group}" delivered`);
       msg = from.m.sendGroup(made.id, text);
     } else {
-      msg = from.m.sendText(to.map((u) => u.m.pin), text);
+      msg = from.m.sendText(
+        to.map((u) => u.m.pin),
+        text,
+      );
     }
     await until(() => to.every((u) => u.m.messages.get(msg.id)?.text === text), `"${text}" delivered`);
   };
@@ -307,7 +313,8 @@ async function fullSession(baseUrl: string, token: string): Promise<SessionSecre
   const archive = await (await fetch(`${baseUrl}/api/regulator/archive.jsonl`, { headers: auth })).text();
   expect(archive.split('\n').filter(Boolean).length).toBeGreaterThanOrEqual(4);
   // Wrong tokens, as a curious student would try them.
-  for (const bad of [`${token}x`, token.slice(1), 'admin']) await fetch(`${baseUrl}/api/regulator/tap`, { method: 'POST', headers: { ...auth, authorization: `Bearer ${bad}` }, body: '{"tap":false}' });
+  for (const bad of [`${token}x`, token.slice(1), 'admin'])
+    await fetch(`${baseUrl}/api/regulator/tap`, { method: 'POST', headers: { ...auth, authorization: `Bearer ${bad}` }, body: '{"tap":false}' });
   await fetch(`${baseUrl}/api/regulator/tap`, { headers: { authorization: `Bearer ${token}` }, method: 'POST', body: 'not json' });
   const console = new WebSocket(`${wsUrl}/regulator`);
   await new Promise((r) => console.once('open', r));
@@ -348,7 +355,11 @@ describe('logs', () => {
     const text = log.lines.join('\n');
     const leaks = scan(text, session);
     const tokenHits = findSecret(text, token);
-    reportFigures('log scan (in process, memoryLogger)', { 'log lines': log.lines.length, 'secrets searched (each in hex and base64)': session.secrets.length + 1, 'secrets found': leaks.length + tokenHits.length });
+    reportFigures('log scan (in process, memoryLogger)', {
+      'log lines': log.lines.length,
+      'secrets searched (each in hex and base64)': session.secrets.length + 1,
+      'secrets found': leaks.length + tokenHits.length,
+    });
     // It did log, and the lines a careless logger would fill with secrets are there: logins, the tap,
     // the key export, refused admin requests.
     for (const line of [' login ', ' tap changed ', ' escrow key exported ', ' admin request refused ']) expect(text).toContain(line);
@@ -364,7 +375,10 @@ describe('logs', () => {
   it("the real server's output holds the admin token exactly once, in the teacher's console link, and no key or plaintext", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bdl-main-'));
     const token = `tok-${toB64(newIdentity().signPk.slice(0, 18)).replace(/[+/=]/g, 'y')}`;
-    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--port', '0', '--data', dir, '--admin-token', token], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--port', '0', '--data', dir, '--admin-token', token], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     cleanup.push(() => {
       if (child.exitCode === null) child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

@@ -71,8 +71,8 @@ async function flood(c: RawClient, to: { pin: string; signPk: Uint8Array }, n: n
   if (accepted.size < n) throw new Error(`only ${accepted.size} of ${n} accepted`);
 }
 
-describe('a victim\'s client against other participants', () => {
-  it('a message stamped a day ahead is placed by arrival, not by its timestamp: a later message is the chat\'s newest and its preview, and the far-off clock is marked', async () => {
+describe("a victim's client against other participants", () => {
+  it("a message stamped a day ahead is placed by arrival, not by its timestamp: a later message is the chat's newest and its preview, and the far-off clock is marked", async () => {
     const app = await relay();
     const alice = await member(app, 'Alice');
     const bob = await member(app, 'Bob');
@@ -87,14 +87,14 @@ describe('a victim\'s client against other participants', () => {
     const pinned = await sendRaw(mallory, [rcpt(alice), rcpt(bob)], made.id, { text: 'Exam moved to room 12', group: state }, future);
     await until(() => bob.m.messages.has(pinned.id), 'Bob receives it');
     const later = alice.m.sendGroup(made.id, 'No it is not, exam stays in room 3');
-    await until(() => bob.m.messages.has(later.id), 'Bob receives Alice\'s correction');
+    await until(() => bob.m.messages.has(later.id), "Bob receives Alice's correction");
 
     const thread = bob.m.messagesIn(made.id);
     expect(thread.map((m) => m.id)).toEqual([made.message.id, pinned.id, later.id]);
     expect(bob.m.chats().find((c) => c.chat === made.id)!.last!.id).toBe(later.id);
     const marked = bob.m.messages.get(pinned.id)!;
-    expect(marked.ts, 'the sender\'s own timestamp is kept for display').toBe(future);
-    expect(marked.clockAheadMs, 'the sender\'s clock is marked as about a day ahead').toBeGreaterThan(23 * 3600_000);
+    expect(marked.ts, "the sender's own timestamp is kept for display").toBe(future);
+    expect(marked.clockAheadMs, "the sender's clock is marked as about a day ahead").toBeGreaterThan(23 * 3600_000);
     expect(bob.m.messages.get(later.id)!.clockAheadMs, 'an honest clock is not marked').toBeUndefined();
   });
 
@@ -126,10 +126,16 @@ describe('a victim\'s client against other participants', () => {
     const strangers = await Promise.all([0, 1, 2, 3].map((i) => raw(app, `Stranger ${i}`)));
     await until(() => strangers.every((s) => victim.m.directory.has(s.identity.pin)) && victim.m.directory.has(alice.m.pin), 'the victim knows everyone');
     await knows(alice, victim.m.pin);
-    const group = createGroup(strangers[0]!.identity, 'Workshop', [{ pin: victim.m.pin, pk: toB64(victim.m.identity.signPk) }, ...strangers.slice(1).map((s) => ({ pin: s.identity.pin, pk: toB64(s.identity.signPk) }))]);
+    const group = createGroup(strangers[0]!.identity, 'Workshop', [
+      { pin: victim.m.pin, pk: toB64(victim.m.identity.signPk) },
+      ...strangers.slice(1).map((s) => ({ pin: s.identity.pin, pk: toB64(s.identity.signPk) })),
+    ]);
     const members = group.members.map((x) => ({ pin: x.pin, signPk: fromB64(x.pk) }));
     const others = (s: RawClient) => members.filter((x) => x.pin !== s.identity.pin);
-    strangers[0]!.send({ type: 'send', env: sealEnvelope({ sender: strangers[0]!.identity, to: others(strangers[0]!), conv: group.id, body: { text: '', group, note: 'group-created' } }).env });
+    strangers[0]!.send({
+      type: 'send',
+      env: sealEnvelope({ sender: strangers[0]!.identity, to: others(strangers[0]!), conv: group.id, body: { text: '', group, note: 'group-created' } }).env,
+    });
     await until(() => victim.m.groups.get(group.id) !== undefined, 'the victim holds the group');
     // What the chat page does with the group open: every render (one per incoming frame at worst)
     // marks the open chat read (client/ui/chat.ts markSeen).
@@ -163,7 +169,7 @@ describe('a victim\'s client against other participants', () => {
     clearInterval(timer);
     await new Promise((r) => setTimeout(r, 500)); // the last answers
     await until(() => [...accepted].every((id) => victim.m.messages.has(id)), 'the victim has every accepted message', 20_000);
-    await until(() => app.store.queueLoad(victim.m.pin).envelopes === 0, 'the victim\'s queue drains', 10_000);
+    await until(() => app.store.queueLoad(victim.m.pin).envelopes === 0, "the victim's queue drains", 10_000);
     clearInterval(acker);
     const honest = alice.m.sendText(victim.m.pin, 'are you still there?');
     await until(() => victim.m.messages.has(honest.id), 'an honest DM reaches the victim');
@@ -172,9 +178,11 @@ describe('a victim\'s client against other participants', () => {
     const elapsed = (Date.now() - startedAt) / 1000;
     const refused = victimEvents.filter((e) => e.type === 'error' && e.code === 'rate_limited').length;
     const offline = victimEvents.filter((e) => e.type === 'status' && e.status === 'offline').length;
-    console.log(`[figures] flood of ${accepted.size} group messages in ${seconds} s (4 senders × 20/s): the victim sent ${delta('ack')} ack frames (${(delta('ack') / seconds).toFixed(1)}/s) and ${delta('read')} read frames (${(delta('read') / seconds).toFixed(1)}/s); rate_limited ${refused}, offline ${offline}, relay flood closes ${app.relay.stats.floodCloses}, receipts paced ${app.relay.stats.receiptsPaced}`);
+    console.log(
+      `[figures] flood of ${accepted.size} group messages in ${seconds} s (4 senders × 20/s): the victim sent ${delta('ack')} ack frames (${(delta('ack') / seconds).toFixed(1)}/s) and ${delta('read')} read frames (${(delta('read') / seconds).toFixed(1)}/s); rate_limited ${refused}, offline ${offline}, relay flood closes ${app.relay.stats.floodCloses}, receipts paced ${app.relay.stats.receiptsPaced}`,
+    );
     // Not a throughput figure (the machine may be busy): only that the flood was a flood.
-    expect(accepted.size, 'the strangers\' messages accepted').toBeGreaterThan(300);
+    expect(accepted.size, "the strangers' messages accepted").toBeGreaterThan(300);
     expect({ refused, offline, floodCloses: app.relay.stats.floodCloses }).toEqual({ refused: 0, offline: 0, floodCloses: 0 });
     expect(victim.m.messagesIn(group.id).filter((m) => m.direction === 'in').length, 'every message kept (and the note)').toBe(accepted.size + 1);
     // The client's own budgets, whatever the machine's load: acks 10 + 10/s, reads 4 + 4/s (with one in flight).
@@ -191,7 +199,10 @@ describe('a victim\'s client against other participants', () => {
     for (let i = 0; i < 300; i++) c.send({ type: 'ack', qids: [i + 1_000_000] });
     for (let i = 0; i < 300; i++) c.send({ type: 'read', to: other.identity.pin, ids: [id(i)] });
     // Then as many sends as the frame burst allows: none is refused, the acks took nothing from it.
-    const envs = Array.from({ length: 50 }, () => sealEnvelope({ sender: c.identity, to: [{ pin: other.identity.pin, signPk: other.identity.signPk }], conv: 'dm', body: { text: 'after the acks' } }).env);
+    const envs = Array.from(
+      { length: 50 },
+      () => sealEnvelope({ sender: c.identity, to: [{ pin: other.identity.pin, signPk: other.identity.signPk }], conv: 'dm', body: { text: 'after the acks' } }).env,
+    );
     for (const env of envs) c.send({ type: 'send', env });
     await until(() => envs.every((env) => c.frames.some((f) => f.type === 'accepted' && f.id === env.id)), 'every send after the acks accepted', 15_000);
     const limited = () => c.frames.filter((f) => f.type === 'error' && f.code === 'rate_limited').length;
@@ -238,7 +249,9 @@ describe('a victim\'s client against other participants', () => {
     const strangerPins = new Set(strangers.map((s) => s.identity.pin));
     const fromStrangers = saved.messages.filter((m) => strangerPins.has(m.from));
     const strangerChars = fromStrangers.reduce((n, m) => n + JSON.stringify(m).length, 0);
-    console.log(`[figures] after ${total} messages (${4 * 57} of 24,000 escaped characters): Alice's storage ${used} UTF-16 units of the browser's 5,242,880; strangers' messages saved ${fromStrangers.length} (${strangerChars} characters); not saved: ${report.notSaved.map((c) => c.messages).join('+')} in ${report.notSaved.length} chats; writes refused ${browser.refused}`);
+    console.log(
+      `[figures] after ${total} messages (${4 * 57} of 24,000 escaped characters): Alice's storage ${used} UTF-16 units of the browser's 5,242,880; strangers' messages saved ${fromStrangers.length} (${strangerChars} characters); not saved: ${report.notSaved.map((c) => c.messages).join('+')} in ${report.notSaved.length} chats; writes refused ${browser.refused}`,
+    );
     expect(browser.refused, 'writes the storage refused').toBe(0);
     expect(report.failed).toEqual([]);
     expect(strangerChars).toBeLessThanOrEqual(SAVE_BUDGET.otherTotal);
@@ -252,7 +265,7 @@ describe('a victim\'s client against other participants', () => {
     reloaded.stop();
   }, 120_000);
 
-  it('with the browser\'s storage full, every message is still acknowledged and shown and a new group still joined; the messenger says plainly what was not kept, and says so no longer once there is room', async () => {
+  it("with the browser's storage full, every message is still acknowledged and shown and a new group still joined; the messenger says plainly what was not kept, and says so no longer once there is room", async () => {
     const app = await relay();
     const browser = new QuotaStorage();
     const alice = await member(app, 'Alice', browser.person('Alice'));
@@ -274,7 +287,10 @@ describe('a victim\'s client against other participants', () => {
     const failed = alice.m.storageReport().failed.map((f) => f.key);
     expect(failed).toEqual(expect.arrayContaining(['backdoor-lab.state', 'backdoor-lab.groups']));
     expect(alice.m.storageReport().failed.find((f) => f.key === 'backdoor-lab.state')?.what).toBe('your message history');
-    expect(reports.some((r) => r.includes('backdoor-lab.state')), 'a storage event said so').toBe(true);
+    expect(
+      reports.some((r) => r.includes('backdoor-lab.state')),
+      'a storage event said so',
+    ).toBe(true);
 
     // A new person opened in this full browser: her keys cannot be kept, and she is told.
     const carol = await member(app, 'Carol', browser.person('Carol'));

@@ -169,7 +169,7 @@ async function childRelay(files: number | null, more: string[] = []): Promise<{ 
 // Finding 1: connections that never finish their HTTP request
 
 describe('connections before the WebSocket upgrade', () => {
-  it('of 600 connections from one address that never finish their request line, at most rawConnectionsPerAddress (256) are held: each one past it closes that address\'s oldest, and another address still gets the page', async () => {
+  it("of 600 connections from one address that never finish their request line, at most rawConnectionsPerAddress (256) are held: each one past it closes that address's oldest, and another address still gets the page", async () => {
     const app = await relay();
     const held = Array.from({ length: 600 }, () => holdOpen(app.port, '127.0.0.2'));
     await Promise.all(held.map(connectedOrClosed));
@@ -212,8 +212,9 @@ describe('connections before the WebSocket upgrade', () => {
     expect(app.server.maxConnections).toBe(DEFAULT_EDGE_LIMITS.maxConnections);
   });
 
-  it('the server holds fewer connections than the open-file limit: a tenth of it (at least 64) is kept for the relay\'s own files, read from /proc/self/limits, with a safe default where it cannot be read', () => {
-    const limits = 'Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n';
+  it("the server holds fewer connections than the open-file limit: a tenth of it (at least 64) is kept for the relay's own files, read from /proc/self/limits, with a safe default where it cannot be read", () => {
+    const limits =
+      'Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n';
     expect(openFilesLimit(limits)).toBe(1024);
     expect(connectionCeiling(1024)).toBe(1024 - 103);
     expect(connectionCeiling(256)).toBe(256 - 64);
@@ -226,7 +227,7 @@ describe('connections before the WebSocket upgrade', () => {
     expect(DEFAULT_EDGE_LIMITS.maxConnections).toBeLessThan(mine ?? Number.POSITIVE_INFINITY);
   });
 
-  it('at the process\'s open-file limit (a relay with 256 files), 400 connections from one address that never finish a request lock nobody out: another address gets the page and the login challenge', async () => {
+  it("at the process's open-file limit (a relay with 256 files), 400 connections from one address that never finish a request lock nobody out: another address gets the page and the login challenge", async () => {
     const child = await childRelay(256, ['--quiet']);
     const held = Array.from({ length: 400 }, () => holdOpen(child.port, '127.0.0.2', 'GET / HTT'));
     await sleep(1500); // every one connected (or refused) by now
@@ -259,7 +260,7 @@ describe('connections before the WebSocket upgrade', () => {
 // Finding 7: totals that a few addresses could take for everyone
 
 describe('totals that a few addresses cannot take for everyone', () => {
-  it('console sockets without the token have a small cap of their own and never count toward the consoles\' total: 4 addresses holding all they may do not keep the teacher on the laptop out', async () => {
+  it("console sockets without the token have a small cap of their own and never count toward the consoles' total: 4 addresses holding all they may do not keep the teacher on the laptop out", async () => {
     const app = await relay({ limits: { consoleAuthTimeoutMs: 60_000 } }); // held for the whole test, as an attacker reopening them would
     const url = `${app.wsUrl}/regulator`;
     let opened = 0;
@@ -422,7 +423,8 @@ describe('logged-in sockets that never read', () => {
     let sent = 0;
     // The first sink gets three envelopes for each one the others get: its backlog is the largest.
     while (app.relay.stats.unsentTotalCuts === 0 && sent < 5000) {
-      for (const [i, s] of sinks.entries()) for (let k = 0; k < (i === 0 ? 3 : 1); k++, sent++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, s.identity, 30_000) });
+      for (const [i, s] of sinks.entries())
+        for (let k = 0; k < (i === 0 ? 3 : 1); k++, sent++) sender.send({ type: 'send', env: bigEnvelope(sender.identity, s.identity, 30_000) });
       await sleep(5);
       maxTotal = Math.max(maxTotal, app.relay.unsentTotal());
     }
@@ -462,7 +464,7 @@ describe('logged-in sockets that never read', () => {
 // Finding 5: the regulator's archive
 
 describe("the regulator's archive", () => {
-  it('stays within archiveMaxBytes: past it the oldest intercepts are deleted, the audit log, the console and the teacher\'s log say so plainly, and every envelope the relay accepted is still delivered', async () => {
+  it("stays within archiveMaxBytes: past it the oldest intercepts are deleted, the audit log, the console and the teacher's log say so plainly, and every envelope the relay accepted is still delivered", async () => {
     const cap = 600_000;
     const log = memoryLogger();
     const app = await relay({ log, limits: { ...UNLIMITED, archiveMaxBytes: cap } });
@@ -488,8 +490,13 @@ describe("the regulator's archive", () => {
     expect(app.regulator.archiveSize()).toBeLessThan(count);
     expect(app.regulator.archived(0, 1)[0]!.seq, 'the oldest are gone').toBeGreaterThan(1);
     expect(app.regulator.archived(0, 1000).at(-1)!.seq, 'the newest is kept').toBe(count);
-    const entry = app.regulator.auditLog().filter((a) => a.action === 'archive full').at(-1); // the first (the log is newest first)
-    expect(entry?.detail).toMatch(/the archive reached its cap of 0\.6 MiB: the oldest \d+ intercepts \(seq 1-\d+, [\d.]+ MiB\) were deleted to make room, and the regulator can no longer read them \(the messages themselves were delivered\)/);
+    const entry = app.regulator
+      .auditLog()
+      .filter((a) => a.action === 'archive full')
+      .at(-1); // the first (the log is newest first)
+    expect(entry?.detail).toMatch(
+      /the archive reached its cap of 0\.6 MiB: the oldest \d+ intercepts \(seq 1-\d+, [\d.]+ MiB\) were deleted to make room, and the regulator can no longer read them \(the messages themselves were delivered\)/,
+    );
     await until(() => frames.some((f) => f.type === 'state' && f.audit?.some((a) => a.action === 'archive full')), 'the console told');
     expect(log.lines.some((l) => l.includes('intercept archive full: oldest intercepts deleted'))).toBe(true);
     // Nothing the relay accepted is lost: the archive is the regulator's copy, not the queue.
@@ -502,7 +509,10 @@ describe("the regulator's archive", () => {
   it('main.ts takes the cap as --archive-max-mib, prints it, and refuses a value that is not a number of MiB with exit code 2', async () => {
     const child = await childRelay(null, ['--quiet', '--archive-max-mib', '3']);
     expect(child.out()).toMatch(/intercept archive: +at most 3 MiB; past it the oldest intercepts are deleted/);
-    const bad = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--archive-max-mib', 'lots'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const bad = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', '--ephemeral', '--port', '0', '--archive-max-mib', 'lots'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let err = '';
     bad.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((r) => bad.once('exit', (c) => r(c)));
@@ -583,8 +593,14 @@ describe('the welcome page', () => {
     const welcome = newcomer.frames.find((f) => f.type === 'welcome');
     const page = welcome?.type === 'welcome' ? welcome.directory : [];
     expect(page).toHaveLength(50);
-    expect(page.every((d) => d.online), 'online users first: 64 online fill the page').toBe(true);
-    expect(page.slice(0, 3).map((d) => d.pin), 'the latest senders, then the earliest registered').toEqual([carol.identity.pin, bob.identity.pin, dave.identity.pin]);
+    expect(
+      page.every((d) => d.online),
+      'online users first: 64 online fill the page',
+    ).toBe(true);
+    expect(
+      page.slice(0, 3).map((d) => d.pin),
+      'the latest senders, then the earliest registered',
+    ).toEqual([carol.identity.pin, bob.identity.pin, dave.identity.pin]);
     // Once the idle identities leave, offline the latest sender comes before them, though they were seen later.
     for (const s of sybils) s.close();
     await until(() => app.relay.onlineCount() === 4, 'the idle identities offline');
@@ -697,7 +713,8 @@ describe('login churn', () => {
   it('each welcome is charged to the output budget, which stays with the PIN between its connections: logging in again and again leaves no budget to send', async () => {
     const app = await relay({ limits: { outputBurstBytes: 200_000, outputBytesPerSecond: 1 } });
     app.store.db.transaction(() => {
-      for (let i = 0; i < 300; i++) app.store.upsertUser(randomBytes(4).toString('hex').toUpperCase(), randomBytes(32).toString('base64'), `filler ${i} ${'x'.repeat(30)}`, Date.now());
+      for (let i = 0; i < 300; i++)
+        app.store.upsertUser(randomBytes(4).toString('hex').toUpperCase(), randomBytes(32).toString('base64'), `filler ${i} ${'x'.repeat(30)}`, Date.now());
     })();
     const me = newIdentity();
     const peer = await loggedIn(app, 'Peer');

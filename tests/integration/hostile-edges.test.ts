@@ -492,7 +492,10 @@ describe("the teacher's token", () => {
     const locked = await call(TOKEN);
     expect(locked.status).toBe(429);
     expect(locked.headers.get('retry-after')).toBe('1');
-    expect((await locked.json()) as { message: string }).toMatchObject({ error: 'too_many_failures', message: expect.stringMatching(/too many wrong admin tokens from your address: try again in 1 s/) });
+    expect((await locked.json()) as { message: string }).toMatchObject({
+      error: 'too_many_failures',
+      message: expect.stringMatching(/too many wrong admin tokens from your address: try again in 1 s/),
+    });
     const console_ = (await upgrade(`${app.wsUrl}/regulator`)) as Refused;
     expect(console_.status).toBe(429);
     expect(console_.headers['retry-after']).toBe('1');
@@ -578,10 +581,13 @@ describe('display names and the log', () => {
       expect(error.code, what).toBe(ErrorCode.BadFrame);
       expect(error.message, what).toMatch(/^name: name must not contain/);
       expect(error.message, what).toMatch(message);
-      expect(c.frames.some((f) => f.type === 'welcome'), what).toBe(false);
+      expect(
+        c.frames.some((f) => f.type === 'welcome'),
+        what,
+      ).toBe(false);
     }
     // Plain names, accents, emoji and inner plain spaces are fine.
-    for (const name of ['Zoë 🐝', 'Ana María', '李雷', 'Ørjan', 'O\'Brien-Smith']) expect(DisplayName.safeParse(name).success, name).toBe(true);
+    for (const name of ['Zoë 🐝', 'Ana María', '李雷', 'Ørjan', "O'Brien-Smith"]) expect(DisplayName.safeParse(name).success, name).toBe(true);
   });
 
   it('a hostile value (C0 and C1 controls, bidi overrides, U+2028, zero-width, a lone surrogate) reaches the log line only escaped', async () => {
@@ -602,7 +608,9 @@ describe('display names and the log', () => {
     cleanup.push(() => socket.destroy());
     await new Promise<void>((r) => socket.once('connect', () => r()));
     const head = Buffer.concat([
-      Buffer.from(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${app.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://x`),
+      Buffer.from(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${app.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://x`,
+      ),
       Buffer.from([0x9b, 0x33, 0x31, 0x6d, 0x85, 0xe2, 0x80, 0xae]),
       Buffer.from('.example\r\n\r\n'),
     ]);

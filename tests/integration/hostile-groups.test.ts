@@ -77,14 +77,23 @@ describe('groups against a hostile member', () => {
     for (const u of [alice, bob]) {
       for (const id of [created.id, changed.id]) {
         const seen = u.m.messages.get(id)!;
-        expect({ chat: seen.chat, note: seen.note ?? null, flag: seen.flag?.code }).toEqual({ chat: `apart:${made.id}:${mallory.m.pin}`, note: null, flag: GroupFailure.NoteNotFromCreator });
+        expect({ chat: seen.chat, note: seen.note ?? null, flag: seen.flag?.code }).toEqual({
+          chat: `apart:${made.id}:${mallory.m.pin}`,
+          note: null,
+          flag: GroupFailure.NoteNotFromCreator,
+        });
       }
       expect(u.m.groups.get(made.id)?.version).toBe(1);
-      expect(u.m.messagesIn(made.id).filter((m) => m.note).map((m) => m.from)).toEqual([alice.m.pin]);
+      expect(
+        u.m
+          .messagesIn(made.id)
+          .filter((m) => m.note)
+          .map((m) => m.from),
+      ).toEqual([alice.m.pin]);
     }
   });
 
-  it('a member being removed cannot block the removal by filling her own queue: the remaining members get the change note, the creator\'s screen says plainly which note is waiting, it is retried with the same signed list, and Bob never seals to her again', async () => {
+  it("a member being removed cannot block the removal by filling her own queue: the remaining members get the change note, the creator's screen says plainly which note is waiting, it is retried with the same signed list, and Bob never seals to her again", async () => {
     const app = await relay();
     const alice = await member(app, 'Alice'); // creator
     const bob = await member(app, 'Bob');
@@ -105,7 +114,7 @@ describe('groups against a hostile member', () => {
     // Alice removes Mallory: the note to Bob is accepted, the one to Mallory is refused (queue_full).
     const change = alice.m.changeGroup(made.id, { remove: [mallory.identity.pin] });
     await until(() => bob.m.groups.get(made.id)?.version === 2, 'Bob holds version 2', 10_000);
-    await until(() => (alice.m.messages.get(change.id)?.waiting?.length ?? 0) > 0, 'Alice\'s screen says a part of the note is waiting');
+    await until(() => (alice.m.messages.get(change.id)?.waiting?.length ?? 0) > 0, "Alice's screen says a part of the note is waiting");
     const waiting = alice.m.messages.get(change.id)!.waiting!;
     expect(waiting).toEqual([expect.objectContaining({ to: [mallory.identity.pin], code: 'queue_full' })]);
     expect(alice.m.messages.get(change.id)!.state, 'the note itself went out').not.toBe('failed');
@@ -114,21 +123,29 @@ describe('groups against a hostile member', () => {
     // Mallory comes back and reads her queue: the retry reaches her with the same signed list.
     const back = await rawClient(app.wsUrl, { identity: mallory.identity, name: 'Mallory', onCleanup: (fn) => cleanups.push(fn) });
     let acked = 0;
-    await until(() => {
-      const qids = back.frames.flatMap((f) => (f.type === 'envelope' ? [f.qid] : [])).slice(acked);
-      for (let i = 0; i < qids.length; i += 1000) back.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
-      acked += qids.length;
-      return back.frames.some((f) => f.type === 'envelope' && f.env.conv === made.id && f.env.to.length === 1 && f.env.to[0] === mallory.identity.pin);
-    }, 'the removal notice reaches Mallory on a retry', 30_000);
+    await until(
+      () => {
+        const qids = back.frames.flatMap((f) => (f.type === 'envelope' ? [f.qid] : [])).slice(acked);
+        for (let i = 0; i < qids.length; i += 1000) back.send({ type: 'ack', qids: qids.slice(i, i + 1000) });
+        acked += qids.length;
+        return back.frames.some((f) => f.type === 'envelope' && f.env.conv === made.id && f.env.to.length === 1 && f.env.to[0] === mallory.identity.pin);
+      },
+      'the removal notice reaches Mallory on a retry',
+      30_000,
+    );
     const notice = back.frames.find((f): f is Extract<typeof f, { type: 'envelope' }> => f.type === 'envelope' && f.env.conv === made.id && f.env.to[0] === mallory.identity.pin)!;
     expect(notice.env.from).toBe(alice.m.pin);
     expect(notice.env.id, 'the same envelope the relay refused, sent again').toBe(waiting[0]!.env);
-    await until(() => (alice.m.messages.get(change.id)?.waiting?.length ?? 0) === 0, 'Alice\'s screen no longer says anything is waiting', 10_000);
+    await until(() => (alice.m.messages.get(change.id)?.waiting?.length ?? 0) === 0, "Alice's screen no longer says anything is waiting", 10_000);
 
     const secret = bob.m.sendGroup(made.id, 'now that Mallory is gone: the plan is...');
     await until(() => bob.m.messages.get(secret.id)?.state !== 'sending', 'the relay answers');
     await sleep(300);
     const malloryReadsIt = back.frames.some((f) => f.type === 'envelope' && f.env.id === secret.id);
-    expect({ bobVersion: bob.m.groups.get(made.id)?.version, to: bob.m.messages.get(secret.id)!.to, malloryReadsIt }).toEqual({ bobVersion: 2, to: [alice.m.pin], malloryReadsIt: false });
+    expect({ bobVersion: bob.m.groups.get(made.id)?.version, to: bob.m.messages.get(secret.id)!.to, malloryReadsIt }).toEqual({
+      bobVersion: 2,
+      to: [alice.m.pin],
+      malloryReadsIt: false,
+    });
   }, 120_000);
 });

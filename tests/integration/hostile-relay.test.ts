@@ -185,7 +185,7 @@ describe('directory: no number of identities locks anyone out', () => {
 
     reportFigures('directory lockout', {
       'users in the directory': total,
-      'name': `40 characters, ${JSON.stringify(ESCAPED_NAME).length - 2} as JSON`,
+      name: `40 characters, ${JSON.stringify(ESCAPED_NAME).length - 2} as JSON`,
       'the whole directory as JSON (what every welcome carried before)': wholeDirectory,
       'slow-consumer bound': DEFAULT_LIMITS.maxBufferedBytes,
       'welcome entries / bytes now': `${welcome.directory.length} / ${welcomeBytes}`,
@@ -315,8 +315,8 @@ describe('directory: no number of identities locks anyone out', () => {
 
 // ---------------------------------------------------------------------------
 
-describe('queue quota: one participant cannot fill another\'s queue', () => {
-  it('one sender\'s share of an offline recipient\'s queue is 250 envelopes: the 251st gets queue_full naming the recipient with ref, and the recipient later receives all 250, none lost', async () => {
+describe("queue quota: one participant cannot fill another's queue", () => {
+  it("one sender's share of an offline recipient's queue is 250 envelopes: the 251st gets queue_full naming the recipient with ref, and the recipient later receives all 250, none lost", async () => {
     const app = await relay(OPEN_RATES);
     const bob = newIdentity();
     await register(app, bob, 'Bob');
@@ -338,7 +338,7 @@ describe('queue quota: one participant cannot fill another\'s queue', () => {
     expect(retry.accepted.length).toBe(1);
   }, 30_000);
 
-  it('a recipient\'s whole queue is bounded in count and in bytes whoever sends, and a group envelope with one full recipient is accepted for no one', async () => {
+  it("a recipient's whole queue is bounded in count and in bytes whoever sends, and a group envelope with one full recipient is accepted for no one", async () => {
     const app = await relay({ ...OPEN_RATES, queueMaxEnvelopes: 10, queuePairEnvelopes: 4 });
     const [bob, carol] = [newIdentity(), newIdentity()];
     await register(app, bob, 'Bob');
@@ -347,7 +347,10 @@ describe('queue quota: one participant cannot fill another\'s queue', () => {
     const clients = await Promise.all(senders.map((s, i) => online(app, s, `Sender ${i}`)));
     const accepted: string[] = [];
     for (const [i, c] of clients.entries()) {
-      const r = await sendAll(c, Array.from({ length: 4 }, (_, k) => sealTo(senders[i]!, [bob], { text: `${i}.${k}` })));
+      const r = await sendAll(
+        c,
+        Array.from({ length: 4 }, (_, k) => sealTo(senders[i]!, [bob], { text: `${i}.${k}` })),
+      );
       accepted.push(...r.accepted);
       if (i < 2) expect(r.errors).toEqual([]);
       else expect(r.errors.map((e) => e.code)).toEqual([ErrorCode.QueueFull, ErrorCode.QueueFull]);
@@ -483,7 +486,7 @@ describe('fan-out: a socket is charged bytes × recipients', () => {
     const envs = [sealTo(sender, members, body), sealTo(sender, members, body)];
     const frameBytes = JSON.stringify({ type: 'send', env: envs[0] }).length;
     const result = await sendAll(c, envs);
-    reportFigures('honest group message', { 'frame bytes': frameBytes, 'recipients': members.length, 'accepted at once': result.accepted.length });
+    reportFigures('honest group message', { 'frame bytes': frameBytes, recipients: members.length, 'accepted at once': result.accepted.length });
     expect(frameBytes).toBeGreaterThan(20_000);
     expect(result.errors).toEqual([]);
     expect(result.accepted.length).toBe(2);

@@ -36,7 +36,10 @@ const run = async (app: TestRelay) => {
 async function people(app: TestRelay) {
   const alice = await user(app.wsUrl, 'Alice');
   const bob = await user(app.wsUrl, 'Bob');
-  cleanups.push(() => alice.m.stop(), () => bob.m.stop());
+  cleanups.push(
+    () => alice.m.stop(),
+    () => bob.m.stop(),
+  );
   await knows(alice, bob.m.pin);
   await knows(bob, alice.m.pin);
   return { alice, bob };
@@ -119,7 +122,15 @@ describe('the insider tap', () => {
     const { alice, bob } = await people(app);
     await run(app);
     expect(app.lab.attacker.view().counts.opened).toBe(0);
-    expect((await fetch(`${app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true }) })).status).toBe(200);
+    expect(
+      (
+        await fetch(`${app.url}/api/regulator/tap`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ tap: true }),
+        })
+      ).status,
+    ).toBe(200);
     await until(() => alice.m.policy?.tap === true, 'the tap at Alice');
     const tapped = alice.m.sendText(bob.m.pin, 'under the tap, copied by the insider');
     await until(() => bob.m.messages.has(tapped.id), 'delivery');
@@ -137,7 +148,10 @@ describe('the insider tap', () => {
     const app = await relay();
     await run(app);
     const before = app.regulator.auditLog().length;
-    for (const [path, body] of [['/observers', undefined], ['/observers/reveal', {}]] as const) {
+    for (const [path, body] of [
+      ['/observers', undefined],
+      ['/observers/reveal', {}],
+    ] as const) {
       expect((await api(app, path, { body, token: null })).status).toBe(401);
       expect((await api(app, path, { body, token: 'a-wrong-token-of-16+' })).status).toBe(403);
     }

@@ -36,7 +36,7 @@ async function room(): Promise<{ app: TestRelay; alice: TestUser; bob: TestUser;
 
 const policyModel = (users: TestUser[], model: string) => until(() => users.every((u) => u.m.policy?.room.model === model), `every client is in a ${model} room`);
 
-describe('the room\'s key model, chosen by the teacher', () => {
+describe("the room's key model, chosen by the teacher", () => {
   it('server-held keys (BES): clients seal to the enterprise server, the server reads every message (the relay view shows it) and wraps the key for the recipient, who reads it; the regulator alone cannot, a demand on the operator can', async () => {
     const { app, alice, bob, carol, traffic } = await room();
     app.setRoom('server-key');
@@ -108,7 +108,10 @@ describe('sealed sender', () => {
     app.relay.observe('test: traffic', (e) => traffic.push(e));
     const alice = await user(app.wsUrl, 'Alice');
     const bob = await user(app.wsUrl, 'Bob');
-    cleanups.push(() => alice.m.stop(), () => bob.m.stop());
+    cleanups.push(
+      () => alice.m.stop(),
+      () => bob.m.stop(),
+    );
     await knows(alice, bob.m.pin);
     await knows(bob, alice.m.pin);
     app.setRoom('e2e', true);
@@ -126,7 +129,9 @@ describe('sealed sender', () => {
     expect(meta).toMatchObject({ sender: '', recipients: bob.m.pin });
     // The whole relay database: Alice's PIN is there (she is in the directory), never next to this message.
     const dump = dumpSqlite(join(dataDir, 'relay.db'));
-    const rows = JSON.stringify([...(dump.tables.metadata ?? []), ...(dump.tables.envelopes ?? []), ...(dump.tables.queue ?? [])].filter((r) => JSON.stringify(r).includes(sent.id)));
+    const rows = JSON.stringify(
+      [...(dump.tables.metadata ?? []), ...(dump.tables.envelopes ?? []), ...(dump.tables.queue ?? [])].filter((r) => JSON.stringify(r).includes(sent.id)),
+    );
     expect(rows).toContain(sent.id);
     expect(rows).not.toContain(alice.m.pin);
     expect(rows).not.toContain('who sent this');
@@ -135,7 +140,11 @@ describe('sealed sender', () => {
   it('under the tap a sealed box is refused (the relay could not see an escrow field inside), and a compliant client sends the message unsealed and escrowed instead', async () => {
     const { app, alice, bob } = await room();
     app.setRoom('e2e', true);
-    const res = await fetch(`${app.url}/api/regulator/tap`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ tap: true, scope: 'all', announced: true }) });
+    const res = await fetch(`${app.url}/api/regulator/tap`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ tap: true, scope: 'all', announced: true }),
+    });
     expect(res.status).toBe(200);
     await until(() => alice.m.policy?.tap === true && alice.m.policy.room.sealedSender, 'Alice has both');
     const sent = alice.m.sendText([bob.m.pin], 'tapped, so not sealed');

@@ -56,7 +56,9 @@ describe('the lab API', () => {
 
   it('lists the scenarios in lesson order, each with its narration card: what happens, where to look, and the real event with a date and a link', async () => {
     const app = await relay();
-    const { scenarios } = (await (await api(app, '/scenarios')).json()) as { scenarios: { id: string; scene: number; narration: { what: string; look: unknown[]; source: { date: string; link: string } } }[] };
+    const { scenarios } = (await (await api(app, '/scenarios')).json()) as {
+      scenarios: { id: string; scene: number; narration: { what: string; look: unknown[]; source: { date: string; link: string } } }[];
+    };
     expect(scenarios.map((s) => s.id)).toEqual([...SCENARIOS].sort((a, b) => a.scene - b.scene).map((s) => s.id));
     for (const s of scenarios) {
       expect(s.narration.what.length, s.id).toBeGreaterThan(40);
@@ -79,7 +81,11 @@ describe('the lab API', () => {
     expect(app.relay.getPolicy().room).toMatchObject({ model: 'e2e', sealedSender: false });
     // The demand's body is checked the same way, and a refused one is not in the audit log.
     for (const body of ['{"limit":0}', '{"limit":"all"}', '{"limit":10,"pins":["FAFE7DFC"]}']) {
-      const res = await fetch(`${app.url}/api/regulator/demand`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body });
+      const res = await fetch(`${app.url}/api/regulator/demand`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' },
+        body,
+      });
       expect(res.status, body).toBe(400);
       expect(((await res.json()) as { error: string }).error, body).toBe('bad_request');
     }
@@ -124,7 +130,7 @@ describe('the scenarios, each from a fresh room, with what it claims checked aga
     expect(app.regulator.recent(20).every((i) => i.status === 'end-to-end')).toBe(true);
   });
 
-  it('sealed-sender: the relay\'s log has no sender for the message, and the picture shows it as unknown', async () => {
+  it("sealed-sender: the relay's log has no sender for the message, and the picture shows it as unknown", async () => {
     const app = await relay();
     const { result } = await run(app, 'sealed-sender');
     expect(result.facts).toMatchObject({ "sender in the relay's log": 'none', 'Carol verified the sender': true });
@@ -144,7 +150,9 @@ describe('the scenarios, each from a fresh room, with what it claims checked aga
     await run(app, 'end-to-end');
     const { result } = await run(app, 'server-held-keys');
     expect(result.facts).toMatchObject({ 'Carol read it': true, 'operator hands over': 'plaintext' });
-    const demand = (await (await fetch(`${app.url}/api/regulator/demand`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' })).json()) as { items: { model: string; status: string; text?: string }[] };
+    const demand = (await (
+      await fetch(`${app.url}/api/regulator/demand`, { method: 'POST', headers: { authorization: `Bearer ${app.adminToken}`, 'content-type': 'application/json' }, body: '{}' })
+    ).json()) as { items: { model: string; status: string; text?: string }[] };
     // At least the scene's message; the bots' echoes of the previous scene may land after the room
     // switched and be sealed under server-held keys too (they answer 300 ms after reading).
     const serverKey = demand.items.filter((i) => i.model === 'server-key').map((i) => i.status);
@@ -163,7 +171,7 @@ describe('the scenarios, each from a fresh room, with what it claims checked aga
     });
     const alice = await user(app.wsUrl, 'Alice');
     cleanups.push(() => alice.m.stop());
-    const bob = app.lab.botNames().includes('Bob') ? (await app.lab.bot('Bob')) : null;
+    const bob = app.lab.botNames().includes('Bob') ? await app.lab.bot('Bob') : null;
     expect(bob).not.toBeNull();
     await until(() => alice.m.directory.has(bob!.pin), 'Alice knows Bob');
     const sent = alice.m.sendText([bob!.pin], 'Hello Bob, this is a person.');
@@ -201,7 +209,13 @@ describe('people, forgetting and resetting', () => {
     leaver.m.stop();
     await until(() => app.relay.directory().find((d) => d.pin === leaver.m.pin)?.online === false, 'the leaver is offline');
     const { people } = (await (await api(app, '/people')).json()) as { people: { name: string; online: boolean; bot: boolean }[] };
-    expect(people).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'Alice', online: true, bot: false }), expect.objectContaining({ name: 'Bob', online: true, bot: true }), expect.objectContaining({ name: 'Leaver', online: false })]));
+    expect(people).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ name: 'Alice', online: true, bot: false }),
+        expect.objectContaining({ name: 'Bob', online: true, bot: true }),
+        expect.objectContaining({ name: 'Leaver', online: false }),
+      ]),
+    );
     expect(((await (await api(app, '/forget-offline', { body: {} })).json()) as { forgotten: number }).forgotten).toBe(1);
     expect(app.store.getUser(leaver.m.pin)).toBeUndefined();
     expect(app.store.getUser(alice.m.pin)).toBeDefined();
@@ -234,7 +248,11 @@ describe('people, forgetting and resetting', () => {
     const regulatorDb = dumpSqlite(join(dataDir, 'regulator.db'));
     for (const table of ['users', 'queue', 'envelopes', 'metadata']) expect(relayDb.tables[table] ?? [], table).toEqual([]);
     expect(regulatorDb.tables.archive ?? []).toEqual([]);
-    for (const name of ['Alice', 'Carol', 'Dave', ...texts]) expect(findSecret(relayDb.text + regulatorDb.text.replace(/room reset[^\n]*/g, ''), name).map((h) => JSON.stringify(h)), name).toEqual([]);
+    for (const name of ['Alice', 'Carol', 'Dave', ...texts])
+      expect(
+        findSecret(relayDb.text + regulatorDb.text.replace(/room reset[^\n]*/g, ''), name).map((h) => JSON.stringify(h)),
+        name,
+      ).toEqual([]);
     expect(JSON.stringify(regulatorDb.tables.audit)).toContain('room reset');
   });
 });

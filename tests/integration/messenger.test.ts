@@ -11,16 +11,7 @@ import { join } from 'node:path';
 import { Messenger, memoryStore, newGroupId, type KeyValueStore, type SocketLike } from '../../client/core/messenger.ts';
 import { newIdentity, signLogin, toB64, type Identity } from '../../shared/crypto.ts';
 import { sealEnvelope } from '../../shared/envelope.ts';
-import {
-  CloseCode,
-  ErrorCode,
-  MAX_FRAME_BYTES,
-  PROTOCOL_VERSION,
-  parseServerMessage,
-  type Envelope,
-  type ServerMessage,
-  type TrafficEvent,
-} from '../../shared/protocol.ts';
+import { CloseCode, ErrorCode, MAX_FRAME_BYTES, PROTOCOL_VERSION, parseServerMessage, type Envelope, type ServerMessage, type TrafficEvent } from '../../shared/protocol.ts';
 import { startTestRelay, until, type TestUser } from '../helpers/relay.ts';
 import { dumpSqlite, findSecret } from '../helpers/scan.ts';
 import { rawClient, type RawClient, type RawOptions } from '../helpers/raw-client.ts';
@@ -105,7 +96,7 @@ const dm = (sender: Identity, to: Identity, text: string, over?: Partial<Identit
 // ---------------------------------------------------------------------------
 
 describe('messenger over a real relay', () => {
-  it('Alice and Bob exchange 1:1 messages in both directions and each reads the other\'s text', async () => {
+  it("Alice and Bob exchange 1:1 messages in both directions and each reads the other's text", async () => {
     const app = await relay();
     const alice = await spied(app.wsUrl, 'Alice');
     const bob = await spied(app.wsUrl, 'Bob');
@@ -282,7 +273,7 @@ describe('messenger over a real relay', () => {
     expect(bob4.frames.filter((f) => f.type === 'envelope')).toEqual([]);
   });
 
-  it('the relay refuses an envelope claiming another user\'s PIN (impersonation) and delivers nothing of it', async () => {
+  it("the relay refuses an envelope claiming another user's PIN (impersonation) and delivers nothing of it", async () => {
     const app = await relay();
     const alice = await spied(app.wsUrl, 'Alice');
     const bob = await spied(app.wsUrl, 'Bob');
@@ -406,7 +397,13 @@ describe('messenger over a real relay', () => {
     const m1 = alice.m.sendText([bob.m.pin], texts[0]!);
     const m2 = bob.m.sendText([alice.m.pin], texts[1]!);
     const m3 = alice.m.sendGroup(group.id, texts[2]!);
-    for (const [u, id] of [[bob, m1.id], [alice, m2.id], [bob, m3.id], [carol, m3.id]] as const) await received(u, id);
+    for (const [u, id] of [
+      [bob, m1.id],
+      [alice, m2.id],
+      [bob, m3.id],
+      [carol, m3.id],
+    ] as const)
+      await received(u, id);
     bob.m.markRead([m1.id, m3.id]);
     ids.push(m1.id, m2.id, m3.id);
     // One envelope stays queued (Carol offline), so the scan sees a stored envelope, not only deleted ones.

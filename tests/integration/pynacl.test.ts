@@ -46,7 +46,7 @@ describe('the PyNaCl decryptor printed in docs/wire-format.md', () => {
     expect(out.match(/'text': 'Meet me at the café at 6\.'/g)).toHaveLength(3);
   });
 
-  it('opens exactly what the project\'s archive reader opens in an archive exported from a live relay: end-to-end, tapped, group, forged and a version 1 line', async () => {
+  it("opens exactly what the project's archive reader opens in an archive exported from a live relay: end-to-end, tapped, group, forged and a version 1 line", async () => {
     const app = await startTestRelay();
     try {
       const alice = await user(app.wsUrl, 'Alice');
@@ -65,7 +65,13 @@ describe('the PyNaCl decryptor printed in docs/wire-format.md', () => {
       await wait(bob, carol.m.sendGroup(group.id, 'tapped group: all of us, and the regulator').id);
       const forger = await rawClient(app.wsUrl, { name: 'Forger' });
       await until(() => bob.m.directory.has(forger.identity.pin), 'Bob knows the forger');
-      const forged = sealEnvelope({ sender: forger.identity, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text: 'forged: noise for the regulator' }, plan: { model: 'e2e-escrow', forged: { kid: app.regulator.kid } } }).env;
+      const forged = sealEnvelope({
+        sender: forger.identity,
+        to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }],
+        conv: 'dm',
+        body: { text: 'forged: noise for the regulator' },
+        plan: { model: 'e2e-escrow', forged: { kid: app.regulator.kid } },
+      }).env;
       forger.send({ type: 'send', env: forged });
       await forger.next('accepted', (f) => f.id === forged.id);
       forger.ws.terminate();
@@ -73,14 +79,20 @@ describe('the PyNaCl decryptor printed in docs/wire-format.md', () => {
       const archive = await (await fetch(`${app.url}/api/regulator/archive.jsonl`, { headers: auth })).text();
       const keyFile = await (await fetch(`${app.url}/api/regulator/escrow-key`, { headers: auth })).text();
       // A line of an archive begun under protocol version 1 (sealed to another escrow key: it stays closed here).
-      const v1 = JSON.parse(readFileSync(join(root, 'tests/fixtures/worked-example-v1.json'), 'utf8')) as { derived: { alice: { signPkB64: string } }; expected: { envelope: unknown } };
+      const v1 = JSON.parse(readFileSync(join(root, 'tests/fixtures/worked-example-v1.json'), 'utf8')) as {
+        derived: { alice: { signPkB64: string } };
+        expected: { envelope: unknown };
+      };
       const lines = `${archive}${JSON.stringify({ seq: 999, at: 1700000000001, senderPk: v1.derived.alice.signPkB64, env: v1.expected.envelope })}\n`;
       writeFileSync(join(dir, 'archive.jsonl'), lines);
       writeFileSync(join(dir, 'escrow-key.json'), keyFile);
 
       const out = python('--archive', join(dir, 'archive.jsonl'), '--key', join(dir, 'escrow-key.json'));
       const key = escrowKeyPairFromSecret(fromB64((JSON.parse(keyFile) as { sk: string }).sk));
-      const parsed = lines.split('\n').filter(Boolean).map((l) => parseArchiveLine(l));
+      const parsed = lines
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => parseArchiveLine(l));
       const want = new Set(parsed.flatMap((p) => (p.ok && openArchived(p.value, key).status === 'opened' ? [p.value.env.id] : [])));
       const got = new Set([...out.matchAll(/^OPENED ([0-9a-f]{32}) /gm)].map((m) => m[1]!));
       expect(parsed.every((p) => p.ok)).toBe(true);

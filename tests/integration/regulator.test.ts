@@ -15,14 +15,7 @@ import { describeReaders } from '../../client/core/readers.ts';
 import { escrowKeyPairFromSecret, fromB64, toB64, type EscrowKeyPair, type Identity } from '../../shared/crypto.ts';
 import { openEnvelope, openWithEscrow, sealEnvelope } from '../../shared/envelope.ts';
 import { OpenFailure } from '../../shared/failures.ts';
-import {
-  Envelope,
-  ErrorCode,
-  keysOf,
-  type AuditEntry,
-  type Policy,
-  type TapSettings,
-} from '../../shared/protocol.ts';
+import { Envelope, ErrorCode, keysOf, type AuditEntry, type Policy, type TapSettings } from '../../shared/protocol.ts';
 import type { ArchiveLine, EscrowKeyFile } from '../../server/regulator.ts';
 import { startTestRelay, until, user, type TestUser } from '../helpers/relay.ts';
 import { dumpSqlite, findSecret } from '../helpers/scan.ts';
@@ -101,12 +94,18 @@ async function send(from: TestUser, to: TestUser[], text: string, group?: string
   let note: string | undefined;
   let msg: ChatMessage;
   if (group !== undefined) {
-    const made = from.m.createGroup(group, to.map((u) => u.m.pin));
+    const made = from.m.createGroup(
+      group,
+      to.map((u) => u.m.pin),
+    );
     note = made.message.id;
     for (const u of to) await until(() => u.m.messages.has(made.message.id), `${u.m.name} gets the group note`);
     msg = from.m.sendGroup(made.id, text);
   } else {
-    msg = from.m.sendText(to.map((u) => u.m.pin), text);
+    msg = from.m.sendText(
+      to.map((u) => u.m.pin),
+      text,
+    );
   }
   await until(() => from.m.messages.get(msg.id)?.state !== 'sending', `${text}: accepted`);
   expect(from.m.messages.get(msg.id)?.state, `${text}: ${from.m.messages.get(msg.id)?.error ?? ''}`).not.toBe('failed');
@@ -158,7 +157,13 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     const mallory = await raw(app.wsUrl, 'Forger');
     identities.set(mallory.identity.pin, mallory.identity);
     await until(() => bob.m.directory.has(mallory.identity.pin), 'Bob knows the forger');
-    const forged = sealEnvelope({ sender: mallory.identity, to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }], conv: 'dm', body: { text }, plan: { model: 'e2e-escrow', forged: { kid } } }).env;
+    const forged = sealEnvelope({
+      sender: mallory.identity,
+      to: [{ pin: bob.m.pin, signPk: bob.m.identity.signPk }],
+      conv: 'dm',
+      body: { text },
+      plan: { model: 'e2e-escrow', forged: { kid } },
+    }).env;
     mallory.send({ type: 'send', env: forged });
     await mallory.next('accepted', (f) => f.id === forged.id);
     ledger.set(forged.id, { text, opens: false });
@@ -286,7 +291,13 @@ describe('the regulator tap, checked with the exported escrow key against the ex
 
     // A well-formed field sealed to another key, under a made-up key id: refused the same way.
     const other = sodium.crypto_box_keypair();
-    const wrongKid = sealEnvelope({ sender: mallory.identity, to, conv: 'dm', body: { text: 'escrow for someone else' }, escrow: { pk: other.publicKey, kid: '0123456789abcdef' } }).env;
+    const wrongKid = sealEnvelope({
+      sender: mallory.identity,
+      to,
+      conv: 'dm',
+      body: { text: 'escrow for someone else' },
+      escrow: { pk: other.publicKey, kid: '0123456789abcdef' },
+    }).env;
     mallory.send({ type: 'send', env: wrongKid });
     expect((await mallory.next('error', (f) => f.ref === wrongKid.id)).code).toBe(ErrorCode.EscrowRequired);
 
@@ -326,7 +337,12 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     const line = lines.find((l) => l.env.id === forged.id)!;
     expect(openLine(line, key)).toMatchObject({ ok: false, code: OpenFailure.EscrowDoesNotOpen });
     // The console's item says what is true: an escrow field is there, and it does not open.
-    expect(app.regulator.recent(1000).find((i) => i.env.id === forged.id)).toMatchObject({ status: 'not-opened', code: OpenFailure.EscrowDoesNotOpen, readable: false, text: null });
+    expect(app.regulator.recent(1000).find((i) => i.env.id === forged.id)).toMatchObject({
+      status: 'not-opened',
+      code: OpenFailure.EscrowDoesNotOpen,
+      readable: false,
+      text: null,
+    });
   });
 
   it('a client whose message is in flight when the tap turns on seals it again and it still gets through, escrowed', async () => {
@@ -402,10 +418,17 @@ describe('the regulator tap, checked with the exported escrow key against the ex
     expect(after[0]!.detail).not.toContain(file.sk);
   });
 
-  it('the relay never holds the escrow private key: not in its database nor its policy, though the regulator\'s database has it', async () => {
+  it("the relay never holds the escrow private key: not in its database nor its policy, though the regulator's database has it", async () => {
     await setTap(app, { tap: true, scope: 'all', announced: true });
     await policyReached(app, all);
-    for (const [i, [from, to]] of ([[alice, bob], [bob, carol], [carol, alice]] as const).entries()) await sendAndLog(from, [to], `tapped ${i}`, true);
+    for (const [i, [from, to]] of (
+      [
+        [alice, bob],
+        [bob, carol],
+        [carol, alice],
+      ] as const
+    ).entries())
+      await sendAndLog(from, [to], `tapped ${i}`, true);
     expect(app.relay.getPolicy().tap).toBe(true);
     const { key } = await exportKey(app);
     const relayDump = dumpSqlite(join(dataDir, 'relay.db'));
@@ -427,7 +450,10 @@ describe('the regulator across a restart', () => {
     cleanups.push(() => first.close());
     const alice = await user(first.wsUrl, 'Alice', memoryStore());
     const bob = await user(first.wsUrl, 'Bob', memoryStore());
-    cleanups.push(() => alice.m.stop(), () => bob.m.stop());
+    cleanups.push(
+      () => alice.m.stop(),
+      () => bob.m.stop(),
+    );
     await until(() => alice.m.directory.has(bob.m.pin) && bob.m.directory.has(alice.m.pin), 'they know each other');
 
     const closed = await send(alice, [bob], 'before the tap');

@@ -45,7 +45,10 @@ const PHRASE = 'meet at the square';
 async function pair(app: TestRelay) {
   const alice = await user(app.wsUrl, 'Alice');
   const bob = await user(app.wsUrl, 'Bob');
-  cleanups.push(() => alice.m.stop(), () => bob.m.stop());
+  cleanups.push(
+    () => alice.m.stop(),
+    () => bob.m.stop(),
+  );
   await knows(alice, bob.m.pin);
   await knows(bob, alice.m.pin);
   return { alice, bob };
@@ -163,7 +166,12 @@ describe('client-side scanning', () => {
     // Alice's message, reported by Eve: not hers.
     await expectError({ ...base, id: aliceMsg.id, to: [bob.m.pin] }, ErrorCode.ReportRefused, /not an envelope this connection sent/);
     // Eve's own envelope, then reports about it.
-    const { env } = sealEnvelope({ sender: eve.identity, to: [{ pin: bob.m.pin, signPk: fromB64(alice.m.directory.get(bob.m.pin)!.pk) }], conv: 'dm', body: { text: 'meet at the square' } });
+    const { env } = sealEnvelope({
+      sender: eve.identity,
+      to: [{ pin: bob.m.pin, signPk: fromB64(alice.m.directory.get(bob.m.pin)!.pk) }],
+      conv: 'dm',
+      body: { text: 'meet at the square' },
+    });
     eve.send({ type: 'send', env });
     await eve.next('accepted', (f) => f.id === env.id);
     await expectError({ ...base, id: env.id, to: [alice.m.pin] }, ErrorCode.ReportRefused, /recipients are not those/);
@@ -197,7 +205,10 @@ describe('client-side scanning', () => {
     const scan = app.relay.getPolicy().scan!;
     const bobPkB64 = alice.m.directory.get(bob.m.pin)!.pk;
     // Eve sends 40 envelopes, then floods reports for them (each several times) and for ids she never sent.
-    const envs = Array.from({ length: 40 }, () => sealEnvelope({ sender: eve.identity, to: [{ pin: bob.m.pin, signPk: fromB64(bobPkB64) }], conv: 'dm', body: { text: 'meet at the square' } }).env);
+    const envs = Array.from(
+      { length: 40 },
+      () => sealEnvelope({ sender: eve.identity, to: [{ pin: bob.m.pin, signPk: fromB64(bobPkB64) }], conv: 'dm', body: { text: 'meet at the square' } }).env,
+    );
     for (const env of envs) {
       eve.send({ type: 'send', env });
       await eve.next('accepted', (f) => f.id === env.id);
@@ -264,4 +275,3 @@ describe('client-side scanning', () => {
     expect(app.relay.getPolicy().scan?.announced).toBe(true);
   });
 });
-

@@ -76,7 +76,7 @@ describe('the transport seam', () => {
 });
 
 describe('named observers', () => {
-  it('every observer attached is listed by name — the regulator\'s tap, the relay view, and a hidden one marked hidden — until it is detached, and a hidden one gets every envelope', async () => {
+  it("every observer attached is listed by name — the regulator's tap, the relay view, and a hidden one marked hidden — until it is detached, and a hidden one gets every envelope", async () => {
     const app = await relay();
     const names = () => app.relay.observerList().map((o) => `${o.name}${o.hidden ? ' (hidden)' : ''}`);
     expect(names()).toEqual(expect.arrayContaining(['regulator tap (lawful-intercept handover)', 'relay view (public)']));
@@ -103,9 +103,7 @@ describe('the in-path hook', () => {
     const seen: string[] = [];
     app.relay.setInPath((env) => {
       seen.push(env.id);
-      return env.to.includes(bob.m.pin) && seen.length === 1
-        ? { action: 'refuse', code: ErrorCode.EscrowRequired, message: 'held in path' }
-        : { action: 'pass' };
+      return env.to.includes(bob.m.pin) && seen.length === 1 ? { action: 'refuse', code: ErrorCode.EscrowRequired, message: 'held in path' } : { action: 'pass' };
     });
     const first = alice.m.sendText([bob.m.pin], 'stopped in path');
     await until(() => alice.m.messages.get(first.id)?.state === 'failed', 'the sender learns it was refused');
@@ -129,7 +127,7 @@ describe('the in-path hook', () => {
     });
     const a = alice.m.sendText([bob.m.pin], 'into a broken hook');
     await until(() => alice.m.messages.get(a.id)?.state === 'failed', 'refused');
-    const carolEnv = (await new Promise<Envelope>((resolve) => {
+    const carolEnv = await new Promise<Envelope>((resolve) => {
       const off = app.relay.observe('test: catch one', (e) => {
         if (e.kind === 'envelope') {
           off();
@@ -138,7 +136,7 @@ describe('the in-path hook', () => {
       });
       app.relay.setInPath(null);
       carol.m.sendText([alice.m.pin], 'an envelope to reuse');
-    }));
+    });
     app.relay.setInPath(() => ({ action: 'replace', env: carolEnv }));
     const b = alice.m.sendText([bob.m.pin], 'rerouted?');
     await until(() => alice.m.messages.get(b.id)?.state === 'failed', 'refused');

@@ -113,7 +113,10 @@ describe('npm run bot', () => {
     const dir = mkdtempSync(join(tmpdir(), 'backdoor-lab-bot-'));
     const scriptFile = join(dir, 'bob.txt');
     writeFileSync(scriptFile, 'Hello Alice!\nSee you at six.\n');
-    const bot = spawn('npm', ['run', '--silent', 'bot', '--', '--name', 'Bob', '--url', `${app.url.replace('http', 'ws')}/ws`, '--script', scriptFile], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const bot = spawn('npm', ['run', '--silent', 'bot', '--', '--name', 'Bob', '--url', `${app.url.replace('http', 'ws')}/ws`, '--script', scriptFile], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     bot.stdout.on('data', (d: Buffer) => (out += d.toString()));
     bot.stderr.on('data', (d: Buffer) => (out += d.toString()));

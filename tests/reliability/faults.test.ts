@@ -113,117 +113,135 @@ function device(name: string, wsUrl: string): Device {
 }
 
 describe('faults: SIGKILL during traffic', () => {
-  it('every message the relay accepted is delivered exactly once across SIGKILL and restart: lost 0 and duplicated 0 in the app, nothing missing at the relay level, every accepted envelope in the regulator archive, and clients reconnect by themselves and resend', async () => {
-    await cryptoReady();
-    const dir = tempDir('bdl-fault-');
-    let relay = await startRelayProcess(dir);
-    const port = relay.port;
-    const wsUrl = `ws://127.0.0.1:${port}/ws`;
-    const devices = ['Ann', 'Bo', 'Cat', 'Dee'].map((n) => device(n, wsUrl));
-    cleanup.push(() => {
-      for (const d of devices) d.m.stop();
-    });
-    await Promise.all(devices.map((d) => d.m.start()));
-    await until(() => devices.every((d) => devices.every((o) => o === d || d.m.directory.has(o.m.pin))), 'everyone to know everyone');
-    const group = devices[0]!.m.createGroup('Fault line', devices.slice(1).map((d) => d.m.pin)).id;
-    await until(() => devices.every((d) => d.m.groups.get(group) !== undefined), 'every device to hold the group');
+  it(
+    'every message the relay accepted is delivered exactly once across SIGKILL and restart: lost 0 and duplicated 0 in the app, nothing missing at the relay level, every accepted envelope in the regulator archive, and clients reconnect by themselves and resend',
+    async () => {
+      await cryptoReady();
+      const dir = tempDir('bdl-fault-');
+      let relay = await startRelayProcess(dir);
+      const port = relay.port;
+      const wsUrl = `ws://127.0.0.1:${port}/ws`;
+      const devices = ['Ann', 'Bo', 'Cat', 'Dee'].map((n) => device(n, wsUrl));
+      cleanup.push(() => {
+        for (const d of devices) d.m.stop();
+      });
+      await Promise.all(devices.map((d) => d.m.start()));
+      await until(() => devices.every((d) => devices.every((o) => o === d || d.m.directory.has(o.m.pin))), 'everyone to know everyone');
+      const group = devices[0]!.m.createGroup(
+        'Fault line',
+        devices.slice(1).map((d) => d.m.pin),
+      ).id;
+      await until(() => devices.every((d) => d.m.groups.get(group) !== undefined), 'every device to hold the group');
 
-    // ---- Traffic: each device sends every 100 ms, mostly 1:1, sometimes to the group of four.
-    const rng = new Rng(SIZE.seed);
-    const sent: { from: Device; to: Device[]; id: string; text: string }[] = [];
-    let talking = true;
-    let n = 0;
-    const traffic = (async () => {
-      for (let tick = 0; talking && tick < 10_000; tick++) {
-        for (const d of devices) {
-          const others = devices.filter((o) => o !== d);
-          const to = rng.next() < 0.2 ? others : [rng.pick(others)];
-          const text = `fault ${n++} from ${d.m.name}`;
-          const msg = to.length > 1 ? d.m.sendGroup(group, text) : d.m.sendText(to.map((o) => o.m.pin), text);
-          sent.push({ from: d, to, id: msg.id, text });
+      // ---- Traffic: each device sends every 100 ms, mostly 1:1, sometimes to the group of four.
+      const rng = new Rng(SIZE.seed);
+      const sent: { from: Device; to: Device[]; id: string; text: string }[] = [];
+      let talking = true;
+      let n = 0;
+      const traffic = (async () => {
+        for (let tick = 0; talking && tick < 10_000; tick++) {
+          for (const d of devices) {
+            const others = devices.filter((o) => o !== d);
+            const to = rng.next() < 0.2 ? others : [rng.pick(others)];
+            const text = `fault ${n++} from ${d.m.name}`;
+            const msg =
+              to.length > 1
+                ? d.m.sendGroup(group, text)
+                : d.m.sendText(
+                    to.map((o) => o.m.pin),
+                    text,
+                  );
+            sent.push({ from: d, to, id: msg.id, text });
+          }
+          await sleep(100);
         }
-        await sleep(100);
-      }
-    })();
+      })();
 
-    // ---- Kill and restart, SIZE.kills times, each time mid-traffic.
-    const downtimes: number[] = [];
-    const attemptsWhileDown: number[] = [];
-    for (let k = 0; k < SIZE.kills; k++) {
+      // ---- Kill and restart, SIZE.kills times, each time mid-traffic.
+      const downtimes: number[] = [];
+      const attemptsWhileDown: number[] = [];
+      for (let k = 0; k < SIZE.kills; k++) {
+        await sleep(SIZE.faultSeconds * 1000);
+        const before = devices.map((d) => d.connects.length);
+        const killedAt = performance.now();
+        await kill9(relay);
+        await sleep(300); // clients notice, back off, keep sending into their outboxes
+        relay = await startRelayProcess(dir, port);
+        downtimes.push(performance.now() - killedAt);
+        attemptsWhileDown.push(...devices.map((d, i) => d.connects.length - before[i]!));
+      }
       await sleep(SIZE.faultSeconds * 1000);
-      const before = devices.map((d) => d.connects.length);
-      const killedAt = performance.now();
-      await kill9(relay);
-      await sleep(300); // clients notice, back off, keep sending into their outboxes
-      relay = await startRelayProcess(dir, port);
-      downtimes.push(performance.now() - killedAt);
-      attemptsWhileDown.push(...devices.map((d, i) => d.connects.length - before[i]!));
-    }
-    await sleep(SIZE.faultSeconds * 1000);
-    talking = false;
-    await traffic;
+      talking = false;
+      await traffic;
 
-    // ---- Settle: every message accepted (outboxes empty), every accepted message at its recipients.
-    const accepted = () => sent.filter((s) => ['sent', 'delivered', 'read'].includes(s.from.m.messages.get(s.id)?.state ?? ''));
-    await until(() => accepted().length === sent.length, 'every message accepted', 30_000).catch(() => {});
-    const acc = accepted();
-    await until(() => acc.every((s) => s.to.every((r) => r.m.messages.get(s.id)?.text === s.text)), 'every accepted message delivered', 30_000).catch(() => {});
+      // ---- Settle: every message accepted (outboxes empty), every accepted message at its recipients.
+      const accepted = () => sent.filter((s) => ['sent', 'delivered', 'read'].includes(s.from.m.messages.get(s.id)?.state ?? ''));
+      await until(() => accepted().length === sent.length, 'every message accepted', 30_000).catch(() => {});
+      const acc = accepted();
+      await until(() => acc.every((s) => s.to.every((r) => r.m.messages.get(s.id)?.text === s.text)), 'every accepted message delivered', 30_000).catch(() => {});
 
-    let lostApp = 0;
-    let dupApp = 0;
-    let missingRelay = 0;
-    let redelivered = 0;
-    let sameSocketRepeats = 0;
-    let pairs = 0;
-    for (const s of acc) {
-      for (const r of s.to) {
-        pairs += 1;
-        const shown = r.shown.get(s.id) ?? 0;
-        if (r.m.messages.get(s.id)?.text !== s.text || shown === 0) lostApp += 1;
-        if (shown > 1) dupApp += shown - 1;
-        const sockets = r.deliveries.get(s.id) ?? [];
-        if (!sockets.length) missingRelay += 1;
-        redelivered += Math.max(0, sockets.length - 1);
-        sameSocketRepeats += sockets.length - new Set(sockets).size;
+      let lostApp = 0;
+      let dupApp = 0;
+      let missingRelay = 0;
+      let redelivered = 0;
+      let sameSocketRepeats = 0;
+      let pairs = 0;
+      for (const s of acc) {
+        for (const r of s.to) {
+          pairs += 1;
+          const shown = r.shown.get(s.id) ?? 0;
+          if (r.m.messages.get(s.id)?.text !== s.text || shown === 0) lostApp += 1;
+          if (shown > 1) dupApp += shown - 1;
+          const sockets = r.deliveries.get(s.id) ?? [];
+          if (!sockets.length) missingRelay += 1;
+          redelivered += Math.max(0, sockets.length - 1);
+          sameSocketRepeats += sockets.length - new Set(sockets).size;
+        }
       }
-    }
-    const failed = sent.filter((s) => s.from.m.messages.get(s.id)?.state === 'failed').length;
-    // The regulator's archive commits before the relay's group commit: whatever the relay accepted
-    // before a kill is in the archive after it (read from the regulator's file, as its console would).
-    const archiveDb = new Database(join(dir, 'regulator.db'), { readonly: true });
-    const archived = new Set(archiveDb.prepare<[], { env_id: string }>('SELECT env_id FROM archive').all().map((r) => r.env_id));
-    archiveDb.close();
-    const notArchived = acc.filter((s) => !archived.has(s.id)).length;
-    reportFigures('faults: SIGKILL and restart', {
-      'relay kills (SIGKILL)': SIZE.kills,
-      'downtime each (kill to listening again)': downtimes.map((t) => `${Math.round(t)} ms`).join(', '),
-      'reconnect attempts per device while down': attemptsWhileDown.join(' '),
-      'messages sent': sent.length,
-      'accepted by the relay': acc.length,
-      'never accepted': sent.length - acc.length,
-      'failed': failed,
-      'deliveries expected (message × recipient)': pairs,
-      'app level: lost': lostApp,
-      'app level: duplicated': dupApp,
-      'relay level: missing': missingRelay,
-      'relay level: redelivered after restart (acks lost in the kill, dropped by id)': redelivered,
-      'relay level: repeats on one socket': sameSocketRepeats,
-      'regulator archive: accepted envelopes missing': notArchived,
-    });
+      const failed = sent.filter((s) => s.from.m.messages.get(s.id)?.state === 'failed').length;
+      // The regulator's archive commits before the relay's group commit: whatever the relay accepted
+      // before a kill is in the archive after it (read from the regulator's file, as its console would).
+      const archiveDb = new Database(join(dir, 'regulator.db'), { readonly: true });
+      const archived = new Set(
+        archiveDb
+          .prepare<[], { env_id: string }>('SELECT env_id FROM archive')
+          .all()
+          .map((r) => r.env_id),
+      );
+      archiveDb.close();
+      const notArchived = acc.filter((s) => !archived.has(s.id)).length;
+      reportFigures('faults: SIGKILL and restart', {
+        'relay kills (SIGKILL)': SIZE.kills,
+        'downtime each (kill to listening again)': downtimes.map((t) => `${Math.round(t)} ms`).join(', '),
+        'reconnect attempts per device while down': attemptsWhileDown.join(' '),
+        'messages sent': sent.length,
+        'accepted by the relay': acc.length,
+        'never accepted': sent.length - acc.length,
+        failed: failed,
+        'deliveries expected (message × recipient)': pairs,
+        'app level: lost': lostApp,
+        'app level: duplicated': dupApp,
+        'relay level: missing': missingRelay,
+        'relay level: redelivered after restart (acks lost in the kill, dropped by id)': redelivered,
+        'relay level: repeats on one socket': sameSocketRepeats,
+        'regulator archive: accepted envelopes missing': notArchived,
+      });
 
-    expect(sent.length).toBeGreaterThan(50);
-    expect(acc.length).toBe(sent.length); // unaccepted envelopes were resent by the clients after reconnecting
-    expect(failed).toBe(0);
-    expect(lostApp).toBe(0);
-    expect(dupApp).toBe(0);
-    expect(missingRelay).toBe(0);
-    expect(sameSocketRepeats).toBe(0);
-    expect(archived.size).toBeGreaterThan(0);
-    expect(notArchived).toBe(0);
-    // Backoff, not a tight loop: a handful of attempts per device per outage of about a second or two.
-    expect(Math.max(...attemptsWhileDown)).toBeLessThan(20);
-    expect(Math.min(...attemptsWhileDown)).toBeGreaterThanOrEqual(1);
-  }, 120_000 + SIZE.kills * (SIZE.faultSeconds + 10) * 1000);
+      expect(sent.length).toBeGreaterThan(50);
+      expect(acc.length).toBe(sent.length); // unaccepted envelopes were resent by the clients after reconnecting
+      expect(failed).toBe(0);
+      expect(lostApp).toBe(0);
+      expect(dupApp).toBe(0);
+      expect(missingRelay).toBe(0);
+      expect(sameSocketRepeats).toBe(0);
+      expect(archived.size).toBeGreaterThan(0);
+      expect(notArchived).toBe(0);
+      // Backoff, not a tight loop: a handful of attempts per device per outage of about a second or two.
+      expect(Math.max(...attemptsWhileDown)).toBeLessThan(20);
+      expect(Math.min(...attemptsWhileDown)).toBeGreaterThanOrEqual(1);
+    },
+    120_000 + SIZE.kills * (SIZE.faultSeconds + 10) * 1000,
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -299,10 +317,14 @@ describe('faults: a damaged data folder at start', () => {
         },
         expect: /relay database .* cannot be used/,
       },
-      { name: 'relay.db is a directory', setup: (d) => {
+      {
+        name: 'relay.db is a directory',
+        setup: (d) => {
           mkdirSync(join(d, 'relay.db'));
           return join(d, 'relay.db');
-        }, expect: /relay database .* cannot be used: unable to open database file/ },
+        },
+        expect: /relay database .* cannot be used: unable to open database file/,
+      },
       {
         name: 'regulator.db is random bytes (relay.db fine)',
         setup: (d) => {
@@ -315,20 +337,18 @@ describe('faults: a damaged data folder at start', () => {
     ];
     // Two at a time: seven tsx start-ups at once on a busy 2-core machine can take longer than
     // any fair wait, and a relay killed for being slow would read as one that never exited.
-    const results = await mapTwoAtATime(
-      cases,
-      async (c) => {
-        const dir = tempDir('bdl-bad-');
-        const target = c.setup(dir);
-        const dataArg = c.name.startsWith('--data') ? target : dir;
-        const before = statSync(target).isDirectory() ? 'dir' : readFileSync(target).toString('base64');
-        const exit = await runMain(['--data', dataArg, '--quiet']);
-        const after = existsSync(target) ? (statSync(target).isDirectory() ? 'dir' : readFileSync(target).toString('base64')) : 'gone';
-        return { c, exit, unchanged: before === after };
-      },
-    );
+    const results = await mapTwoAtATime(cases, async (c) => {
+      const dir = tempDir('bdl-bad-');
+      const target = c.setup(dir);
+      const dataArg = c.name.startsWith('--data') ? target : dir;
+      const before = statSync(target).isDirectory() ? 'dir' : readFileSync(target).toString('base64');
+      const exit = await runMain(['--data', dataArg, '--quiet']);
+      const after = existsSync(target) ? (statSync(target).isDirectory() ? 'dir' : readFileSync(target).toString('base64')) : 'gone';
+      return { c, exit, unchanged: before === after };
+    });
     const table: Record<string, string> = {};
-    for (const { c, exit, unchanged } of results) table[c.name] = `exit ${exit.code} in ${Math.round(exit.ms)} ms${unchanged ? '' : ', FILE CHANGED'}: ${exit.stderr.trim().slice(0, 110)}`;
+    for (const { c, exit, unchanged } of results)
+      table[c.name] = `exit ${exit.code} in ${Math.round(exit.ms)} ms${unchanged ? '' : ', FILE CHANGED'}: ${exit.stderr.trim().slice(0, 110)}`;
     reportFigures('faults: damaged data folder at start', table);
     for (const { c, exit, unchanged } of results) {
       const lines = exit.stderr.split('\n').filter((l) => l.trim() !== '');

@@ -112,17 +112,15 @@ function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
       break;
     case 'wraps': {
       const wraps = keys.wraps as { to: string; key: string }[];
-      keys.wraps = (
-        rng.pick<Json>([
-          [],
-          wraps.slice(1),
-          [...wraps, { to: 'ABCDEF01', key: b64Of(80) }],
-          wraps.map((w) => ({ ...w, key: b64Of(79) })),
-          wraps.map((w) => ({ ...w, key: '!!!!' })),
-          wraps.map((w) => ({ ...w, extra: 1 })),
-          'wraps',
-        ])
-      );
+      keys.wraps = rng.pick<Json>([
+        [],
+        wraps.slice(1),
+        [...wraps, { to: 'ABCDEF01', key: b64Of(80) }],
+        wraps.map((w) => ({ ...w, key: b64Of(79) })),
+        wraps.map((w) => ({ ...w, key: '!!!!' })),
+        wraps.map((w) => ({ ...w, extra: 1 })),
+        'wraps',
+      ]);
       break;
     }
     case 'escrow':
@@ -143,7 +141,9 @@ function mutateEnvelope(rng: Rng, t: Templates): Record<string, Json> {
       break;
     case 'extra':
       // JSON.parse makes these own properties; the strict schema must refuse them, never merge them.
-      return JSON.parse(`${JSON.stringify(env).slice(0, -1)},${rng.pick(['"__proto__":{"polluted":"yes"}', '"constructor":{"prototype":{"polluted":"yes"}}', '"x":1'])}}`) as Record<string, Json>;
+      return JSON.parse(
+        `${JSON.stringify(env).slice(0, -1)},${rng.pick(['"__proto__":{"polluted":"yes"}', '"constructor":{"prototype":{"polluted":"yes"}}', '"x":1'])}}`,
+      ) as Record<string, Json>;
     case 'missing':
       delete env[rng.pick(Object.keys(env))];
       break;

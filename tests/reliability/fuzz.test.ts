@@ -99,7 +99,11 @@ async function fuzzer(wsUrl: string, identity: Identity | null, next: () => Fuzz
     });
     const last = probes[probes.length - 1];
     try {
-      await c.waitFor(() => c.closed !== null || c.frames[c.frames.length - 1]?.type === 'pong' && (c.frames[c.frames.length - 1] as { t: number }).t === last, 'the probe pongs', 10_000);
+      await c.waitFor(
+        () => c.closed !== null || (c.frames[c.frames.length - 1]?.type === 'pong' && (c.frames[c.frames.length - 1] as { t: number }).t === last),
+        'the probe pongs',
+        10_000,
+      );
     } catch {
       tally.unanswered += window.length;
       tally.examples.push(`unanswered window starting ${window[0]!.kind}`);
@@ -176,122 +180,127 @@ async function tcpGarbage(port: number, rng: Rng, upgrade: boolean): Promise<'cl
 }
 
 describe('fuzz: malformed frames from raw clients while a watchdog pair talks', () => {
-  it(`the relay answers each of ${SIZE.frames} malformed frames with an error reply or a named close, stays up, and the watchdog pair loses no message`, async () => {
-    const rng = new Rng(SIZE.seed);
-    const sender = newIdentity();
-    const target = newIdentity();
-    // The target exists in the directory, so envelopes to it are refused for their faults, not for an unknown PIN.
-    const reg = await RawClient.connect(app.wsUrl);
-    await reg.login(target, 'Target');
-    reg.close();
-    const templates = makeTemplates(sender, target);
+  it(
+    `the relay answers each of ${SIZE.frames} malformed frames with an error reply or a named close, stays up, and the watchdog pair loses no message`,
+    async () => {
+      const rng = new Rng(SIZE.seed);
+      const sender = newIdentity();
+      const target = newIdentity();
+      // The target exists in the directory, so envelopes to it are refused for their faults, not for an unknown PIN.
+      const reg = await RawClient.connect(app.wsUrl);
+      await reg.login(target, 'Target');
+      reg.close();
+      const templates = makeTemplates(sender, target);
 
-    // ---- The watchdog pair: real Messengers, one message every 20 ms, alternating direction.
-    const a: TestUser = await user(app.wsUrl, 'WatchA');
-    const b: TestUser = await user(app.wsUrl, 'WatchB');
-    await knows(a, b.m.pin);
-    await knows(b, a.m.pin);
-    const sent: { from: TestUser; to: TestUser; id: string; text: string }[] = [];
-    let fuzzing = true;
-    const watchdog = (async () => {
-      for (let i = 0; fuzzing && i < 100_000; i++) {
-        const [from, to] = i % 2 ? [b, a] : [a, b];
-        const text = `watchdog ${i}`;
-        sent.push({ from, to, id: from.m.sendText([to.m.pin], text).id, text });
-        await sleep(20);
-      }
-    })();
+      // ---- The watchdog pair: real Messengers, one message every 20 ms, alternating direction.
+      const a: TestUser = await user(app.wsUrl, 'WatchA');
+      const b: TestUser = await user(app.wsUrl, 'WatchB');
+      await knows(a, b.m.pin);
+      await knows(b, a.m.pin);
+      const sent: { from: TestUser; to: TestUser; id: string; text: string }[] = [];
+      let fuzzing = true;
+      const watchdog = (async () => {
+        for (let i = 0; fuzzing && i < 100_000; i++) {
+          const [from, to] = i % 2 ? [b, a] : [a, b];
+          const text = `watchdog ${i}`;
+          sent.push({ from, to, id: from.m.sendText([to.m.pin], text).id, text });
+          await sleep(20);
+        }
+      })();
 
-    // ---- The fuzzers.
-    const tally: Tally = {
-      sent: 0,
-      mustRefuse: 0,
-      validShaped: 0,
-      refusedByError: 0,
-      refusedByClose: 0,
-      notRefused: 0,
-      unanswered: 0,
-      badCloses: 0,
-      closeCodes: new Map(),
-      errorCodes: new Map(),
-      byKind: new Map(),
-      examples: [],
-    };
-    // Make frames until SIZE.frames of them must be refused (a valid ping or ack made by chance does not count).
-    let made = 0;
-    let madeBad = 0;
-    const next = (): FuzzFrame | null => {
-      if (madeBad >= SIZE.frames || made >= SIZE.frames * 2) return null;
-      const frame = fuzzFrame(rng, templates);
-      made += 1;
-      if (mustRefuse(frame)) madeBad += 1;
-      return frame;
-    };
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: FUZZ_SOCKETS }, (_, i) => fuzzer(app.wsUrl, i % 2 === 0 ? newIdentity() : null, next, tally, i * 10_000_000)),
-    );
-    let garbageClosed = 0;
-    const garbageTried = 40;
-    for (let i = 0; i < garbageTried; i++) if ((await tcpGarbage(app.port, rng, i % 2 === 1)) === 'closed') garbageClosed += 1;
-    const fuzzSeconds = (performance.now() - started) / 1000;
-    fuzzing = false;
-    await watchdog;
+      // ---- The fuzzers.
+      const tally: Tally = {
+        sent: 0,
+        mustRefuse: 0,
+        validShaped: 0,
+        refusedByError: 0,
+        refusedByClose: 0,
+        notRefused: 0,
+        unanswered: 0,
+        badCloses: 0,
+        closeCodes: new Map(),
+        errorCodes: new Map(),
+        byKind: new Map(),
+        examples: [],
+      };
+      // Make frames until SIZE.frames of them must be refused (a valid ping or ack made by chance does not count).
+      let made = 0;
+      let madeBad = 0;
+      const next = (): FuzzFrame | null => {
+        if (madeBad >= SIZE.frames || made >= SIZE.frames * 2) return null;
+        const frame = fuzzFrame(rng, templates);
+        made += 1;
+        if (mustRefuse(frame)) madeBad += 1;
+        return frame;
+      };
+      const started = performance.now();
+      await Promise.all(Array.from({ length: FUZZ_SOCKETS }, (_, i) => fuzzer(app.wsUrl, i % 2 === 0 ? newIdentity() : null, next, tally, i * 10_000_000)));
+      let garbageClosed = 0;
+      const garbageTried = 40;
+      for (let i = 0; i < garbageTried; i++) if ((await tcpGarbage(app.port, rng, i % 2 === 1)) === 'closed') garbageClosed += 1;
+      const fuzzSeconds = (performance.now() - started) / 1000;
+      fuzzing = false;
+      await watchdog;
 
-    // ---- The watchdog pair must have everything: accepted by the relay, and opened by the other side.
-    await until(() => sent.every((s) => s.from.m.messages.get(s.id)?.state !== 'sending'), 'every watchdog message accepted', 15_000);
-    const accepted = sent.filter((s) => ['sent', 'delivered', 'read'].includes(s.from.m.messages.get(s.id)?.state ?? ''));
-    await until(() => accepted.every((s) => s.to.m.messages.get(s.id)?.text === s.text), 'every accepted watchdog message received', 15_000).catch(() => {});
-    const lost = accepted.filter((s) => s.to.m.messages.get(s.id)?.text !== s.text).length;
-    const failed = sent.length - accepted.length;
+      // ---- The watchdog pair must have everything: accepted by the relay, and opened by the other side.
+      await until(() => sent.every((s) => s.from.m.messages.get(s.id)?.state !== 'sending'), 'every watchdog message accepted', 15_000);
+      const accepted = sent.filter((s) => ['sent', 'delivered', 'read'].includes(s.from.m.messages.get(s.id)?.state ?? ''));
+      await until(() => accepted.every((s) => s.to.m.messages.get(s.id)?.text === s.text), 'every accepted watchdog message received', 15_000).catch(() => {});
+      const lost = accepted.filter((s) => s.to.m.messages.get(s.id)?.text !== s.text).length;
+      const failed = sent.length - accepted.length;
 
-    // ---- The relay is still up and serving: health, and a fresh login.
-    const health = (await (await fetch(`${app.url}/healthz`)).json()) as { ok: boolean };
-    const fresh = await RawClient.connect(app.wsUrl);
-    await fresh.login(newIdentity(), 'After the storm');
-    fresh.close();
+      // ---- The relay is still up and serving: health, and a fresh login.
+      const health = (await (await fetch(`${app.url}/healthz`)).json()) as { ok: boolean };
+      const fresh = await RawClient.connect(app.wsUrl);
+      await fresh.login(newIdentity(), 'After the storm');
+      fresh.close();
 
-    const closes = [...tally.closeCodes].map(([code, n]) => `${code}×${n}`).join(' ');
-    const errorCodes = [...tally.errorCodes].sort((x, y) => y[1] - x[1]).map(([code, n]) => `${code}×${n}`).join(' ');
-    reportFigures('fuzz', {
-      'seed': SIZE.seed,
-      'fuzz sockets': `${FUZZ_SOCKETS} (half logged in), rate and byte budgets opened wide for this relay`,
-      'frames sent (total)': tally.sent,
-      'malformed frames (must be refused)': tally.mustRefuse,
-      'valid-shaped frames (ping/ack by chance)': tally.validShaped,
-      'refused by error reply': tally.refusedByError,
-      'refused by named close': tally.refusedByClose,
-      'close codes': closes || '-',
-      'error codes': errorCodes,
-      'not refused': tally.notRefused,
-      'unanswered (no reply, no close)': tally.unanswered,
-      'closes without a named reason': tally.badCloses,
-      'tcp garbage connections closed': `${garbageClosed}/${garbageTried}`,
-      'watchdog messages sent': sent.length,
-      'watchdog accepted': accepted.length,
-      'watchdog lost': lost,
-      'watchdog refused (failed)': failed,
-      'fuzz duration': `${fuzzSeconds.toFixed(1)} s`,
-      'frames per second': Math.round(tally.sent / fuzzSeconds),
-      'relay internal errors logged': log.lines.filter((l) => l.includes('frame handler failed')).length,
-    });
-    if (tally.examples.length) console.log(tally.examples.slice(0, 20).join('\n'));
+      const closes = [...tally.closeCodes].map(([code, n]) => `${code}×${n}`).join(' ');
+      const errorCodes = [...tally.errorCodes]
+        .sort((x, y) => y[1] - x[1])
+        .map(([code, n]) => `${code}×${n}`)
+        .join(' ');
+      reportFigures('fuzz', {
+        seed: SIZE.seed,
+        'fuzz sockets': `${FUZZ_SOCKETS} (half logged in), rate and byte budgets opened wide for this relay`,
+        'frames sent (total)': tally.sent,
+        'malformed frames (must be refused)': tally.mustRefuse,
+        'valid-shaped frames (ping/ack by chance)': tally.validShaped,
+        'refused by error reply': tally.refusedByError,
+        'refused by named close': tally.refusedByClose,
+        'close codes': closes || '-',
+        'error codes': errorCodes,
+        'not refused': tally.notRefused,
+        'unanswered (no reply, no close)': tally.unanswered,
+        'closes without a named reason': tally.badCloses,
+        'tcp garbage connections closed': `${garbageClosed}/${garbageTried}`,
+        'watchdog messages sent': sent.length,
+        'watchdog accepted': accepted.length,
+        'watchdog lost': lost,
+        'watchdog refused (failed)': failed,
+        'fuzz duration': `${fuzzSeconds.toFixed(1)} s`,
+        'frames per second': Math.round(tally.sent / fuzzSeconds),
+        'relay internal errors logged': log.lines.filter((l) => l.includes('frame handler failed')).length,
+      });
+      if (tally.examples.length) console.log(tally.examples.slice(0, 20).join('\n'));
 
-    expect(tally.mustRefuse).toBeGreaterThanOrEqual(SIZE.frames);
-    expect(tally.refusedByError + tally.refusedByClose).toBe(tally.mustRefuse);
-    expect(tally.notRefused).toBe(0);
-    expect(tally.unanswered).toBe(0);
-    expect(tally.badCloses).toBe(0);
-    expect(tally.errorCodes.get('internal') ?? 0).toBe(0);
-    expect(garbageClosed).toBe(garbageTried);
-    expect(health.ok).toBe(true);
-    expect(sent.length).toBeGreaterThan(10);
-    expect(lost).toBe(0);
-    expect(failed).toBe(0);
-    // The corpus carried __proto__ and constructor.prototype keys: nothing reached Object.prototype.
-    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
-    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
-    a.m.stop();
-    b.m.stop();
-  }, Math.max(120_000, SIZE.frames * 5));
+      expect(tally.mustRefuse).toBeGreaterThanOrEqual(SIZE.frames);
+      expect(tally.refusedByError + tally.refusedByClose).toBe(tally.mustRefuse);
+      expect(tally.notRefused).toBe(0);
+      expect(tally.unanswered).toBe(0);
+      expect(tally.badCloses).toBe(0);
+      expect(tally.errorCodes.get('internal') ?? 0).toBe(0);
+      expect(garbageClosed).toBe(garbageTried);
+      expect(health.ok).toBe(true);
+      expect(sent.length).toBeGreaterThan(10);
+      expect(lost).toBe(0);
+      expect(failed).toBe(0);
+      // The corpus carried __proto__ and constructor.prototype keys: nothing reached Object.prototype.
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
+      a.m.stop();
+      b.m.stop();
+    },
+    Math.max(120_000, SIZE.frames * 5),
+  );
 });

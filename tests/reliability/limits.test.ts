@@ -50,7 +50,11 @@ describe('limits: frame size', () => {
     const again = await RawClient.connect(app.wsUrl);
     await again.login(newIdentity(), 'Still here');
     again.close();
-    reportFigures('frame size', { 'max frame bytes': MAX_FRAME_BYTES, 'frame of max bytes': 'answered (error reply), socket open', 'frame of max+1 bytes': `closed ${closed.code}` });
+    reportFigures('frame size', {
+      'max frame bytes': MAX_FRAME_BYTES,
+      'frame of max bytes': 'answered (error reply), socket open',
+      'frame of max+1 bytes': `closed ${closed.code}`,
+    });
   });
 });
 
@@ -212,12 +216,15 @@ describe('limits: a flooding client', () => {
     const { fs } = run;
     const stats = app.relay.stats;
     reportFigures('flood (token bucket on, default limits)', {
-      'bucket': `burst ${DEFAULT_LIMITS.rateBurst}, ${DEFAULT_LIMITS.ratePerSecond}/s, close after ${DEFAULT_LIMITS.floodCloseAfter} drops`,
+      bucket: `burst ${DEFAULT_LIMITS.rateBurst}, ${DEFAULT_LIMITS.ratePerSecond}/s, close after ${DEFAULT_LIMITS.floodCloseAfter} drops`,
       ...latencyFigures(run),
       'flood frames sent': fs.sent,
       'flood envelopes accepted': fs.accepted,
       'flood rate_limited replies': fs.rateLimited,
-      'flood closes (code×n)': Object.entries(fs.closes).map(([c, n]) => `${c}×${n}`).join(' ') || '-',
+      'flood closes (code×n)':
+        Object.entries(fs.closes)
+          .map(([c, n]) => `${c}×${n}`)
+          .join(' ') || '-',
       'flood connections (it reconnects when closed)': fs.connections,
       'relay frames dropped by bucket': stats.rateLimited,
       'relay flood closes': stats.floodCloses,
@@ -245,10 +252,13 @@ describe('limits: a flooding client', () => {
       'flood frames sent (max-size, 63 recipients)': fs.sent,
       'flood envelopes accepted': fs.accepted,
       'flood rate_limited replies': fs.rateLimited,
-      'flood closes (code×n)': Object.entries(fs.closes).map(([c, n]) => `${c}×${n}`).join(' ') || '-',
+      'flood closes (code×n)':
+        Object.entries(fs.closes)
+          .map(([c, n]) => `${c}×${n}`)
+          .join(' ') || '-',
       'envelopes the 63 recipients got': fs.receivedByRecipients,
       'relay output charged (bytes)': stats.outputCharged,
-      'budget from the flooder\'s start (bytes)': Math.round(budget),
+      "budget from the flooder's start (bytes)": Math.round(budget),
       'relay output per flooded second': `${(stats.outputCharged / (run.floodMs / 1000) / 1024 / 1024).toFixed(2)} MiB/s`,
       'refused by the output bucket': stats.outputLimited,
       'refused by the input byte bucket': stats.inputLimited,
@@ -282,42 +292,42 @@ describe('limits: a flooding client', () => {
   // Registered only with RELIABILITY_CONTRAST=1 (npm run test:reliability): it floods a relay on purpose and takes ~10 s.
   if (SIZE.contrast)
     it('contrast: without the token bucket the same flood makes a pair wait behind it, its slowest probe many times the quiet one (shows what the bucket is for)', async () => {
-    const open = await relay({ limits: UNLIMITED });
-    const oa = await user(open.wsUrl, 'OpenA');
-    const ob = await user(open.wsUrl, 'OpenB');
-    await knows(oa, ob.m.pin);
-    cleanup.push(() => {
-      oa.m.stop();
-      ob.m.stop();
-    });
-    const openFlooder = await startFlooder(open.wsUrl, ob);
-    await latencies(oa, ob, 5);
-    const per = 10;
-    const openQuiet = await latencies(oa, ob, per, 3000);
-    openFlooder.cmd('on');
-    await sleep(300);
-    const openFlooded = await latencies(oa, ob, per, 3000);
-    openFlooder.cmd('off');
-    const ofs = await openFlooder.stats();
-    const finite = openFlooded.filter(Number.isFinite);
-    reportFigures('flood (contrast: token bucket opened wide)', {
-      'latency quiet p50': ms(median(openQuiet)),
-      'latency flooded p50 / p95': `${ms(median(finite))} / ${ms(quantile(finite, 0.95))}`,
-      'probes lost (> 3 s)': openFlooded.length - finite.length,
-      'ratio flooded/quiet p50': (median(openFlooded) / median(openQuiet)).toFixed(2),
-      'slowest probe quiet / flooded': `${ms(Math.max(...openQuiet))} / ${ms(Math.max(...openFlooded))}`,
-      'ratio flooded/quiet slowest probe': (Math.max(...openFlooded) / Math.max(...openQuiet)).toFixed(1),
-      'flood frames sent': ofs.sent,
-      'flood envelopes accepted': ofs.accepted,
-    });
-    // Without the bucket the flood is delivered: the pair waits behind it. The flooder's stock holds
-    // 1,500 distinct envelopes and it then repeats them, which the relay answers cheaply as
-    // duplicates; so the flood's real weight is one burst of 1,500 deliveries to B, and the probes
-    // that meet it wait up to a second or more, while the later ones do not. The median of ten
-    // probes then depends on where they fall (0.84-14.6 in runs on 2026-11-29); the slowest probe
-    // does not (about 1.2 s against a few ms quiet).
-    expect(Math.max(...openFlooded) / Math.max(...openQuiet)).toBeGreaterThan(10);
-  }, 60_000);
+      const open = await relay({ limits: UNLIMITED });
+      const oa = await user(open.wsUrl, 'OpenA');
+      const ob = await user(open.wsUrl, 'OpenB');
+      await knows(oa, ob.m.pin);
+      cleanup.push(() => {
+        oa.m.stop();
+        ob.m.stop();
+      });
+      const openFlooder = await startFlooder(open.wsUrl, ob);
+      await latencies(oa, ob, 5);
+      const per = 10;
+      const openQuiet = await latencies(oa, ob, per, 3000);
+      openFlooder.cmd('on');
+      await sleep(300);
+      const openFlooded = await latencies(oa, ob, per, 3000);
+      openFlooder.cmd('off');
+      const ofs = await openFlooder.stats();
+      const finite = openFlooded.filter(Number.isFinite);
+      reportFigures('flood (contrast: token bucket opened wide)', {
+        'latency quiet p50': ms(median(openQuiet)),
+        'latency flooded p50 / p95': `${ms(median(finite))} / ${ms(quantile(finite, 0.95))}`,
+        'probes lost (> 3 s)': openFlooded.length - finite.length,
+        'ratio flooded/quiet p50': (median(openFlooded) / median(openQuiet)).toFixed(2),
+        'slowest probe quiet / flooded': `${ms(Math.max(...openQuiet))} / ${ms(Math.max(...openFlooded))}`,
+        'ratio flooded/quiet slowest probe': (Math.max(...openFlooded) / Math.max(...openQuiet)).toFixed(1),
+        'flood frames sent': ofs.sent,
+        'flood envelopes accepted': ofs.accepted,
+      });
+      // Without the bucket the flood is delivered: the pair waits behind it. The flooder's stock holds
+      // 1,500 distinct envelopes and it then repeats them, which the relay answers cheaply as
+      // duplicates; so the flood's real weight is one burst of 1,500 deliveries to B, and the probes
+      // that meet it wait up to a second or more, while the later ones do not. The median of ten
+      // probes then depends on where they fall (0.84-14.6 in runs on 2026-11-29); the slowest probe
+      // does not (about 1.2 s against a few ms quiet).
+      expect(Math.max(...openFlooded) / Math.max(...openQuiet)).toBeGreaterThan(10);
+    }, 60_000);
 });
 
 // ---------------------------------------------------------------------------
@@ -391,7 +401,7 @@ describe('limits: a slow consumer', () => {
       'accepted for it': accepted.length,
       'delivered on return (unique)': new Set(envelopeFrames).size,
       'duplicate deliveries on the returning socket': duplicates,
-      'lost': accepted.filter((id) => !back.messages.has(id)).length,
+      lost: accepted.filter((id) => !back.messages.has(id)).length,
     });
     expect(closed.code).toBe(CloseCode.SlowConsumer);
     expect(closed.reason).toMatch(/slow consumer/);

@@ -5,7 +5,26 @@
  */
 import sodium from 'libsodium-wrappers';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { boxKeyOf, cryptoReady, escrowKeyPairFromSecret, escrowKid, fromB64, identityFromSigningKey, loginTranscript, newEscrowKeyPair, newIdentity, pinOf, safetyNumber, signLogin, toB64, toHex, unwrapKey, verifyLogin, type EscrowKeyPair, type Identity } from '../../shared/crypto.ts';
+import {
+  boxKeyOf,
+  cryptoReady,
+  escrowKeyPairFromSecret,
+  escrowKid,
+  fromB64,
+  identityFromSigningKey,
+  loginTranscript,
+  newEscrowKeyPair,
+  newIdentity,
+  pinOf,
+  safetyNumber,
+  signLogin,
+  toB64,
+  toHex,
+  unwrapKey,
+  verifyLogin,
+  type EscrowKeyPair,
+  type Identity,
+} from '../../shared/crypto.ts';
 import { bodyPlainLength, decryptBody, headerBytes, openEnvelope, openWithEscrow, sealEnvelope, signedBytes, verifyEnvelope, type SealInput } from '../../shared/envelope.ts';
 import { Envelope, type E2eKeys, type EscrowField, type EscrowKeys, type KeyWrap, type MessageBody } from '../../shared/protocol.ts';
 import { OpenFailure } from '../../shared/failures.ts';
@@ -43,7 +62,8 @@ function resign(env: Envelope, sender: Identity): Envelope {
 }
 
 /** Refused at the signature (or at the key/PIN binding of the sender), before anything is decrypted. */
-const rejectedBySignature = (result: { ok: boolean; code?: string }): boolean => !result.ok && (result.code === OpenFailure.BadSignature || result.code === OpenFailure.SenderKeyMismatch);
+const rejectedBySignature = (result: { ok: boolean; code?: string }): boolean =>
+  !result.ok && (result.code === OpenFailure.BadSignature || result.code === OpenFailure.SenderKeyMismatch);
 
 /** The envelope's wraps and escrow field, and copies with them replaced (the key model is one signed field). */
 const e2eKeys = (env: Envelope): E2eKeys | EscrowKeys => {
@@ -53,7 +73,10 @@ const e2eKeys = (env: Envelope): E2eKeys | EscrowKeys => {
 const wrapsOf = (env: Envelope): KeyWrap[] => e2eKeys(env).wraps;
 const escrowOf = (env: Envelope): EscrowField | null => (env.keys.model === 'e2e-escrow' ? env.keys.escrow : null);
 const withWraps = (env: Envelope, wraps: KeyWrap[]): Envelope => ({ ...env, keys: { ...e2eKeys(env), wraps } });
-const withEscrow = (env: Envelope, escrow: EscrowField | null): Envelope => ({ ...env, keys: escrow ? { model: 'e2e-escrow', wraps: wrapsOf(env), escrow } : { model: 'e2e', wraps: wrapsOf(env) } });
+const withEscrow = (env: Envelope, escrow: EscrowField | null): Envelope => ({
+  ...env,
+  keys: escrow ? { model: 'e2e-escrow', wraps: wrapsOf(env), escrow } : { model: 'e2e', wraps: wrapsOf(env) },
+});
 
 let alice: Identity;
 let bob: Identity;
@@ -105,7 +128,11 @@ describe('PINs', () => {
       expect(id.pin).toMatch(/^[0-9A-F]{8}$/);
       expect(pinOf(id.signPk)).toBe(toHex(sodium.crypto_generichash(4, id.signPk, null)).toUpperCase());
       // Not a truncation of a longer BLAKE2b: the output length is part of the hash.
-      expect(pinOf(id.signPk)).not.toBe(toHex(sodium.crypto_generichash(32, id.signPk, null)).slice(0, 8).toUpperCase());
+      expect(pinOf(id.signPk)).not.toBe(
+        toHex(sodium.crypto_generichash(32, id.signPk, null))
+          .slice(0, 8)
+          .toUpperCase(),
+      );
     }
   });
 
@@ -223,7 +250,13 @@ describe('round trips', () => {
     expect(openEnvelope(env, mallory, alice.signPk)).toMatchObject({ ok: false, code: OpenFailure.NotAddressedToMe });
     for (const wrap of wrapsOf(env)) expect(unwrapKey(wrap.key, mallory.boxPk, mallory.boxSk).ok).toBe(false);
     // Relabelling a wrap with Mallory's PIN (and re-signing) still gives Mallory nothing.
-    const relabelled = resign(withWraps(env, wrapsOf(env).map((w) => (w.to === bob.pin ? { ...w, to: mallory.pin } : w))), alice);
+    const relabelled = resign(
+      withWraps(
+        env,
+        wrapsOf(env).map((w) => (w.to === bob.pin ? { ...w, to: mallory.pin } : w)),
+      ),
+      alice,
+    );
     expect(openEnvelope(relabelled, mallory, alice.signPk).ok).toBe(false);
   });
 
@@ -308,7 +341,10 @@ describe('tampering', () => {
       expect(wrap.to).toBe(owner.pin);
       for (let i = 0; i < 80; i++) {
         const flipped = flipB64(wrap.key, i);
-        const bad = withWraps(env, wrapsOf(env).map((x, j) => (j === w ? { ...x, key: flipped } : x)));
+        const bad = withWraps(
+          env,
+          wrapsOf(env).map((x, j) => (j === w ? { ...x, key: flipped } : x)),
+        );
         expect(rejectedBySignature(openEnvelope(bad, owner, alice.signPk)), `wrap ${w} byte ${i}`).toBe(true);
         expect(unwrapKey(flipped, owner.boxPk, owner.boxSk).ok, `wrap ${w} byte ${i}`).toBe(false);
       }
@@ -373,7 +409,10 @@ describe('tampering', () => {
   it('a valid signature with one wrap swapped for a wrap of another envelope is rejected', () => {
     const other = seal({ to: [recipient(bob), recipient(carol)], conv: 'g-00112233445566ff', body: { text: 'other' }, escrow: regulator }).env;
     for (let w = 0; w < wrapsOf(env).length; w++) {
-      const bad = withWraps(env, wrapsOf(env).map((x, j) => (j === w ? wrapsOf(other)[w]! : x)));
+      const bad = withWraps(
+        env,
+        wrapsOf(env).map((x, j) => (j === w ? wrapsOf(other)[w]! : x)),
+      );
       expect(rejectedBySignature(openEnvelope(bad, bob, alice.signPk)), `wrap ${w}`).toBe(true);
     }
   });
@@ -391,7 +430,13 @@ describe('tampering', () => {
 
   it('a wrap whose key is swapped for another key, even re-signed by the sender, does not decrypt the body', () => {
     const otherKey = sodium.crypto_aead_xchacha20poly1305_ietf_keygen();
-    const bad = resign(withWraps(env, wrapsOf(env).map((w) => (w.to === bob.pin ? { ...w, key: toB64(sodium.crypto_box_seal(otherKey, bob.boxPk)) } : w))), alice);
+    const bad = resign(
+      withWraps(
+        env,
+        wrapsOf(env).map((w) => (w.to === bob.pin ? { ...w, key: toB64(sodium.crypto_box_seal(otherKey, bob.boxPk)) } : w)),
+      ),
+      alice,
+    );
     expect(verifyEnvelope(bad, alice.signPk)).toBe(true);
     const result = openEnvelope(bad, bob, alice.signPk);
     expect(result.ok).toBe(false);

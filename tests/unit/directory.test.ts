@@ -34,7 +34,16 @@ class FakeSocket implements SocketLike {
   }
 }
 
-const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+const OFF: Policy = {
+  tap: false,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: null,
+  escrowKid: null,
+  epoch: 1,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
 const NONCE = Buffer.alloc(32, 7).toString('base64');
 const entry = (id: Identity, name: string, online = false): DirectoryEntry => ({ pin: id.pin, name, pk: toB64(id.signPk), online });
 
@@ -53,7 +62,14 @@ function loggedIn(page: DirectoryEntry[] = [], storage: KeyValueStore = memorySt
   const m = new Messenger({ name: 'Alice', connect: () => socket, storage });
   void m.start();
   socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy: OFF });
-  socket.deliver({ type: 'welcome', pin: m.pin, name: 'Alice', policy: OFF, total, directory: [{ pin: m.pin, name: 'Alice', pk: toB64(m.identity.signPk), online: true }, ...page] });
+  socket.deliver({
+    type: 'welcome',
+    pin: m.pin,
+    name: 'Alice',
+    policy: OFF,
+    total,
+    directory: [{ pin: m.pin, name: 'Alice', pk: toB64(m.identity.signPk), online: true }, ...page],
+  });
   return { socket, m, storage };
 }
 
@@ -138,7 +154,12 @@ describe('client/core/directory.ts', () => {
     const directory = new Map<string, DirectoryEntry>();
     const contact = { pin: '0000000A', name: 'Contact', pk: toB64(bob.signPk), online: false };
     mergeDirectory(directory, [contact], new Set());
-    const many = Array.from({ length: MAX_DIRECTORY_ENTRIES + 10 }, (_, i) => ({ pin: (0x10000000 + i).toString(16).toUpperCase(), name: `U${i}`, pk: contact.pk, online: i === 0 }));
+    const many = Array.from({ length: MAX_DIRECTORY_ENTRIES + 10 }, (_, i) => ({
+      pin: (0x10000000 + i).toString(16).toUpperCase(),
+      name: `U${i}`,
+      pk: contact.pk,
+      online: i === 0,
+    }));
     mergeDirectory(directory, many, new Set([contact.pin]));
     expect(directory.size).toBe(MAX_DIRECTORY_ENTRIES);
     expect(directory.has(contact.pin)).toBe(true);
@@ -148,7 +169,7 @@ describe('client/core/directory.ts', () => {
     expect([...directory.keys()]).toEqual([many[0]!.pin]);
   });
 
-  it('saves contacts first and at most 1,000 entries, and loads only entries that pass the schema and whose PIN is their key\'s, all offline', () => {
+  it("saves contacts first and at most 1,000 entries, and loads only entries that pass the schema and whose PIN is their key's, all offline", () => {
     const storage = memoryStore();
     const directory = new Map<string, DirectoryEntry>();
     const people = Array.from({ length: 1500 }, () => newIdentity());

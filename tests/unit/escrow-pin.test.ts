@@ -85,7 +85,16 @@ class FakeSocket implements SocketLike {
   }
 }
 
-const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+const OFF: Policy = {
+  tap: false,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: null,
+  escrowKid: null,
+  epoch: 1,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
 const tapWith = (key: { pk: Uint8Array; kid: string }, epoch: number): Policy => ({ ...OFF, tap: true, escrowPk: toB64(key.pk), escrowKid: key.kid, epoch });
 
 function loggedIn(policy: Policy, bob: Identity, pinnedEscrow: string | null) {

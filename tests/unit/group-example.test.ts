@@ -58,7 +58,18 @@ describe('the group worked example', () => {
 
   it('the doc prints the inputs, the id input, the signed bytes, the signature and the list', () => {
     expect(section.length).toBeGreaterThan(500);
-    for (const value of [fx.inputs.aliceSeedHex, fx.inputs.bobSeedHex, fx.inputs.carolSeedHex, fx.inputs.saltHex, fx.expected.saltB64, fx.expected.id, fx.expected.sigB64, fx.members.alice.pin, fx.members.bob.pin, fx.members.carol.pin]) {
+    for (const value of [
+      fx.inputs.aliceSeedHex,
+      fx.inputs.bobSeedHex,
+      fx.inputs.carolSeedHex,
+      fx.inputs.saltHex,
+      fx.expected.saltB64,
+      fx.expected.id,
+      fx.expected.sigB64,
+      fx.members.alice.pin,
+      fx.members.bob.pin,
+      fx.members.carol.pin,
+    ]) {
       expect(section).toContain(`\`${value}\``);
     }
     expect(section).toContain(`\`\`\`text\n${fx.expected.idInputText}\n\`\`\``);

@@ -102,15 +102,39 @@ describe('a group message, checked against the member list a member holds', () =
     const { sig: _sig, ...unsigned } = v1;
     const twin = resign({ ...unsigned, name: 'Book club (twin)' }, alice); // the creator equivocates: another list as version 1
     const cases: [string, Parameters<typeof checkGroupMessage>[0], GroupFailure][] = [
-      ['a plain group name, no list', { env: env(mallory, [bob, carol], v1.id), carried: 'Book club', senderPk: toB64(mallory.signPk), stored: v1, me: bob.pin }, GroupFailure.Unsigned],
+      [
+        'a plain group name, no list',
+        { env: env(mallory, [bob, carol], v1.id), carried: 'Book club', senderPk: toB64(mallory.signPk), stored: v1, me: bob.pin },
+        GroupFailure.Unsigned,
+      ],
       ['no group field at all', { env: env(mallory, [bob, carol], v1.id), carried: undefined, senderPk: toB64(mallory.signPk), stored: v1, me: bob.pin }, GroupFailure.Unsigned],
-      ['a copied valid list, sent by an outsider', { env: env(mallory, [alice, bob, carol], v1.id), carried: v1, senderPk: toB64(mallory.signPk), stored: v1, me: bob.pin }, GroupFailure.NotMember],
+      [
+        'a copied valid list, sent by an outsider',
+        { env: env(mallory, [alice, bob, carol], v1.id), carried: v1, senderPk: toB64(mallory.signPk), stored: v1, me: bob.pin },
+        GroupFailure.NotMember,
+      ],
       ['a list for another group', { env: env(bob, [alice, carol], v1.id), carried: other, senderPk: toB64(bob.signPk), stored: v1, me: carol.pin }, GroupFailure.WrongGroup],
-      ['a member who adds an outsider to the recipients', { env: env(bob, [alice, carol, mallory], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v1, me: carol.pin }, GroupFailure.RecipientsMismatch],
+      [
+        'a member who adds an outsider to the recipients',
+        { env: env(bob, [alice, carol, mallory], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v1, me: carol.pin },
+        GroupFailure.RecipientsMismatch,
+      ],
       ['a member who leaves someone out', { env: env(bob, [alice], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v1, me: alice.pin }, GroupFailure.RecipientsMismatch],
-      ['a member signing with another key than the listed one', { env: env(bob, [alice, carol], v1.id), carried: v1, senderPk: toB64(mallory.signPk), stored: v1, me: carol.pin }, GroupFailure.MemberKeyMismatch],
-      ['a removed member still using the old list', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v2, me: bob.pin }, GroupFailure.Stale],
-      ['two different lists as one version', { env: env(bob, [alice, carol], v1.id), carried: twin, senderPk: toB64(bob.signPk), stored: v1, me: carol.pin }, GroupFailure.Conflict],
+      [
+        'a member signing with another key than the listed one',
+        { env: env(bob, [alice, carol], v1.id), carried: v1, senderPk: toB64(mallory.signPk), stored: v1, me: carol.pin },
+        GroupFailure.MemberKeyMismatch,
+      ],
+      [
+        'a removed member still using the old list',
+        { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v2, me: bob.pin },
+        GroupFailure.Stale,
+      ],
+      [
+        'two different lists as one version',
+        { env: env(bob, [alice, carol], v1.id), carried: twin, senderPk: toB64(bob.signPk), stored: v1, me: carol.pin },
+        GroupFailure.Conflict,
+      ],
       ['a list this client is not on', { env: env(alice, [bob], v2.id), carried: v2, senderPk: toB64(alice.signPk), stored: undefined, me: carol.pin }, GroupFailure.NotForMe],
     ];
     for (const [what, input, code] of cases) expect(checkGroupMessage(input), what).toMatchObject({ ok: false, code });
@@ -122,7 +146,14 @@ describe('a group message, checked against the member list a member holds', () =
     // Bob: the note goes to the old and the new members.
     const forBob = checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' });
     expect(forBob).toEqual({ ok: true, state: v2, updated: true });
-    const forCarol = checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' });
+    const forCarol = checkGroupMessage({
+      env: env(alice, [bob, carol, dave], v1.id),
+      carried: v2,
+      senderPk: toB64(alice.signPk),
+      stored: v1,
+      me: carol.pin,
+      note: 'group-changed',
+    });
     expect(forCarol).toEqual({ ok: true, state: v2, updated: true });
     // The same recipients without the note are not a group message of version 2.
     const plain = checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin });
@@ -134,8 +165,13 @@ describe('a group message, checked against the member list a member holds', () =
     const alone = checkGroupMessage({ env: env(alice, [carol], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' });
     expect(alone).toEqual({ ok: true, state: v2, updated: true });
     // That exception is for removed members only: a member, or someone never on the list, is not told apart.
-    expect(checkGroupMessage({ env: env(alice, [bob], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
-    expect(checkGroupMessage({ env: env(alice, [carol, mallory], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' })).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
+    expect(checkGroupMessage({ env: env(alice, [bob], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({
+      ok: false,
+      code: GroupFailure.RecipientsMismatch,
+    });
+    expect(
+      checkGroupMessage({ env: env(alice, [carol, mallory], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: carol.pin, note: 'group-changed' }),
+    ).toMatchObject({ ok: false, code: GroupFailure.RecipientsMismatch });
     // An older list never replaces a newer one.
     const old = checkGroupMessage({ env: env(bob, [alice, carol], v1.id), carried: v1, senderPk: toB64(bob.signPk), stored: v2, me: alice.pin });
     expect(old).toMatchObject({ ok: false, code: GroupFailure.Stale });
@@ -145,18 +181,47 @@ describe('a group message, checked against the member list a member holds', () =
     const v1 = createGroup(alice, 'Book club', [member(bob), member(carol)]);
     const v2 = changeGroup(v1, alice, { add: [member(dave)] });
     const cases: [string, Parameters<typeof checkGroupMessage>[0], GroupFailure][] = [
-      ['a member\'s "made the group", to exactly the members', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotFromCreator],
-      ['a member\'s "changed the group" with the list held', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-changed' }, GroupFailure.NoteNotFromCreator],
-      ['a member\'s note for a client that holds no list yet', { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: undefined, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotFromCreator],
-      ['the creator\'s old "made the group" after a change', { env: env(alice, [bob, carol, dave], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-created' }, GroupFailure.NoteNotNewer],
-      ['the creator\'s old "changed" note, to exactly the old members', { env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' }, GroupFailure.NoteNotNewer],
+      [
+        'a member\'s "made the group", to exactly the members',
+        { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-created' },
+        GroupFailure.NoteNotFromCreator,
+      ],
+      [
+        'a member\'s "changed the group" with the list held',
+        { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin, note: 'group-changed' },
+        GroupFailure.NoteNotFromCreator,
+      ],
+      [
+        "a member's note for a client that holds no list yet",
+        { env: env(carol, [alice, bob], v1.id), carried: v1, senderPk: toB64(carol.signPk), stored: undefined, me: bob.pin, note: 'group-created' },
+        GroupFailure.NoteNotFromCreator,
+      ],
+      [
+        'the creator\'s old "made the group" after a change',
+        { env: env(alice, [bob, carol, dave], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-created' },
+        GroupFailure.NoteNotNewer,
+      ],
+      [
+        'the creator\'s old "changed" note, to exactly the old members',
+        { env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' },
+        GroupFailure.NoteNotNewer,
+      ],
     ];
     for (const [what, input, code] of cases) expect(checkGroupMessage(input), what).toMatchObject({ ok: false, code });
     // The creator's notes: a new group, a newer list, and the same list again (a repeat: it claims no change).
-    expect(checkGroupMessage({ env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: undefined, me: bob.pin, note: 'group-created' })).toMatchObject({ ok: true, updated: true });
-    expect(checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: true, updated: true });
-    expect(checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' })).toMatchObject({ ok: true, updated: false });
+    expect(
+      checkGroupMessage({ env: env(alice, [bob, carol], v1.id), carried: v1, senderPk: toB64(alice.signPk), stored: undefined, me: bob.pin, note: 'group-created' }),
+    ).toMatchObject({ ok: true, updated: true });
+    expect(
+      checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v1, me: bob.pin, note: 'group-changed' }),
+    ).toMatchObject({ ok: true, updated: true });
+    expect(
+      checkGroupMessage({ env: env(alice, [bob, carol, dave], v1.id), carried: v2, senderPk: toB64(alice.signPk), stored: v2, me: bob.pin, note: 'group-changed' }),
+    ).toMatchObject({ ok: true, updated: false });
     // A member's plain message carrying the creator's newer list is still let in (the list is the creator's).
-    expect(checkGroupMessage({ env: env(carol, [alice, bob, dave], v1.id), carried: v2, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin })).toMatchObject({ ok: true, updated: true });
+    expect(checkGroupMessage({ env: env(carol, [alice, bob, dave], v1.id), carried: v2, senderPk: toB64(carol.signPk), stored: v1, me: bob.pin })).toMatchObject({
+      ok: true,
+      updated: true,
+    });
   });
 });

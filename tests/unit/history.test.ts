@@ -14,7 +14,21 @@ const CHAT = 'g-0123456789abcdef';
 let reads = 0;
 /** A message whose every field read is counted. */
 function counted(n: number, chat = CHAT): ChatMessage {
-  const msg: ChatMessage = { id: n.toString(16).padStart(32, '0'), chat, from: 'AAAAAAAA', to: ['BBBBBBBB'], ts: 1e12 + n, at: 1e12 + n, direction: 'in', text: 'spam', state: 'received', deliveredTo: [], readBy: [], readers: { model: 'e2e', participants: ['AAAAAAAA', 'BBBBBBBB'], escrowKid: null }, seen: false };
+  const msg: ChatMessage = {
+    id: n.toString(16).padStart(32, '0'),
+    chat,
+    from: 'AAAAAAAA',
+    to: ['BBBBBBBB'],
+    ts: 1e12 + n,
+    at: 1e12 + n,
+    direction: 'in',
+    text: 'spam',
+    state: 'received',
+    deliveredTo: [],
+    readBy: [],
+    readers: { model: 'e2e', participants: ['AAAAAAAA', 'BBBBBBBB'], escrowKid: null },
+    seen: false,
+  };
   return new Proxy(msg, {
     get(target, key, receiver) {
       reads += 1;
@@ -53,12 +67,14 @@ describe('the messages a tab holds', () => {
     const thread = m.messagesIn(CHAT);
     const threadReads = reads;
     m.stop();
-    console.log(`[figures] fields read: chats() at 1,000 messages ${listAt1000}, at 20,000 ${listAt20000}; per arrival + page work at most ${perMessageMax}, in all ${total} for 20,000 (${(total / 20_000).toFixed(1)} each)`);
+    console.log(
+      `[figures] fields read: chats() at 1,000 messages ${listAt1000}, at 20,000 ${listAt20000}; per arrival + page work at most ${perMessageMax}, in all ${total} for 20,000 (${(total / 20_000).toFixed(1)} each)`,
+    );
     expect(thread).toHaveLength(20_000);
     expect(threadReads, 'fields read to hand out a chat of 20,000').toBe(0);
     expect(listAt20000, 'chats() at 20,000 messages against 1,000').toBe(listAt1000);
     // Quadratic (today's main) would read every message per call: 3 × 20,000 × 20,000 / 2 = 6e8.
-    expect(total, 'fields read for 20,000 arrivals with the page\'s work after each').toBeLessThanOrEqual(40 * 20_000);
+    expect(total, "fields read for 20,000 arrivals with the page's work after each").toBeLessThanOrEqual(40 * 20_000);
   });
 
   it('a chat keeps at most KEEP_PER_CHAT (+ a quarter of slack) messages in memory: a flood of 20,000 drops the oldest, counts them, and keeps a message still being sent', () => {

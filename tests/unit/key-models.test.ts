@@ -86,7 +86,13 @@ describe('who opens a message, by key model, with the real keys', () => {
   });
 
   it('a server-held key envelope opens for its recipient only once the server has wrapped the key for them, and a server that wraps a wrong key is caught by the body', () => {
-    const { env } = sealEnvelope({ sender: alice, to: [{ pin: bob.pin, signPk: bob.signPk }], conv: 'dm', body: { text: 'through the server' }, plan: { model: 'server-key', server } });
+    const { env } = sealEnvelope({
+      sender: alice,
+      to: [{ pin: bob.pin, signPk: bob.signPk }],
+      conv: 'dm',
+      body: { text: 'through the server' },
+      plan: { model: 'server-key', server },
+    });
     expect(openAs(env, { kind: 'member', identity: bob }, alice.signPk)).toMatchObject({ ok: false, code: 'not_addressed_to_me' });
     const wrongKey = new Uint8Array(32).fill(9);
     const lying = Envelope.parse({ ...env, delivery: serverKeyModel.deliver(wrongKey, [{ pin: bob.pin, signPk: bob.signPk }]) });
@@ -96,7 +102,16 @@ describe('who opens a message, by key model, with the real keys', () => {
 
   it('relabelling an envelope as another key model breaks the signature and the associated data', () => {
     const env = sealed({ model: 'app-key' });
-    const relabelled = { ...env, keys: { model: 'e2e' as const, wraps: [{ to: alice.pin, key: env.keys.model === 'app-key' ? `${'A'.repeat(106)}==` : '' }, { to: bob.pin, key: `${'A'.repeat(106)}==` }] } };
+    const relabelled = {
+      ...env,
+      keys: {
+        model: 'e2e' as const,
+        wraps: [
+          { to: alice.pin, key: env.keys.model === 'app-key' ? `${'A'.repeat(106)}==` : '' },
+          { to: bob.pin, key: `${'A'.repeat(106)}==` },
+        ],
+      },
+    };
     expect(verifyEnvelope(relabelled, alice.signPk)).toBe(false);
   });
 });

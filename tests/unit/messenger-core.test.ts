@@ -37,7 +37,16 @@ class FakeSocket implements SocketLike {
   }
 }
 
-const OFF: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+const OFF: Policy = {
+  tap: false,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: null,
+  escrowKid: null,
+  epoch: 1,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
 const NONCE = Buffer.alloc(32, 7).toString('base64');
 
 let bob: Identity;
@@ -182,7 +191,11 @@ describe('directory entries are checked (trust on first use)', () => {
 
   it('another key for a PIN already known is refused with key_changed: the first key is kept, messages are sealed to it, and an envelope signed by the offered key does not open', async () => {
     // Two real keys that share a PIN (a 32-bit birthday collision, tests/fixtures/pin-collision.json).
-    const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as { pin: string; first: { seedHex: string }; second: { seedHex: string } };
+    const collision = JSON.parse(readFileSync(new URL('../fixtures/pin-collision.json', import.meta.url), 'utf8')) as {
+      pin: string;
+      first: { seedHex: string };
+      second: { seedHex: string };
+    };
     const first = newIdentity(fromHex(collision.first.seedHex));
     const second = newIdentity(fromHex(collision.second.seedHex));
     expect([first.pin, second.pin]).toEqual([collision.pin, collision.pin]);
@@ -193,7 +206,9 @@ describe('directory entries are checked (trust on first use)', () => {
     expect(m.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
     // The relay (or someone in its place) now says Carol's key is another one with the same PIN.
     socket.deliver({ type: 'presence', users: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }] });
-    expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged, kept: toB64(first.signPk), offered: toB64(second.signPk) }));
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged, kept: toB64(first.signPk), offered: toB64(second.signPk) }),
+    );
     expect(m.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
     expect(m.refusedKeys.get(first.pin)).toMatchObject({ code: DirectoryFailure.KeyChanged });
     // Still sealed to the key first seen: the first Carol opens it, the second cannot.
@@ -223,12 +238,19 @@ describe('directory entries are checked (trust on first use)', () => {
     again.on((e) => events.push(e));
     void again.start();
     socket.deliver({ type: 'challenge', v: 2, nonce: NONCE, policy: OFF });
-    socket.deliver({ type: 'welcome', pin: again.pin, name: 'Alice', policy: OFF, total: 2, directory: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }] });
+    socket.deliver({
+      type: 'welcome',
+      pin: again.pin,
+      name: 'Alice',
+      policy: OFF,
+      total: 2,
+      directory: [{ pin: second.pin, name: 'Carol', pk: toB64(second.signPk), online: true }],
+    });
     expect(events).toContainEqual(expect.objectContaining({ type: 'key-refused', pin: first.pin, code: DirectoryFailure.KeyChanged }));
     expect(again.directory.get(first.pin)?.pk).toBe(toB64(first.signPk));
   });
 
-  it('what others\' groups make a tab hold is bounded: of 400 groups a stranger makes, at most OTHERS_HELD are held and OTHERS_SAVED saved, a group by someone you wrote to is kept, and a group let go of refuses its older list as stale', async () => {
+  it("what others' groups make a tab hold is bounded: of 400 groups a stranger makes, at most OTHERS_HELD are held and OTHERS_SAVED saved, a group by someone you wrote to is kept, and a group let go of refuses its older list as stale", async () => {
     const storage = memoryStore();
     const { socket, m } = loggedIn(OFF, storage);
     const stranger = newIdentity();
@@ -242,7 +264,7 @@ describe('directory entries are checked (trust on first use)', () => {
       return env;
     };
     m.sendText([bob.pin], 'hello Bob'); // Bob is someone Alice has written to
-    const bobs = createGroup(bob, 'Bob\'s', [asMember]);
+    const bobs = createGroup(bob, "Bob's", [asMember]);
     deliver(bob, bobs.id, { text: '', group: bobs, note: 'group-created' });
     const early1 = createGroup(stranger, 'early', [asMember]);
     const early2 = changeGroup(early1, stranger, { name: 'early, renamed' });
@@ -254,9 +276,9 @@ describe('directory entries are checked (trust on first use)', () => {
       deliver(stranger, g.id, { text: '', group: g, note: 'group-created' });
     }
     const others = m.groups.all().filter((g) => g.creator !== toB64(m.identity.signPk));
-    expect(others.length, 'others\' groups held').toBeLessThanOrEqual(OTHERS_HELD);
+    expect(others.length, "others' groups held").toBeLessThanOrEqual(OTHERS_HELD);
     expect(m.groups.get(bobs.id), 'the group of someone Alice wrote to').toBeDefined();
-    expect(m.groups.get(early1.id), 'the least active stranger\'s group is let go of').toBeUndefined();
+    expect(m.groups.get(early1.id), "the least active stranger's group is let go of").toBeUndefined();
     // Its older list comes back (it may name someone since removed): stale. Its newest brings it back.
     const old = deliver(stranger, early1.id, { text: 'from version 1', group: early1 });
     expect(m.messages.get(old.id)?.flag?.code).toBe(GroupFailure.Stale);
@@ -265,9 +287,11 @@ describe('directory entries are checked (trust on first use)', () => {
     expect(m.groups.get(early1.id)?.version).toBe(2);
     m.stop();
     const saved = JSON.parse(storage.getItem(GROUPS_KEY)!) as { groups: { id: string }[]; floors: [string, number][] };
-    expect(saved.groups.length, 'others\' groups saved').toBeLessThanOrEqual(OTHERS_SAVED);
+    expect(saved.groups.length, "others' groups saved").toBeLessThanOrEqual(OTHERS_SAVED);
     expect(saved.groups.map((g) => g.id)).toContain(bobs.id);
     expect(saved.floors.length, 'the others are remembered by version only').toBeGreaterThan(0);
-    console.log(`[figures] 400 + 2 groups from others: ${others.length} held, ${saved.groups.length} saved, ${saved.floors.length} remembered by version; the group book is ${storage.getItem(GROUPS_KEY)!.length} characters`);
+    console.log(
+      `[figures] 400 + 2 groups from others: ${others.length} held, ${saved.groups.length} saved, ${saved.floors.length} remembered by version; the group book is ${storage.getItem(GROUPS_KEY)!.length} characters`,
+    );
   });
 });

@@ -40,7 +40,14 @@ type Json = Record<string, unknown>;
  * with an escrow field it is e2e-escrow, without it e2e; a `keys` override replaces the model whole.
  */
 function dm(overrides: Json = {}): Json {
-  const { wraps = [{ to: ALICE, key: bytes(80, 1) }, { to: BOB, key: bytes(80, 2) }], escrow = null, ...rest } = overrides;
+  const {
+    wraps = [
+      { to: ALICE, key: bytes(80, 1) },
+      { to: BOB, key: bytes(80, 2) },
+    ],
+    escrow = null,
+    ...rest
+  } = overrides;
   const keys = escrow === null ? { model: 'e2e', wraps } : { model: 'e2e-escrow', wraps, escrow };
   return {
     v: 2,
@@ -68,8 +75,26 @@ function group(to: string[], overrides: Json = {}): Json {
 
 const send = (env: Json): string => JSON.stringify({ type: 'send', env });
 
-const POLICY: Policy = { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 0, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
-const TAP: Policy = { tap: true, scope: 'all', pins: [], announced: true, escrowPk: bytes(32, 9), escrowKid: '9da6ac5719b8cbe9', epoch: 1, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false } };
+const POLICY: Policy = {
+  tap: false,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: null,
+  escrowKid: null,
+  epoch: 0,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
+const TAP: Policy = {
+  tap: true,
+  scope: 'all',
+  pins: [],
+  announced: true,
+  escrowPk: bytes(32, 9),
+  escrowKid: '9da6ac5719b8cbe9',
+  epoch: 1,
+  room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+};
 
 /** Assert a refusal: the code, and a message that names the field (its dotted path). */
 function expectRefused(result: Parsed<unknown>, code: string, field: string | RegExp): void {
@@ -108,12 +133,9 @@ describe('parseClientMessage accepts valid frames', () => {
 });
 
 describe('parseClientMessage refuses bad frames with the right code and a message naming the field', () => {
-  it.each(['', '{', '{"type":"ping","t":1,}', "{'type':'ping'}", 'undefined', '{"type":"ping","t":01}', '\u0000'])(
-    'not JSON (%j) is bad_json',
-    (raw) => {
-      expect(parseClientMessage(raw)).toEqual({ ok: false, code: ErrorCode.BadJson, message: 'frame is not valid JSON' });
-    },
-  );
+  it.each(['', '{', '{"type":"ping","t":1,}', "{'type':'ping'}", 'undefined', '{"type":"ping","t":01}', '\u0000'])('not JSON (%j) is bad_json', (raw) => {
+    expect(parseClientMessage(raw)).toEqual({ ok: false, code: ErrorCode.BadJson, message: 'frame is not valid JSON' });
+  });
 
   it.each(['null', '[]', '"ping"', '42', 'true'])('JSON that is not an object (%s) is bad_frame', (raw) => {
     expectRefused(parseClientMessage(raw), ErrorCode.BadFrame, '(frame)');
@@ -161,17 +183,90 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     ['env.ts fractional', { type: 'send', env: dm({ ts: 1.5 }) }, 'env.ts: '],
     ['env.keys.wraps empty', { type: 'send', env: dm({ wraps: [] }) }, 'env.keys.wraps: '],
     ['env.keys.wraps item not an object', { type: 'send', env: dm({ wraps: ['AAAA'] }) }, 'env.keys.wraps.0: '],
-    ['env.keys.wraps item with a bad PIN', { type: 'send', env: dm({ wraps: [{ to: 'alice', key: bytes(80) }, { to: BOB, key: bytes(80) }] }) }, 'env.keys.wraps.0.to: '],
+    [
+      'env.keys.wraps item with a bad PIN',
+      {
+        type: 'send',
+        env: dm({
+          wraps: [
+            { to: 'alice', key: bytes(80) },
+            { to: BOB, key: bytes(80) },
+          ],
+        }),
+      },
+      'env.keys.wraps.0.to: ',
+    ],
     ['env.keys missing', { type: 'send', env: (({ keys: _k, ...rest }) => rest)(dm()) }, 'env.keys: '],
     ['env.keys.model unknown', { type: 'send', env: dm({ keys: { model: 'rot13', wraps: [] } }) }, 'env.keys.model: '],
     ['env.keys.model reserved but not implemented (ratchet)', { type: 'send', env: dm({ keys: { model: 'ratchet', header: bytes(40) } }) }, 'env.keys.model: '],
-    ['env.keys app-key with a short key', { type: 'send', env: dm({ keys: { model: 'app-key', kid: '9da6ac5719b8cbe9', nonce: bytes(24), key: bytes(32) } }) }, 'env.keys.key: must decode to 48 bytes'],
-    ['env.keys server-key with a wrap for a recipient', { type: 'send', env: dm({ keys: { model: 'server-key', kid: '9da6ac5719b8cbe9', server: bytes(80), wraps: [{ to: BOB, key: bytes(80) }] } }) }, 'env.keys.wraps: wraps must hold one key, for the sender'],
-    ['a delivery on an end-to-end envelope', { type: 'send', env: dm({ delivery: [{ to: BOB, key: bytes(80) }] }) }, 'env.delivery: only a server-held key envelope has a delivery'],
-    ['env.keys e2e-escrow without its escrow field', { type: 'send', env: dm({ keys: { model: 'e2e-escrow', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }] } }) }, 'env.keys.escrow: '],
-    ['env.keys e2e with an escrow field', { type: 'send', env: dm({ keys: { model: 'e2e', wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80) } } }) }, 'env.keys: Unrecognized key: "escrow"'],
-    ['a v1 envelope (top-level wraps and escrow) in a send', { type: 'send', env: { ...(({ keys: _k, ...rest }) => rest)(dm({ v: 1 })), wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }], escrow: null } }, 'env.'],
-    ['env.keys.escrow.kid upper-case', { type: 'send', env: dm({ escrow: { kid: '9DA6AC5719B8CBE9', key: bytes(80) } }) }, 'env.keys.escrow.kid: kid must be 16 lower-case hex digits'],
+    [
+      'env.keys app-key with a short key',
+      { type: 'send', env: dm({ keys: { model: 'app-key', kid: '9da6ac5719b8cbe9', nonce: bytes(24), key: bytes(32) } }) },
+      'env.keys.key: must decode to 48 bytes',
+    ],
+    [
+      'env.keys server-key with a wrap for a recipient',
+      { type: 'send', env: dm({ keys: { model: 'server-key', kid: '9da6ac5719b8cbe9', server: bytes(80), wraps: [{ to: BOB, key: bytes(80) }] } }) },
+      'env.keys.wraps: wraps must hold one key, for the sender',
+    ],
+    [
+      'a delivery on an end-to-end envelope',
+      { type: 'send', env: dm({ delivery: [{ to: BOB, key: bytes(80) }] }) },
+      'env.delivery: only a server-held key envelope has a delivery',
+    ],
+    [
+      'env.keys e2e-escrow without its escrow field',
+      {
+        type: 'send',
+        env: dm({
+          keys: {
+            model: 'e2e-escrow',
+            wraps: [
+              { to: ALICE, key: bytes(80) },
+              { to: BOB, key: bytes(80) },
+            ],
+          },
+        }),
+      },
+      'env.keys.escrow: ',
+    ],
+    [
+      'env.keys e2e with an escrow field',
+      {
+        type: 'send',
+        env: dm({
+          keys: {
+            model: 'e2e',
+            wraps: [
+              { to: ALICE, key: bytes(80) },
+              { to: BOB, key: bytes(80) },
+            ],
+            escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80) },
+          },
+        }),
+      },
+      'env.keys: Unrecognized key: "escrow"',
+    ],
+    [
+      'a v1 envelope (top-level wraps and escrow) in a send',
+      {
+        type: 'send',
+        env: {
+          ...(({ keys: _k, ...rest }) => rest)(dm({ v: 1 })),
+          wraps: [
+            { to: ALICE, key: bytes(80) },
+            { to: BOB, key: bytes(80) },
+          ],
+          escrow: null,
+        },
+      },
+      'env.',
+    ],
+    [
+      'env.keys.escrow.kid upper-case',
+      { type: 'send', env: dm({ escrow: { kid: '9DA6AC5719B8CBE9', key: bytes(80) } }) },
+      'env.keys.escrow.kid: kid must be 16 lower-case hex digits',
+    ],
     ['env.keys.escrow.kid too short', { type: 'send', env: dm({ escrow: { kid: '9da6ac57', key: bytes(80) } }) }, 'env.keys.escrow.kid: '],
     ['env.keys.escrow a string', { type: 'send', env: dm({ escrow: '-' }) }, 'env.keys.escrow: '],
     ['env.sig missing', { type: 'send', env: (({ sig: _s, ...rest }) => rest)(dm()) }, 'env.sig: '],
@@ -182,7 +277,18 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
   it.each([
     ['at the top level', JSON.stringify({ type: 'ping', t: 1, extra: true }), '(frame): Unrecognized key: "extra"'],
     ['in the envelope', send(dm({ extra: 1 })), 'env: Unrecognized key: "extra"'],
-    ['in a wrap', send(dm({ wraps: [{ to: ALICE, key: bytes(80), extra: 1 }, { to: BOB, key: bytes(80) }] })), 'env.keys.wraps.0: Unrecognized key: "extra"'],
+    [
+      'in a wrap',
+      send(
+        dm({
+          wraps: [
+            { to: ALICE, key: bytes(80), extra: 1 },
+            { to: BOB, key: bytes(80) },
+          ],
+        }),
+      ),
+      'env.keys.wraps.0: Unrecognized key: "extra"',
+    ],
     ['in the escrow field', send(dm({ escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80), extra: 1 } })), 'env.keys.escrow: Unrecognized key: "extra"'],
     ['named __proto__', '{"type":"ping","t":1,"__proto__":{"polluted":true}}', '(frame): Unrecognized key: "__proto__"'],
     ['named constructor', '{"type":"ping","t":1,"constructor":{}}', '(frame): Unrecognized key: "constructor"'],
@@ -209,7 +315,16 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     it.each([
       ['body', { body: 'not base64!' }, 'env.body: must be canonical standard base64'],
       ['sig', { sig: '@'.repeat(88) }, 'env.sig: must be canonical standard base64'],
-      ['a wrap key', { wraps: [{ to: ALICE, key: '*'.repeat(108) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must be canonical standard base64'],
+      [
+        'a wrap key',
+        {
+          wraps: [
+            { to: ALICE, key: '*'.repeat(108) },
+            { to: BOB, key: bytes(80) },
+          ],
+        },
+        'env.keys.wraps.0.key: must be canonical standard base64',
+      ],
       ['the escrow key', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(80).slice(0, -1) } }, 'env.keys.escrow.key: must be canonical standard base64'],
     ])('%s', (_name, overrides, message) => {
       expectRefused(parseClientMessage(send(dm(overrides))), ErrorCode.BadFrame, message);
@@ -240,9 +355,36 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
       ['body of 16 bytes (a tag and nothing else)', { body: bytes(16) }, 'env.body: must decode to 17..65536 bytes'],
       ['body over 64 KiB', { body: bytes(MAX_FRAME_BYTES + 1) }, 'env.body: '],
       ['sig of 32 bytes', { sig: bytes(32) }, 'env.sig: must decode to 64 bytes'],
-      ['a wrap key of 79 bytes', { wraps: [{ to: ALICE, key: bytes(79) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must decode to 80 bytes'],
-      ['a wrap key of 81 bytes', { wraps: [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(81) }] }, 'env.keys.wraps.1.key: must decode to 80 bytes'],
-      ['a wrap key of 48 bytes (an unsealed box)', { wraps: [{ to: ALICE, key: bytes(48) }, { to: BOB, key: bytes(80) }] }, 'env.keys.wraps.0.key: must decode to 80 bytes'],
+      [
+        'a wrap key of 79 bytes',
+        {
+          wraps: [
+            { to: ALICE, key: bytes(79) },
+            { to: BOB, key: bytes(80) },
+          ],
+        },
+        'env.keys.wraps.0.key: must decode to 80 bytes',
+      ],
+      [
+        'a wrap key of 81 bytes',
+        {
+          wraps: [
+            { to: ALICE, key: bytes(80) },
+            { to: BOB, key: bytes(81) },
+          ],
+        },
+        'env.keys.wraps.1.key: must decode to 80 bytes',
+      ],
+      [
+        'a wrap key of 48 bytes (an unsealed box)',
+        {
+          wraps: [
+            { to: ALICE, key: bytes(48) },
+            { to: BOB, key: bytes(80) },
+          ],
+        },
+        'env.keys.wraps.0.key: must decode to 80 bytes',
+      ],
       ['an escrow key of 32 bytes', { escrow: { kid: '9da6ac5719b8cbe9', key: bytes(32) } }, 'env.keys.escrow.key: must decode to 80 bytes'],
     ])('%s', (_name, overrides, message) => {
       expectRefused(parseClientMessage(send(dm(overrides))), ErrorCode.BadFrame, message);
@@ -272,16 +414,53 @@ describe('parseClientMessage refuses bad frames with the right code and a messag
     it.each([
       ['no wrap for the sender', [{ to: BOB, key: bytes(80) }]],
       ['no wrap for the recipient', [{ to: ALICE, key: bytes(80) }]],
-      ['a wrap for a stranger instead of the recipient', [{ to: ALICE, key: bytes(80) }, { to: DAVE, key: bytes(80) }]],
-      ['an extra wrap for a hidden participant (a ghost)', [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }, { to: DAVE, key: bytes(80) }]],
-      ['two wraps for the recipient', [{ to: ALICE, key: bytes(80) }, { to: BOB, key: bytes(80) }, { to: BOB, key: bytes(80) }]],
-      ['two wraps for the sender and none for the recipient', [{ to: ALICE, key: bytes(80) }, { to: ALICE, key: bytes(80) }]],
+      [
+        'a wrap for a stranger instead of the recipient',
+        [
+          { to: ALICE, key: bytes(80) },
+          { to: DAVE, key: bytes(80) },
+        ],
+      ],
+      [
+        'an extra wrap for a hidden participant (a ghost)',
+        [
+          { to: ALICE, key: bytes(80) },
+          { to: BOB, key: bytes(80) },
+          { to: DAVE, key: bytes(80) },
+        ],
+      ],
+      [
+        'two wraps for the recipient',
+        [
+          { to: ALICE, key: bytes(80) },
+          { to: BOB, key: bytes(80) },
+          { to: BOB, key: bytes(80) },
+        ],
+      ],
+      [
+        'two wraps for the sender and none for the recipient',
+        [
+          { to: ALICE, key: bytes(80) },
+          { to: ALICE, key: bytes(80) },
+        ],
+      ],
     ])('wraps not matching the recipients (%s) are refused', (_name, wraps) => {
       expectRefused(parseClientMessage(send(dm({ wraps }))), ErrorCode.BadFrame, 'env.keys.wraps: wraps must hold one key for the sender and each recipient');
     });
 
     it('wraps may come in any order', () => {
-      expect(parseClientMessage(send(dm({ wraps: [{ to: BOB, key: bytes(80) }, { to: ALICE, key: bytes(80) }] }))).ok).toBe(true);
+      expect(
+        parseClientMessage(
+          send(
+            dm({
+              wraps: [
+                { to: BOB, key: bytes(80) },
+                { to: ALICE, key: bytes(80) },
+              ],
+            }),
+          ),
+        ).ok,
+      ).toBe(true);
     });
   });
 

@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import sodium from 'libsodium-wrappers';
 import { cryptoReady, toB64 } from '../../shared/crypto.ts';
-import { MAX_SCAN_ENTRIES, Policy, ScanPolicy, parseServerMessage } from '../../shared/protocol.ts';
+import { MAX_SCAN_ENTRIES, Policy, type ScanPolicy, parseServerMessage } from '../../shared/protocol.ts';
 import { MAX_PHRASE_WORDS, hashPhrase, normalisePhrase, scanText, scanWords } from '../../shared/scan.ts';
 import { ScanAuthority, MAX_REPORTS } from '../../server/lab/scan-authority.ts';
 import type { ScanReport } from '../../server/relay.ts';
@@ -17,7 +17,8 @@ const salt = () => sodium.randombytes_buf(16);
 describe('scan normalisation', () => {
   it('case, runs of spaces, punctuation, accents and full-width letters do not change the words; a different word does', () => {
     const want = ['meet', 'at', 'the', 'square'];
-    for (const text of ['meet at the square', 'MEET at the   Square!', ' meet,at-the…square ', 'Meet\tat\nthe square', 'meet at the squáre', 'ｍｅｅｔ at the square']) expect(scanWords(text), text).toEqual(want);
+    for (const text of ['meet at the square', 'MEET at the   Square!', ' meet,at-the…square ', 'Meet\tat\nthe square', 'meet at the squáre', 'ｍｅｅｔ at the square'])
+      expect(scanWords(text), text).toEqual(want);
     expect(scanWords('meet at the squares')).not.toEqual(want);
     expect(scanWords('🙂 !!! ')).toEqual([]);
   });
@@ -60,7 +61,20 @@ describe('scan hashes', () => {
 });
 
 describe('the scan list in the policy frame', () => {
-  const policy = (scan: unknown) => ({ type: 'policy', policy: { tap: false, scope: 'all', pins: [], announced: true, escrowPk: null, escrowKid: null, epoch: 3, room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false }, scan } });
+  const policy = (scan: unknown) => ({
+    type: 'policy',
+    policy: {
+      tap: false,
+      scope: 'all',
+      pins: [],
+      announced: true,
+      escrowPk: null,
+      escrowKid: null,
+      epoch: 3,
+      room: { model: 'e2e', serverPk: null, serverKid: null, sealedSender: false },
+      scan,
+    },
+  });
   const s = toB64(new Uint8Array(16));
   const h = (i: number) => toB64(new Uint8Array(32).fill(i));
 
@@ -72,7 +86,10 @@ describe('the scan list in the policy frame', () => {
 
   it(`bad lists are refused with a message naming the field: too many entries (over ${MAX_SCAN_ENTRIES}), a repeated hash, a short hash, a bad salt, a stray field`, () => {
     const cases: [unknown, RegExp][] = [
-      [{ list: '0123456789abcdef', salt: s, entries: Array.from({ length: MAX_SCAN_ENTRIES + 1 }, (_, i) => h(i)), announced: true }, /policy\.scan\.entries: a scan list holds at most 64/],
+      [
+        { list: '0123456789abcdef', salt: s, entries: Array.from({ length: MAX_SCAN_ENTRIES + 1 }, (_, i) => h(i)), announced: true },
+        /policy\.scan\.entries: a scan list holds at most 64/,
+      ],
       [{ list: '0123456789abcdef', salt: s, entries: [h(1), h(1)], announced: true }, /policy\.scan\.entries: entries must not repeat/],
       [{ list: '0123456789abcdef', salt: s, entries: [toB64(new Uint8Array(31))], announced: true }, /policy\.scan\.entries\.0: must decode to 32 bytes/],
       [{ list: '0123456789abcdef', salt: 'not base64!', entries: [], announced: true }, /policy\.scan\.salt/],
@@ -90,8 +107,25 @@ describe('the scan list in the policy frame', () => {
 describe('the authority keeps a bounded number of reports', () => {
   it(`past ${MAX_REPORTS} reports the oldest are dropped and counted: a flood cannot grow its memory`, () => {
     let sink: ((r: ScanReport) => void) | null = null;
-    const authority = new ScanAuthority({ setScan: () => ({}) as never, setReportSink: (s) => void (sink = s) }, { recordAction: () => {} });
-    for (let i = 0; i < MAX_REPORTS + 100; i++) sink!({ at: i, id: i.toString(16).padStart(32, '0'), from: { pin: 'AAAAAAAA', name: 'A' }, to: [{ pin: 'BBBBBBBB', name: 'B' }], list: '0123456789abcdef', entry: 'x', model: 'e2e' });
+    const authority = new ScanAuthority(
+      {
+        setScan: () => ({}) as never,
+        setReportSink: (s) => {
+          sink = s;
+        },
+      },
+      { recordAction: () => {} },
+    );
+    for (let i = 0; i < MAX_REPORTS + 100; i++)
+      sink!({
+        at: i,
+        id: i.toString(16).padStart(32, '0'),
+        from: { pin: 'AAAAAAAA', name: 'A' },
+        to: [{ pin: 'BBBBBBBB', name: 'B' }],
+        list: '0123456789abcdef',
+        entry: 'x',
+        model: 'e2e',
+      });
     const state = authority.state();
     expect(state.reports).toEqual({ total: MAX_REPORTS + 100, kept: MAX_REPORTS, dropped: 100 });
     expect(authority.reports()).toHaveLength(MAX_REPORTS);

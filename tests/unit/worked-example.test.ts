@@ -11,7 +11,19 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import sodium from 'libsodium-wrappers';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cryptoReady, escrowKeyPairFromSecret, escrowKid, loginTranscript, newEscrowKeyPair, pinOf, safetyNumber, signLogin, unwrapKey, verifyLogin, type Identity } from '../../shared/crypto.ts';
+import {
+  cryptoReady,
+  escrowKeyPairFromSecret,
+  escrowKid,
+  loginTranscript,
+  newEscrowKeyPair,
+  pinOf,
+  safetyNumber,
+  signLogin,
+  unwrapKey,
+  verifyLogin,
+  type Identity,
+} from '../../shared/crypto.ts';
 import { decryptBody, headerBytes, openEnvelope, openWithEscrow, sealEnvelope, signedBytes, verifyEnvelope } from '../../shared/envelope.ts';
 import { AnyEnvelope, Envelope, EnvelopeV1, parseServerMessage } from '../../shared/protocol.ts';
 import { headerBytesV1, signedBytesV1 } from '../../shared/envelope-v1.ts';
@@ -125,17 +137,7 @@ beforeAll(async () => {
   bob = identityFromSeed(inputs.bobSeedHex);
   escrowPk = sodium.crypto_scalarmult_base(unhex(inputs.escrowSkHex));
   key = unhex(inputs.contentKeyHex);
-  header = utf8(
-    [
-      'backdoor-lab/v2',
-      `id=${inputs.id}`,
-      `from=${alice.pin}`,
-      `to=${bob.pin}`,
-      `conv=${inputs.conv}`,
-      `ts=${inputs.ts}`,
-      'model=e2e-escrow',
-    ].join('\n'),
-  );
+  header = utf8(['backdoor-lab/v2', `id=${inputs.id}`, `from=${alice.pin}`, `to=${bob.pin}`, `conv=${inputs.conv}`, `ts=${inputs.ts}`, 'model=e2e-escrow'].join('\n'));
 });
 
 describe('worked example: keys', () => {
@@ -464,7 +466,14 @@ describe('the version 1 worked example: an archive of the previous protocol stil
     const head = ['backdoor-lab/v1', `id=${env.id}`, `from=${env.from}`, `to=${env.to.join(',')}`, `conv=${env.conv}`, `ts=${env.ts}`].join('\n');
     expect(head).toBe(v1.expected.headerText);
     expect(new TextDecoder().decode(headerBytesV1(env))).toBe(head);
-    const signed = ['backdoor-lab/v1 signature', head, `nonce=${env.nonce}`, `body=${env.body}`, `wraps=${env.wraps.map((w) => `${w.to}:${w.key}`).join(',')}`, `escrow=${env.escrow ? `${env.escrow.kid}:${env.escrow.key}` : '-'}`].join('\n');
+    const signed = [
+      'backdoor-lab/v1 signature',
+      head,
+      `nonce=${env.nonce}`,
+      `body=${env.body}`,
+      `wraps=${env.wraps.map((w) => `${w.to}:${w.key}`).join(',')}`,
+      `escrow=${env.escrow ? `${env.escrow.kid}:${env.escrow.key}` : '-'}`,
+    ].join('\n');
     expect(signed).toBe(v1.expected.signedText);
     const { sig: _sig, ...unsigned } = env;
     expect(new TextDecoder().decode(signedBytesV1(unsigned))).toBe(signed);

@@ -19,14 +19,21 @@ export const clientSideScanning: Scenario = {
   title: 'Client-side scanning: end to end, and reported all the same',
   scene: 14,
   narration: {
-    what: 'Instead of escrow, every client checks each message against the authority\'s list before encrypting it, and reports a match. The list holds only hashes: no client can tell what it targets. The message stays end to end — the regulator cannot read it — yet the authority learns who wrote what, when and to whom. Whoever controls the list decides what is reported; a client without the scanner is never reported.',
+    what: "Instead of escrow, every client checks each message against the authority's list before encrypting it, and reports a match. The list holds only hashes: no client can tell what it targets. The message stays end to end — the regulator cannot read it — yet the authority learns who wrote what, when and to whom. Whoever controls the list decides what is reported; a client without the scanner is never reported.",
     look: [
-      { page: 'chat', what: 'The notice "Scanning is on": the client checks what you type against a list it cannot read. Type the phrase on the teacher panel\'s list and you are reported.' },
-      { page: 'regulator console', what: 'Scanner reports: who wrote a listed phrase, when, to whom, which entry matched — and the message itself "end to end", closed to the regulator.' },
-      { page: 'teacher panel', what: 'Client-side scanning: add the hash of an ordinary phrase (a slogan, a source\'s name); the list shows hashes only.' },
+      {
+        page: 'chat',
+        what: 'The notice "Scanning is on": the client checks what you type against a list it cannot read. Type the phrase on the teacher panel\'s list and you are reported.',
+      },
+      {
+        page: 'regulator console',
+        what: 'Scanner reports: who wrote a listed phrase, when, to whom, which entry matched — and the message itself "end to end", closed to the regulator.',
+      },
+      { page: 'teacher panel', what: "Client-side scanning: add the hash of an ordinary phrase (a slogan, a source's name); the list shows hashes only." },
     ],
     source: {
-      event: 'Apple announced on-device matching of iCloud Photos against a hash list (5 Aug 2021) and paused it on 3 Sep 2021; "Bugs in our Pockets: The Risks of Client-Side Scanning" (Abelson et al., Oct 2021, arXiv:2110.07450); the EU "chat control" proposal (11 May 2022)',
+      event:
+        'Apple announced on-device matching of iCloud Photos against a hash list (5 Aug 2021) and paused it on 3 Sep 2021; "Bugs in our Pockets: The Risks of Client-Side Scanning" (Abelson et al., Oct 2021, arXiv:2110.07450); the EU "chat control" proposal (11 May 2022)',
       date: '2021-08-05',
       link: 'https://arxiv.org/abs/2110.07450',
     },

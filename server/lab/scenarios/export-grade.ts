@@ -12,7 +12,8 @@ export const exportGrade: Scenario = {
       { page: 'chat', what: 'Nothing looks different to a user: the banner still says the regulator can read new messages. Who else can is not on the screen.' },
     ],
     source: {
-      event: 'TETRA:BURST: the police-radio cipher TEA1\'s 80-bit key is effectively 32 bits, for export approval, and falls in about a minute on a laptop (FREAK, 2015: 1990s export RSA keys, about 7 hours and $100 of cloud computing)',
+      event:
+        "TETRA:BURST: the police-radio cipher TEA1's 80-bit key is effectively 32 bits, for export approval, and falls in about a minute on a laptop (FREAK, 2015: 1990s export RSA keys, about 7 hours and $100 of cloud computing)",
       date: '2023-07-24',
       link: 'https://cryptomuseum.com/radio/tetra/burst.htm',
     },
@@ -26,14 +27,16 @@ export const exportGrade: Scenario = {
     regulator.useExportGrade(true);
     await ctx.tap(true, { scope: 'all', announced: true });
     const target = regulator.exportGradeTarget();
-    if (!target || ctx.lab.deps.relay.getPolicy().escrowKid !== target.kid) throw new Error('the export-grade key is not in the relay\'s policy');
-    const sent = [
-      await ctx.say(bob, carol, 'The shipment leaves from dock 7 on Thursday.'),
-      await ctx.say(carol, bob, 'Understood. Use the side gate, the code is 4471.'),
-    ];
+    if (!target || ctx.lab.deps.relay.getPolicy().escrowKid !== target.kid) throw new Error("the export-grade key is not in the relay's policy");
+    const sent = [await ctx.say(bob, carol, 'The shipment leaves from dock 7 on Thursday.'), await ctx.say(carol, bob, 'Understood. Use the side gate, the code is 4471.')];
     const lines = regulator.archived(0, 100_000);
     const scenario = 'export-grade escrow';
-    ctx.lab.attacker.leak({ kind: 'export-grade public key', label: `the export-grade escrow public key ${target.kid} (${target.bits}-bit secret, derivation published)`, scenario, target });
+    ctx.lab.attacker.leak({
+      kind: 'export-grade public key',
+      label: `the export-grade escrow public key ${target.kid} (${target.bits}-bit secret, derivation published)`,
+      scenario,
+      target,
+    });
     ctx.lab.attacker.leak({ kind: 'archive copy', label: `a copy of the intercept archive (${lines.length} envelopes, no key)`, scenario, lines: () => lines });
     const sealedToIt = lines.filter((l) => l.env.v === 2 && l.env.keys.model === 'e2e-escrow' && l.env.keys.escrow.kid === target.kid).length;
     return {

@@ -9,12 +9,19 @@ export const insiderTap: Scenario = {
   narration: {
     what: "Someone with access to the relay attaches a second, hidden copy of the feed — through the same interface the lawful tap uses — and sends it to a recipient nobody listed. The regulator's audit log shows nothing, and the operator's list of observers does not show it. Only a reveal lists it: where the copy goes, since when, and how many envelopes it took.",
     look: [
-      { page: 'teacher panel', what: 'Observers on the relay: the normal list shows the relay view and the regulator tap only. "Reveal hidden observers" lists the insider\'s copy too: where it goes, since when, how many envelopes.' },
+      {
+        page: 'teacher panel',
+        what: 'Observers on the relay: the normal list shows the relay view and the regulator tap only. "Reveal hidden observers" lists the insider\'s copy too: where it goes, since when, how many envelopes.',
+      },
       { page: 'regulator console', what: 'The audit log: nothing about the copy while it runs; after the reveal, an "observers revealed" entry.' },
-      { page: 'attacker console', what: "The feed copy: every envelope since it was attached — who wrote to whom, when, how big. End-to-end ones stay closed; escrowed ones open for whoever also holds the escrow key." },
+      {
+        page: 'attacker console',
+        what: 'The feed copy: every envelope since it was attached — who wrote to whom, when, how big. End-to-end ones stay closed; escrowed ones open for whoever also holds the escrow key.',
+      },
     ],
     source: {
-      event: 'The Athens affair (Vodafone Greece, Aug 2004 – Mar 2005): rogue software activated the lawful-intercept function of four Ericsson switches, bypassed its logging and copied calls of the Prime Minister and 100+ others to 14 prepaid phones (EDRi, 15 Feb 2006)',
+      event:
+        'The Athens affair (Vodafone Greece, Aug 2004 – Mar 2005): rogue software activated the lawful-intercept function of four Ericsson switches, bypassed its logging and copied calls of the Prime Minister and 100+ others to 14 prepaid phones (EDRi, 15 Feb 2006)',
       date: '2006-02-15',
       link: 'https://edri.org/our-work/edrigramnumber4-3wiretapping/',
     },

@@ -6,13 +6,17 @@ export const interceptBreached: Scenario = {
   title: 'The intercept system is breached: harvest now, decrypt later',
   scene: 8,
   narration: {
-    what: 'Intruders get into the intercept system itself and copy its files: the regulator\'s database, with the escrow key and the whole archive. With those two they open every message the tap ever covered — including everything sent long before the break-in — while the end-to-end messages stay closed. The regulator\'s audit log shows nothing: nobody pressed the audited export, a thief copied a file, and copying files is not something the application sees.',
+    what: "Intruders get into the intercept system itself and copy its files: the regulator's database, with the escrow key and the whole archive. With those two they open every message the tap ever covered — including everything sent long before the break-in — while the end-to-end messages stay closed. The regulator's audit log shows nothing: nobody pressed the audited export, a thief copied a file, and copying files is not something the application sees.",
     look: [
-      { page: 'attacker console', what: 'The loot (the key and the archive, from the copied file) and the messages they open, with how many, whose, and since when; below, the end-to-end ones that stay closed.' },
+      {
+        page: 'attacker console',
+        what: 'The loot (the key and the archive, from the copied file) and the messages they open, with how many, whose, and since when; below, the end-to-end ones that stay closed.',
+      },
       { page: 'regulator console', what: 'The audit log: no entry for the theft. The export button is audited; a break-in is not.' },
     ],
     source: {
-      event: 'Salt Typhoon: FBI and CISA say intruders in US carriers\' networks copied "information that was subject to U.S. law enforcement requests pursuant to court orders"; on 18 Dec 2024 CISA advised "Use only end-to-end encrypted communications"',
+      event:
+        'Salt Typhoon: FBI and CISA say intruders in US carriers\' networks copied "information that was subject to U.S. law enforcement requests pursuant to court orders"; on 18 Dec 2024 CISA advised "Use only end-to-end encrypted communications"',
       date: '2024-11-13',
       link: 'https://www.fbi.gov/news/press-releases/joint-statement-from-fbi-and-cisa-on-the-peoples-republic-of-china-prc-targeting-of-commercial-telecommunications-infrastructure',
     },
@@ -40,7 +44,14 @@ export const interceptBreached: Scenario = {
     const auditAfter = regulator.auditLog().filter((a) => a.seq > auditBefore).length;
     const stolenKids = new Set(stolen.kids);
     const { lines } = stolen;
-    const covered = new Set(lines.filter((l) => { const k = keysOf(l.env); return k.model === 'e2e-escrow' && stolenKids.has(k.escrow.kid); }).map((l) => l.env.id));
+    const covered = new Set(
+      lines
+        .filter((l) => {
+          const k = keysOf(l.env);
+          return k.model === 'e2e-escrow' && stolenKids.has(k.escrow.kid);
+        })
+        .map((l) => l.env.id),
+    );
     const view = ctx.lab.attacker.view(100_000);
     const openedCovered = view.opened.filter((m) => covered.has(m.id)).length;
     const closedE2e = lines.filter((l) => keysOf(l.env).model === 'e2e').length;

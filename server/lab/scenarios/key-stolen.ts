@@ -12,7 +12,11 @@ export const keyStolen: Scenario = {
       { page: 'regulator console', what: 'The audit log: "escrow key exported". Anyone who has that file reads what the console reads.' },
       { page: 'terminal', what: 'npm run decrypt -- --archive archive.jsonl --key escrow-key.json opens the same messages offline.' },
     ],
-    source: { event: '"Keys Under Doormats": exceptional access would reverse forward secrecy (Abelson et al., MIT-CSAIL-TR-2015-026)', date: '2015-07-06', link: 'https://doi.org/10.1093/cybsec/tyv009' },
+    source: {
+      event: '"Keys Under Doormats": exceptional access would reverse forward secrecy (Abelson et al., MIT-CSAIL-TR-2015-026)',
+      date: '2015-07-06',
+      link: 'https://doi.org/10.1093/cybsec/tyv009',
+    },
   },
   async run(ctx) {
     const regulator = ctx.lab.deps.regulator;

@@ -5,7 +5,7 @@ export const sealedSender: Scenario = {
   title: 'Sealed sender: the relay delivers without knowing who sent',
   scene: 5,
   narration: {
-    what: 'The room turns on sealed sender: a direct message travels as a box sealed to its recipient, with the sender\'s identity and signature inside. The relay still delivers it — and records no sender. It still knows the recipient, the time, the size and the network address; and under a tap it must refuse sealed boxes, because it cannot see an escrow field inside one.',
+    what: "The room turns on sealed sender: a direct message travels as a box sealed to its recipient, with the sender's identity and signature inside. The relay still delivers it — and records no sender. It still knows the recipient, the time, the size and the network address; and under a tap it must refuse sealed boxes, because it cannot see an escrow field inside one.",
     look: [
       { page: 'relay view', what: '"sealed" rows: the sender column says hidden; recipient, time and size are still there.' },
       { page: 'teacher panel', what: 'The metadata picture: new rows with an unknown sender.' },
@@ -21,8 +21,12 @@ export const sealedSender: Scenario = {
     const meta = ctx.lab.deps.store.envelopeMetadata(sent.id);
     const hidden = meta?.sender === '';
     return {
-      summary: hidden ? 'Delivered with no sender in the relay\'s records; Carol still knows it was Bob (his signature is inside).' : 'The message went unsealed.',
-      facts: { 'sender in the relay\'s log': hidden ? 'none' : (meta?.sender ?? '-'), recipient: carol.pin, 'Carol verified the sender': carol.m.messages.get(sent.id)?.from === bob.pin },
+      summary: hidden ? "Delivered with no sender in the relay's records; Carol still knows it was Bob (his signature is inside)." : 'The message went unsealed.',
+      facts: {
+        "sender in the relay's log": hidden ? 'none' : (meta?.sender ?? '-'),
+        recipient: carol.pin,
+        'Carol verified the sender': carol.m.messages.get(sent.id)?.from === bob.pin,
+      },
     };
   },
 };

@@ -13,7 +13,11 @@ export const sharedAppKey: Scenario = {
       { page: 'teacher panel', what: 'The result: what Dave read of a message sent to Carol.' },
       { page: 'regulator console', what: 'READ without any tap: the regulator has the app too.' },
     ],
-    source: { event: 'Project Clemenza: Canada\'s RCMP used BlackBerry\'s global PIN key to read more than a million messages (2010–12), reported by Motherboard', date: '2016-04-14', link: 'https://motherboard.vice.com/en_us/article/mg77vv/rcmp-blackberry-project-clemenza-global-encryption-key-canada' },
+    source: {
+      event: "Project Clemenza: Canada's RCMP used BlackBerry's global PIN key to read more than a million messages (2010–12), reported by Motherboard",
+      date: '2016-04-14',
+      link: 'https://motherboard.vice.com/en_us/article/mg77vv/rcmp-blackberry-project-clemenza-global-encryption-key-canada',
+    },
   },
   async run(ctx) {
     await ctx.tap(false);

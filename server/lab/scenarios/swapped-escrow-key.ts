@@ -12,14 +12,19 @@ export const swappedEscrowKey: Scenario = {
   title: 'The escrow key is swapped: someone else reads, the regulator cannot',
   scene: 11,
   narration: {
-    what: 'The tap is on. Then whoever controls the relay\'s configuration puts a key of its own in the policy, in place of the regulator\'s. Bob\'s and Carol\'s apps comply, as they always do: every message key is now sealed to the intruder, who reads them, while the regulator\'s key opens nothing new. Nobody is told. Only Grace notices: she pinned the regulator key\'s fingerprint, read out in class, and her app refuses to seal to any other key.',
+    what: "The tap is on. Then whoever controls the relay's configuration puts a key of its own in the policy, in place of the regulator's. Bob's and Carol's apps comply, as they always do: every message key is now sealed to the intruder, who reads them, while the regulator's key opens nothing new. Nobody is told. Only Grace notices: she pinned the regulator key's fingerprint, read out in class, and her app refuses to seal to any other key.",
     look: [
       { page: 'regulator console', what: 'The new intercepts: not opened, "Its escrow field is sealed to another escrow key."' },
       { page: 'attacker console', what: 'The swapped key and the copy of the feed: the messages the regulator can no longer read, in plaintext.' },
       { page: 'teacher panel', what: '"In force": the announced escrow key is not the regulator\'s; compare the fingerprints.' },
-      { page: 'chat', what: 'A tab that pinned the regulator key\'s fingerprint warns before sending and lets the person choose.' },
+      { page: 'chat', what: "A tab that pinned the regulator key's fingerprint warns before sending and lets the person choose." },
     ],
-    source: { event: 'Juniper discloses unauthorized code in ScreenOS: someone had replaced the Dual_EC constant — the back door\'s key — with their own (Checkoway et al.; compare PGP\'s unsigned "additional decryption keys", CERT VU#747124, 2000)', date: '2015-12-17', link: 'https://eprint.iacr.org/2016/376' },
+    source: {
+      event:
+        'Juniper discloses unauthorized code in ScreenOS: someone had replaced the Dual_EC constant — the back door\'s key — with their own (Checkoway et al.; compare PGP\'s unsigned "additional decryption keys", CERT VU#747124, 2000)',
+      date: '2015-12-17',
+      link: 'https://eprint.iacr.org/2016/376',
+    },
   },
   async run(ctx) {
     const regulator = ctx.lab.deps.regulator;
@@ -49,7 +54,7 @@ export const swappedEscrowKey: Scenario = {
     const beforeRead = intercepts.some((i) => i.env.id === before.id && i.readable);
     const announced = ctx.lab.escrowKeys().announced;
     return {
-      summary: `Under the swapped key the intruder opened ${byAttacker} of ${sent.length} new messages and the regulator ${byRegulator}; Bob and Carol were told nothing. ${'refused' in graceTry ? 'Grace pinned the regulator\'s key, so her app refused to send.' : 'Grace\'s message went out.'}`,
+      summary: `Under the swapped key the intruder opened ${byAttacker} of ${sent.length} new messages and the regulator ${byRegulator}; Bob and Carol were told nothing. ${'refused' in graceTry ? "Grace pinned the regulator's key, so her app refused to send." : "Grace's message went out."}`,
       facts: {
         'sent under the swap': sent.length,
         'opened by the swapped key': byAttacker,
