@@ -5,6 +5,8 @@
  * Bearer header or the console socket's first frame. No page ever prints it.
  */
 
+import { el } from './dom.ts';
+
 const TOKEN_KEY = 'backdoor-lab.admin-token';
 
 export function takeToken(): string | null {
@@ -52,3 +54,33 @@ export async function refusal(res: Response): Promise<{ auth: boolean; message: 
 
 /** A thrown fetch (relay down, network gone) in words. */
 export const unreachable = (err: unknown): string => `Could not reach the relay: ${err instanceof Error ? err.message : String(err)}. Is it still running?`;
+
+/**
+ * The form a page shows when it has no token, or the relay refused it: one password field, kept
+ * in this tab's sessionStorage once typed (`keepToken`), never shown again. `onToken` opens the page.
+ */
+export function tokenForm(options: { heading: string; text: string; button: string; problem: string | null; className?: string; onToken: (token: string) => void }): {
+  form: HTMLFormElement;
+  input: HTMLInputElement;
+} {
+  const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
+  const form = el(
+    'form',
+    { class: `card token-form${options.className ? ` ${options.className}` : ''}`, testid: 'token-form' },
+    el('h2', { text: options.heading }),
+    el('p', { text: options.text }),
+    input,
+    ' ',
+    el('button', { text: options.button, attrs: { type: 'submit' } }),
+    options.problem ? el('p', { class: 'error', testid: 'auth-error', text: options.problem }) : null,
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const token = input.value.trim();
+    if (!token) return;
+    input.value = '';
+    keepToken(token);
+    options.onToken(token);
+  });
+  return { form, input };
+}

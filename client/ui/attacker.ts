@@ -16,7 +16,7 @@
 import './no-eval.ts';
 import type { z } from 'zod';
 import { clock, el, must, showStatus } from './dom.ts';
-import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
+import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
 import { envelopeDetails, type EnvelopeViewContext } from './envelope-view.ts';
 import * as api from './attacker-api.ts';
 import type { SearchReport, SearchRequest } from './brute-worker.ts';
@@ -101,27 +101,16 @@ class AttackerConsole {
     this.pollTimer = null;
     showStatus(this.status, 'locked');
     for (const id of SECTIONS) must(id).hidden = true;
-    const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
-    const form = el(
-      'form',
-      { class: 'card token-form', testid: 'token-form' },
-      el('h2', { text: 'Admin token' }),
-      el('p', {
-        text: "This console shows plaintext: it needs the teacher's token, printed when the relay started (the part after #token= in the teacher panel's link). This tab keeps it until you close it; the page never shows it.",
-      }),
-      input,
-      ' ',
-      el('button', { text: 'Open console', attrs: { type: 'submit' } }),
-      problem ? el('p', { class: 'error', testid: 'auth-error', text: problem }) : null,
-    );
-    form.addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      const token = input.value.trim();
-      if (!token) return;
-      this.token = token;
-      keepToken(token);
-      must('auth-slot').replaceChildren();
-      void this.poll();
+    const { form, input } = tokenForm({
+      heading: 'Admin token',
+      text: "This console shows plaintext: it needs the teacher's token, printed when the relay started (the part after #token= in the teacher panel's link). This tab keeps it until you close it; the page never shows it.",
+      button: 'Open console',
+      problem,
+      onToken: (token) => {
+        this.token = token;
+        must('auth-slot').replaceChildren();
+        void this.poll();
+      },
     });
     must('auth-slot').replaceChildren(form);
     input.focus();

@@ -17,7 +17,7 @@ import './no-eval.ts';
 import { z } from 'zod';
 import { InterceptItem, parseViewerMessage, type TrafficEvent } from '../../shared/protocol.ts';
 import { b64ToHex, bytes, clock, el, must, reconnectDelay, shorten, showStatus, socketUrl } from './dom.ts';
-import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
+import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
 import { escrowBadge } from './envelope-view.ts';
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
@@ -64,27 +64,16 @@ class ProjectorPage {
     this.title.textContent = 'Projector';
     this.drawnLayout = null;
     this.drawn.clear();
-    const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
-    const form = el(
-      'form',
-      { class: 'card token-form pane', testid: 'token-form' },
-      el('h2', { text: 'Open the projector from the teacher panel' }),
-      el('p', {
-        text: 'Its "Projector" link opens this page with the teacher\'s token, without showing it. This page shows plaintext in some layouts, so it needs the token, as the regulator console does.',
-      }),
-      input,
-      ' ',
-      el('button', { text: 'Open', attrs: { type: 'submit' } }),
-      problem ? el('p', { class: 'error', testid: 'auth-error', text: problem }) : null,
-    );
-    form.addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      const token = input.value.trim();
-      if (!token) return;
-      input.value = '';
-      this.token = token;
-      keepToken(token);
-      void this.poll();
+    const { form } = tokenForm({
+      heading: 'Open the projector from the teacher panel',
+      text: 'Its "Projector" link opens this page with the teacher\'s token, without showing it. This page shows plaintext in some layouts, so it needs the token, as the regulator console does.',
+      button: 'Open',
+      problem,
+      className: 'pane',
+      onToken: (token) => {
+        this.token = token;
+        void this.poll();
+      },
     });
     this.app.dataset.layout = 'locked';
     this.app.replaceChildren(form);

@@ -10,7 +10,7 @@ import './no-eval.ts';
 import { Pin, parseConsoleMessage, parseViewerMessage, keysOf, type AuditEntry, type InterceptItem, type Policy, type TapSettings } from '../../shared/protocol.ts';
 import { clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 import { wordsFor } from './words.ts';
-import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
+import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
 import { convAndSize, envelopeDetails, route, type EnvelopeViewContext } from './envelope-view.ts';
 import { DemandPanel } from './demand.ts';
 import { ScanReportsPanel } from './scan-reports.ts';
@@ -73,26 +73,17 @@ class Console {
   private askToken(problem: string | null): void {
     this.setStatus('locked');
     for (const id of SECTIONS) must(id).hidden = true;
-    const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
-    const form = el(
-      'form',
-      { class: 'card token-form', testid: 'token-form' },
-      el('h2', { text: 'Admin token' }),
-      el('p', { text: "The teacher's token was printed when the relay started (the part after #token= in the regulator link)." }),
-      input,
-      ' ',
-      el('button', { text: 'Open console', attrs: { type: 'submit' } }),
-      problem ? el('p', { class: 'error', testid: 'auth-error', text: problem }) : null,
-    );
-    form.addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      const token = input.value.trim();
-      if (!token) return;
-      this.token = token;
-      keepToken(token);
-      this.refused = false;
-      must('auth-slot').replaceChildren();
-      this.connect();
+    const { form, input } = tokenForm({
+      heading: 'Admin token',
+      text: "The teacher's token was printed when the relay started (the part after #token= in the regulator link).",
+      button: 'Open console',
+      problem,
+      onToken: (token) => {
+        this.token = token;
+        this.refused = false;
+        must('auth-slot').replaceChildren();
+        this.connect();
+      },
     });
     must('auth-slot').replaceChildren(form);
     input.focus();

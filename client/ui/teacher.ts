@@ -12,7 +12,7 @@
 import './no-eval.ts';
 import type { z } from 'zod';
 import { clock, el, must, showStatus } from './dom.ts';
-import { dropToken, keepToken, refusal, takeToken, unreachable } from './admin-token.ts';
+import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
 import { ObserversCard, ScanCard, type CardDeps } from './teacher-lab2.ts';
@@ -134,27 +134,16 @@ class TeacherPanel {
     this.pollTimer = null;
     showStatus(this.status, 'locked');
     for (const id of SECTIONS) must(id).hidden = true;
-    const input = el('input', { testid: 'token-input', attrs: { type: 'password', autocomplete: 'off', 'aria-label': 'Admin token', placeholder: 'admin token' } });
-    const form = el(
-      'form',
-      { class: 'card token-form', testid: 'token-form' },
-      el('h2', { text: 'Admin token' }),
-      el('p', {
-        text: "The teacher's token was printed when the relay started (the part after #token= in the regulator console's link). This tab keeps it until you close it; the page never shows it.",
-      }),
-      input,
-      ' ',
-      el('button', { text: 'Open the panel', attrs: { type: 'submit' } }),
-      problem ? el('p', { class: 'error', testid: 'auth-error', text: problem }) : null,
-    );
-    form.addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      const token = input.value.trim();
-      if (!token) return;
-      this.token = token;
-      keepToken(token);
-      must('auth-slot').replaceChildren();
-      void this.open();
+    const { form, input } = tokenForm({
+      heading: 'Admin token',
+      text: "The teacher's token was printed when the relay started (the part after #token= in the regulator console's link). This tab keeps it until you close it; the page never shows it.",
+      button: 'Open the panel',
+      problem,
+      onToken: (token) => {
+        this.token = token;
+        must('auth-slot').replaceChildren();
+        void this.open();
+      },
     });
     must('auth-slot').replaceChildren(form);
     input.focus();
