@@ -522,7 +522,7 @@ describe("the regulator's archive", () => {
 
   it('an archive on disk keeps its cap across a restart (its size is counted again at start)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'archive-cap-'));
-    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }));
     const cap = 300_000;
     const first = await startTestRelay({ dataDir, limits: { ...UNLIMITED, archiveMaxBytes: cap } });
     const a = newIdentity();
@@ -660,7 +660,7 @@ describe('display names that look like nothing', () => {
     expect(c.frames.some((f) => f.type === 'welcome')).toBe(false);
 
     const dataDir = mkdtempSync(join(tmpdir(), 'names-'));
-    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    cleanup.push(() => rmSync(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }));
     const first = await startTestRelay({ dataDir });
     const pin = 'ABCDEF01';
     first.store.upsertUser(pin, randomBytes(32).toString('base64'), 'Alice\u3164', Date.now());
