@@ -100,8 +100,11 @@ export const DEFAULT_EDGE_LIMITS: EdgeLimits = {
   rawConnectionsPerAddress: 256,
   rawConnectionsTotal: 1000,
   maxConnections: connectionCeiling(openFilesLimit()),
-  headersTimeoutMs: 5000,
-  requestTimeoutMs: 15_000,
+  // 20 s, not 5: a device short of CPU can open its connection and send the request on it seconds
+  // later (30 Chromium pages on two cores got 408 for their own page at 5 s). What a slow-request
+  // attacker holds is bounded by the connection caps above (the newest evicts the oldest), not by this.
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5000,
   viewersPerAddress: 20,
   viewersTotal: 200,

@@ -206,7 +206,7 @@ describe('connections before the WebSocket upgrade', () => {
     for (const c of [silent, partial, trickle]) expect(c.got()).toMatch(/^HTTP\/1\.1 408/);
     reportFigures('headers timeout', { headersTimeoutMs: 1000, closedAfterMs: Date.now() - t0 });
     // The defaults, and a keep-alive connection between requests is held no longer than keepAliveTimeoutMs.
-    expect(DEFAULT_EDGE_LIMITS).toMatchObject({ headersTimeoutMs: 5000, requestTimeoutMs: 15_000, keepAliveTimeoutMs: 5000 });
+    expect(DEFAULT_EDGE_LIMITS).toMatchObject({ headersTimeoutMs: 20_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000 });
     expect(app.server.headersTimeout).toBe(1000);
     expect(app.server.keepAliveTimeout).toBe(5000);
     expect(app.server.maxConnections).toBe(DEFAULT_EDGE_LIMITS.maxConnections);
