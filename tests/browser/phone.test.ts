@@ -26,6 +26,10 @@ function inView(page: Page, testid: string): Promise<{ top: number; bottom: numb
   }, testid);
 }
 
+/** WebSocket readyState values (Node 20 has no global WebSocket to read them from). */
+const OPEN = 1;
+const CLOSED = 3;
+
 const shown = (page: Page, testid: string) => page.getByTestId(testid).isVisible();
 
 describe('phone', () => {
@@ -203,6 +207,70 @@ describe('phone', () => {
     });
     await fetch(`${suite.app.url}/api/regulator/tap`, { method: 'POST', headers: admin, body: JSON.stringify({ tap: false }) });
   }, 90_000);
+
+  it('a phone that slept with a socket that looks open but is dead: when the screen comes on (visibilitychange) it pings, gives up the deaf socket, gets what was queued, and its own unacknowledged message reaches the other side once', async () => {
+    await withContext(suite.browser, PHONE, async (phoneCtx) => {
+      await withContext(suite.browser, DESKTOP, async (deskCtx) => {
+        // Test instrument only: every WebSocket of the phone's page can be made deaf and mute, as a
+        // phone's radio is while it sleeps: frames in both directions vanish, and the socket still
+        // says it is open (the browser answers the relay's protocol pings by itself, so the relay
+        // keeps it as online too).
+        await phoneCtx.addInitScript(() => {
+          const sockets: WebSocket[] = [];
+          const deaf = new WeakSet<WebSocket>();
+          class Watched extends WebSocket {
+            constructor(url: string | URL, protocols?: string | string[]) {
+              super(url, protocols);
+              sockets.push(this);
+              this.addEventListener('message', (ev) => {
+                if (deaf.has(this)) ev.stopImmediatePropagation();
+              });
+            }
+            override send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
+              if (!deaf.has(this)) super.send(data);
+            }
+          }
+          Object.assign(window, {
+            WebSocket: Watched,
+            __sockets: () => sockets.map((s) => s.readyState),
+            __sleep: () => {
+              for (const s of sockets) deaf.add(s);
+            },
+          });
+        });
+        type Watch = { __sockets: () => number[]; __sleep: () => void };
+        const phone = await openChat(phoneCtx, suite.app.url, 'Sol');
+        const desk = await openChat(deskCtx, suite.app.url, 'Tia');
+        const page = phone.page;
+        await page.locator(`[data-testid="contact"][data-pin="${desk.pin}"]`).tap();
+        await openDm(desk.page, phone.pin);
+        expect(await page.evaluate(() => (window as unknown as Watch).__sockets())).toEqual([OPEN]);
+
+        await page.evaluate(() => (window as unknown as Watch).__sleep());
+        await page.getByTestId('composer').fill('Written just before the screen went off');
+        await page.getByTestId('send').tap();
+        await typeAndSend(desk.page, 'Sent while your phone slept');
+        await desk.page
+          .locator('[data-testid="message"][data-state="delivered"], [data-testid="message"][data-state="sent"]', { hasText: 'Sent while your phone slept' })
+          .waitFor();
+        await desk.page.waitForTimeout(1000);
+        expect(await messageWith(page, 'Sent while your phone slept').count(), 'asleep: nothing arrives').toBe(0);
+        expect(await messageWith(desk.page, 'Written just before the screen went off').count(), 'asleep: nothing leaves').toBe(0);
+        expect(await page.evaluate(() => (window as unknown as Watch).__sockets()), 'and the socket still looks open').toEqual([OPEN]);
+
+        // The screen comes on: the browser fires visibilitychange with the page visible.
+        await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+        await expect.poll(() => page.evaluate(() => (window as unknown as Watch).__sockets().length), { timeout: 15_000 }).toBe(2);
+        await messageWith(page, 'Sent while your phone slept').waitFor({ timeout: 15_000 });
+        await messageWith(desk.page, 'Written just before the screen went off').waitFor({ timeout: 15_000 });
+        await desk.page.waitForTimeout(1000);
+        expect(await messageWith(page, 'Sent while your phone slept').count(), 'shown once').toBe(1);
+        expect(await messageWith(desk.page, 'Written just before the screen went off').count(), 'sent again, shown once').toBe(1);
+        expect(await page.evaluate(() => (window as unknown as Watch).__sockets())).toEqual([CLOSED, OPEN]);
+        expect(phone.problems.errors).toEqual([]);
+      });
+    });
+  }, 60_000);
 
   it('the relay view and the regulator console fit a phone: no sideways scroll and no text under 14 px', async () => {
     await withContext(suite.browser, PHONE, async (ctx) => {
