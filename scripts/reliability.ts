@@ -20,7 +20,7 @@ const HELP = `Backdoor Lab reliability run
 
 Usage: npm run test:reliability -- [options]
 
-  --frames N            malformed frames for the fuzz test (default 10000, as in npm test)
+  --frames N            malformed frames for the fuzz test (default 10000; npm test sends 2500)
   --kills N             SIGKILL-and-restart cycles in the fault test (default 2)
   --fault-seconds N     seconds of traffic around each kill (default 2)
   --latency-samples N   latency probes per condition in the flood test (default 60)
@@ -28,7 +28,7 @@ Usage: npm run test:reliability -- [options]
   --no-contrast         skip the flood against a relay without a token bucket (on by default here, off in npm test)
   --help                this text
 
-The same tests run inside npm test at the default size; the flags only make them bigger.
+The same tests run inside npm test, the fuzz test there at 2500 frames; the flags make them bigger.
 `;
 
 const FILES = ['tests/reliability', 'tests/integration/hardening.test.ts', 'tests/integration/hostile-relay.test.ts', 'tests/browser/xss.test.ts'];
@@ -79,6 +79,7 @@ for (const [flag, name] of numeric) {
   }
   env[name] = String(value);
 }
+env.RELIABILITY_FRAMES ??= '10000'; // at least 10,000 here, whatever npm test sends
 env.RELIABILITY_CONTRAST = opts['no-contrast'] ? '0' : '1';
 env.RELIABILITY_TIMING = '1'; // timing ratios are asserted here, never in npm test
 const dir = mkdtempSync(join(tmpdir(), 'bdl-reliability-'));

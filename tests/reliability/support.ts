@@ -20,8 +20,11 @@ function envInt(name: string, fallback: number): number {
 }
 
 export const SIZE = {
-  /** Malformed frames the fuzz test sends (the issue asks for at least 10,000). */
-  frames: envInt('RELIABILITY_FRAMES', 10_000),
+  /**
+   * Malformed frames the fuzz test sends: 2,500 in `npm test` (its share of keeping the suite near
+   * five minutes), 10,000 in `npm run test:reliability` (the hardening issue's "at least 10,000").
+   */
+  frames: envInt('RELIABILITY_FRAMES', 2_500),
   /** Seconds of traffic on each side of the SIGKILL in the fault test. */
   faultSeconds: envInt('RELIABILITY_FAULT_SECONDS', 2),
   /** SIGKILL-and-restart cycles in the fault test. */
