@@ -23,7 +23,7 @@ import { DisplayName, Pin, keysOf, type AuditEntry, type Envelope, type Intercep
 import { escrowKeyPairFromSecret, fromB64, newEscrowKeyPair, toB64, type EscrowKeyPair } from '../shared/crypto.ts';
 import { EXPORT_KDF, exportBitsProblem, exportKeyPair, randomExportSecret, type ExportGradeTarget } from '../shared/export-grade.ts';
 import { ARCHIVE_TABLE, formatArchiveLine, lineOfRow, migrateArchive, openArchived, type ArchiveLine, type ArchiveRow } from '../shared/archive.ts';
-import { openDatabase, StoreError } from './store.ts';
+import { openDatabase, StoreError, vacuumAway } from './store.ts';
 import { silentLogger, type Logger } from './log.ts';
 
 const MiB = 1024 * 1024;
@@ -475,10 +475,7 @@ export class Regulator {
     this.archiveCount = 0;
     this.archiveBytes = 0;
     // Deleted rows linger in free pages and in the write-ahead log: rewrite the file without them.
-    if (!this.db.inTransaction) {
-      this.db.exec('VACUUM');
-      this.db.pragma('wal_checkpoint(TRUNCATE)');
-    }
+    if (!vacuumAway(this.db)) this.log.error('room reset: the write-ahead log could not be emptied; deleted intercepts may stay on disk until the next checkpoint');
     this.record('room reset', `the intercept archive (${n} envelopes) was emptied by ${who}`);
     return n;
   }

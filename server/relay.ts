@@ -654,7 +654,9 @@ export class Relay {
     this.store.putSetting(KICKED_SETTING, '[]');
     // A close above may have written (and opened a batch): commit it, or the store could not VACUUM the deleted rows away.
     this.commitBatch();
-    return this.store.reset();
+    const { users, wiped } = this.store.reset();
+    if (!wiped) this.log.error('room reset: the write-ahead log could not be emptied; deleted rows may stay on disk until the next checkpoint');
+    return users;
   }
 
   private disconnectRemoved(pins: readonly string[]): void {

@@ -184,6 +184,34 @@ parentPort.on('message', ({ open, close, file }) => {
 });
 `;
 
+/**
+ * Rewrite the file without deleted rows and empty the write-ahead log, so that what was deleted is
+ * on the disk nowhere (the reset's promise). VACUUM writes the new pages through the log; the old
+ * frames stay in it until a TRUNCATE checkpoint succeeds, and that answers busy (without an
+ * error) while the checkpointer thread is in the middle of its own. So it is tried again, briefly;
+ * false if the log still holds frames after that (or a transaction is open and VACUUM cannot run).
+ */
+export function vacuumAway(db: Database.Database, withinMs = 1000): boolean {
+  if (db.inTransaction) return false;
+  db.exec('VACUUM');
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const waited = db.pragma('busy_timeout', { simple: true }) as number;
+  // Each try waits for others at most 50 ms (not the connection's 2 s), the whole at most withinMs:
+  // this blocks the event loop, and a reset is rare.
+  db.pragma('busy_timeout = 50');
+  try {
+    const deadline = Date.now() + withinMs;
+    do {
+      const [result] = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number }[];
+      if (!result || (result.busy === 0 && result.log <= 0)) return true;
+      Atomics.wait(pause, 0, 0, 5);
+    } while (Date.now() < deadline);
+    return false;
+  } finally {
+    db.pragma(`busy_timeout = ${Number(waited) || 2000}`);
+  }
+}
+
 /** One checkpointer thread per process, serving every database file opened here. */
 let checkpointer: Worker | null | undefined;
 let nextCheckpointId = 1;
@@ -529,22 +557,20 @@ export class RelayStore {
   /**
    * Reset the room: forget every user, every queued item, every stored envelope and the whole
    * metadata log (the relay's memory of who talked to whom). The enterprise server's key and the
-   * room settings stay. Returns how many users were forgotten.
+   * room settings stay. Returns how many users were forgotten, and whether the deleted rows are
+   * gone from the disk too (see vacuumAway).
    */
-  reset(): number {
+  reset(): { users: number; wiped: boolean } {
     const users = this.db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users').get()?.n ?? 0;
     this.db.transaction(() => {
       for (const table of ['queue', 'envelopes', 'metadata', 'users']) this.db.exec(`DELETE FROM ${table}`);
     })();
     // Deleted rows linger in free pages and in the write-ahead log: rewrite the file without them.
-    if (!this.db.inTransaction) {
-      this.db.exec('VACUUM');
-      this.db.pragma('wal_checkpoint(TRUNCATE)');
-    }
+    const wiped = vacuumAway(this.db);
     this.users.clear();
     this.loads.clear();
     this.pairs.clear();
-    return users;
+    return { users, wiped };
   }
 
   /** The enterprise server's key pair as stored (base64), if one was made. */
