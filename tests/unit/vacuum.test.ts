@@ -27,7 +27,11 @@ function filled(): { db: Database.Database; file: string } {
   return { db, file };
 }
 
-const onDisk = (file: string): string => [file, `${file}-wal`].filter(existsSync).map((f) => readFileSync(f).toString('latin1')).join('');
+const onDisk = (file: string): string =>
+  [file, `${file}-wal`]
+    .filter(existsSync)
+    .map((f) => readFileSync(f).toString('latin1'))
+    .join('');
 
 describe('vacuumAway', () => {
   it('leaves the deleted rows in neither the database file nor its write-ahead log, which is emptied', () => {
