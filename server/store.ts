@@ -177,10 +177,11 @@ const Database = require(workerData.module);
 const dbs = new Map();
 const checkpoint = (db) => { try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {} };
 setInterval(() => { for (const db of dbs.values()) checkpoint(db); }, workerData.everyMs);
-parentPort.on('message', ({ open, close, file }) => {
+parentPort.on('message', ({ open, close, file, done }) => {
   if (open !== undefined) { try { dbs.set(open, new Database(file, { fileMustExist: true })); } catch {} }
   const db = dbs.get(close);
-  if (db) { dbs.delete(close); checkpoint(db); db.close(); }
+  if (db) { dbs.delete(close); checkpoint(db); try { db.close(); } catch {} }
+  if (done) { Atomics.store(done, 0, 1); Atomics.notify(done, 0); }
 });
 `;
 
@@ -235,7 +236,15 @@ function startCheckpointer(db: Database.Database, file: string): void {
   worker.postMessage({ open: id, file });
   const close = db.close.bind(db);
   db.close = () => {
-    worker.postMessage({ close: id }); // a last checkpoint, then its connection closes
+    // The thread closes its connection first, and this one waits for that (a few ms): so this
+    // connection is the file's last, and when close() returns SQLite has already removed the
+    // -wal and -shm files. (Closing this one first left the thread to remove them a moment later,
+    // while a test was already deleting the folder: ENOTEMPTY, seen twice in CI.)
+    if (checkpointer === worker) {
+      const done = new Int32Array(new SharedArrayBuffer(4));
+      worker.postMessage({ close: id, done });
+      Atomics.wait(done, 0, 0, 2000);
+    }
     return close();
   };
 }

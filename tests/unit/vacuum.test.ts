@@ -4,7 +4,7 @@
  * busy (another connection in the way) must not be taken for success.
  */
 import Database from 'better-sqlite3';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -54,5 +54,14 @@ describe('vacuumAway', () => {
     expect(vacuumAway(db)).toBe(true);
     expect(onDisk(file)).not.toContain('secret-row-');
     db.close();
+  });
+});
+
+describe('closing a database', () => {
+  it('leaves nothing to happen after close() returns: the checkpointer thread lets go first, so the -wal and -shm files are already gone and the folder can be removed at once', () => {
+    const { db, file } = filled();
+    expect(existsSync(`${file}-wal`), 'not vacuous: open, the log file exists').toBe(true);
+    db.close();
+    expect(readdirSync(join(file, '..'))).toEqual(['v.db']);
   });
 });
