@@ -54,7 +54,12 @@ export const Stopped = z.object({ stopped: z.string() });
 export const Forgotten = z.object({ forgotten: z.number() });
 const KeyPrint = z.object({ kid: z.string(), fingerprint: z.string() });
 /** The regulator key's fingerprint (the out-of-band value) and the key the relay announces. */
-export const EscrowKeys: z.ZodType<ServerEscrowKeys> = z.object({ regulator: KeyPrint, announced: KeyPrint.nullable(), swapped: z.boolean() });
+export const EscrowKeys: z.ZodType<ServerEscrowKeys> = z.object({
+  regulator: KeyPrint,
+  announced: KeyPrint.nullable(),
+  swapped: z.boolean(),
+  exportGradeBits: z.number().int().min(1).max(64).nullable(),
+});
 export type EscrowKeys = ServerEscrowKeys;
 export const ResetDone = z.object({ users: z.number(), intercepts: z.number(), bots: z.number() });
 export const Kicked = z.object({ kicked: z.string(), sessions: z.number() });

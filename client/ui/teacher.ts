@@ -541,10 +541,14 @@ class TeacherPanel {
     dl.dataset.tap = String(s.tap);
     dl.dataset.model = room.model;
     dl.dataset.sealed = String(room.sealedSender);
+    dl.dataset.exportGrade = String(this.escrow?.exportGradeBits ?? 'no');
     const item = (k: string, v: string, cls = '') => el('div', { class: `kv-row ${cls}` }, el('dt', { text: k }), el('dd', { text: v }));
     dl.replaceChildren(
       item('tap', tapWords, s.tap ? 'on' : 'off'),
       ...(tap.policy.escrowKid ? [item('escrow key', tap.policy.escrowKid)] : []),
+      ...(this.escrow?.exportGradeBits
+        ? [item('escrow key strength', `export-grade: a ${this.escrow.exportGradeBits}-bit secret, 2^${this.escrow.exportGradeBits} tries break it`, 'on')]
+        : []),
       item('key model', MODEL_WORDS[room.model]),
       item('sealed sender', room.sealedSender ? 'on (direct messages)' : 'off'),
     );

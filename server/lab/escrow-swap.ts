@@ -27,6 +27,8 @@ export interface EscrowKeys {
   announced: { kid: string; fingerprint: string } | null;
   /** The relay announces another key than the regulator's. */
   swapped: boolean;
+  /** The regulator's key in force is export-grade (scene 13): its secret has this many bits; null at full strength. */
+  exportGradeBits: number | null;
 }
 
 export class EscrowSwap {
@@ -81,6 +83,7 @@ export class EscrowSwap {
     const policy = this.relay.getPolicy();
     const regulator = { kid: this.regulator.kid, fingerprint: escrowFingerprint(fromB64(this.regulator.publicKey)) };
     const announced = policy.tap && policy.escrowPk && policy.escrowKid ? { kid: policy.escrowKid, fingerprint: escrowFingerprint(fromB64(policy.escrowPk)) } : null;
-    return { regulator, announced, swapped: announced !== null && announced.fingerprint !== regulator.fingerprint };
+    const exportGradeBits = this.regulator.exportGradeTarget()?.bits ?? null;
+    return { regulator, announced, swapped: announced !== null && announced.fingerprint !== regulator.fingerprint, exportGradeBits };
   }
 }

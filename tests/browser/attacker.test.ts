@@ -87,6 +87,9 @@ describe('the attacker console', () => {
       await regulator.page.locator('#kid', { hasText: suite.app.regulator.exportGradeTarget()!.kid }).waitFor();
       await regulator.page.locator('[data-testid="audit"] li', { hasText: 'export-grade escrow key' }).first().waitFor();
       expect(regulator.problems.errors).toEqual([]);
+      // The teacher panel's "in force" says the key is export-grade, with its size.
+      await focusTab(panel.page);
+      await panel.page.locator(`[data-testid="in-force"][data-export-grade="${BITS}"]`, { hasText: `export-grade: a ${BITS}-bit secret` }).waitFor();
       await focusTab(console_.page);
       const target = console_.page.getByTestId('target');
       await target.waitFor();

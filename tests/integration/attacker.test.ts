@@ -264,9 +264,12 @@ describe('the attacker API and the reset', () => {
     const app = await relay();
     const strong = app.regulator.kid;
     await run(app, 'export-grade');
+    const escrowKeys = async () => (await (await api(app, '/escrow')).json()) as { exportGradeBits: number | null };
+    expect((await escrowKeys()).exportGradeBits, "the teacher panel's 'in force' learns the key is export-grade").toBe(app.regulator.exportGradeBits);
     await run(app, 'intercept-breached');
     expect((await view(app)).loot.length).toBeGreaterThan(0);
     expect((await api(app, '/reset', { body: { confirm: 'reset' } })).status).toBe(200);
+    expect((await escrowKeys()).exportGradeBits).toBeNull();
     const v = await view(app);
     expect(v.loot).toEqual([]);
     expect(v.targets).toEqual([]);
