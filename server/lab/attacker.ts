@@ -149,7 +149,16 @@ export class Attacker {
         this.leak({ kind: 'escrow key', label: `escrow key ${key.kid}, from the copied regulator.db`, scenario, key, kid: key.kid });
       return key.kid;
     });
-    this.leak({ kind: 'archive copy', label: `the intercept archive (${lines.length} envelopes), from the copied regulator.db`, scenario, lines: () => lines });
+    // A second theft copies the first one's envelopes again: the loot keeps each envelope once (what
+    // the console opens is the same), so a lesson that breaches again and again does not hold the
+    // archive again and again in memory.
+    const earlier = this.loot.filter((l): l is CopyLoot => 'lines' in l);
+    const held = new Set(earlier.flatMap((c) => c.lines().map((l) => `${l.seq}:${l.env.id}`)));
+    const fresh = held.size ? lines.filter((l) => !held.has(`${l.seq}:${l.env.id}`)) : lines;
+    const label = earlier.length
+      ? `the intercept archive again (${lines.length} envelopes, ${fresh.length} not in an earlier copy), from the copied regulator.db`
+      : `the intercept archive (${lines.length} envelopes), from the copied regulator.db`;
+    this.leak({ kind: 'archive copy', label, scenario, lines: () => fresh });
     return { kids, lines };
   }
 

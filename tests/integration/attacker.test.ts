@@ -144,6 +144,12 @@ describe('the breach and the export-grade key with the databases on disk (as npm
         ).size,
       ).toBe(2);
       expect(app.lab.attacker.view().loot.filter((l) => l.kind === 'escrow key')).toHaveLength(2);
+      // The second copy holds only the envelopes the first did not: each envelope is held once, and what opens is the same.
+      const [first, second] = app.lab.attacker.view().loot.filter((l) => l.kind === 'archive copy');
+      expect(first!.envelopes).toBeGreaterThanOrEqual(4);
+      expect(second!.label).toMatch(/^the intercept archive again \(\d+ envelopes, \d+ not in an earlier copy\)/);
+      expect(second!.envelopes).toBeLessThan(first!.envelopes!);
+      expect(app.lab.attacker.view().counts.held).toBe(first!.envelopes! + second!.envelopes!);
     } finally {
       await app.close();
     }
