@@ -5,7 +5,7 @@
  * Bearer header or the console socket's first frame. No page ever prints it.
  */
 
-import { el } from './dom.ts';
+import { el, must, showStatus } from './dom.ts';
 
 const TOKEN_KEY = 'backdoor-lab.admin-token';
 
@@ -83,4 +83,34 @@ export function tokenForm(options: { heading: string; text: string; button: stri
     options.onToken(token);
   });
   return { form, input };
+}
+
+/**
+ * Lock a page until a token is typed: its status badge says locked, its sections are hidden, and
+ * the token form goes into `slot`, focused. `onToken` opens the page (the form is gone by then).
+ */
+export function lockWithTokenForm(options: {
+  status: HTMLElement;
+  sections: readonly string[];
+  slot: HTMLElement;
+  heading: string;
+  text: string;
+  button: string;
+  problem: string | null;
+  onToken: (token: string) => void;
+}): void {
+  showStatus(options.status, 'locked');
+  for (const id of options.sections) must(id).hidden = true;
+  const { form, input } = tokenForm({
+    heading: options.heading,
+    text: options.text,
+    button: options.button,
+    problem: options.problem,
+    onToken: (token) => {
+      options.slot.replaceChildren();
+      options.onToken(token);
+    },
+  });
+  options.slot.replaceChildren(form);
+  input.focus();
 }

@@ -16,7 +16,7 @@
 import './no-eval.ts';
 import type { z } from 'zod';
 import { clock, el, must, showStatus } from './dom.ts';
-import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
+import { dropToken, lockWithTokenForm, refusal, takeToken, unreachable } from './admin-token.ts';
 import { envelopeDetails, type EnvelopeViewContext } from './envelope-view.ts';
 import * as api from './attacker-api.ts';
 import type { SearchReport, SearchRequest } from './brute-worker.ts';
@@ -99,21 +99,19 @@ class AttackerConsole {
     this.live = false;
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
-    showStatus(this.status, 'locked');
-    for (const id of SECTIONS) must(id).hidden = true;
-    const { form, input } = tokenForm({
+    lockWithTokenForm({
+      status: this.status,
+      sections: SECTIONS,
+      slot: must('auth-slot'),
       heading: 'Admin token',
       text: "This console shows plaintext: it needs the teacher's token, printed when the relay started (the part after #token= in the teacher panel's link). This tab keeps it until you close it; the page never shows it.",
       button: 'Open console',
       problem,
       onToken: (token) => {
         this.token = token;
-        must('auth-slot').replaceChildren();
         void this.poll();
       },
     });
-    must('auth-slot').replaceChildren(form);
-    input.focus();
   }
 
   private lostToken(problem: string): never {

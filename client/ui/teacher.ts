@@ -12,7 +12,7 @@
 import './no-eval.ts';
 import type { z } from 'zod';
 import { clock, el, must, showStatus } from './dom.ts';
-import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
+import { dropToken, lockWithTokenForm, refusal, takeToken, unreachable } from './admin-token.ts';
 import * as api from './lab-api.ts';
 import { metadataMatrix, metadataTotals } from './metadata-view.ts';
 import { ObserversCard, ScanCard, type CardDeps } from './teacher-lab2.ts';
@@ -132,21 +132,19 @@ class TeacherPanel {
     this.live = false;
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
-    showStatus(this.status, 'locked');
-    for (const id of SECTIONS) must(id).hidden = true;
-    const { form, input } = tokenForm({
+    lockWithTokenForm({
+      status: this.status,
+      sections: SECTIONS,
+      slot: must('auth-slot'),
       heading: 'Admin token',
       text: "The teacher's token was printed when the relay started (the part after #token= in the regulator console's link). This tab keeps it until you close it; the page never shows it.",
       button: 'Open the panel',
       problem,
       onToken: (token) => {
         this.token = token;
-        must('auth-slot').replaceChildren();
         void this.open();
       },
     });
-    must('auth-slot').replaceChildren(form);
-    input.focus();
   }
 
   private lostToken(problem: string): never {
