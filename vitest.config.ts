@@ -4,7 +4,9 @@ export default defineConfig({
   test: {
     include: ['tests/**/*.test.ts'],
     environment: 'node',
-    testTimeout: 30_000,
+    // A test's own waits are bounded inside it; this only stops a hung one. 60 s, not 30: on a busy
+    // two-core machine (another job beside the suite) tests that spawn processes took over 30 s.
+    testTimeout: 60_000,
     hookTimeout: 60_000,
     // Browser and integration tests start real relays on port 0. Two cores, but with two files at a
     // time they sat half idle (waits on sockets, timers and child processes: 6 m 50 s of CPU in
