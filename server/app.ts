@@ -144,6 +144,16 @@ function cleanStoredNames(store: RelayStore, log: Logger): void {
   }
 }
 
+/**
+ * The total of logged-in relay sessions: what `maxConnections` leaves once every other kind of
+ * connection has its total (connections before the upgrade, connections waiting to log in, relay
+ * views, consoles with and without the token), and at least a tenth of it.
+ */
+export function sessionsTotalFor(limits: EdgeLimits, rawTotal: number): number {
+  const others = rawTotal + limits.pendingLoginsTotal + limits.viewersTotal + limits.consolesTotal + limits.consolesWaitingTotal;
+  return Math.max(1, Math.floor(limits.maxConnections / 10), limits.maxConnections - others);
+}
+
 /** The file in the data folder that keeps the generated admin token across restarts. */
 export const ADMIN_TOKEN_FILE = 'admin-token';
 
@@ -176,6 +186,11 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   const publicHosts = options.publicHosts ?? [];
   for (const name of publicHosts) parsePublicHost(name); // throws with a clear message before anything starts
   const { relay: relayLimits, edge: limits, regulator: regulatorLimits } = splitLimits(options.limits);
+
+  // Every kind of connection has a fair total; together they must stay below maxConnections, where
+  // Node drops a newcomer before the caps ever see it (so no address could be made room for).
+  const rawTotal = Math.max(1, Math.min(limits.rawConnectionsTotal, Math.floor(limits.maxConnections / 2)));
+  if (relayLimits.sessionsTotal === undefined) relayLimits.sessionsTotal = sessionsTotalFor(limits, rawTotal);
 
   const store = new RelayStore(dataDir === null ? ':memory:' : join(dataDir, 'relay.db'));
   cleanStoredNames(store, log);
@@ -255,13 +270,7 @@ export async function startApp(options: AppOptions = {}): Promise<App> {
   server.maxConnections = limits.maxConnections;
   // An address at its own cap loses its oldest such connection to the newcomer (replaceOldest): an
   // honest request needs a moment, one that never finishes has held its place longest.
-  const rawCaps = new FairCaps(
-    'connections open',
-    limits.rawConnectionsPerAddress,
-    Math.max(1, Math.min(limits.rawConnectionsTotal, Math.floor(limits.maxConnections / 2))),
-    limits.loopbackReservePercent,
-    true,
-  );
+  const rawCaps = new FairCaps('connections open', limits.rawConnectionsPerAddress, rawTotal, limits.loopbackReservePercent, true);
   const rawRelease = new WeakMap<Socket, () => void>();
   const refusalLogged = new Map<string, number>();
   /** A refusal at the edge, logged at most once every 10 s per kind and address (a flood must not flood the terminal). */

@@ -32,6 +32,7 @@ import { pinOf, fromB64, verifyLogin } from '../shared/crypto.ts';
 import type { QueueRow, RelayStore } from './store.ts';
 import type { Logger } from './log.ts';
 import { addressKey } from './addresses.ts';
+import { FairCaps, MAKE_ROOM_CLOSE } from './edge-limits.ts';
 import type { Classroom } from './classroom.ts';
 
 export { addressKey };
@@ -90,6 +91,14 @@ export interface RelayLimits {
   unsentTotalBytes: number;
   /** Logged-in sessions from one network address (an IPv6 address by its /64) at once. */
   sessionsPerAddress: number;
+  /**
+   * Logged-in sessions from every address together, shared fairly (`FairCaps`: a full total closes
+   * the oldest session of the address holding the most, with 1013, to make room for an address
+   * holding less; a tenth is kept for loopback). `startApp` sets it below the server's
+   * `maxConnections` once the other totals are taken out, so that sessions can never fill the
+   * connection ceiling, past which Node drops every newcomer (the teacher's laptop too) unseen.
+   */
+  sessionsTotal: number;
   /** Logins (hello frames) from one network address: a token bucket, its burst and refill per second. */
   loginBurst: number;
   loginsPerSecond: number;
@@ -138,6 +147,7 @@ export const DEFAULT_LIMITS: RelayLimits = {
   unreadBufferedBytes: 512 * 1024,
   unsentTotalBytes: 128 * MiB,
   sessionsPerAddress: 200,
+  sessionsTotal: Number.POSITIVE_INFINITY,
   loginBurst: 300,
   loginsPerSecond: 20,
   closeGraceMs: 1000,
@@ -315,6 +325,8 @@ interface Session {
   onLogin: (() => void) | null;
   /** Counted in `sessionsByAddress` (from login until close). */
   counted: boolean;
+  /** Lets go of its place in the total of sessions (`sessionCaps`), once; null when it holds none. */
+  releaseTotal: (() => void) | null;
   /** Shown to read since its login (a real ack, or a heartbeat answered): the larger buffer bound applies. */
   reading: boolean;
   /** A heartbeat ping went out since the login (so a pong proves reading). */
@@ -352,6 +364,8 @@ export class Relay {
   private readonly registrations = new Map<string, number[]>();
   /** Logged-in sessions per network address (`addressKey`). */
   private readonly sessionsByAddress = new Map<string, number>();
+  /** Logged-in sessions from every address together, shared fairly (null: no total). */
+  private readonly sessionCaps: FairCaps | null;
   /** Login token buckets per network address (`addressKey`), the least recently used first. */
   private readonly loginBuckets = new Map<string, { tokens: number; at: number }>();
   /** Sum of every session's `buffered`: above the bound it is recounted exactly (see sendNow). */
@@ -409,6 +423,10 @@ export class Relay {
     limits: Partial<RelayLimits> = {},
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+    // No per-address cap here (sessionsPerAddress is checked apart, knowing a re-login replaces its session).
+    this.sessionCaps = Number.isFinite(this.limits.sessionsTotal)
+      ? new FairCaps('sessions logged in', Number.POSITIVE_INFINITY, Math.max(1, this.limits.sessionsTotal), SESSIONS_LOOPBACK_RESERVE_PERCENT)
+      : null;
     this.heartbeat = setInterval(() => this.beat(), this.limits.heartbeatMs);
     this.heartbeat.unref();
     for (const pin of parseKicked(store.setting(KICKED_SETTING))) this.kicked.add(pin);
@@ -706,6 +724,8 @@ export class Relay {
   private uncount(session: Session): void {
     if (!session.counted) return;
     session.counted = false;
+    session.releaseTotal?.();
+    session.releaseTotal = null;
     const key = addressKey(session.address);
     const left = (this.sessionsByAddress.get(key) ?? 1) - 1;
     if (left > 0) this.sessionsByAddress.set(key, left);
@@ -771,6 +791,7 @@ export class Relay {
       device: null,
       onLogin: onLogin ?? null,
       counted: false,
+      releaseTotal: null,
       reading: false,
       pinged: false,
       buffered: 0,
@@ -1168,6 +1189,18 @@ export class Relay {
         return;
       }
     }
+    // The total of sessions: a login that replaces this identity's session takes no more places;
+    // any other may make room by closing the oldest session of the address holding the most.
+    if (this.sessionCaps && !replaced?.counted) {
+      const full = this.sessionCaps.admit(session.address);
+      if (full) {
+        this.stats.sessionsLimited += 1;
+        this.logOnce(`sessions total ${key}`, 'logins refused: too many sessions on this relay', { address: session.address });
+        this.error(session, ErrorCode.RateLimited, full.reason);
+        this.closeHard(session, CloseCode.LoginFailed, 'login failed: too many sessions on this relay');
+        return;
+      }
+    }
     this.store.upsertUser(pin, msg.pk, msg.name, now);
     const previous = this.online.get(pin);
     if (previous) {
@@ -1193,6 +1226,11 @@ export class Relay {
     session.onLogin = null;
     session.counted = true;
     this.sessionsByAddress.set(key, (this.sessionsByAddress.get(key) ?? 0) + 1);
+    session.releaseTotal =
+      this.sessionCaps?.add(session.address, () => {
+        this.logOnce('sessions made room', 'sessions: full, so the oldest of the address holding the most was closed to make room', { pin, address: session.address });
+        this.closeHard(session, MAKE_ROOM_CLOSE, 'the relay is full: this address holds the most sessions, so its oldest was closed to make room');
+      }) ?? null;
     // (A session this one replaces has not stored its time yet: it is stored at logout.)
     session.lastSent = Math.max(existing?.last_sent ?? 0, replaced?.lastSent ?? 0);
     session.registeredAt = existing?.created_at ?? now;
@@ -1753,6 +1791,8 @@ function entryOf(u: { pin: string; name: string; pk: string }, online: boolean):
 /** Directory entries in one presence frame; more wait for the next tick (50 ms later). */
 /** The store setting that keeps the PINs the teacher removed (a JSON array), across restarts. */
 const KICKED_SETTING = 'room.kicked';
+/** The share of the total of sessions kept for loopback (the teacher's laptop), as for the edge's totals. */
+const SESSIONS_LOOPBACK_RESERVE_PERCENT = 10;
 
 function parseKicked(value: string | undefined): string[] {
   if (value === undefined) return [];
