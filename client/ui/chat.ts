@@ -41,6 +41,13 @@ interface ChatEntry {
 }
 
 const UI_KEY = 'backdoor-lab.ui';
+/**
+ * The contact list is rebuilt at most this often when only who is online changed (people coming
+ * and going), and at once for someone new or when this tab opened another chat. Each rebuild sorts and redraws every
+ * contact: a participant logging identities in and out all the time (each a presence update to
+ * every tab, up to 20 a second) froze classmates' tabs with 500 contacts on a slow phone.
+ */
+const CONTACTS_REDRAW_MS = 1000;
 /** Messages drawn for the open chat: its newest this many. */
 const DRAWN_PER_CHAT = 300;
 
@@ -71,6 +78,17 @@ function span(ms: number): string {
       return `${n} ${name}${n === 1 ? '' : 's'}`;
     }
   return `${Math.round(ms / 1000)} s`;
+}
+
+/**
+ * Redraw a list without taking the keyboard's place away: if a button in `list` had the focus,
+ * the new button with the same `data-<key>` gets it back (someone tabbing through the contacts
+ * while the directory changes stays where they were).
+ */
+function keepFocus(list: HTMLElement, key: 'pin' | 'chat', redraw: () => void): void {
+  const active = document.activeElement instanceof HTMLElement && list.contains(document.activeElement) ? document.activeElement.dataset[key] : undefined;
+  redraw();
+  if (active !== undefined) list.querySelector<HTMLElement>(`[data-${key}="${CSS.escape(active)}"]`)?.focus();
 }
 
 function start(): void {
@@ -620,19 +638,52 @@ class ChatPage {
     );
   }
 
+  private contactsDrawnAt = Number.NEGATIVE_INFINITY;
+  private contactsDrawnFor: string | null = null;
+  private contactsLater: ReturnType<typeof setTimeout> | null = null;
+  private contactsDraws = 0;
+
   private renderSidebar(): void {
     const m = this.m;
     const scroll = this.sidebar.scrollTop;
     const contacts = m.contacts().sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
     const entries = this.entries();
-    const state = {
-      open: this.openChat,
-      contacts: contacts.map((c) => [c.pin, c.name, c.online]),
-      entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction, e.kind]),
-    };
     const unread = entries.reduce((n, e) => n + e.unread, 0);
     this.tabs?.badge('contacts', unread ? String(unread) : '', `${unread} unread`);
-    if (this.unchanged('sidebar', state)) return;
+    this.renderContacts(contacts);
+    const state = {
+      open: this.openChat,
+      entries: entries.map((e) => [e.chat, e.title, e.unread, e.members.length, e.last?.id, e.last?.text, e.last?.direction, e.kind]),
+    };
+    const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
+    if (!this.sidebar.childElementCount)
+      this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form, this.pin.form);
+    if (!this.unchanged('chats', state)) this.renderChats(entries);
+    this.sidebar.scrollTop = scroll;
+  }
+
+  /** The contact list, rebuilt when it changed: at once for someone new or a click here, at most once a CONTACTS_REDRAW_MS for who is online. */
+  private renderContacts(contacts: ReturnType<Messenger['contacts']>): void {
+    const key = JSON.stringify(contacts.map((c) => [c.pin, c.name, c.online]));
+    if (this.drawn.get('contacts') === key && this.contactsDrawnFor === this.openChat) return;
+    // Someone new (or a new name) is drawn at once; only who is online waits (new identities are
+    // few: the relay allows an address 300 an hour, while logging in and out is cheap).
+    const people = JSON.stringify(contacts.map((c) => [c.pin, c.name]).sort());
+    const onlyPresence = this.drawn.get('contact-people') === people && this.contactsDrawnFor === this.openChat;
+    const wait = this.contactsDrawnAt + CONTACTS_REDRAW_MS - performance.now();
+    if (wait > 0 && onlyPresence) {
+      this.contactsLater ??= setTimeout(() => {
+        this.contactsLater = null;
+        this.schedule();
+      }, wait);
+      return;
+    }
+    this.drawn.set('contacts', key);
+    this.drawn.set('contact-people', people);
+    this.contactsDrawnAt = performance.now();
+    this.contactsDrawnFor = this.openChat;
+    this.contactsDraws += 1;
+    this.contactsUl.dataset.draws = String(this.contactsDraws);
     const contactList = el('ul', { class: 'contacts' });
     for (const c of contacts) {
       const chat = `dm:${c.pin}`;
@@ -657,7 +708,10 @@ class ChatPage {
       );
     }
     if (!contacts.length) contactList.append(el('li', { class: 'empty', text: 'Nobody else yet. Open another tab with ?name=Bob.' }));
+    keepFocus(this.contactsUl, 'pin', () => this.contactsUl.replaceChildren(...contactList.childNodes));
+  }
 
+  private renderChats(entries: ChatEntry[]): void {
     const chatList = el('ul', { class: 'chats' });
     for (const e of entries) {
       const lastText = e.last ? (e.last.note ? this.noteText(e.last) : e.last.text) : '';
@@ -688,13 +742,7 @@ class ChatPage {
       );
     }
     if (!chatList.childElementCount) chatList.append(el('li', { class: 'empty', text: 'No chats yet.' }));
-
-    this.contactsUl.replaceChildren(...contactList.childNodes);
-    this.chatsUl.replaceChildren(...chatList.childNodes);
-    const form = this.groupForm(contacts.map((c) => ({ pin: c.pin, name: c.name })));
-    if (!this.sidebar.childElementCount)
-      this.sidebar.append(this.storageNote, el('h2', { text: 'Contacts' }), this.contactsUl, el('h2', { text: 'Chats' }), this.chatsUl, form, this.pin.form);
-    this.sidebar.scrollTop = scroll;
+    keepFocus(this.chatsUl, 'chat', () => this.chatsUl.replaceChildren(...chatList.childNodes));
   }
 
   private groupFormNode: HTMLDetailsElement | null = null;

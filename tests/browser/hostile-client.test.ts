@@ -10,7 +10,7 @@ import { sealEnvelope } from '../../shared/envelope.ts';
 import type { Envelope } from '../../shared/protocol.ts';
 import { browserSuite, focusTab, messageWith, openChat, openDm, waitReady, withContext } from '../helpers/browser.ts';
 import { rawClient, type RawClient } from '../helpers/raw-client.ts';
-import { until, user } from '../helpers/relay.ts';
+import { startTestRelay, until, user } from '../helpers/relay.ts';
 
 const suite = browserSuite();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -203,4 +203,52 @@ describe("a victim's chat page against other participants", () => {
       }
     });
   }, 60_000);
+
+  test('identities logging in and out over and over (a presence update to the victim each time) make her contact list redraw at most about once a second, and it ends showing exactly who is online', async () => {
+    // The login budget is per address: a few addresses give this rate; this relay gives it from one.
+    const app = await startTestRelay({ limits: { loginBurst: 100_000, loginsPerSecond: 10_000 } });
+    await withContext(suite.browser, {}, async (ctx) => {
+      const alice = await openChat(ctx, app.url, 'Alice');
+      const page = alice.page;
+      const churners = await Promise.all(Array.from({ length: 40 }, (_, i) => rawClient(app.wsUrl, { name: `Churn ${i}` })));
+      const stayer = await rawClient(app.wsUrl, { name: 'Stays' });
+      const contacts = (online: boolean) => page.locator(`[data-testid="contact"][data-online="${online}"]`);
+      await expect.poll(() => contacts(true).count(), { timeout: 15_000 }).toBe(41);
+      const draws = async () => Number(await page.getByTestId('contacts').getAttribute('data-draws'));
+
+      // Someone tabbing through the contacts keeps their place while the list is redrawn under them.
+      const stayerPin = stayer.frames.find((f) => f.type === 'welcome')?.pin ?? '';
+      await page.locator(`[data-testid="contact"][data-pin="${stayerPin}"]`).focus();
+      // Each churner goes offline and comes back, again and again, for about 4 s.
+      const before = await draws();
+      const t0 = Date.now();
+      let logins = 0;
+      let sockets = churners;
+      while (Date.now() - t0 < 4000) {
+        for (const c of sockets) c.ws.terminate();
+        await sleep(60);
+        sockets = await Promise.all(churners.map((c) => rawClient(app.wsUrl, { identity: c.identity, name: 'Churn' })));
+        logins += sockets.length;
+        await sleep(60);
+      }
+      for (const c of sockets) c.ws.terminate();
+      const after = await draws();
+      const seconds = (Date.now() - t0) / 1000;
+      reportFiguresLine(`presence churn: ${logins} logins in ${seconds.toFixed(1)} s; the victim's contact list redrew ${after - before} times`);
+      expect(logins, 'not vacuous: the churn ran').toBeGreaterThan(100);
+      expect(after - before, 'at most one redraw a second (plus the one in flight)').toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+
+      // When the churn stops, the list catches up: the churners are offline, the one who stayed is online.
+      await expect.poll(() => contacts(true).count(), { timeout: 10_000 }).toBe(1);
+      expect(await contacts(true).getAttribute('data-pin')).toBe(stayerPin);
+      expect(await contacts(false).count()).toBe(40);
+      expect(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.pin), 'the focus stayed on the same contact').toBe(stayerPin);
+      stayer.ws.terminate();
+      expect(alice.problems.errors).toEqual([]);
+    }).finally(() => app.close());
+  }, 90_000);
 });
+
+function reportFiguresLine(line: string): void {
+  process.stdout.write(`[figures] ${line}\n`);
+}
