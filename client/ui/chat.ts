@@ -42,8 +42,8 @@ interface ChatEntry {
 
 const UI_KEY = 'backdoor-lab.ui';
 /**
- * The contact list is rebuilt at most this often when only who is online changed (people coming
- * and going), and at once for someone new or when this tab opened another chat. Each rebuild sorts and redraws every
+ * The contact list is rebuilt at most this often when only who is online (or a name) changed,
+ * and at once for someone new or when this tab opened another chat. Each rebuild sorts and redraws every
  * contact: a participant logging identities in and out all the time (each a presence update to
  * every tab, up to 20 a second) froze classmates' tabs with 500 contacts on a slow phone.
  */
@@ -662,13 +662,13 @@ class ChatPage {
     this.sidebar.scrollTop = scroll;
   }
 
-  /** The contact list, rebuilt when it changed: at once for someone new or a click here, at most once a CONTACTS_REDRAW_MS for who is online. */
+  /** The contact list, rebuilt when it changed: at once for someone new or a click here, at most once a CONTACTS_REDRAW_MS for who is online and names. */
   private renderContacts(contacts: ReturnType<Messenger['contacts']>): void {
     const key = JSON.stringify(contacts.map((c) => [c.pin, c.name, c.online]));
     if (this.drawn.get('contacts') === key && this.contactsDrawnFor === this.openChat) return;
-    // Someone new (or a new name) is drawn at once; only who is online waits (new identities are
-    // few: the relay allows an address 300 an hour, while logging in and out is cheap).
-    const people = JSON.stringify(contacts.map((c) => [c.pin, c.name]).sort());
+    // Someone new is drawn at once; who is online, and names, wait (new identities are few: the
+    // relay allows an address 300 an hour, while logging in and out, under any name, is cheap).
+    const people = JSON.stringify(contacts.map((c) => c.pin).sort());
     const onlyPresence = this.drawn.get('contact-people') === people && this.contactsDrawnFor === this.openChat;
     const wait = this.contactsDrawnAt + CONTACTS_REDRAW_MS - performance.now();
     if (wait > 0 && onlyPresence) {

@@ -204,7 +204,7 @@ describe("a victim's chat page against other participants", () => {
     });
   }, 60_000);
 
-  test('identities logging in and out over and over (a presence update to the victim each time) make her contact list redraw at most about once a second, and it ends showing exactly who is online', async () => {
+  test('identities logging in and out over and over, under a new name each time (a presence update to the victim each time), make her contact list redraw at most about once a second, and it ends showing exactly who is online, under their last names', async () => {
     // The login budget is per address: a few addresses give this rate; this relay gives it from one.
     const app = await startTestRelay({ limits: { loginBurst: 100_000, loginsPerSecond: 10_000 } });
     await withContext(suite.browser, {}, async (ctx) => {
@@ -223,11 +223,13 @@ describe("a victim's chat page against other participants", () => {
       const before = await draws();
       const t0 = Date.now();
       let logins = 0;
+      let round = 0;
       let sockets = churners;
       while (Date.now() - t0 < 4000) {
         for (const c of sockets) c.ws.terminate();
         await sleep(60);
-        sockets = await Promise.all(churners.map((c) => rawClient(app.wsUrl, { identity: c.identity, name: 'Churn' })));
+        round += 1;
+        sockets = await Promise.all(churners.map((c, i) => rawClient(app.wsUrl, { identity: c.identity, name: `Churn ${i} r${round}` })));
         logins += sockets.length;
         await sleep(60);
       }
@@ -242,6 +244,7 @@ describe("a victim's chat page against other participants", () => {
       await expect.poll(() => contacts(true).count(), { timeout: 10_000 }).toBe(1);
       expect(await contacts(true).getAttribute('data-pin')).toBe(stayerPin);
       expect(await contacts(false).count()).toBe(40);
+      await expect.poll(() => page.locator('[data-testid="contact"] .name', { hasText: `r${round}` }).count(), { timeout: 10_000 }).toBe(40);
       expect(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.pin), 'the focus stayed on the same contact').toBe(stayerPin);
       stayer.ws.terminate();
       expect(alice.problems.errors).toEqual([]);
