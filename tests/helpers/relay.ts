@@ -2,6 +2,7 @@
  * Test helpers: a real relay on 127.0.0.1 port 0, and messengers built on
  * client/core talking to it over real WebSockets.
  */
+import { afterEach, beforeAll } from 'vitest';
 import WebSocket from 'ws';
 import { startApp, type App, type AppOptions } from '../../server/app.ts';
 import { Messenger, memoryStore, type KeyValueStore, type MessengerEvent, type SealingPolicy, type SocketLike } from '../../client/core/messenger.ts';
@@ -11,6 +12,26 @@ export async function startTestRelay(options: AppOptions = {}): Promise<App & { 
   await cryptoReady();
   const app = await startApp({ port: 0, host: '127.0.0.1', dataDir: null, adminToken: 'test-admin-token', ...options });
   return Object.assign(app, { wsUrl: `${app.url.replace('http', 'ws')}/ws` });
+}
+
+/**
+ * For a test file: `relay()` starts a test relay that is closed after the test, and `cleanup` takes
+ * anything else to undo after it (run newest first, awaited). libsodium is made ready before all.
+ */
+export function relaysPerTest(): { relay: (options?: AppOptions) => Promise<App & { wsUrl: string }>; cleanup: (() => unknown)[] } {
+  const cleanup: (() => unknown)[] = [];
+  beforeAll(async () => {
+    await cryptoReady();
+  });
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f();
+  });
+  const relay = async (options: AppOptions = {}) => {
+    const app = await startTestRelay(options);
+    cleanup.push(() => app.close());
+    return app;
+  };
+  return { relay, cleanup };
 }
 
 export function connectTo(wsUrl: string): () => SocketLike {

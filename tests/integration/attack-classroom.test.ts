@@ -5,30 +5,18 @@
  * 127.0.0.1 is the teacher's laptop.
  */
 import { request } from 'node:http';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cryptoReady, newIdentity } from '../../shared/crypto.ts';
+import { describe, expect, it } from 'vitest';
+import { newIdentity } from '../../shared/crypto.ts';
 import { CloseCode } from '../../shared/protocol.ts';
 import { sessionsTotalFor } from '../../server/app.ts';
 import { DEFAULT_EDGE_LIMITS, MAKE_ROOM_CLOSE, connectionCeiling } from '../../server/edge-limits.ts';
-import { startTestRelay } from '../helpers/relay.ts';
+import { relaysPerTest, type startTestRelay } from '../helpers/relay.ts';
 import { RawClient } from '../reliability/support.ts';
 
 const CODE = 'K7M2QX';
 type TestApp = Awaited<ReturnType<typeof startTestRelay>>;
 
-beforeAll(async () => {
-  await cryptoReady();
-});
-const cleanup: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function relay(options: Parameters<typeof startTestRelay>[0] = {}): Promise<TestApp> {
-  const app = await startTestRelay(options);
-  cleanup.push(() => app.close());
-  return app;
-}
+const { relay, cleanup } = relaysPerTest();
 
 /** GET a path from a loopback source address: the status, or -1 if the connection was dropped. */
 function get(port: number, from: string, path = '/healthz'): Promise<number> {

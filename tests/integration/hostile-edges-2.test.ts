@@ -18,9 +18,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { cryptoReady, newIdentity, type Identity } from '../../shared/crypto.ts';
+import { newIdentity, type Identity } from '../../shared/crypto.ts';
 import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, DisplayName, ErrorCode, MAX_MARKS_PER_CHAR } from '../../shared/protocol.ts';
 import { addressKey, isLoopback } from '../../server/addresses.ts';
@@ -29,26 +29,14 @@ import { DEFAULT_EDGE_LIMITS, FairCaps, MAKE_ROOM_CLOSE, connectionCeiling, open
 import { memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
 import { DEFAULT_REGULATOR_LIMITS } from '../../server/regulator.ts';
-import { assetPath, startTestRelay } from '../helpers/relay.ts';
+import { assetPath, relaysPerTest, startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const TOKEN = 'test-admin-token';
 type TestApp = Awaited<ReturnType<typeof startTestRelay>>;
 
-beforeAll(async () => {
-  await cryptoReady();
-});
-const cleanup: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function relay(options: Parameters<typeof startTestRelay>[0] = {}): Promise<TestApp> {
-  const app = await startTestRelay(options);
-  cleanup.push(() => app.close());
-  return app;
-}
+const { relay, cleanup } = relaysPerTest();
 
 /** Wait until `check` holds, polling; fail with `what` after `ms`. */
 async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {

@@ -13,9 +13,9 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { cryptoReady, newIdentity } from '../../shared/crypto.ts';
+import { newIdentity } from '../../shared/crypto.ts';
 import { sealEnvelope } from '../../shared/envelope.ts';
 import { CloseCode, DisplayName, ErrorCode, parseViewerMessage, type ViewerMessage } from '../../shared/protocol.ts';
 import { AdminGuard } from '../../server/admin-guard.ts';
@@ -24,26 +24,14 @@ import { PART_BYTES } from '../../server/feed-socket.ts';
 import { allowedHosts, checkHostAndOrigin } from '../../server/hosts.ts';
 import { consoleLogger, memoryLogger } from '../../server/log.ts';
 import { DEFAULT_LIMITS, UNLIMITED } from '../../server/relay.ts';
-import { assetPath, startTestRelay } from '../helpers/relay.ts';
+import { assetPath, relaysPerTest, type startTestRelay } from '../helpers/relay.ts';
 import { RawClient, reportFigures, sleep } from '../reliability/support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const TOKEN = 'test-admin-token';
 type TestApp = Awaited<ReturnType<typeof startTestRelay>>;
 
-beforeAll(async () => {
-  await cryptoReady();
-});
-const cleanup: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function relay(options: Parameters<typeof startTestRelay>[0] = {}): Promise<TestApp> {
-  const app = await startTestRelay(options);
-  cleanup.push(() => app.close());
-  return app;
-}
+const { relay, cleanup } = relaysPerTest();
 
 interface Refused {
   status: number;
