@@ -10,7 +10,7 @@ import './no-eval.ts';
 import { Pin, parseConsoleMessage, parseViewerMessage, keysOf, type AuditEntry, type InterceptItem, type Policy, type TapSettings } from '../../shared/protocol.ts';
 import { clock, clockMs, el, must, reconnectDelay, showStatus, socketUrl } from './dom.ts';
 import { wordsFor } from './words.ts';
-import { dropToken, refusal, takeToken, tokenForm, unreachable } from './admin-token.ts';
+import { dropToken, lockWithTokenForm, refusal, takeToken, unreachable } from './admin-token.ts';
 import { convAndSize, envelopeDetails, route, type EnvelopeViewContext } from './envelope-view.ts';
 import { DemandPanel } from './demand.ts';
 import { ScanReportsPanel } from './scan-reports.ts';
@@ -71,9 +71,10 @@ class Console {
   // Authentication
 
   private askToken(problem: string | null): void {
-    this.setStatus('locked');
-    for (const id of SECTIONS) must(id).hidden = true;
-    const { form, input } = tokenForm({
+    lockWithTokenForm({
+      status: this.status,
+      sections: SECTIONS,
+      slot: must('auth-slot'),
       heading: 'Admin token',
       text: "The teacher's token was printed when the relay started (the part after #token= in the regulator link).",
       button: 'Open console',
@@ -81,12 +82,9 @@ class Console {
       onToken: (token) => {
         this.token = token;
         this.refused = false;
-        must('auth-slot').replaceChildren();
         this.connect();
       },
     });
-    must('auth-slot').replaceChildren(form);
-    input.focus();
   }
 
   private connect(): void {
